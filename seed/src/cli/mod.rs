@@ -1,0 +1,139 @@
+//! The `seed` command line. Thin: parse arguments, call the library, print.
+
+mod check;
+mod debug;
+mod serve;
+mod status;
+mod table;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+/// Default config location on a seed host.
+pub const DEFAULT_CONFIG: &str = "/etc/seed/seed.yaml";
+
+/// seed turns a rack of bare metal into installed Ubuntu 24.04 nodes: DHCP, TFTP, HTTP,
+/// autoinstall and Redfish in one binary, driven by one YAML file.
+#[derive(Debug, Parser)]
+#[command(name = "seed", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    after_help = "Start with `seed config example > seed.yaml`, edit it, then `seed check seed.yaml`."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// The config file.
+    #[arg(long, short = 'c', global = true, env = "SEED_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Where the state database lives (overrides `seed.state_dir` of the config).
+    #[arg(long, global = true, env = "SEED_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a config and print its address plan (node x zone -> address, VLAN, link, MTU).
+    ///
+    /// Every problem is reported at once, each naming the file, line, field and node.
+    /// Exits 0 when the config is valid, 1 otherwise.
+    Check(check::CheckArgs),
+    /// Run seed: open the state store and serve until SIGINT or SIGTERM.
+    Serve,
+    /// Show every node and its lifecycle state.
+    Status(status::StatusArgs),
+    /// Config helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Developer tools (store crash tests).
+    #[command(subcommand, hide = true)]
+    Debug(debug::DebugCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the embedded example config (the OSISM reference rack).
+    Example,
+}
+
+/// Run the CLI with the process's arguments.
+pub fn main() -> ExitCode {
+    run(std::env::args_os())
+}
+
+/// Run the CLI with the given arguments (the first is the program name).
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    init_logging(cli.global.verbose);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = cli.global;
+    match cli.command {
+        Command::Check(args) => check::run(&global, args),
+        Command::Serve => serve::run(&global),
+        Command::Status(args) => status::run(&global, args),
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Debug(cmd) => debug::run(&global, cmd),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+impl Global {
+    fn load_config(&self) -> anyhow::Result<Config> {
+        load_config(&self.config)
+    }
+
+    fn state_dir(&self, config: Option<&Config>) -> PathBuf {
+        self.state_dir
+            .clone()
+            .or_else(|| config.map(|c| c.seed.state_dir.clone()))
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR))
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).with_context(|| format!("config {} is not usable", path.display()))
+}

@@ -1,0 +1,118 @@
+//! `seed status`: every node and its lifecycle state, from the store.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+
+use super::Global;
+use super::table::Table;
+use crate::lifecycle::NodeState;
+use crate::store::Store;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    role: Option<String>,
+    state: NodeState,
+    /// ms since the Unix epoch; `None` for a configured node seed has not registered yet.
+    updated_at: Option<i64>,
+    in_config: bool,
+}
+
+pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    // The config is optional here: status of a store can be read without one.
+    let config = if global.config.exists() {
+        Some(global.load_config()?)
+    } else {
+        None
+    };
+    let state_dir = global.state_dir(config.as_ref());
+    let store = Store::open(&state_dir)
+        .with_context(|| format!("cannot read state in {}", state_dir.display()))?;
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    for node in config.iter().flat_map(|c| &c.nodes) {
+        rows.insert(
+            node.name.clone(),
+            Row {
+                name: node.name.clone(),
+                role: Some(node.role.clone()),
+                state: NodeState::Ready,
+                updated_at: None,
+                in_config: true,
+            },
+        );
+    }
+    for record in store.nodes()? {
+        let row = rows.entry(record.name.clone()).or_insert(Row {
+            name: record.name.clone(),
+            role: None,
+            state: record.state,
+            updated_at: None,
+            in_config: false,
+        });
+        row.state = record.state;
+        row.updated_at = Some(record.updated_at);
+    }
+    if args.json {
+        let rows: Vec<&Row> = rows.values().collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&["NODE", "ROLE", "STATE", "SINCE (UTC)"]);
+    for row in rows.values() {
+        let role = match (&row.role, row.in_config) {
+            (Some(role), _) => role.clone(),
+            (None, _) => "(not in config)".into(),
+        };
+        let since = row
+            .updated_at
+            .map_or_else(|| "(not registered yet)".into(), utc_timestamp);
+        table.row(vec![row.name.clone(), role, row.state.to_string(), since]);
+    }
+    print!("{}", table.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `2026-11-21 13:55:02` from ms since the Unix epoch (UTC; days to civil date after
+/// Howard Hinnant's `civil_from_days`).
+fn utc_timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_timestamp;
+
+    #[test]
+    fn timestamps_are_civil_utc() {
+        assert_eq!(utc_timestamp(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_timestamp(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc_timestamp(1_795_269_302_000), "2026-11-21 13:55:02");
+    }
+}

@@ -1,0 +1,406 @@
+//! The validated domain model. Everything here has been checked once, in `validate`; the rest of
+//! seed reads it and never re-checks references (a zone's link exists, a node's role exists).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::net::{Ipv4Net, MacAddr};
+
+/// A validated seed configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub source: PathBuf,
+    /// The seed host.
+    pub seed: SeedHost,
+    /// Network zones, in file order.
+    pub zones: Vec<Zone>,
+    /// Links, in file order.
+    pub links: Vec<Link>,
+    /// Roles, in file order.
+    pub roles: Vec<Role>,
+    /// Nodes, in file order.
+    pub nodes: Vec<Node>,
+}
+
+impl Config {
+    /// The zone named `name`.
+    pub fn zone(&self, name: &str) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.name == name)
+    }
+
+    /// The link named `name`.
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    /// The role named `name`.
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The one zone where DHCP and PXE happen.
+    pub fn provisioning_zone(&self) -> &Zone {
+        // validate() refuses a config without exactly one.
+        self.zones
+            .iter()
+            .find(|z| z.provisioning)
+            .unwrap_or(&self.zones[0])
+    }
+
+    /// The zones a node joins: those its role joins, then its extra zones, in file order.
+    pub fn zones_of<'a>(&'a self, node: &'a Node) -> impl Iterator<Item = &'a Zone> + 'a {
+        self.zones
+            .iter()
+            .filter(move |z| z.roles.contains(&node.role) || node.extra_zones.contains(&z.name))
+    }
+}
+
+/// The seed host's own settings.
+#[derive(Debug, Clone)]
+pub struct SeedHost {
+    /// Interface on the provisioning network.
+    pub interface: String,
+    /// Seed's address on the provisioning zone.
+    pub address: Ipv4Addr,
+    /// Base URL nodes use to reach seed (no trailing slash).
+    pub url: String,
+    /// Listening ports.
+    pub ports: Ports,
+    /// State directory (SQLite database and later images).
+    pub state_dir: PathBuf,
+}
+
+/// Listening ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// DHCP (67).
+    pub dhcp: u16,
+    /// TFTP (69).
+    pub tftp: u16,
+    /// HTTP (80).
+    pub http: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self {
+            dhcp: 67,
+            tftp: 69,
+            http: 80,
+        }
+    }
+}
+
+/// A network zone: one VLAN, one subnet.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// Name.
+    pub name: String,
+    /// VLAN id.
+    pub vlan: u16,
+    /// Subnet.
+    pub subnet: Ipv4Net,
+    /// Default gateway.
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS servers.
+    pub dns: Vec<Ipv4Addr>,
+    /// NTP servers.
+    pub ntp: Vec<Ipv4Addr>,
+    /// MTU.
+    pub mtu: u16,
+    /// Link the zone rides on.
+    pub link: String,
+    /// Untagged on its link.
+    pub native: bool,
+    /// DHCP and PXE happen here.
+    pub provisioning: bool,
+    /// Nodes get addresses here.
+    pub host_addresses: bool,
+    /// Roles that join.
+    pub roles: Vec<String>,
+    /// Pool for unknown MACs.
+    pub discovery_pool: Option<Pool>,
+}
+
+impl Zone {
+    /// The interface name of this zone on a node: the link itself when native, else `<link>.<vlan>`.
+    pub fn interface(&self) -> String {
+        if self.native {
+            self.link.clone()
+        } else {
+            format!("{}.{}", self.link, self.vlan)
+        }
+    }
+}
+
+/// An inclusive IPv4 address range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pool {
+    /// First address.
+    pub start: Ipv4Addr,
+    /// Last address.
+    pub end: Ipv4Addr,
+}
+
+impl Pool {
+    /// Whether `addr` is in the pool.
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        (self.start..=self.end).contains(&addr)
+    }
+}
+
+/// A bond or plain NIC.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// Interface name.
+    pub name: String,
+    /// MTU.
+    pub mtu: u16,
+    /// Bond settings; `None` for a plain NIC.
+    pub bond: Option<Bond>,
+}
+
+/// Bond settings, in netplan's terms.
+#[derive(Debug, Clone)]
+pub struct Bond {
+    /// Member NICs.
+    pub members: Vec<String>,
+    /// Mode, as netplan spells it (`802.3ad`).
+    pub mode: &'static str,
+    /// LACP rate (`fast`/`slow`), 802.3ad only.
+    pub lacp_rate: Option<&'static str>,
+    /// Transmit hash policy (`layer3+4`, …).
+    pub transmit_hash_policy: Option<&'static str>,
+    /// MII monitor interval in ms.
+    pub mii_monitor_interval: u32,
+}
+
+/// A role: which links its nodes have and which disk they install to.
+#[derive(Debug, Clone)]
+pub struct Role {
+    /// Name.
+    pub name: String,
+    /// Links its nodes have.
+    pub links: Vec<String>,
+    /// The link the boot NIC is a member of.
+    pub boot_link: String,
+    /// Install disk.
+    pub disk: Option<DiskMatch>,
+}
+
+/// Which disk subiquity installs to. Never empty: subiquity's default is the largest disk,
+/// which on a storage node is a Ceph OSD.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DiskMatch {
+    /// Serial number (glob).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Model (glob).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Device path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `smallest` or `largest`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<&'static str>,
+    /// Solid state only (or rotating only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssd: Option<bool>,
+}
+
+impl fmt::Display for DiskMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(v) = &self.serial {
+            parts.push(format!("serial={v}"));
+        }
+        if let Some(v) = &self.model {
+            parts.push(format!("model={v}"));
+        }
+        if let Some(v) = &self.path {
+            parts.push(format!("path={v}"));
+        }
+        if let Some(v) = self.size {
+            parts.push(format!("size={v}"));
+        }
+        if let Some(v) = self.ssd {
+            parts.push(format!("ssd={v}"));
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// A bare-metal node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Host name.
+    pub name: String,
+    /// Role name.
+    pub role: String,
+    /// BMC.
+    pub bmc: Bmc,
+    /// Boot NIC MAC(s).
+    pub macs: Vec<MacAddr>,
+    /// Serial console for the installed system, e.g. `ttyS1,115200n8`.
+    pub console: Option<String>,
+    /// The disk to install to (the node's override, else its role's).
+    pub disk: DiskMatch,
+    /// Zones beyond the role's.
+    pub extra_zones: Vec<String>,
+}
+
+/// A node's BMC.
+#[derive(Debug, Clone)]
+pub struct Bmc {
+    /// Address; its last octet is the node's suffix.
+    pub address: Ipv4Addr,
+    /// Power driver.
+    pub driver: PowerDriver,
+    /// User name.
+    pub username: Option<String>,
+    /// Where the password is.
+    pub password: Option<SecretRef>,
+}
+
+/// How seed switches a node on and off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerDriver {
+    /// A real BMC over Redfish.
+    Redfish,
+    /// A QEMU machine of `seed lab`.
+    Qemu,
+    /// A person presses the button.
+    Manual,
+}
+
+impl fmt::Display for PowerDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Redfish => "redfish",
+            Self::Qemu => "qemu",
+            Self::Manual => "manual",
+        })
+    }
+}
+
+/// A secret held elsewhere. Its Debug output names the place, never the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// An environment variable.
+    Env(String),
+    /// A file (its first line).
+    File(PathBuf),
+}
+
+/// Why a secret could not be read. Names where it was looked for, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The environment variable is not set (or not UTF-8).
+    #[error("environment variable {0} is not set")]
+    EnvMissing(String),
+    /// The file could not be read.
+    #[error("cannot read secret file {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The variable or file is empty.
+    #[error("{0} is empty")]
+    Empty(String),
+}
+
+impl SecretRef {
+    /// Read the secret. Files give their first line, without the line ending.
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
+        let (value, place) = match self {
+            Self::Env(var) => (
+                std::env::var(var).map_err(|_| SecretError::EnvMissing(var.clone()))?,
+                format!("environment variable {var}"),
+            ),
+            Self::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                (
+                    text.lines().next().unwrap_or_default().to_string(),
+                    format!("secret file {}", path.display()),
+                )
+            }
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty(place));
+        }
+        Ok(Secret(value))
+    }
+}
+
+/// A secret value. `Debug` and `Display` never show it; only [`Secret::expose`] does.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that must send it (an `Authorization` header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_secret_is_its_first_line_and_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bmc");
+        std::fs::write(&path, "hunter2\nsecond line\n").unwrap();
+        let secret = SecretRef::File(path).resolve().unwrap();
+        assert_eq!(secret.expose(), "hunter2");
+        assert!(!format!("{secret:?} {secret}").contains("hunter2"));
+    }
+
+    #[test]
+    fn missing_and_empty_secrets_name_the_place() {
+        let err = SecretRef::Env("SEED_TEST_SURELY_UNSET_VAR".into())
+            .resolve()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable SEED_TEST_SURELY_UNSET_VAR is not set"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty");
+        std::fs::write(&path, "\n").unwrap();
+        let err = SecretRef::File(path.clone()).resolve().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("secret file {} is empty", path.display())
+        );
+    }
+}

@@ -1,0 +1,800 @@
+//! Wire structs → domain model, checked once.
+//!
+//! The validator keeps going after a problem so that `seed check` can list every problem in one
+//! run. Items it cannot build (a zone whose subnet does not parse) are left out of the model; items
+//! with a broken reference (a node whose role does not exist) stay in, so that the address plan
+//! checks still see them. The model is only handed out when there were no problems at all.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::Spanned;
+
+use super::Problem;
+use super::model::{
+    Bmc, Bond, Config, DiskMatch, Link, Node, Pool, Ports, PowerDriver, Role, SecretRef, SeedHost,
+    Zone,
+};
+use super::wire::{self, ConfigFile};
+use crate::net::{Ipv4Net, MacAddr};
+use crate::plan;
+
+/// Where seed keeps its state when the config does not say.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/seed";
+
+/// Ethernet MTU bounds: IPv4's minimum and the usual jumbo-frame ceiling of data-centre switches.
+const MTU_RANGE: std::ops::RangeInclusive<u16> = 576..=9216;
+
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn problem(&mut self, line: Option<u64>, field: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn line_of<T>(item: &Spanned<T>) -> Option<u64> {
+    let line = item.referenced.line();
+    (line > 0).then_some(line)
+}
+
+/// Validate a parsed file. `Err` carries every problem found.
+pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>> {
+    let mut v = Validator {
+        problems: Vec::new(),
+    };
+    let links = links(&mut v, &file.links);
+    // Roles default their boot link to the provisioning zone's link, so find that first.
+    let provisioning_link = file
+        .zones
+        .iter()
+        .find(|z| z.value.provisioning)
+        .map(|z| z.value.link.clone());
+    let roles = roles(&mut v, &file.roles, &links, provisioning_link.as_deref());
+    let seed = seed_host(&file.seed.value);
+    let zones = zones(&mut v, &file.zones, &links, &roles, &seed);
+    let nodes = nodes(&mut v, &file.nodes, &roles, &zones);
+    let config = Config {
+        source: source.to_path_buf(),
+        seed,
+        zones,
+        links,
+        roles,
+        nodes,
+    };
+    seed_in_provisioning_zone(&mut v, line_of(&file.seed), &config);
+
+    let node_lines: HashMap<&str, Option<u64>> = file
+        .nodes
+        .iter()
+        .map(|n| (n.value.name.as_str(), line_of(n)))
+        .collect();
+    let zone_lines: HashMap<&str, Option<u64>> = file
+        .zones
+        .iter()
+        .map(|z| (z.value.name.as_str(), line_of(z)))
+        .collect();
+    for conflict in plan::check(&config) {
+        let (prefix, name, lines) = match &conflict.subject {
+            plan::Subject::Node(name) => ("nodes", name, &node_lines),
+            plan::Subject::Zone(name) => ("zones", name, &zone_lines),
+        };
+        let line = lines.get(name.as_str()).copied().flatten();
+        v.problem(
+            line,
+            format!("{prefix}[{name}].{}", conflict.field),
+            conflict.message,
+        );
+    }
+
+    if v.problems.is_empty() {
+        Ok(config)
+    } else {
+        // File order reads best; problems on one line keep the order they were found in.
+        v.problems.sort_by_key(|p| p.line);
+        Err(v.problems)
+    }
+}
+
+fn seed_host(w: &wire::SeedWire) -> SeedHost {
+    let defaults = Ports::default();
+    let ports = Ports {
+        dhcp: w.ports.dhcp.unwrap_or(defaults.dhcp),
+        tftp: w.ports.tftp.unwrap_or(defaults.tftp),
+        http: w.ports.http.unwrap_or(defaults.http),
+    };
+    // An IP literal, not a name: a node in the installer may have no working DNS yet.
+    let url = match &w.url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None if ports.http == 80 => format!("http://{}", w.address),
+        None => format!("http://{}:{}", w.address, ports.http),
+    };
+    SeedHost {
+        interface: w.interface.clone(),
+        address: w.address,
+        url,
+        ports,
+        state_dir: w
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+    }
+}
+
+fn mtu(v: &mut Validator, line: Option<u64>, field: String, mtu: Option<u16>) -> u16 {
+    let mtu = mtu.unwrap_or(1500);
+    if !MTU_RANGE.contains(&mtu) {
+        v.problem(
+            line,
+            field,
+            format!(
+                "MTU {mtu} is outside {}-{}",
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            ),
+        );
+    }
+    mtu
+}
+
+/// A name that is also a Linux interface name, a hostname label and a YAML-safe token.
+fn check_name(v: &mut Validator, line: Option<u64>, field: String, name: &str, max: usize) {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_'
+        })
+        && !name.starts_with('-');
+    if !ok {
+        v.problem(
+            line,
+            field,
+            format!(
+                "`{name}` must be 1-{max} characters of a-z, 0-9, `-`, `_` or `.`, not starting with `-`"
+            ),
+        );
+    }
+}
+
+/// Report the second and later uses of the same key.
+fn duplicates<'a, T>(
+    v: &mut Validator,
+    items: &'a [Spanned<T>],
+    key: impl Fn(&'a T) -> String,
+    field: impl Fn(&'a T) -> String,
+    what: &str,
+) {
+    let mut seen: HashMap<String, Option<u64>> = HashMap::new();
+    for item in items {
+        let k = key(&item.value);
+        match seen.get(&k) {
+            Some(first) => {
+                let at = first.map_or_else(String::new, |l| format!(" (line {l})"));
+                v.problem(
+                    line_of(item),
+                    field(&item.value),
+                    format!("duplicate {what} `{k}`, first used{at}"),
+                );
+            }
+            None => {
+                seen.insert(k, line_of(item));
+            }
+        }
+    }
+}
+
+fn links(v: &mut Validator, items: &[Spanned<wire::LinkWire>]) -> Vec<Link> {
+    duplicates(
+        v,
+        items,
+        |l| l.name.clone(),
+        |l| format!("links[{}].name", l.name),
+        "link name",
+    );
+    let link_names: HashSet<&str> = items.iter().map(|l| l.value.name.as_str()).collect();
+    let mut member_of: HashMap<&str, &str> = HashMap::new();
+    let mut out = Vec::new();
+    for item in items {
+        let (w, line) = (&item.value, line_of(item));
+        let at = |f: &str| format!("links[{}].{f}", w.name);
+        check_name(v, line, at("name"), &w.name, 15);
+        let mtu = mtu(v, line, at("mtu"), w.mtu);
+        let bond = w.bond.as_ref().map(|b| {
+            if b.members.is_empty() {
+                v.problem(
+                    line,
+                    at("bond.members"),
+                    "a bond needs at least one member NIC",
+                );
+            }
+            for m in &b.members {
+                if link_names.contains(m.as_str()) {
+                    v.problem(
+                        line,
+                        at("bond.members"),
+                        format!("`{m}` is a link of its own; a bond's members are NICs"),
+                    );
+                } else if let Some(other) = member_of.insert(m, &w.name) {
+                    v.problem(
+                        line,
+                        at("bond.members"),
+                        format!("NIC `{m}` is already a member of bond {other}"),
+                    );
+                }
+            }
+            let lacp = matches!(b.mode, wire::BondModeWire::Lacp);
+            if b.lacp_rate.is_some() && !lacp {
+                v.problem(
+                    line,
+                    at("bond.lacp_rate"),
+                    "lacp_rate only applies to mode 802.3ad",
+                );
+            }
+            Bond {
+                members: b.members.clone(),
+                mode: bond_mode(b.mode),
+                lacp_rate: b.lacp_rate.map(|r| match r {
+                    wire::LacpRateWire::Slow => "slow",
+                    wire::LacpRateWire::Fast => "fast",
+                }),
+                transmit_hash_policy: b.transmit_hash_policy.map(hash_policy),
+                mii_monitor_interval: b.mii_monitor_interval.unwrap_or(100),
+            }
+        });
+        out.push(Link {
+            name: w.name.clone(),
+            mtu,
+            bond,
+        });
+    }
+    out
+}
+
+fn bond_mode(m: wire::BondModeWire) -> &'static str {
+    use wire::BondModeWire::*;
+    match m {
+        BalanceRr => "balance-rr",
+        ActiveBackup => "active-backup",
+        BalanceXor => "balance-xor",
+        Broadcast => "broadcast",
+        Lacp => "802.3ad",
+        BalanceTlb => "balance-tlb",
+        BalanceAlb => "balance-alb",
+    }
+}
+
+fn hash_policy(p: wire::HashPolicyWire) -> &'static str {
+    use wire::HashPolicyWire::*;
+    match p {
+        Layer2 => "layer2",
+        Layer2And3 => "layer2+3",
+        Layer3And4 => "layer3+4",
+        Encap2And3 => "encap2+3",
+        Encap3And4 => "encap3+4",
+    }
+}
+
+fn disk(v: &mut Validator, line: Option<u64>, field: String, w: &wire::DiskWire) -> DiskMatch {
+    let d = DiskMatch {
+        serial: w.serial.clone(),
+        model: w.model.clone(),
+        path: w.path.clone(),
+        size: w.size.map(|s| match s {
+            wire::DiskSizeWire::Smallest => "smallest",
+            wire::DiskSizeWire::Largest => "largest",
+        }),
+        ssd: w.ssd,
+    };
+    if d == DiskMatch::default() {
+        v.problem(line, field, "an empty disk match selects subiquity's default, the largest disk; give serial, model, path, size or ssd");
+    } else if d.size == Some("largest")
+        && d.serial.is_none()
+        && d.model.is_none()
+        && d.path.is_none()
+    {
+        v.problem(
+            line,
+            field,
+            "`size: largest` alone is subiquity's default and on a storage node picks a Ceph OSD; add serial, model or path",
+        );
+    }
+    d
+}
+
+fn roles(
+    v: &mut Validator,
+    items: &[Spanned<wire::RoleWire>],
+    links: &[Link],
+    provisioning_link: Option<&str>,
+) -> Vec<Role> {
+    duplicates(
+        v,
+        items,
+        |r| r.name.clone(),
+        |r| format!("roles[{}].name", r.name),
+        "role name",
+    );
+    let mut out = Vec::new();
+    for item in items {
+        let (w, line) = (&item.value, line_of(item));
+        let at = |f: &str| format!("roles[{}].{f}", w.name);
+        check_name(v, line, at("name"), &w.name, 63);
+        let mut seen = HashSet::new();
+        for l in &w.links {
+            if !links.iter().any(|k| k.name == *l) {
+                v.problem(line, at("links"), format!("no link named `{l}` in links"));
+            }
+            if !seen.insert(l) {
+                v.problem(line, at("links"), format!("link `{l}` is listed twice"));
+            }
+        }
+        let boot_link = w
+            .boot_link
+            .clone()
+            .or_else(|| provisioning_link.map(str::to_string))
+            .unwrap_or_default();
+        if !boot_link.is_empty() && !w.links.contains(&boot_link) {
+            v.problem(
+                line,
+                at("boot_link"),
+                format!(
+                    "boot link `{boot_link}` is not one of the role's links ({})",
+                    w.links.join(", ")
+                ),
+            );
+        }
+        let disk = match &w.disk {
+            Some(d) => Some(disk(v, line, at("disk"), d)),
+            None => {
+                v.problem(
+                    line,
+                    at("disk"),
+                    "no install disk: subiquity would pick the largest disk (a Ceph OSD on a storage node); match one by serial, model, path or size",
+                );
+                None
+            }
+        };
+        out.push(Role {
+            name: w.name.clone(),
+            links: w.links.clone(),
+            boot_link,
+            disk,
+        });
+    }
+    out
+}
+
+fn zones(
+    v: &mut Validator,
+    items: &[Spanned<wire::ZoneWire>],
+    links: &[Link],
+    roles: &[Role],
+    seed: &SeedHost,
+) -> Vec<Zone> {
+    duplicates(
+        v,
+        items,
+        |z| z.name.clone(),
+        |z| format!("zones[{}].name", z.name),
+        "zone name",
+    );
+    duplicates(
+        v,
+        items,
+        |z| z.vlan.to_string(),
+        |z| format!("zones[{}].vlan", z.name),
+        "VLAN id",
+    );
+    let provisioning: Vec<&str> = items
+        .iter()
+        .filter(|z| z.value.provisioning)
+        .map(|z| z.value.name.as_str())
+        .collect();
+    match provisioning.as_slice() {
+        [_] => {}
+        [] => v.problem(
+            None,
+            "zones",
+            "no zone has `provisioning: true`; exactly one zone is where DHCP and PXE happen",
+        ),
+        many => v.problem(
+            None,
+            "zones",
+            format!(
+                "zones {} all say `provisioning: true`; exactly one may",
+                many.join(", ")
+            ),
+        ),
+    }
+
+    let mut out: Vec<(Zone, Option<u64>)> = Vec::new();
+    let mut native_on: HashMap<&str, &str> = HashMap::new();
+    for item in items {
+        let (w, line) = (&item.value, line_of(item));
+        let at = |f: &str| format!("zones[{}].{f}", w.name);
+        check_name(v, line, at("name"), &w.name, 63);
+        if !(1..=4094).contains(&w.vlan) {
+            v.problem(
+                line,
+                at("vlan"),
+                format!("VLAN id {} is outside 1-4094", w.vlan),
+            );
+        }
+        let mtu = mtu(v, line, at("mtu"), w.mtu);
+        match links.iter().find(|l| l.name == w.link) {
+            None => v.problem(
+                line,
+                at("link"),
+                format!("no link named `{}` in links", w.link),
+            ),
+            Some(link) if mtu > link.mtu => v.problem(
+                line,
+                at("mtu"),
+                format!(
+                    "MTU {mtu} is larger than the MTU {} of its link {}",
+                    link.mtu, link.name
+                ),
+            ),
+            Some(_) => {}
+        }
+        if w.native
+            && let Some(other) = native_on.insert(&w.link, &w.name)
+        {
+            v.problem(
+                line,
+                at("native"),
+                format!(
+                    "zone {other} is already native (untagged) on link {}",
+                    w.link
+                ),
+            );
+        }
+        if w.provisioning && !w.native {
+            v.problem(
+                line,
+                at("native"),
+                format!(
+                    "the provisioning zone must be native (untagged) on its link {}: PXE firmware does not tag VLANs",
+                    w.link
+                ),
+            );
+        }
+        if w.provisioning && !w.host_addresses {
+            v.problem(
+                line,
+                at("host_addresses"),
+                "the provisioning zone hands out node addresses; it cannot be false here",
+            );
+        }
+        for role in &w.roles {
+            match roles.iter().find(|r| r.name == *role) {
+                None => v.problem(
+                    line,
+                    at("roles"),
+                    format!("no role named `{role}` in roles"),
+                ),
+                Some(r) if !r.links.contains(&w.link) => v.problem(
+                    line,
+                    at("roles"),
+                    format!(
+                        "role {role} joins this zone but has no link {} (its links: {})",
+                        w.link,
+                        r.links.join(", ")
+                    ),
+                ),
+                Some(r) if w.provisioning && provisioning.len() == 1 && r.boot_link != w.link => v
+                    .problem(
+                        line,
+                        at("link"),
+                        format!(
+                            "role {role} boots from link {}, but the provisioning zone rides on {}",
+                            r.boot_link, w.link
+                        ),
+                    ),
+                Some(_) => {}
+            }
+        }
+        if w.provisioning {
+            for r in roles.iter().filter(|r| !w.roles.contains(&r.name)) {
+                v.problem(
+                    line,
+                    at("roles"),
+                    format!(
+                        "role {} does not join the provisioning zone; its nodes could not PXE boot",
+                        r.name
+                    ),
+                );
+            }
+        }
+        let subnet = match w.subnet.parse::<Ipv4Net>() {
+            Ok(s) => s,
+            Err(e) => {
+                v.problem(line, at("subnet"), e.to_string());
+                continue;
+            }
+        };
+        if let Some(gw) = w.gateway
+            && (!subnet.contains(gw) || gw == subnet.network() || gw == subnet.broadcast())
+        {
+            v.problem(
+                line,
+                at("gateway"),
+                format!("gateway {gw} is not a host address of {subnet}"),
+            );
+        }
+        let discovery_pool = w.discovery_pool.as_ref().map(|p| Pool {
+            start: p.start,
+            end: p.end,
+        });
+        if let Some(pool) = discovery_pool {
+            discovery_pool_problems(
+                v,
+                line,
+                at("discovery_pool"),
+                w,
+                &subnet,
+                pool,
+                seed.address,
+            );
+        }
+        out.push((
+            Zone {
+                name: w.name.clone(),
+                vlan: w.vlan,
+                subnet,
+                gateway: w.gateway,
+                dns: w.dns.clone(),
+                ntp: w.ntp.clone(),
+                mtu,
+                link: w.link.clone(),
+                native: w.native,
+                provisioning: w.provisioning,
+                host_addresses: w.host_addresses,
+                roles: w.roles.clone(),
+                discovery_pool,
+            },
+            line,
+        ));
+    }
+    for (i, (a, line)) in out.iter().enumerate() {
+        if let Some((b, _)) = out[..i].iter().find(|(b, _)| b.subnet.overlaps(&a.subnet)) {
+            v.problem(
+                *line,
+                format!("zones[{}].subnet", a.name),
+                format!(
+                    "{} overlaps zone {}'s subnet {}",
+                    a.subnet, b.name, b.subnet
+                ),
+            );
+        }
+    }
+    out.into_iter().map(|(z, _)| z).collect()
+}
+
+fn discovery_pool_problems(
+    v: &mut Validator,
+    line: Option<u64>,
+    field: String,
+    w: &wire::ZoneWire,
+    subnet: &Ipv4Net,
+    pool: Pool,
+    seed_address: Ipv4Addr,
+) {
+    if !w.provisioning {
+        v.problem(
+            line,
+            field,
+            "only the provisioning zone can have a discovery pool",
+        );
+        return;
+    }
+    if pool.start > pool.end {
+        v.problem(
+            line,
+            field,
+            format!("pool start {} is after its end {}", pool.start, pool.end),
+        );
+        return;
+    }
+    let host = |a: Ipv4Addr| subnet.contains(a) && a != subnet.network() && a != subnet.broadcast();
+    if !host(pool.start) || !host(pool.end) {
+        v.problem(
+            line,
+            field,
+            format!(
+                "pool {}-{} is not inside the host addresses of {subnet}",
+                pool.start, pool.end
+            ),
+        );
+        return;
+    }
+    for (what, addr) in [
+        ("seed's own address", Some(seed_address)),
+        ("the gateway", w.gateway),
+    ] {
+        if let Some(addr) = addr.filter(|a| pool.contains(*a)) {
+            v.problem(
+                line,
+                field.clone(),
+                format!("pool {}-{} contains {what} {addr}", pool.start, pool.end),
+            );
+        }
+    }
+}
+
+fn nodes(
+    v: &mut Validator,
+    items: &[Spanned<wire::NodeWire>],
+    roles: &[Role],
+    zones: &[Zone],
+) -> Vec<Node> {
+    duplicates(
+        v,
+        items,
+        |n| n.name.clone(),
+        |n| format!("nodes[{}].name", n.name),
+        "node name",
+    );
+    let mut mac_owner: HashMap<MacAddr, &str> = HashMap::new();
+    let mut out = Vec::new();
+    for item in items {
+        let (w, line) = (&item.value, line_of(item));
+        let at = |f: &str| format!("nodes[{}].{f}", w.name);
+        check_name(v, line, at("name"), &w.name, 63);
+        let role = roles.iter().find(|r| r.name == w.role);
+        if role.is_none() {
+            v.problem(
+                line,
+                at("role"),
+                format!("no role named `{}` in roles", w.role),
+            );
+        }
+        if matches!(w.bmc.driver, wire::DriverWire::Redfish)
+            && (w.bmc.username.is_none() || w.bmc.password.is_none())
+        {
+            v.problem(
+                line,
+                at("bmc"),
+                "the redfish driver needs `username` and `password` (as `env: VAR` or `file: PATH`)",
+            );
+        }
+        if w.macs.is_empty() {
+            v.problem(
+                line,
+                at("macs"),
+                "at least one boot NIC MAC is needed to recognise the node in DHCP",
+            );
+        }
+        let mut macs = Vec::new();
+        for m in &w.macs {
+            let mline = line_of(m).or(line);
+            match m.value.parse::<MacAddr>() {
+                Ok(mac) => {
+                    if let Some(owner) = mac_owner.insert(mac, &w.name) {
+                        v.problem(
+                            mline,
+                            at("macs"),
+                            format!("MAC {mac} is already node {owner}'s"),
+                        );
+                    } else if mac.0[0] & 1 == 1 {
+                        v.problem(
+                            mline,
+                            at("macs"),
+                            format!("MAC {mac} is a multicast address, not a NIC's"),
+                        );
+                    }
+                    macs.push(mac);
+                }
+                Err(e) => v.problem(mline, at("macs"), e.to_string()),
+            }
+        }
+        if let Some(console) = &w.console {
+            let device = console.split(',').next().unwrap_or_default();
+            if !(device.starts_with("tty") || device.starts_with("hvc"))
+                || console.contains(char::is_whitespace)
+            {
+                v.problem(
+                    line,
+                    at("console"),
+                    format!("`{console}` is not a kernel console (like ttyS1,115200n8)"),
+                );
+            }
+        }
+        let node_disk = w.disk.as_ref().map(|d| disk(v, line, at("disk"), d));
+        for z in &w.extra_zones {
+            match zones.iter().find(|zone| zone.name == *z) {
+                None => v.problem(
+                    line,
+                    at("extra_zones"),
+                    format!("no zone named `{z}` in zones"),
+                ),
+                Some(zone) if zone.roles.contains(&w.role) => v.problem(
+                    line,
+                    at("extra_zones"),
+                    format!("role {} already joins zone {z}", w.role),
+                ),
+                Some(zone) => {
+                    if let Some(r) = role.filter(|r| !r.links.contains(&zone.link)) {
+                        v.problem(
+                            line,
+                            at("extra_zones"),
+                            format!(
+                                "zone {z} rides on link {}, which role {} does not have",
+                                zone.link, r.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        out.push(Node {
+            name: w.name.clone(),
+            role: w.role.clone(),
+            bmc: Bmc {
+                address: w.bmc.address,
+                driver: match w.bmc.driver {
+                    wire::DriverWire::Redfish => PowerDriver::Redfish,
+                    wire::DriverWire::Qemu => PowerDriver::Qemu,
+                    wire::DriverWire::Manual => PowerDriver::Manual,
+                },
+                username: w.bmc.username.clone(),
+                password: w.bmc.password.as_ref().map(|p| match p {
+                    wire::SecretRefWire::Env(var) => SecretRef::Env(var.clone()),
+                    wire::SecretRefWire::File(path) => SecretRef::File(path.clone()),
+                }),
+            },
+            macs,
+            console: w.console.clone(),
+            disk: node_disk
+                .or_else(|| role.and_then(|r| r.disk.clone()))
+                .unwrap_or_default(),
+            extra_zones: w.extra_zones.clone(),
+        });
+    }
+    out
+}
+
+fn seed_in_provisioning_zone(v: &mut Validator, line: Option<u64>, config: &Config) {
+    let Some(zone) = config.zones.iter().find(|z| z.provisioning) else {
+        return;
+    };
+    let addr = config.seed.address;
+    let net = &zone.subnet;
+    if !net.contains(addr) || addr == net.network() || addr == net.broadcast() {
+        v.problem(
+            line,
+            "seed.address",
+            format!(
+                "{addr} is not a host address of the provisioning zone {} ({net})",
+                zone.name
+            ),
+        );
+    } else if zone.gateway == Some(addr) {
+        v.problem(
+            line,
+            "seed.address",
+            format!("{addr} is the gateway of zone {}", zone.name),
+        );
+    }
+    if !(config.seed.url.starts_with("http://") || config.seed.url.starts_with("https://")) {
+        v.problem(
+            line,
+            "seed.url",
+            format!("`{}` is not an http:// or https:// URL", config.seed.url),
+        );
+    }
+    if config.seed.interface.is_empty() {
+        v.problem(
+            line,
+            "seed.interface",
+            "the provisioning interface must be named",
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! The config file as written: YAML wire structs.
+//!
+//! These mirror the file one to one and do no checking beyond what serde does on the way in
+//! (types, enum spellings, unknown fields). Every struct denies unknown fields, so a typo such as
+//! `mut: 9000` is an error with a line number instead of a silently ignored setting. List items
+//! are wrapped in [`Spanned`] so that validation errors found later can still name the line.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The seed host itself.
+    pub seed: Spanned<SeedWire>,
+    /// Network zones (one VLAN each).
+    pub zones: Vec<Spanned<ZoneWire>>,
+    /// Bonds and plain NICs that zones ride on.
+    pub links: Vec<Spanned<LinkWire>>,
+    /// Node roles.
+    pub roles: Vec<Spanned<RoleWire>>,
+    /// The nodes of the rack.
+    #[serde(default)]
+    pub nodes: Vec<Spanned<NodeWire>>,
+}
+
+/// `seed:` — the seed host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedWire {
+    /// Interface on the provisioning network (DHCP binds here with SO_BINDTODEVICE).
+    pub interface: String,
+    /// Seed's own IPv4 address on the provisioning zone.
+    pub address: Ipv4Addr,
+    /// URL nodes reach seed at; defaults to `http://<address>[:<http port>]`.
+    pub url: Option<String>,
+    /// Listening ports.
+    #[serde(default)]
+    pub ports: PortsWire,
+    /// Where the state database lives.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `seed.ports:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsWire {
+    /// DHCP server port (67).
+    pub dhcp: Option<u16>,
+    /// TFTP server port (69).
+    pub tftp: Option<u16>,
+    /// HTTP server port (80).
+    pub http: Option<u16>,
+}
+
+/// One item of `zones:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneWire {
+    /// Zone name, e.g. `management`.
+    pub name: String,
+    /// 802.1Q VLAN id (the switch's native VLAN when `native`).
+    pub vlan: u16,
+    /// The zone's IPv4 subnet, CIDR notation.
+    pub subnet: String,
+    /// Default gateway, if the zone has one.
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS servers handed to nodes in this zone.
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    /// NTP servers (DHCP option 42 carries addresses, so IP literals).
+    #[serde(default)]
+    pub ntp: Vec<Ipv4Addr>,
+    /// MTU of the zone's interface; defaults to 1500.
+    pub mtu: Option<u16>,
+    /// The link (bond or NIC) the zone rides on.
+    pub link: String,
+    /// Untagged on its link. The provisioning zone must be: PXE firmware does not tag.
+    #[serde(default)]
+    pub native: bool,
+    /// Exactly one zone is where DHCP and PXE happen.
+    #[serde(default)]
+    pub provisioning: bool,
+    /// Whether nodes get an address here; false for provider/external networks.
+    #[serde(default = "yes")]
+    pub host_addresses: bool,
+    /// Roles that join this zone.
+    pub roles: Vec<String>,
+    /// Addresses for MACs seed does not know (provisioning zone only).
+    pub discovery_pool: Option<PoolWire>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An inclusive address range.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolWire {
+    /// First address of the pool.
+    pub start: Ipv4Addr,
+    /// Last address of the pool (inclusive).
+    pub end: Ipv4Addr,
+}
+
+/// One item of `links:`: a plain NIC when `bond` is absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkWire {
+    /// Interface name as the installed system sees it (`bond0`, `eno3`).
+    pub name: String,
+    /// MTU; defaults to 1500.
+    pub mtu: Option<u16>,
+    /// Present for bonds.
+    pub bond: Option<BondWire>,
+}
+
+/// `links[].bond:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BondWire {
+    /// Member NIC names.
+    pub members: Vec<String>,
+    /// Bonding mode.
+    pub mode: BondModeWire,
+    /// LACP rate (802.3ad only).
+    pub lacp_rate: Option<LacpRateWire>,
+    /// Transmit hash policy.
+    pub transmit_hash_policy: Option<HashPolicyWire>,
+    /// Link monitoring interval in milliseconds; defaults to 100.
+    pub mii_monitor_interval: Option<u32>,
+}
+
+/// Bond modes as netplan spells them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[allow(missing_docs)]
+pub enum BondModeWire {
+    #[serde(rename = "balance-rr")]
+    BalanceRr,
+    #[serde(rename = "active-backup")]
+    ActiveBackup,
+    #[serde(rename = "balance-xor")]
+    BalanceXor,
+    #[serde(rename = "broadcast")]
+    Broadcast,
+    #[serde(rename = "802.3ad")]
+    Lacp,
+    #[serde(rename = "balance-tlb")]
+    BalanceTlb,
+    #[serde(rename = "balance-alb")]
+    BalanceAlb,
+}
+
+/// LACP rates as netplan spells them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum LacpRateWire {
+    Slow,
+    Fast,
+}
+
+/// Transmit hash policies as netplan spells them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[allow(missing_docs)]
+pub enum HashPolicyWire {
+    #[serde(rename = "layer2")]
+    Layer2,
+    #[serde(rename = "layer2+3")]
+    Layer2And3,
+    #[serde(rename = "layer3+4")]
+    Layer3And4,
+    #[serde(rename = "encap2+3")]
+    Encap2And3,
+    #[serde(rename = "encap3+4")]
+    Encap3And4,
+}
+
+/// One item of `roles:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleWire {
+    /// Role name, e.g. `compute`.
+    pub name: String,
+    /// Links a node of this role has.
+    pub links: Vec<String>,
+    /// The link the boot NIC is on; defaults to the provisioning zone's link.
+    pub boot_link: Option<String>,
+    /// The disk to install to.
+    pub disk: Option<DiskWire>,
+}
+
+/// A disk match in subiquity's terms. At least one key is required.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskWire {
+    /// Disk serial number (glob allowed by subiquity).
+    pub serial: Option<String>,
+    /// Disk model (glob allowed by subiquity).
+    pub model: Option<String>,
+    /// Device path, e.g. `/dev/disk/by-path/…` or `/dev/sda`.
+    pub path: Option<String>,
+    /// `smallest` or `largest`.
+    pub size: Option<DiskSizeWire>,
+    /// Only solid-state (true) or rotating (false) disks.
+    pub ssd: Option<bool>,
+}
+
+/// `disk.size:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum DiskSizeWire {
+    Smallest,
+    Largest,
+}
+
+/// One item of `nodes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeWire {
+    /// Host name.
+    pub name: String,
+    /// The node's role.
+    pub role: String,
+    /// Its BMC; the last octet of its address is the node's suffix in every zone.
+    pub bmc: BmcWire,
+    /// MAC address(es) of the NIC(s) the node PXE-boots from.
+    pub macs: Vec<Spanned<String>>,
+    /// Serial console, e.g. `ttyS1,115200n8`.
+    pub console: Option<String>,
+    /// Overrides the role's install disk.
+    pub disk: Option<DiskWire>,
+    /// Zones this node joins beyond its role's.
+    #[serde(default)]
+    pub extra_zones: Vec<String>,
+}
+
+/// `nodes[].bmc:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcWire {
+    /// The BMC's IPv4 address.
+    pub address: Ipv4Addr,
+    /// How seed controls power.
+    pub driver: DriverWire,
+    /// BMC user name (not a secret).
+    pub username: Option<String>,
+    /// Where the BMC password is; never the password itself.
+    pub password: Option<SecretRefWire>,
+}
+
+/// Power drivers.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum DriverWire {
+    Redfish,
+    Qemu,
+    Manual,
+}
+
+/// A secret by reference.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SecretRefWire {
+    /// Read from this environment variable.
+    Env(String),
+    /// Read from this file (first line).
+    File(PathBuf),
+}

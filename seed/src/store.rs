@@ -1,0 +1,655 @@
+//! The state store: one SQLite file in the state directory. All of seed's SQL lives here.
+//!
+//! WAL mode with `synchronous=FULL`: a write is on disk when its transaction returns, so a lease
+//! acknowledged after `commit_lease` survives a crash or power loss, and readers (`seed status`,
+//! the status page) never block the writer. Migrations are applied in one transaction at open;
+//! `PRAGMA user_version` records how far the schema has come, and a database written by a newer
+//! seed is refused instead of being misread.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use crate::lifecycle::NodeState;
+use crate::net::MacAddr;
+
+/// File name of the database inside the state directory.
+pub const DB_FILE: &str = "seed.db";
+
+/// Schema migrations; entry N (0-based) takes the schema from version N to N+1.
+/// Append only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: nodes, their lifecycle events and DHCP leases.
+    "CREATE TABLE nodes (
+        name        TEXT PRIMARY KEY,
+        state       TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      INTEGER NOT NULL,
+        node    TEXT,
+        kind    TEXT NOT NULL,
+        source  TEXT NOT NULL,
+        detail  TEXT NOT NULL DEFAULT ''
+     ) STRICT;
+     CREATE INDEX events_by_node ON events (node, id);
+     CREATE TABLE leases (
+        mac         TEXT PRIMARY KEY,
+        ip          TEXT NOT NULL UNIQUE,
+        node        TEXT,
+        expires_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+     ) STRICT;",
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be created.
+    #[error("cannot create state directory {}: {source}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or set up.
+    #[error("cannot open state database {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer seed.
+    #[error(
+        "state database {} has schema version {found}, newer than the {supported} this seed understands; run the newer seed or restore a backup",
+        path.display()
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: u32,
+        /// The newest this binary knows.
+        supported: u32,
+    },
+    /// A migration failed; nothing of it was applied.
+    #[error("migrating state database {} to schema version {version} failed: {source}", path.display())]
+    Migration {
+        /// The file.
+        path: PathBuf,
+        /// The version being applied.
+        version: u32,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// No such node in the store.
+    #[error("node {0} is not in the state database")]
+    UnknownNode(String),
+    /// The lifecycle does not allow this move.
+    #[error("node {node} cannot go from {from} to {to}{hint}")]
+    IllegalTransition {
+        /// The node.
+        node: String,
+        /// Its current state.
+        from: NodeState,
+        /// The requested state.
+        to: NodeState,
+        /// What would make it possible.
+        hint: &'static str,
+    },
+    /// A row holds a value this binary cannot read.
+    #[error("state database holds an unreadable {what} `{value}`")]
+    Corrupt {
+        /// Which column.
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+}
+
+/// A node's row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRecord {
+    /// Node name.
+    pub name: String,
+    /// Lifecycle state.
+    pub state: NodeState,
+    /// When the state last changed (ms since the Unix epoch).
+    pub updated_at: i64,
+}
+
+/// One event row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// Monotonic id.
+    pub id: i64,
+    /// When (ms since the Unix epoch).
+    pub at: i64,
+    /// The node, if the event is about one.
+    pub node: Option<String>,
+    /// What happened: `state`, `registered`, …
+    pub kind: String,
+    /// Who said so: `config`, `cli`, `dhcp`, `installer`, …
+    pub source: String,
+    /// Free text.
+    pub detail: String,
+}
+
+/// A DHCP lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    /// Client MAC.
+    pub mac: MacAddr,
+    /// Leased address.
+    pub ip: Ipv4Addr,
+    /// The node, when the MAC is a known one.
+    pub node: Option<String>,
+    /// Expiry (ms since the Unix epoch).
+    pub expires_at: i64,
+}
+
+/// Whether a transition changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The state changed and an event was recorded.
+    Changed {
+        /// The state before.
+        from: NodeState,
+    },
+    /// The node already was in that state (asking twice is not an error).
+    Unchanged,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
+}
+
+/// The open state database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) the store in `state_dir` and bring its schema up to date.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        Self::open_file(&state_dir.join(DB_FILE))
+    }
+
+    /// Open (creating if needed) the database file at `path` and bring its schema up to date.
+    pub fn open_file(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        // WAL: readers do not block the writer. FULL: a commit is durable when it returns, which
+        // is what "a lease is committed before it is acknowledged" needs across power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        let mut store = Self {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        // IMMEDIATE: two seeds starting at once must not both migrate.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let found: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let version = i as u32 + 1;
+            let migration_err = |source| StoreError::Migration {
+                path: path.clone(),
+                version,
+                source,
+            };
+            tx.execute_batch(sql).map_err(migration_err)?;
+            tx.pragma_update(None, "user_version", version)
+                .map_err(migration_err)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Make sure every named node has a row; new ones start `ready`. Returns how many were added.
+    pub fn register_nodes<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a str>,
+        source: &str,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let now = now_ms();
+        let mut added = 0;
+        for name in names {
+            let inserted = tx.execute(
+                "INSERT INTO nodes (name, state, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO NOTHING",
+                params![name, NodeState::Ready.as_str(), now],
+            )?;
+            if inserted > 0 {
+                insert_event(&tx, now, Some(name), "registered", source, "ready")?;
+                added += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// All nodes, by name.
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, state, updated_at FROM nodes ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+        })?;
+        rows.map(|row| {
+            let (name, state, updated_at) = row?;
+            Ok(NodeRecord {
+                name,
+                state: parse_state(state)?,
+                updated_at,
+            })
+        })
+        .collect()
+    }
+
+    /// One node.
+    pub fn node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT state, updated_at FROM nodes WHERE name = ?1",
+                [name],
+                |r| Ok((r.get::<_, String>(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(state, updated_at)| {
+            Ok(NodeRecord {
+                name: name.to_string(),
+                state: parse_state(state)?,
+                updated_at,
+            })
+        })
+        .transpose()
+    }
+
+    /// Move a node to `to` if the lifecycle allows it, recording a `state` event in the same
+    /// transaction. Asking for the state the node is already in changes nothing.
+    pub fn transition(
+        &mut self,
+        name: &str,
+        to: NodeState,
+        source: &str,
+        detail: &str,
+        forced: bool,
+    ) -> Result<Transition, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
+            .query_row("SELECT state FROM nodes WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let from = parse_state(current.ok_or_else(|| StoreError::UnknownNode(name.to_string()))?)?;
+        if from == to && !forced {
+            return Ok(Transition::Unchanged);
+        }
+        if !from.can_become(to, forced) {
+            let hint = if from.can_become(to, true) {
+                " without --force"
+            } else {
+                ""
+            };
+            return Err(StoreError::IllegalTransition {
+                node: name.to_string(),
+                from,
+                to,
+                hint,
+            });
+        }
+        let now = now_ms();
+        tx.execute(
+            "UPDATE nodes SET state = ?2, updated_at = ?3 WHERE name = ?1",
+            params![name, to.as_str(), now],
+        )?;
+        let detail = if detail.is_empty() {
+            format!("{from} -> {to}")
+        } else {
+            format!("{from} -> {to}: {detail}")
+        };
+        insert_event(&tx, now, Some(name), "state", source, &detail)?;
+        tx.commit()?;
+        Ok(Transition::Changed { from })
+    }
+
+    /// Record an event; returns its id once it is durable.
+    pub fn record_event(
+        &mut self,
+        node: Option<&str>,
+        kind: &str,
+        source: &str,
+        detail: &str,
+    ) -> Result<i64, StoreError> {
+        let tx = self.conn.transaction()?;
+        let id = insert_event(&tx, now_ms(), node, kind, source, detail)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// The newest `limit` events (of one node, or all), oldest first.
+    pub fn events(&self, node: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at, node, kind, source, detail FROM (
+                 SELECT * FROM events WHERE ?1 IS NULL OR node = ?1 ORDER BY id DESC LIMIT ?2
+             ) ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![node, limit], |r| {
+            Ok(Event {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                node: r.get(2)?,
+                kind: r.get(3)?,
+                source: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether event `id` exists.
+    pub fn has_event(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM events WHERE id = ?1", [id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Write a lease durably. The DHCP server calls this before it sends the ACK. An address
+    /// held by another MAC is refused by the `UNIQUE` constraint rather than handed out twice.
+    pub fn commit_lease(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO leases (mac, ip, node, expires_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (mac) DO UPDATE SET
+                 ip = excluded.ip, node = excluded.node,
+                 expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+            params![
+                lease.mac.to_string(),
+                lease.ip.to_string(),
+                lease.node,
+                lease.expires_at,
+                now_ms()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The lease of one MAC.
+    pub fn lease(&self, mac: MacAddr) -> Result<Option<Lease>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT mac, ip, node, expires_at FROM leases WHERE mac = ?1",
+                [mac.to_string()],
+                lease_row,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    /// All leases, by address.
+    pub fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT mac, ip, node, expires_at FROM leases ORDER BY ip")?;
+        let rows = stmt.query_map([], lease_row)?;
+        rows.map(|r| r?).collect()
+    }
+}
+
+type RawLease = Result<Lease, StoreError>;
+
+fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawLease> {
+    let mac: String = r.get(0)?;
+    let ip: String = r.get(1)?;
+    let node: Option<String> = r.get(2)?;
+    let expires_at: i64 = r.get(3)?;
+    Ok((|| {
+        Ok(Lease {
+            mac: mac.parse().map_err(|_| StoreError::Corrupt {
+                what: "lease MAC",
+                value: mac.clone(),
+            })?,
+            ip: ip.parse().map_err(|_| StoreError::Corrupt {
+                what: "lease address",
+                value: ip.clone(),
+            })?,
+            node,
+            expires_at,
+        })
+    })())
+}
+
+fn parse_state(value: String) -> Result<NodeState, StoreError> {
+    value.parse().map_err(|_| StoreError::Corrupt {
+        what: "node state",
+        value,
+    })
+}
+
+fn insert_event(
+    conn: &Connection,
+    at: i64,
+    node: Option<&str>,
+    kind: &str,
+    source: &str,
+    detail: &str,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO events (at, node, kind, source, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![at, node, kind, source, detail],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn opens_in_wal_mode_at_the_current_schema() {
+        let (_dir, store) = store();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let mode: String = store
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn reopening_keeps_rows_and_does_not_migrate_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.register_nodes(["ctl1"], "test").unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.nodes().unwrap().len(), 1);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer than the"), "{err}");
+    }
+
+    #[test]
+    fn register_is_idempotent() {
+        let (_dir, mut store) = store();
+        assert_eq!(store.register_nodes(["a", "b"], "config").unwrap(), 2);
+        assert_eq!(store.register_nodes(["a", "b", "c"], "config").unwrap(), 1);
+        let states: Vec<_> = store
+            .nodes()
+            .unwrap()
+            .into_iter()
+            .map(|n| n.state)
+            .collect();
+        assert_eq!(states, vec![NodeState::Ready; 3]);
+        assert_eq!(store.events(None, 100).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn transitions_follow_the_lifecycle_and_are_recorded() {
+        let (_dir, mut store) = store();
+        store.register_nodes(["n1"], "config").unwrap();
+        let t = store
+            .transition("n1", NodeState::Provisioning, "cli", "", false)
+            .unwrap();
+        assert_eq!(
+            t,
+            Transition::Changed {
+                from: NodeState::Ready
+            }
+        );
+        // Asking twice does not provision twice.
+        let again = store
+            .transition("n1", NodeState::Provisioning, "cli", "", false)
+            .unwrap();
+        assert_eq!(again, Transition::Unchanged);
+        let err = store
+            .transition("n1", NodeState::Deployed, "installer", "", false)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::IllegalTransition { .. }), "{err}");
+        assert_eq!(
+            store.node("n1").unwrap().unwrap().state,
+            NodeState::Provisioning
+        );
+        let events = store.events(Some("n1"), 10).unwrap();
+        assert_eq!(events.last().unwrap().detail, "ready -> provisioning");
+        assert!(matches!(
+            store.transition("ghost", NodeState::Ready, "cli", "", false),
+            Err(StoreError::UnknownNode(_))
+        ));
+    }
+
+    #[test]
+    fn reinstall_needs_force() {
+        let (_dir, mut store) = store();
+        store.register_nodes(["n1"], "config").unwrap();
+        for s in [
+            NodeState::Provisioning,
+            NodeState::Installing,
+            NodeState::Installed,
+        ] {
+            store.transition("n1", s, "test", "", false).unwrap();
+        }
+        let err = store
+            .transition("n1", NodeState::Provisioning, "cli", "", false)
+            .unwrap_err();
+        assert!(err.to_string().ends_with("without --force"), "{err}");
+        store
+            .transition("n1", NodeState::Provisioning, "cli", "re-provision", true)
+            .unwrap();
+    }
+
+    #[test]
+    fn leases_are_unique_per_address() {
+        let (_dir, mut store) = store();
+        let a: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        let b: MacAddr = "52:54:00:00:00:02".parse().unwrap();
+        let ip = Ipv4Addr::new(10, 1, 10, 21);
+        let lease = Lease {
+            mac: a,
+            ip,
+            node: Some("cmp1".into()),
+            expires_at: 1,
+        };
+        store.commit_lease(&lease).unwrap();
+        store
+            .commit_lease(&Lease {
+                expires_at: 2,
+                ..lease.clone()
+            })
+            .unwrap();
+        assert_eq!(store.lease(a).unwrap().unwrap().expires_at, 2);
+        let taken = store.commit_lease(&Lease {
+            mac: b,
+            ..lease.clone()
+        });
+        assert!(taken.is_err(), "one address, two MACs");
+        assert_eq!(store.leases().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,106 @@
+//! `seed serve` opens the store, registers the configured nodes, and stops cleanly on SIGTERM;
+//! `seed status` reads the same rows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use seed_tests::{describe, repo_root, seed};
+
+/// Kills the child if a test fails before it is stopped properly.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn status_json(state: &std::path::Path) -> serde_json::Value {
+    let out = seed()
+        .arg("--config")
+        .arg(repo_root().join("examples/osism-rack.yaml"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn serve_registers_nodes_and_stops_on_sigterm() {
+    let state = tempfile::tempdir().unwrap();
+    // Before serve ran: configured nodes show as not yet registered.
+    let before = status_json(state.path());
+    assert_eq!(before.as_array().unwrap().len(), 11);
+    assert!(before[0]["updated_at"].is_null());
+
+    let child = seed()
+        .arg("--config")
+        .arg(repo_root().join("examples/osism-rack.yaml"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+
+    // Poll the store until serve has registered every node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = status_json(state.path());
+        let registered = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] == "ready" && r["updated_at"].is_i64())
+            .count();
+        if registered == 11 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not register the nodes: {rows}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let pid = running.0.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "serve exit: {status}");
+}
+
+#[test]
+fn serve_refuses_an_invalid_config() {
+    let state = tempfile::tempdir().unwrap();
+    let out = seed()
+        .arg("--config")
+        .arg(repo_root().join("tests/fixtures/broken/duplicates.yaml"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not usable"), "{stderr}");
+    assert!(stderr.contains("nodes[cmp2].bmc.address"), "{stderr}");
+}
