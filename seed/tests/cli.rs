@@ -1,7 +1,4 @@
-//! The binary's own surface: help, version, the embedded example.
-//!
-//! (Being an integration test of the `seed` package, this also makes `cargo test` build the
-//! `seed` binary that the workspace's `tests/` crate starts.)
+//! The binary's own surface: help and the embedded example.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
 

@@ -2,9 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
 
+mod common;
+
 use std::path::Path;
 
-use seed_tests::{describe, repo_root, seed};
+use common::{describe, repo_root, seed};
 
 fn check(args: &[&str]) -> std::process::Output {
     seed()

@@ -3,10 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
 
+mod common;
+
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use seed_tests::{describe, repo_root, seed};
+use common::{describe, repo_root, seed};
 
 /// Kills the child if a test fails before it is stopped properly.
 struct Running(Child);
@@ -103,4 +105,35 @@ fn serve_refuses_an_invalid_config() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("is not usable"), "{stderr}");
     assert!(stderr.contains("nodes[cmp2].bmc.address"), "{stderr}");
+}
+
+#[test]
+fn status_with_a_named_but_missing_config_is_an_error() {
+    let state = tempfile::tempdir().unwrap();
+    let out = seed()
+        .args(["--config", "/nonexistent/seed.yaml", "--state-dir"])
+        .arg(state.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read config /nonexistent/seed.yaml")
+    );
+}
+
+#[test]
+fn status_without_config_reads_the_store_alone() {
+    let state = tempfile::tempdir().unwrap();
+    let out = seed()
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "NODE  ROLE  STATE  SINCE (UTC)\n"
+    );
 }

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
 
-use seed_tests::seed_bin;
+mod common;
+
+use common::seed_bin;
 
 /// Program header type of the dynamic loader path (`/lib64/ld-linux-x86-64.so.2`).
 const PT_INTERP: u32 = 3;

@@ -2,12 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::seed;
 use seed::store::Store;
-use seed_tests::seed;
 
 #[test]
 fn sigkill_during_a_burst_of_writes_loses_no_committed_row() {

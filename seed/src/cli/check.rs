@@ -22,7 +22,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let path = args.config.unwrap_or_else(|| global.config.clone());
+    let path = args.config.unwrap_or_else(|| global.config_path());
     let config = match config::load(&path) {
         Ok(config) => config,
         Err(ConfigError::Invalid { path, problems }) => {

@@ -34,9 +34,9 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 struct Global {
-    /// The config file.
-    #[arg(long, short = 'c', global = true, env = "SEED_CONFIG", default_value = DEFAULT_CONFIG)]
-    config: PathBuf,
+    /// The config file [default: /etc/seed/seed.yaml].
+    #[arg(long, short = 'c', global = true, env = "SEED_CONFIG")]
+    config: Option<PathBuf>,
     /// Where the state database lives (overrides `seed.state_dir` of the config).
     #[arg(long, global = true, env = "SEED_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -122,8 +122,24 @@ fn init_logging(verbose: u8) {
 }
 
 impl Global {
+    /// The config file: the one given, else the default location.
+    fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    }
+
     fn load_config(&self) -> anyhow::Result<Config> {
-        load_config(&self.config)
+        load_config(&self.config_path())
+    }
+
+    /// The config when one was given or the default file exists; commands that can work
+    /// without one (status) use this. A config that was named but is missing is an error.
+    fn optional_config(&self) -> anyhow::Result<Option<Config>> {
+        if self.config.is_none() && !Path::new(DEFAULT_CONFIG).exists() {
+            return Ok(None);
+        }
+        self.load_config().map(Some)
     }
 
     fn state_dir(&self, config: Option<&Config>) -> PathBuf {

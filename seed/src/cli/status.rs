@@ -31,11 +31,7 @@ struct Row {
 
 pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
     // The config is optional here: status of a store can be read without one.
-    let config = if global.config.exists() {
-        Some(global.load_config()?)
-    } else {
-        None
-    };
+    let config = global.optional_config()?;
     let state_dir = global.state_dir(config.as_ref());
     let store = Store::open(&state_dir)
         .with_context(|| format!("cannot read state in {}", state_dir.display()))?;
@@ -70,10 +66,7 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let mut table = Table::new(&["NODE", "ROLE", "STATE", "SINCE (UTC)"]);
     for row in rows.values() {
-        let role = match (&row.role, row.in_config) {
-            (Some(role), _) => role.clone(),
-            (None, _) => "(not in config)".into(),
-        };
+        let role = row.role.clone().unwrap_or_else(|| "(not in config)".into());
         let since = row
             .updated_at
             .map_or_else(|| "(not registered yet)".into(), utc_timestamp);

@@ -1,26 +1,13 @@
-//! Helpers for seed's integration tests: find the real `seed` binary and run it.
+//! Helpers shared by the integration tests: find the real `seed` binary and run it.
+
+#![allow(dead_code)] // each test file uses a different subset
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The `seed` binary built by this `cargo test` run.
-///
-/// Integration tests live in their own crate, so Cargo's `CARGO_BIN_EXE_seed` is not set here;
-/// the binary sits next to this test executable's `deps/` directory. `cargo test --workspace`
-/// builds it because the `seed` crate has integration tests of its own.
+/// The `seed` binary of this test run (see `src/bin/seed-under-test.rs`).
 pub fn seed_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current test executable");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable lives in target/<profile>/deps");
-    let bin = dir.join("seed");
-    assert!(
-        bin.exists(),
-        "{} does not exist; build it with `cargo build -p seed` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_seed-under-test"))
 }
 
 /// A `seed` command with a clean environment for seed's own variables.
