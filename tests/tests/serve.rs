@@ -20,12 +20,18 @@ impl Drop for Running {
     }
 }
 
-fn status_json(state: &std::path::Path) -> serde_json::Value {
-    let out = seed()
-        .arg("--config")
-        .arg(repo_root().join("examples/osism-rack.yaml"))
+/// `seed --config <repo>/<config> --state-dir <state>`.
+fn seed_with(config: &str, state: &std::path::Path) -> std::process::Command {
+    let mut cmd = seed();
+    cmd.arg("--config")
+        .arg(repo_root().join(config))
         .arg("--state-dir")
-        .arg(state)
+        .arg(state);
+    cmd
+}
+
+fn status_json(state: &std::path::Path) -> serde_json::Value {
+    let out = seed_with("examples/osism-rack.yaml", state)
         .args(["status", "--json"])
         .output()
         .unwrap();
@@ -41,14 +47,10 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
     assert_eq!(before.as_array().unwrap().len(), 11);
     assert!(before[0]["updated_at"].is_null());
 
-    let child = seed()
-        .arg("--config")
-        .arg(repo_root().join("examples/osism-rack.yaml"))
-        .arg("--state-dir")
-        .arg(state.path())
+    let child = seed_with("examples/osism-rack.yaml", state.path())
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let mut running = Running(child);
@@ -93,11 +95,7 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
 #[test]
 fn serve_refuses_an_invalid_config() {
     let state = tempfile::tempdir().unwrap();
-    let out = seed()
-        .arg("--config")
-        .arg(repo_root().join("tests/fixtures/broken/duplicates.yaml"))
-        .arg("--state-dir")
-        .arg(state.path())
+    let out = seed_with("tests/fixtures/broken/duplicates.yaml", state.path())
         .arg("serve")
         .output()
         .unwrap();
