@@ -24,6 +24,40 @@ pub struct Config {
     pub roles: Vec<Role>,
     /// Nodes, in file order.
     pub nodes: Vec<Node>,
+    /// Autoinstall settings; `None` when the config has no `install:` section.
+    pub install: Option<Install>,
+}
+
+/// What every node installs.
+#[derive(Debug, Clone)]
+pub struct Install {
+    /// The operator account.
+    pub user: OperatorUser,
+    /// Time zone.
+    pub timezone: String,
+    /// Locale.
+    pub locale: String,
+    /// Keyboard layout.
+    pub keyboard: String,
+    /// `lvm` or `direct`.
+    pub storage_layout: &'static str,
+    /// Extra packages.
+    pub packages: Vec<String>,
+    /// Template overrides.
+    pub templates_dir: Option<PathBuf>,
+    /// APT mirror URL.
+    pub apt_mirror: String,
+}
+
+/// The operator account on every node.
+#[derive(Debug, Clone)]
+pub struct OperatorUser {
+    /// Login name.
+    pub name: String,
+    /// SSH public keys.
+    pub ssh_authorized_keys: Vec<String>,
+    /// crypt(3) hash, if the operator wants a password at all.
+    pub password_hash: Option<String>,
 }
 
 impl Config {
@@ -129,6 +163,8 @@ pub struct Zone {
     pub roles: Vec<String>,
     /// Pool for unknown MACs.
     pub discovery_pool: Option<Pool>,
+    /// Host Open vSwitch bridge that takes the zone's interface.
+    pub bridge: Option<String>,
 }
 
 impl Zone {
@@ -257,6 +293,20 @@ pub struct Node {
     pub disk: DiskMatch,
     /// Zones beyond the role's.
     pub extra_zones: Vec<String>,
+    /// NIC name → MAC, where the config gives them.
+    pub nics: std::collections::BTreeMap<String, MacAddr>,
+    /// Firmware kind.
+    pub firmware: Firmware,
+}
+
+/// How a node boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// UEFI (the default on current servers).
+    Uefi,
+    /// Legacy BIOS.
+    Bios,
 }
 
 /// A node's BMC.

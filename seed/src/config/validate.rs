@@ -13,8 +13,8 @@ use serde_saphyr::Spanned;
 
 use super::Problem;
 use super::model::{
-    Bmc, Bond, Config, DiskMatch, Link, Node, Pool, Ports, PowerDriver, Role, SecretRef, SeedHost,
-    Zone,
+    Bmc, Bond, Config, DiskMatch, Firmware, Install, Link, Node, OperatorUser, Pool, Ports,
+    PowerDriver, Role, SecretRef, SeedHost, Zone,
 };
 use super::wire::{self, ConfigFile};
 use crate::net::{Ipv4Net, MacAddr};
@@ -60,7 +60,8 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
     let roles = roles(&mut v, &file.roles, &links, provisioning_link.as_deref());
     let seed = seed_host(&file.seed.value);
     let zones = zones(&mut v, &file.zones, &links, &roles, &seed);
-    let nodes = nodes(&mut v, &file.nodes, &roles, &zones);
+    let nodes = nodes(&mut v, &file.nodes, &roles, &zones, &links);
+    let install = file.install.as_ref().map(|i| install(&mut v, i, &seed));
     let config = Config {
         source: source.to_path_buf(),
         seed,
@@ -68,6 +69,7 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
         links,
         roles,
         nodes,
+        install,
     };
     seed_in_provisioning_zone(&mut v, line_of(&file.seed), &config);
 
@@ -513,6 +515,21 @@ fn zones(
                 );
             }
         }
+        if let Some(bridge) = &w.bridge {
+            check_name(v, line, at("bridge"), bridge, 15);
+        }
+        let iface = if w.native {
+            w.link.clone()
+        } else {
+            format!("{}.{}", w.link, w.vlan)
+        };
+        if iface.len() > 15 {
+            v.problem(
+                line,
+                at("link"),
+                format!("interface name {iface} is longer than Linux's 15 characters; use a shorter link name"),
+            );
+        }
         let subnet = match w.subnet.parse::<Ipv4Net>() {
             Ok(s) => s,
             Err(e) => {
@@ -559,6 +576,7 @@ fn zones(
                 host_addresses: w.host_addresses,
                 roles: w.roles.clone(),
                 discovery_pool,
+                bridge: w.bridge.clone(),
             },
             line,
         ));
@@ -629,11 +647,23 @@ fn discovery_pool_problems(
     }
 }
 
+/// The NIC names a node of `role` has: members of its bonds and its plain NIC links.
+fn role_nics<'a>(role: &'a Role, links: &'a [Link]) -> impl Iterator<Item = &'a String> + 'a {
+    links
+        .iter()
+        .filter(|l| role.links.contains(&l.name))
+        .flat_map(|l| match &l.bond {
+            Some(b) => b.members.iter().collect::<Vec<_>>(),
+            None => vec![&l.name],
+        })
+}
+
 fn nodes(
     v: &mut Validator,
     items: &[Spanned<wire::NodeWire>],
     roles: &[Role],
     zones: &[Zone],
+    links: &[Link],
 ) -> Vec<Node> {
     duplicates(
         v,
@@ -734,6 +764,34 @@ fn nodes(
                 }
             }
         }
+        let mut nics = std::collections::BTreeMap::new();
+        for (nic, mac) in &w.nics {
+            let known = role.is_none_or(|r| role_nics(r, links).any(|n| n == nic));
+            if !known {
+                v.problem(
+                    line,
+                    at("nics"),
+                    format!(
+                        "`{nic}` is not a NIC of role {} (its bond members and plain NIC links)",
+                        w.role
+                    ),
+                );
+            }
+            match mac.parse::<MacAddr>() {
+                Ok(mac) => {
+                    // The boot NIC is usually one of these: the same MAC in `macs` is fine.
+                    if let Some(owner) = mac_owner.insert(mac, &w.name).filter(|o| *o != w.name) {
+                        v.problem(
+                            line,
+                            at("nics"),
+                            format!("MAC {mac} is already node {owner}'s"),
+                        );
+                    }
+                    nics.insert(nic.clone(), mac);
+                }
+                Err(e) => v.problem(line, at("nics"), format!("{nic}: {e}")),
+            }
+        }
         out.push(Node {
             name: w.name.clone(),
             role: w.role.clone(),
@@ -756,6 +814,11 @@ fn nodes(
                 .or_else(|| role.and_then(|r| r.disk.clone()))
                 .unwrap_or_default(),
             extra_zones: w.extra_zones.clone(),
+            nics,
+            firmware: match w.firmware {
+                Some(wire::FirmwareWire::Bios) => Firmware::Bios,
+                _ => Firmware::Uefi,
+            },
         });
     }
     out
@@ -783,18 +846,101 @@ fn seed_in_provisioning_zone(v: &mut Validator, line: Option<u64>, config: &Conf
             format!("{addr} is the gateway of zone {}", zone.name),
         );
     }
-    if !(config.seed.url.starts_with("http://") || config.seed.url.starts_with("https://")) {
-        v.problem(
-            line,
-            "seed.url",
-            format!("`{}` is not an http:// or https:// URL", config.seed.url),
-        );
-    }
+    check_url(v, line, "seed.url", &config.seed.url);
     if config.seed.interface.is_empty() {
         v.problem(
             line,
             "seed.interface",
             "the provisioning interface must be named",
         );
+    }
+}
+
+/// URLs end up in kernel command lines and shell commands of the installer: only plain
+/// characters, so nothing needs quoting on the way.
+fn check_url(v: &mut Validator, line: Option<u64>, field: &str, url: &str) {
+    let plain = url
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._~:/[]%@+=,".contains(c));
+    if !(url.starts_with("http://") || url.starts_with("https://")) || !plain {
+        v.problem(
+            line,
+            field,
+            format!("`{url}` is not a plain http:// or https:// URL (no spaces, quotes or shell characters)"),
+        );
+    }
+}
+
+fn install(v: &mut Validator, item: &Spanned<wire::InstallWire>, seed: &SeedHost) -> Install {
+    let (w, line) = (&item.value, line_of(item));
+    let user = &w.user;
+    let posix = user
+        .name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && user.name.len() <= 32
+        && user
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !posix {
+        v.problem(
+            line,
+            "install.user.name",
+            format!("`{}` is not a valid login name (a-z, 0-9, `_`, `-`; starting with a letter or `_`)", user.name),
+        );
+    }
+    if user.ssh_authorized_keys.is_empty() && user.password_hash.is_none() {
+        v.problem(
+            line,
+            "install.user",
+            "give ssh_authorized_keys (or a password_hash): otherwise nobody can log in to an installed node",
+        );
+    }
+    for key in &user.ssh_authorized_keys {
+        let kind = key.split_whitespace().next().unwrap_or_default();
+        if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-")) {
+            v.problem(
+                line,
+                "install.user.ssh_authorized_keys",
+                format!(
+                    "`{}` does not start with an SSH key type (ssh-ed25519, ssh-rsa, ecdsa-…)",
+                    key.chars().take(24).collect::<String>()
+                ),
+            );
+        }
+    }
+    if let Some(hash) = &user.password_hash
+        && !hash.starts_with('$')
+    {
+        v.problem(
+            line,
+            "install.user.password_hash",
+            "not a crypt(3) hash (it starts with `$`, e.g. from `mkpasswd -m sha-512`); never a plain password",
+        );
+    }
+    let apt_mirror = w
+        .apt_mirror
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("{}/apt/ubuntu", seed.url));
+    check_url(v, line, "install.apt_mirror", &apt_mirror);
+    Install {
+        user: OperatorUser {
+            name: user.name.clone(),
+            ssh_authorized_keys: user.ssh_authorized_keys.clone(),
+            password_hash: user.password_hash.clone(),
+        },
+        timezone: w.timezone.clone().unwrap_or_else(|| "Etc/UTC".into()),
+        locale: w.locale.clone().unwrap_or_else(|| "en_US.UTF-8".into()),
+        keyboard: w.keyboard.clone().unwrap_or_else(|| "us".into()),
+        storage_layout: match w.storage_layout {
+            Some(wire::LayoutWire::Direct) => "direct",
+            _ => "lvm",
+        },
+        packages: w.packages.clone(),
+        templates_dir: w.templates_dir.clone(),
+        apt_mirror,
     }
 }

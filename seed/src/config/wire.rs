@@ -26,6 +26,62 @@ pub struct ConfigFile {
     /// The nodes of the rack.
     #[serde(default)]
     pub nodes: Vec<Spanned<NodeWire>>,
+    /// What every node installs: operator account, locale, disk layout, templates.
+    pub install: Option<Spanned<InstallWire>>,
+}
+
+/// `install:` — settings of the Ubuntu autoinstall.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallWire {
+    /// The operator account (OSISM's is `dragon`).
+    pub user: UserWire,
+    /// Time zone; defaults to `Etc/UTC`.
+    pub timezone: Option<String>,
+    /// Locale; defaults to `en_US.UTF-8`.
+    pub locale: Option<String>,
+    /// Keyboard layout; defaults to `us`.
+    pub keyboard: Option<String>,
+    /// `lvm` (default) or `direct`.
+    pub storage_layout: Option<LayoutWire>,
+    /// Extra packages.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Directory whose files override the embedded templates by name.
+    pub templates_dir: Option<PathBuf>,
+    /// APT mirror for primary and security; defaults to `<seed url>/apt/ubuntu`.
+    pub apt_mirror: Option<String>,
+}
+
+/// `install.user:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserWire {
+    /// Login name.
+    pub name: String,
+    /// SSH public keys.
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    /// crypt(3) hash; without it the password is locked and only keys log in.
+    pub password_hash: Option<String>,
+}
+
+/// Subiquity storage layouts.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum LayoutWire {
+    Lvm,
+    Direct,
+}
+
+/// Node firmware.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum FirmwareWire {
+    Uefi,
+    Bios,
 }
 
 /// `seed:` — the seed host.
@@ -92,6 +148,8 @@ pub struct ZoneWire {
     pub roles: Vec<String>,
     /// Addresses for MACs seed does not know (provisioning zone only).
     pub discovery_pool: Option<PoolWire>,
+    /// Put the zone's interface into a host Open vSwitch bridge of this name (e.g. `br-ex`).
+    pub bridge: Option<String>,
 }
 
 fn yes() -> bool {
@@ -239,6 +297,11 @@ pub struct NodeWire {
     /// Zones this node joins beyond its role's.
     #[serde(default)]
     pub extra_zones: Vec<String>,
+    /// MACs of the node's NICs by name, so netplan matches bond members by MAC.
+    #[serde(default)]
+    pub nics: std::collections::BTreeMap<String, String>,
+    /// `uefi` (default) or `bios`.
+    pub firmware: Option<FirmwareWire>,
 }
 
 /// `nodes[].bmc:`.
