@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod install;
 pub mod lifecycle;
 pub mod net;
 pub mod plan;

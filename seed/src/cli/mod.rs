@@ -2,6 +2,7 @@
 
 mod check;
 mod debug;
+mod render;
 mod serve;
 mod status;
 mod table;
@@ -52,6 +53,8 @@ enum Command {
     /// Every problem is reported at once, each naming the file, line, field and node.
     /// Exits 0 when the config is valid, 1 otherwise.
     Check(check::CheckArgs),
+    /// Print a node's autoinstall documents (user-data, meta-data, netplan), or write every node's.
+    Render(render::RenderArgs),
     /// Run seed: open the state store and serve until SIGINT or SIGTERM.
     Serve,
     /// Show every node and its lifecycle state.
@@ -96,6 +99,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
     match cli.command {
         Command::Check(args) => check::run(&global, args),
+        Command::Render(args) => render::run(&global, args),
         Command::Serve => serve::run(&global),
         Command::Status(args) => status::run(&global, args),
         Command::Config(ConfigCommand::Example) => {

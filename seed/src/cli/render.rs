@@ -1,0 +1,103 @@
+//! `seed render`: a node's autoinstall documents, as the installer will fetch them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+
+use super::Global;
+use crate::install::{self, Instance};
+use crate::plan;
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Which document.
+    #[arg(required_unless_present = "all")]
+    document: Option<Document>,
+    /// The node.
+    #[arg(required_unless_present = "all")]
+    node: Option<String>,
+    /// Every node's documents, written as DIR/<node>/{user-data,meta-data,netplan.yaml}.
+    #[arg(long, requires = "out", conflicts_with_all = ["document", "node"])]
+    all: bool,
+    /// Output directory for --all.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The node token to put in its URLs (seed makes a secret one at provisioning).
+    #[arg(long, default_value = "TOKEN")]
+    token: String,
+    /// The cloud-init instance id (default: <node>-preview).
+    #[arg(long)]
+    instance_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Document {
+    UserData,
+    MetaData,
+    Netplan,
+}
+
+pub fn run(global: &Global, args: RenderArgs) -> anyhow::Result<ExitCode> {
+    let config = global.load_config()?;
+    let settings = install::settings(&config)?;
+    let renderer = install::renderer(settings)?;
+    let plan = plan::derive(&config);
+    let render = |name: &str| -> anyhow::Result<autoinstall::Documents> {
+        let node = config
+            .node(name)
+            .with_context(|| format!("no node named {name} in {}", config.source.display()))?;
+        let node_plan = plan.node(name).context("node missing from plan")?;
+        let instance = Instance {
+            token: args.token.clone(),
+            instance_id: args
+                .instance_id
+                .clone()
+                .unwrap_or_else(|| format!("{name}-preview")),
+        };
+        let context = install::node_context(&config, settings, node, node_plan, &instance);
+        renderer
+            .render(&context)
+            .with_context(|| format!("rendering node {name}"))
+    };
+
+    if args.all {
+        let Some(out) = &args.out else {
+            bail!("--all needs --out DIR");
+        };
+        for node in &config.nodes {
+            let docs = render(&node.name)?;
+            let dir = out.join(&node.name);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (file, text) in [
+                ("user-data", &docs.user_data),
+                ("meta-data", &docs.meta_data),
+                ("netplan.yaml", &docs.netplan),
+            ] {
+                let path = dir.join(file);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        eprintln!(
+            "wrote {} nodes' documents to {}",
+            config.nodes.len(),
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(document), Some(node)) = (args.document, args.node.as_deref()) else {
+        bail!("name a document and a node, or use --all --out DIR");
+    };
+    let docs = render(node)?;
+    print!(
+        "{}",
+        match document {
+            Document::UserData => docs.user_data,
+            Document::MetaData => docs.meta_data,
+            Document::Netplan => docs.netplan,
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

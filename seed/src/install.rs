@@ -1,0 +1,245 @@
+//! What a node installs: the `autoinstall` crate's input, built from the config and the plan.
+//!
+//! The autoinstall crate only renders; the decisions about a node's network live here: which
+//! NICs and bonds its role has, which zone is native on which link, which zone carries the
+//! default route (the first of the node's zones, in config order, that has a gateway: two
+//! default routes would conflict), and where an Open vSwitch bridge takes a provider link.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use autoinstall::{BondIface, Bridge, Ethernet, Iface, Network, NodeContext, Route, User, Vlan};
+
+use crate::config::{Config, Install, Node};
+use crate::plan::NodePlan;
+
+/// Why a node's documents could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The config has no `install:` section.
+    #[error(
+        "the config has no `install:` section (operator account, SSH keys); nothing to install with"
+    )]
+    NoInstallSection,
+    /// The template override directory could not be read.
+    #[error("cannot read template directory {}: {source}", path.display())]
+    TemplatesDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A template is broken.
+    #[error(transparent)]
+    Template(#[from] autoinstall::Error),
+}
+
+/// Per-provisioning values that do not come from the config.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The node's secret token for its URLs.
+    pub token: String,
+    /// cloud-init instance id (new on every provisioning).
+    pub instance_id: String,
+}
+
+/// The install settings, or the error that says they are missing.
+pub fn settings(config: &Config) -> Result<&Install, InstallError> {
+    config
+        .install
+        .as_ref()
+        .ok_or(InstallError::NoInstallSection)
+}
+
+/// A renderer with the embedded templates and the operator's overrides from `templates_dir`.
+pub fn renderer(install: &Install) -> Result<autoinstall::Renderer, InstallError> {
+    let overrides = match &install.templates_dir {
+        Some(dir) => read_overrides(dir)?,
+        None => BTreeMap::new(),
+    };
+    Ok(autoinstall::Renderer::new(&overrides)?)
+}
+
+fn read_overrides(dir: &Path) -> Result<BTreeMap<String, String>, InstallError> {
+    let err = |source| InstallError::TemplatesDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut overrides = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let path = entry.map_err(err)?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        overrides.insert(name, std::fs::read_to_string(&path).map_err(err)?);
+    }
+    Ok(overrides)
+}
+
+/// The template context of one node.
+pub fn node_context(
+    config: &Config,
+    install: &Install,
+    node: &Node,
+    plan: &NodePlan,
+    instance: &Instance,
+) -> NodeContext {
+    let mut packages = install.packages.clone();
+    let network = network(config, node, plan);
+    if network.bridges.iter().any(|b| b.openvswitch)
+        && !packages.iter().any(|p| p == "openvswitch-switch")
+    {
+        packages.push("openvswitch-switch".into());
+    }
+    let mut ntp: Vec<String> = Vec::new();
+    for zone in config.zones_of(node) {
+        for server in &zone.ntp {
+            let server = server.to_string();
+            if !ntp.contains(&server) {
+                ntp.push(server);
+            }
+        }
+    }
+    let disk = match serde_json::to_value(&node.disk) {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().collect(),
+        _ => BTreeMap::new(),
+    };
+    NodeContext {
+        hostname: node.name.clone(),
+        role: node.role.clone(),
+        instance_id: instance.instance_id.clone(),
+        seed_url: config.seed.url.clone(),
+        node_url: format!("{}/nodes/{}", config.seed.url, instance.token),
+        apt_mirror: install.apt_mirror.clone(),
+        boot_macs: node.macs.iter().map(ToString::to_string).collect(),
+        console: node.console.clone(),
+        user: User {
+            name: install.user.name.clone(),
+            ssh_authorized_keys: install.user.ssh_authorized_keys.clone(),
+            password_hash: install.user.password_hash.clone(),
+        },
+        disk,
+        storage_layout: install.storage_layout.to_string(),
+        timezone: install.timezone.clone(),
+        locale: install.locale.clone(),
+        keyboard_layout: install.keyboard.clone(),
+        packages,
+        ntp,
+        network,
+    }
+}
+
+/// The node's full netplan as data.
+fn network(config: &Config, node: &Node, plan: &NodePlan) -> Network {
+    let mut net = Network::default();
+    let Some(role) = config.role(&node.role) else {
+        return net;
+    };
+    let iface = |name: &str, mtu: u16| Iface {
+        name: name.to_string(),
+        mtu: Some(mtu),
+        ..Iface::default()
+    };
+    for link in config.links.iter().filter(|l| role.links.contains(&l.name)) {
+        match &link.bond {
+            Some(bond) => {
+                for member in &bond.members {
+                    net.ethernets.push(Ethernet {
+                        iface: iface(member, link.mtu),
+                        mac: node.nics.get(member).map(ToString::to_string),
+                    });
+                }
+                let mut parameters = BTreeMap::new();
+                parameters.insert("mode".to_string(), bond.mode.into());
+                if let Some(rate) = bond.lacp_rate {
+                    parameters.insert("lacp-rate".to_string(), rate.into());
+                }
+                if let Some(policy) = bond.transmit_hash_policy {
+                    parameters.insert("transmit-hash-policy".to_string(), policy.into());
+                }
+                parameters.insert(
+                    "mii-monitor-interval".to_string(),
+                    bond.mii_monitor_interval.into(),
+                );
+                net.bonds.push(BondIface {
+                    iface: iface(&link.name, link.mtu),
+                    members: bond.members.clone(),
+                    parameters,
+                });
+            }
+            None => net.ethernets.push(Ethernet {
+                iface: iface(&link.name, link.mtu),
+                mac: node.nics.get(&link.name).map(ToString::to_string),
+            }),
+        }
+    }
+
+    let mut default_route_taken = false;
+    for attachment in &plan.zones {
+        let Some(zone) = config.zone(&attachment.zone) else {
+            continue;
+        };
+        let mut addressing = Iface::default();
+        if let Some(addr) = attachment.address {
+            addressing
+                .addresses
+                .push(format!("{addr}/{}", attachment.prefix));
+            if let Some(gw) = zone.gateway.filter(|_| !default_route_taken) {
+                addressing.routes.push(Route {
+                    to: "default".into(),
+                    via: gw.to_string(),
+                });
+                default_route_taken = true;
+            }
+            addressing.nameservers = zone.dns.iter().map(ToString::to_string).collect();
+        }
+        // Where the addresses go: a host bridge when the zone asks for one, else the zone's
+        // interface (the link itself when native, a VLAN interface when tagged).
+        let target = if let Some(bridge) = &zone.bridge {
+            if !zone.native {
+                net.vlans.push(Vlan {
+                    iface: iface(&attachment.interface, zone.mtu),
+                    id: zone.vlan,
+                    link: zone.link.clone(),
+                });
+            }
+            net.bridges.push(Bridge {
+                iface: iface(bridge, zone.mtu),
+                interfaces: vec![attachment.interface.clone()],
+                openvswitch: true,
+            });
+            net.bridges.last_mut().map(|b| &mut b.iface)
+        } else if zone.native {
+            net.bonds
+                .iter_mut()
+                .map(|b| &mut b.iface)
+                .chain(net.ethernets.iter_mut().map(|e| &mut e.iface))
+                .find(|i| i.name == zone.link)
+        } else {
+            net.vlans.push(Vlan {
+                iface: iface(&attachment.interface, zone.mtu),
+                id: zone.vlan,
+                link: zone.link.clone(),
+            });
+            net.vlans.last_mut().map(|v| &mut v.iface)
+        };
+        if let Some(target) = target {
+            target.addresses.extend(addressing.addresses);
+            target.routes.extend(addressing.routes);
+            for ns in addressing.nameservers {
+                if !target.nameservers.contains(&ns) {
+                    target.nameservers.push(ns);
+                }
+            }
+            if zone.native {
+                // The native zone's MTU is the link's: validate() refuses one larger.
+                target.mtu = Some(target.mtu.unwrap_or(zone.mtu).max(zone.mtu));
+            }
+        }
+    }
+    net
+}

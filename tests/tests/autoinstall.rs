@@ -1,0 +1,405 @@
+//! Generated autoinstall documents against the real validators: the subiquity JSON schema,
+//! Debian's `cloud-init schema` and `netplan generate --root-dir`, whose systemd-networkd output
+//! is read back. Plus golden files, the install-disk guarantee and template overrides.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{describe, repo_root, seed};
+use serde_json::Value;
+
+const EXAMPLES: [&str; 2] = ["examples/osism-rack.yaml", "examples/lab.yaml"];
+
+/// `seed render --all` of a config into a fresh directory.
+fn render_all(config: &Path) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    let run = seed()
+        .arg("--config")
+        .arg(config)
+        .args(["render", "--all", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", describe(&run));
+    out
+}
+
+/// `seed check --json`: the plan, the source of truth the documents must agree with.
+fn plan(config: &Path) -> Value {
+    let run = seed()
+        .arg("check")
+        .arg("--json")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", describe(&run));
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
+fn yaml_file(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs `netplan generate --root-dir` on one netplan document and returns the directory holding
+/// the systemd-networkd files it wrote.
+fn netplan_generate(netplan_yaml: &str) -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("etc/netplan");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("50-seed.yaml");
+    std::fs::write(&file, netplan_yaml).unwrap();
+    // netplan warns about world-readable configs; the installed file is 0600 too.
+    Command::new("chmod")
+        .arg("600")
+        .arg(&file)
+        .status()
+        .unwrap();
+    let run = Command::new("netplan")
+        .arg("generate")
+        .arg("--root-dir")
+        .arg(root.path())
+        .output()
+        .expect("netplan (Debian netplan.io) is installed by .ci/run");
+    assert!(
+        run.status.success(),
+        "netplan generate:\n{netplan_yaml}\n{}",
+        describe(&run)
+    );
+    let networkd = root.path().join("run/systemd/network");
+    (root, networkd)
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()))
+}
+
+fn versions() -> String {
+    let v = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|_| format!("{cmd}: not installed"))
+    };
+    format!(
+        "{} / netplan.io {}",
+        v("cloud-init", &["--version"]),
+        v("dpkg-query", &["-W", "-f=${Version}", "netplan.io"])
+    )
+}
+
+#[test]
+fn every_node_passes_the_subiquity_schema_cloud_init_and_netplan() {
+    println!("validators: {}", versions());
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("../shared/schemas/autoinstall-schema.json"))
+            .expect("shared/schemas/autoinstall-schema.json beside the repository"),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    // The validator has teeth: wrong types are refused.
+    let bogus =
+        serde_json::json!({"version": 1, "ssh": {"allow-pw": "no"}, "late-commands": "reboot"});
+    assert!(
+        validator.iter_errors(&bogus).count() >= 2,
+        "schema accepts anything?"
+    );
+    // The schema allows unknown top-level keys, so a misspelt section would pass it: check
+    // that every section seed writes is one subiquity knows.
+    let sections = schema["properties"].as_object().unwrap();
+    let mut checked = 0;
+    for example in EXAMPLES {
+        let config = repo_root().join(example);
+        let out = render_all(&config);
+        let plan = plan(&config);
+        for node in plan["nodes"].as_array().unwrap() {
+            let name = node["name"].as_str().unwrap();
+            let dir = out.path().join(name);
+            let user_data_path = dir.join("user-data");
+            let user_data = yaml_file(&user_data_path);
+            let autoinstall = &user_data["autoinstall"];
+
+            // 1. subiquity's own schema on the autoinstall: value.
+            let errors: Vec<String> = validator
+                .iter_errors(autoinstall)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{example} {name}: {errors:#?}");
+            for key in autoinstall.as_object().unwrap().keys() {
+                assert!(
+                    sections.contains_key(key),
+                    "{example} {name}: unknown section {key}"
+                );
+            }
+
+            // 2. cloud-init on the whole user-data (it ignores the autoinstall: key).
+            let run = Command::new("cloud-init")
+                .args(["schema", "--config-file"])
+                .arg(&user_data_path)
+                .output()
+                .expect("cloud-init (Debian) is installed by .ci/run");
+            assert!(run.status.success(), "{example} {name}: {}", describe(&run));
+            assert!(String::from_utf8_lossy(&run.stdout).contains("Valid cloud-config"));
+
+            // 3. The install-time network: DHCP on the boot NIC, matched by its MAC.
+            let install_net = serde_json::json!({ "network": autoinstall["network"] });
+            let (_root, networkd) = netplan_generate(&serde_json::to_string(&install_net).unwrap());
+            let boot = read(&networkd, "10-netplan-boot0.network");
+            let mac = node["macs"][0].as_str().unwrap();
+            assert!(
+                boot.contains(&format!("MACAddress={mac}")),
+                "{name}: {boot}"
+            );
+            assert!(boot.contains("DHCP=ipv4"), "{name}: {boot}");
+
+            // 4. The full netplan: every zone of the plan shows up with its VLAN id, MTU and
+            //    address in the networkd files netplan writes.
+            let netplan = std::fs::read_to_string(dir.join("netplan.yaml")).unwrap();
+            let (_root, networkd) = netplan_generate(&netplan);
+            for zone in node["zones"].as_array().unwrap() {
+                let iface = zone["interface"].as_str().unwrap();
+                let mtu = zone["mtu"].as_u64().unwrap();
+                if !zone["native"].as_bool().unwrap() {
+                    let netdev = read(&networkd, &format!("10-netplan-{iface}.netdev"));
+                    assert!(netdev.contains("Kind=vlan"), "{name} {iface}: {netdev}");
+                    assert!(
+                        netdev.contains(&format!("Id={}\n", zone["vlan"])),
+                        "{name} {iface}: {netdev}"
+                    );
+                    assert!(
+                        netdev.contains(&format!("MTUBytes={mtu}\n")),
+                        "{name} {iface}: {netdev}"
+                    );
+                }
+                if let Some(addr) = zone["address"].as_str() {
+                    let network = read(&networkd, &format!("10-netplan-{iface}.network"));
+                    let want = format!("Address={addr}/{}", zone["prefix"]);
+                    assert!(
+                        network.contains(&want),
+                        "{name} {iface}: want {want} in {network}"
+                    );
+                }
+                if zone["zone"].as_str().unwrap().starts_with("storage") || zone["zone"] == "tunnel"
+                {
+                    assert_eq!(mtu, 9000, "{name}: data-plane zones run jumbo frames");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15, "11 rack nodes and 4 lab nodes");
+}
+
+#[test]
+fn bonds_get_their_mode_and_lacp_settings() {
+    let out = render_all(&repo_root().join("examples/osism-rack.yaml"));
+    let netplan = std::fs::read_to_string(out.path().join("net1/netplan.yaml")).unwrap();
+    let (_root, networkd) = netplan_generate(&netplan);
+    for bond in ["bond0", "bond1", "bond2"] {
+        let netdev = read(&networkd, &format!("10-netplan-{bond}.netdev"));
+        assert!(netdev.contains("Kind=bond"), "{netdev}");
+        assert!(netdev.contains("Mode=802.3ad"), "{netdev}");
+        assert!(netdev.contains("LACPTransmitRate=fast"), "{netdev}");
+        assert!(netdev.contains("TransmitHashPolicy=layer3+4"), "{netdev}");
+    }
+    assert!(read(&networkd, "10-netplan-bond1.netdev").contains("MTUBytes=9000"));
+    // The external link is up with no host address: Open vSwitch in a container takes it.
+    let external = read(&networkd, "10-netplan-bond2.100.network");
+    assert!(!external.contains("Address="), "{external}");
+    // The default route goes through the management zone only.
+    let mgmt = read(&networkd, "10-netplan-bond0.network");
+    assert!(mgmt.contains("Gateway=10.1.10.1"), "{mgmt}");
+    assert!(!read(&networkd, "10-netplan-bond0.20.network").contains("Gateway="));
+}
+
+#[test]
+fn a_host_ovs_bridge_only_where_the_config_asks() {
+    let out = render_all(&repo_root().join("examples/lab.yaml"));
+    let cmp = yaml_file(&out.path().join("cmp1/netplan.yaml"));
+    assert_eq!(
+        cmp["network"]["bridges"]["br-ex"]["interfaces"][0],
+        "ens6.100"
+    );
+    assert!(cmp["network"]["bridges"]["br-ex"]["openvswitch"].is_object());
+    // Members are matched by MAC where the config gives MACs.
+    assert_eq!(
+        cmp["network"]["ethernets"]["ens4"]["match"]["macaddress"],
+        "52:54:00:10:01:11"
+    );
+    let ud = yaml_file(&out.path().join("cmp1/user-data"));
+    assert!(
+        ud["autoinstall"]["packages"]
+            .as_array()
+            .unwrap()
+            .contains(&"openvswitch-switch".into())
+    );
+    let stor = yaml_file(&out.path().join("stor1/netplan.yaml"));
+    assert!(stor["network"]["bridges"].is_null());
+    let rack = render_all(&repo_root().join("examples/osism-rack.yaml"));
+    for node in ["net1", "net2"] {
+        let np = yaml_file(&rack.path().join(node).join("netplan.yaml"));
+        assert!(
+            np["network"]["bridges"].is_null(),
+            "OSISM's OVS is containerised: no host bridge"
+        );
+    }
+}
+
+#[test]
+fn no_node_can_install_to_any_disk_but_its_own_match() {
+    for example in EXAMPLES {
+        let config = repo_root().join(example);
+        let out = render_all(&config);
+        for node in plan(&config)["nodes"].as_array().unwrap() {
+            let name = node["name"].as_str().unwrap();
+            let ud = yaml_file(&out.path().join(name).join("user-data"));
+            let storage = &ud["autoinstall"]["storage"];
+            // Only a layout, and its match is exactly the node's disk: no `config:` section
+            // or second layout that could pick another disk.
+            assert_eq!(storage.as_object().unwrap().len(), 1, "{name}: {storage}");
+            assert_eq!(storage["layout"]["match"], node["disk"], "{name}");
+            if node["role"] == "storage" && example.ends_with("osism-rack.yaml") {
+                assert_eq!(
+                    storage["layout"]["match"],
+                    serde_json::json!({"model": "DELLBOSS VD"})
+                );
+            }
+        }
+    }
+    let lab = render_all(&repo_root().join("examples/lab.yaml"));
+    let stor2 = yaml_file(&lab.path().join("stor2/user-data"));
+    assert_eq!(
+        stor2["autoinstall"]["storage"]["layout"]["match"],
+        serde_json::json!({"serial": "seed-os-disk-2"}),
+        "the per-node override wins over the role's disk"
+    );
+}
+
+#[test]
+fn golden_files_match_the_example_rack() {
+    let golden = repo_root().join("tests/golden/osism-rack");
+    let out = render_all(&repo_root().join("examples/osism-rack.yaml"));
+    if std::env::var_os("SEED_UPDATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_dir_all(&golden);
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        Command::new("cp")
+            .arg("-r")
+            .arg(out.path())
+            .arg(&golden)
+            .status()
+            .unwrap();
+    }
+    let mut compared = 0;
+    for node in std::fs::read_dir(out.path()).unwrap() {
+        let node = node.unwrap().path();
+        for file in ["user-data", "meta-data", "netplan.yaml"] {
+            let name = node.file_name().unwrap().to_string_lossy().to_string();
+            let want = golden.join(&name).join(file);
+            let want = std::fs::read_to_string(&want).unwrap_or_else(|e| {
+                panic!("{}: {e} (regenerate: SEED_UPDATE_GOLDEN=1 cargo test -p seed-tests --test autoinstall golden)", want.display())
+            });
+            let got = std::fs::read_to_string(node.join(file)).unwrap();
+            assert!(
+                got == want,
+                "{name}/{file} differs from tests/golden; review the diff and regenerate with SEED_UPDATE_GOLDEN=1"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 33);
+}
+
+/// The example rack with `install.templates_dir` pointing at `dir`.
+fn config_with_templates(dir: &Path) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_root().join("examples/osism-rack.yaml")).unwrap();
+    let text = text.replace(
+        "  storage_layout: lvm\n",
+        &format!(
+            "  storage_layout: lvm\n  templates_dir: {}\n",
+            dir.display()
+        ),
+    );
+    assert!(text.contains("templates_dir"));
+    let path = tmp.path().join("seed.yaml");
+    std::fs::write(&path, text).unwrap();
+    (tmp, path)
+}
+
+#[test]
+fn an_operator_template_override_is_picked_up() {
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("meta-data"),
+        "instance-id: {{ instance_id|yaml }}\nlocal-hostname: {{ (hostname ~ '.rack1')|yaml }}\n",
+    )
+    .unwrap();
+    let (_tmp, config) = config_with_templates(templates.path());
+    let run = seed()
+        .arg("--config")
+        .arg(&config)
+        .args(["render", "meta-data", "cmp3"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", describe(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "instance-id: \"cmp3-preview\"\nlocal-hostname: \"cmp3.rack1\"\n"
+    );
+}
+
+#[test]
+fn an_override_with_an_unknown_variable_names_template_line_and_variable() {
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("meta-data"),
+        "instance-id: {{ instance_id|yaml }}\nlocal-hostname: {{ fqdn|yaml }}\n",
+    )
+    .unwrap();
+    let (_tmp, config) = config_with_templates(templates.path());
+    let run = seed()
+        .arg("--config")
+        .arg(&config)
+        .args(["render", "meta-data", "cmp3"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", describe(&run));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("template meta-data line 2: unknown variable `fqdn`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn render_without_an_install_section_says_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_root().join("examples/osism-rack.yaml")).unwrap();
+    let (network_only, _) = text.split_once("\ninstall:\n").unwrap();
+    let config = tmp.path().join("seed.yaml");
+    std::fs::write(&config, network_only).unwrap();
+    let check = seed().arg("check").arg(&config).output().unwrap();
+    assert!(
+        check.status.success(),
+        "the plan alone is valid: {}",
+        describe(&check)
+    );
+    let run = seed()
+        .arg("--config")
+        .arg(&config)
+        .args(["render", "user-data", "cmp1"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("the config has no `install:` section"),
+        "{}",
+        describe(&run)
+    );
+}
