@@ -410,3 +410,60 @@ fn render_without_an_install_section_says_what_is_missing() {
         describe(&run)
     );
 }
+
+#[test]
+fn config_values_with_yaml_special_characters_round_trip() {
+    // A key comment and a disk model holding `: # ' " {` and a newline, written in the config
+    // as YAML double-quoted strings.
+    let key = "ssh-ed25519 AAAAC3Nz dragon: #1 'x' \"y\" {z}\nsecond: line";
+    let model = "DELL: BOSS # 'v' \"d\" {1}\nx";
+    let quoted = |s: &str| serde_json::to_string(s).unwrap();
+    let text = std::fs::read_to_string(repo_root().join("examples/osism-rack.yaml")).unwrap();
+    let text = text
+        .replace(
+            "\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPwDi8WXTYb7l5d5XCX4g2I0N8m0HjR5cHgfJsbBJ1pz dragon@manager\"",
+            &quoted(key),
+        )
+        .replace("{ model: \"DELLBOSS VD\" }", &format!("{{ model: {} }}", quoted(model)));
+    assert!(
+        text.contains("second: line") || text.contains("\\nsecond: line"),
+        "key not replaced"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("seed.yaml");
+    std::fs::write(&config, text).unwrap();
+    let run = seed()
+        .arg("--config")
+        .arg(&config)
+        .args(["render", "user-data", "stor1"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", describe(&run));
+    let ud: Value = serde_saphyr::from_str(&String::from_utf8(run.stdout).unwrap()).unwrap();
+    let ai = &ud["autoinstall"];
+    assert_eq!(ai["user-data"]["users"][0]["ssh_authorized_keys"][0], key);
+    assert_eq!(ai["storage"]["layout"]["match"]["model"], model);
+    assert_eq!(
+        ai["storage"]["layout"]["match"].as_object().unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn check_refuses_a_config_whose_templates_do_not_render() {
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("netplan"),
+        "network:\n  version: {{ network.version|yaml }}\n",
+    )
+    .unwrap();
+    let (_tmp, config) = config_with_templates(templates.path());
+    let run = seed().arg("check").arg(&config).output().unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", describe(&run));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("install documents: rendering node ctl1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("template netplan line 2"), "{stderr}");
+}

@@ -8,7 +8,10 @@ use serde::Serialize;
 
 use super::Global;
 use super::table::Table;
+use anyhow::Context;
+
 use crate::config::{self, Config, ConfigError};
+use crate::install;
 use crate::net::Ipv4Net;
 use crate::plan::{self, Plan};
 
@@ -47,6 +50,30 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let plan = plan::derive(&config);
+    // With an install section, every node's documents must render: a broken template override
+    // is found here, not when a node asks for its user-data.
+    if let Some(settings) = &config.install {
+        let rendered = install::renderer(settings)
+            .map_err(anyhow::Error::from)
+            .and_then(|renderer| {
+                for (node, node_plan) in config.nodes.iter().zip(&plan.nodes) {
+                    let instance = install::Instance {
+                        token: "check".into(),
+                        instance_id: format!("{}-check", node.name),
+                    };
+                    let context =
+                        install::node_context(&config, settings, node, node_plan, &instance);
+                    renderer
+                        .render(&context)
+                        .with_context(|| format!("rendering node {}", node.name))?;
+                }
+                Ok(())
+            });
+        if let Err(err) = rendered {
+            eprintln!("{}: install documents: {err:#}", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     if args.json {
         println!(
             "{}",
