@@ -3,13 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
 use super::Global;
 use super::table::Table;
-use anyhow::Context;
-
 use crate::config::{self, Config, ConfigError};
 use crate::install;
 use crate::net::Ipv4Net;
