@@ -7,8 +7,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod dhcp;
 pub mod install;
+pub mod leases;
 pub mod lifecycle;
 pub mod net;
 pub mod plan;
+pub mod provision;
 pub mod store;

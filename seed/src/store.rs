@@ -425,20 +425,39 @@ impl Store {
     /// Write a lease durably. The DHCP server calls this before it sends the ACK. An address
     /// held by another MAC is refused by the `UNIQUE` constraint rather than handed out twice.
     pub fn commit_lease(&mut self, lease: &Lease) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO leases (mac, ip, node, expires_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (mac) DO UPDATE SET
-                 ip = excluded.ip, node = excluded.node,
-                 expires_at = excluded.expires_at, updated_at = excluded.updated_at",
-            params![
-                lease.mac.to_string(),
-                lease.ip.to_string(),
-                lease.node,
-                lease.expires_at,
-                now_ms()
-            ],
-        )?;
+        self.commit_leases(std::slice::from_ref(lease))
+    }
+
+    /// Write several leases in one transaction: one fsync for a batch of ACKs. A lease takes its
+    /// address from another MAC's row only when the caller has decided that row is free (expired
+    /// or released); the DHCP server's lease table makes that decision.
+    pub fn commit_leases(&mut self, leases: &[Lease]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut free = tx.prepare_cached("DELETE FROM leases WHERE ip = ?1 AND mac != ?2")?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO leases (mac, ip, node, expires_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (mac) DO UPDATE SET
+                     ip = excluded.ip, node = excluded.node,
+                     expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+            )?;
+            let now = now_ms();
+            for lease in leases {
+                let (mac, ip) = (lease.mac.to_string(), lease.ip.to_string());
+                free.execute(params![ip, mac])?;
+                upsert.execute(params![mac, ip, lease.node, lease.expires_at, now])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Forget a MAC's lease (DHCPRELEASE). Returns whether there was one.
+    pub fn release_lease(&mut self, mac: MacAddr) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM leases WHERE mac = ?1", [mac.to_string()])?
+            > 0)
     }
 
     /// The lease of one MAC.
@@ -626,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn leases_are_unique_per_address() {
+    fn an_address_is_leased_to_one_mac_at_a_time() {
         let (_dir, mut store) = store();
         let a: MacAddr = "52:54:00:00:00:01".parse().unwrap();
         let b: MacAddr = "52:54:00:00:00:02".parse().unwrap();
@@ -645,11 +664,17 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.lease(a).unwrap().unwrap().expires_at, 2);
-        let taken = store.commit_lease(&Lease {
-            mac: b,
-            ..lease.clone()
-        });
-        assert!(taken.is_err(), "one address, two MACs");
-        assert_eq!(store.leases().unwrap().len(), 1);
+        // Reusing a freed address moves it: still one row per address.
+        store
+            .commit_lease(&Lease {
+                mac: b,
+                ..lease.clone()
+            })
+            .unwrap();
+        let leases = store.leases().unwrap();
+        assert_eq!(leases.len(), 1);
+        assert_eq!(leases[0].mac, b);
+        assert!(store.release_lease(b).unwrap());
+        assert!(store.leases().unwrap().is_empty());
     }
 }

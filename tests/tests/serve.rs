@@ -48,7 +48,7 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
     assert!(before[0]["updated_at"].is_null());
 
     let child = seed_with("examples/osism-rack.yaml", state.path())
-        .arg("serve")
+        .args(["serve", "--no-dhcp"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -134,4 +134,17 @@ fn status_without_config_reads_the_store_alone() {
         String::from_utf8_lossy(&out.stdout),
         "NODE  ROLE  STATE  SINCE (UTC)\n"
     );
+}
+
+#[test]
+fn serve_refuses_dhcp_on_an_interface_without_seeds_address() {
+    // The example's eno1 with 10.1.10.5 is not this machine's: seed must not serve DHCP here.
+    let state = tempfile::tempdir().unwrap();
+    let out = seed_with("examples/osism-rack.yaml", state.path())
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to serve DHCP"), "{stderr}");
 }

@@ -56,7 +56,7 @@ enum Command {
     /// Print a node's autoinstall documents (user-data, meta-data, netplan), or write every node's.
     Render(render::RenderArgs),
     /// Run seed: open the state store and serve until SIGINT or SIGTERM.
-    Serve,
+    Serve(serve::ServeArgs),
     /// Show every node and its lifecycle state.
     Status(status::StatusArgs),
     /// Config helpers.
@@ -100,7 +100,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(&global, args),
         Command::Render(args) => render::run(&global, args),
-        Command::Serve => serve::run(&global),
+        Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);

@@ -1,18 +1,31 @@
 //! `seed serve`: the long-running appliance.
 //!
-//! For now it opens the state store, registers the configured nodes and waits for a signal; the
-//! DHCP, TFTP and HTTP servers join here as they are built, each taking an already-bound socket
-//! and the same shutdown signal.
+//! Opens the state store, registers the configured nodes, binds the DHCP socket on the
+//! provisioning interface and serves until SIGINT or SIGTERM. Each server takes an already-bound
+//! socket and the shutdown signal; TFTP and HTTP join the same way.
 
+use std::net::Ipv4Addr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use clap::Args;
 
 use super::Global;
+use crate::config::Config;
+use crate::dhcp;
+use crate::provision::Provisioner;
 use crate::store::Store;
 
-pub fn run(global: &Global) -> anyhow::Result<ExitCode> {
-    let config = global.load_config()?;
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Do not serve DHCP (for trying seed on a machine without the provisioning network).
+    #[arg(long)]
+    no_dhcp: bool,
+}
+
+pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(global.load_config()?);
     let state_dir = global.state_dir(Some(&config));
     let mut store = Store::open(&state_dir)
         .with_context(|| format!("cannot open state in {}", state_dir.display()))?;
@@ -23,10 +36,18 @@ pub fn run(global: &Global) -> anyhow::Result<ExitCode> {
         "serve",
         &format!("config {}", config.source.display()),
     )?;
+
+    // Bind before anything runs, so a wrong interface is an error at start, not a silent seed.
+    let dhcp_socket = if args.no_dhcp {
+        None
+    } else {
+        Some(bind_dhcp(&config)?)
+    };
     tracing::info!(
         store = %store.path().display(),
         nodes = config.nodes.len(),
         new_nodes = added,
+        dhcp = !args.no_dhcp,
         "seed ready; waiting for SIGINT or SIGTERM"
     );
 
@@ -34,10 +55,75 @@ pub fn run(global: &Global) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let signal = runtime.block_on(shutdown_signal())?;
-    tracing::info!(signal, "shutting down");
+    let signal = runtime.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let dhcp_task = match dhcp_socket {
+            Some(socket) => {
+                let provisioner = Arc::new(Provisioner::new(Arc::clone(&config)));
+                let dhcp_store = Store::open(&state_dir)?;
+                Some(tokio::spawn(dhcp::serve(
+                    socket,
+                    provisioner,
+                    dhcp_store,
+                    stopped(stop_rx.clone()),
+                )))
+            }
+            None => None,
+        };
+        let signal = shutdown_signal().await?;
+        tracing::info!(signal, "shutting down");
+        let _ = stop_tx.send(true);
+        if let Some(task) = dhcp_task {
+            task.await
+                .context("DHCP server task")?
+                .context("DHCP server")?;
+        }
+        anyhow::Ok(signal)
+    })?;
     store.record_event(None, "stopped", "serve", signal)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The DHCP socket on the provisioning interface, after checking that the interface carries
+/// seed's address: a DHCP server on the wrong network hands out addresses to machines that are
+/// not ours, so a mismatch is a refusal, not a warning.
+fn bind_dhcp(config: &Config) -> anyhow::Result<std::net::UdpSocket> {
+    let iface = &config.seed.interface;
+    let address = config.seed.address;
+    let addresses = interface_addresses(iface)?;
+    if addresses.is_empty() {
+        bail!(
+            "interface {iface} (seed.interface) does not exist or has no IPv4 address; \
+             refusing to serve DHCP (use --no-dhcp to run without it)"
+        );
+    }
+    if !addresses.contains(&address) {
+        bail!(
+            "interface {iface} carries {} but not seed.address {address}; refusing to serve DHCP on it",
+            addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    dhcp::bind(iface, config.seed.ports.dhcp).with_context(|| {
+        format!("cannot bind DHCP to {iface} port {} (root or CAP_NET_BIND_SERVICE and CAP_NET_RAW are needed)", config.seed.ports.dhcp)
+    })
+}
+
+fn interface_addresses(iface: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let addrs = nix::ifaddrs::getifaddrs().context("cannot list network interfaces")?;
+    Ok(addrs
+        .filter(|a| a.interface_name == iface)
+        .filter_map(|a| {
+            a.address
+                .and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))
+        })
+        .collect())
 }
 
 /// Resolves with the name of the first of SIGINT or SIGTERM.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod netns;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

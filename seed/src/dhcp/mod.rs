@@ -1,0 +1,264 @@
+//! The DHCPv4 server (RFC 2131): packets in, [`provision`](crate::provision) decides, replies out.
+//!
+//! The caller binds the socket ([`bind`] for production, anything for tests) and passes a
+//! shutdown signal. One task owns the lease table, so the packet path takes no lock and runs no
+//! SQL. Leases are made durable by a writer thread ([`writer`]) that commits a batch of them in
+//! one transaction and only then sends their ACKs: a lease is on disk before the client hears of
+//! it, and a burst of clients costs one fsync per batch, not one per client.
+
+mod packet;
+mod writer;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dhcproto::v4::MessageType;
+use tokio::net::UdpSocket;
+
+use crate::leases::LeaseTable;
+use crate::net::MacAddr;
+use crate::provision::{DhcpAnswer, Provisioner};
+use crate::store::{Lease, Store, now_ms};
+
+pub use packet::{parse, request_facts};
+
+/// The client port (RFC 2131 section 4.1).
+pub const CLIENT_PORT: u16 = 68;
+/// The server (and relay) port.
+pub const SERVER_PORT: u16 = 67;
+
+/// Packets per second one MAC may send before the rest are dropped: a flooding client must not
+/// starve the others. Firmware sends a handful per boot stage.
+const PER_MAC_PER_SECOND: u32 = 50;
+/// Bad packets are logged at most once per window, with a count.
+const BAD_PACKET_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Bind the DHCP socket on `interface` the way a DHCP server must: `0.0.0.0:port` so broadcasts
+/// arrive, SO_BINDTODEVICE so only that interface's, SO_BROADCAST to answer by broadcast.
+pub fn bind(interface: &str, port: u16) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_broadcast(true)?;
+    socket.bind_device(Some(interface.as_bytes()))?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Counters, for logs now and `/metrics` later.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Packets received.
+    pub received: u64,
+    /// Packets that did not parse or were not BOOTREQUESTs.
+    pub malformed: u64,
+    /// Packets dropped by the per-MAC rate limit.
+    pub rate_limited: u64,
+    /// Requests the decision module declined to answer.
+    pub ignored: u64,
+    /// Replies handed to the socket or the lease writer.
+    pub replied: u64,
+}
+
+/// Run the server on `socket` until `shutdown` resolves. `store` is the writer thread's own
+/// connection; the lease table is loaded from it.
+pub async fn serve(
+    socket: std::net::UdpSocket,
+    provisioner: Arc<Provisioner>,
+    store: Store,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<Stats> {
+    let leases = LeaseTable::new(store.leases().map_err(std::io::Error::other)?);
+    let send_socket = socket.try_clone()?;
+    let writer = writer::LeaseWriter::start(store, send_socket)?;
+    let socket = UdpSocket::from_std(socket)?;
+    let mut server = Server {
+        provisioner,
+        leases,
+        writer,
+        stats: Stats::default(),
+        per_mac: HashMap::new(),
+        window: Instant::now(),
+        bad_since_log: 0,
+        last_bad_log: None,
+    };
+    tracing::info!(local = %socket.local_addr()?, leases = server.leases.len(), "DHCP server running");
+    let mut buf = vec![0u8; 4096];
+    tokio::pin!(shutdown);
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on Linux; never fatal.
+                    tracing::debug!(error = %e, "DHCP receive error");
+                    continue;
+                }
+            },
+        };
+        if let Some((reply, dest)) = server.handle(&buf[..len], peer)
+            && let Err(e) = socket.send_to(&reply, dest).await
+        {
+            tracing::warn!(%dest, error = %e, "cannot send DHCP reply");
+        }
+    }
+    server.writer.stop();
+    tracing::info!(?server.stats, "DHCP server stopped");
+    Ok(server.stats)
+}
+
+struct Server {
+    provisioner: Arc<Provisioner>,
+    leases: LeaseTable,
+    writer: writer::LeaseWriter,
+    stats: Stats,
+    per_mac: HashMap<MacAddr, u32>,
+    window: Instant,
+    bad_since_log: u64,
+    last_bad_log: Option<Instant>,
+}
+
+impl Server {
+    /// One packet. Returns a reply to send now (OFFER, NAK, INFORM's ACK); lease ACKs go to the
+    /// writer, which sends them after their commit.
+    fn handle(&mut self, bytes: &[u8], peer: SocketAddr) -> Option<(Vec<u8>, SocketAddr)> {
+        self.stats.received += 1;
+        let msg = match parse(bytes) {
+            Ok(msg) => msg,
+            Err(why) => {
+                self.bad_packet(peer, &why);
+                return None;
+            }
+        };
+        let Some(facts) = request_facts(&msg) else {
+            self.bad_packet(peer, "not an Ethernet BOOTREQUEST with a DHCP message type");
+            return None;
+        };
+        if !self.allow(facts.request.mac) {
+            self.stats.rate_limited += 1;
+            return None;
+        }
+        let now = now_ms();
+        match facts.kind {
+            MessageType::Discover | MessageType::Request | MessageType::Inform => {}
+            MessageType::Release => {
+                if self
+                    .leases
+                    .get(facts.request.mac)
+                    .is_some_and(|l| l.ip == msg.ciaddr())
+                {
+                    self.leases.release(facts.request.mac);
+                    self.writer.release(facts.request.mac);
+                    tracing::info!(mac = %facts.request.mac, ip = %msg.ciaddr(), "lease released");
+                }
+                return None;
+            }
+            MessageType::Decline => {
+                let ip = facts.requested.unwrap_or(msg.ciaddr());
+                self.leases
+                    .decline(ip, now + i64::from(crate::provision::LEASE_SECS) * 1000);
+                tracing::warn!(mac = %facts.request.mac, %ip, "address declined: something else answers for it on the network");
+                return None;
+            }
+            other => {
+                self.bad_packet(peer, &format!("{other:?} is not a client message"));
+                return None;
+            }
+        }
+        let offer = match self.provisioner.dhcp(&facts.request, &self.leases, now) {
+            DhcpAnswer::Lease(offer) => offer,
+            DhcpAnswer::Ignore(reason) => {
+                self.stats.ignored += 1;
+                tracing::info!(mac = %facts.request.mac, kind = ?facts.kind, %reason, "not answering");
+                return None;
+            }
+        };
+        let server = offer.server;
+        match facts.kind {
+            MessageType::Discover => {
+                self.stats.replied += 1;
+                let reply = packet::reply(&msg, MessageType::Offer, &offer);
+                Some((
+                    packet::encode(&reply),
+                    packet::destination(&msg, MessageType::Offer),
+                ))
+            }
+            MessageType::Inform => {
+                // RFC 2131 4.3.5: configuration only, no address, no lease.
+                self.stats.replied += 1;
+                let reply = packet::inform_ack(&msg, &offer);
+                Some((
+                    packet::encode(&reply),
+                    packet::destination(&msg, MessageType::Ack),
+                ))
+            }
+            _ => {
+                // REQUEST. SELECTING names a server: if not us, the client chose another.
+                if facts.server_id.is_some_and(|s| s != server) {
+                    return None;
+                }
+                let wanted = facts
+                    .requested
+                    .or_else(|| (msg.ciaddr() != Ipv4Addr::UNSPECIFIED).then_some(msg.ciaddr()));
+                self.stats.replied += 1;
+                if wanted != Some(offer.address) {
+                    // RFC 2131 4.3.2: wrong address (another network, a stale lease) → NAK, so
+                    // the client starts over instead of keeping an address seed did not give.
+                    tracing::info!(mac = %facts.request.mac, ?wanted, offered = %offer.address, "NAK");
+                    let reply = packet::nak(&msg, server);
+                    return Some((
+                        packet::encode(&reply),
+                        packet::destination(&msg, MessageType::Nak),
+                    ));
+                }
+                let lease = Lease {
+                    mac: facts.request.mac,
+                    ip: offer.address,
+                    node: offer.node.clone(),
+                    expires_at: now + i64::from(offer.lease_secs) * 1000,
+                };
+                self.leases.record(lease.clone());
+                let reply = packet::reply(&msg, MessageType::Ack, &offer);
+                self.writer.commit_then_send(
+                    lease,
+                    packet::encode(&reply),
+                    packet::destination(&msg, MessageType::Ack),
+                );
+                None
+            }
+        }
+    }
+
+    /// Per-MAC packets-per-second limit, in one-second windows.
+    fn allow(&mut self, mac: MacAddr) -> bool {
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            self.per_mac.clear();
+            self.window = Instant::now();
+        }
+        let count = self.per_mac.entry(mac).or_default();
+        *count += 1;
+        *count <= PER_MAC_PER_SECOND
+    }
+
+    fn bad_packet(&mut self, peer: SocketAddr, why: &str) {
+        self.stats.malformed += 1;
+        self.bad_since_log += 1;
+        let due = self
+            .last_bad_log
+            .is_none_or(|t| t.elapsed() >= BAD_PACKET_LOG_WINDOW);
+        if due {
+            tracing::warn!(%peer, reason = why, dropped = self.bad_since_log, "malformed DHCP packets dropped");
+            self.bad_since_log = 0;
+            self.last_bad_log = Some(Instant::now());
+        }
+    }
+}
+
+/// Where a reply goes (RFC 2131 section 4.1).
+fn broadcast() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT))
+}

@@ -1,0 +1,292 @@
+//! DHCP packets: parsing what clients send and building what seed answers. No decisions here.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use dhcproto::v4::{
+    DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
+};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+
+use super::{CLIENT_PORT, SERVER_PORT, broadcast};
+use crate::net::MacAddr;
+use crate::provision::{Boot, DhcpRequest, Offer};
+
+/// iPXE's encapsulated options (option 175); sub-option 176 = 1 is "no-pxedhcp": do not wait
+/// for a proxyDHCP offer (saves about 3 s per iPXE DHCP).
+const IPXE_ENCAP: u8 = 175;
+const IPXE_NO_PXEDHCP: [u8; 3] = [176, 1, 1];
+
+/// What a request says, distilled for the decision module and the state machine.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// DHCP message type.
+    pub kind: MessageType,
+    /// The client, as the decision module sees it.
+    pub request: DhcpRequest,
+    /// Option 50.
+    pub requested: Option<Ipv4Addr>,
+    /// Option 54.
+    pub server_id: Option<Ipv4Addr>,
+}
+
+/// Decode a packet; the error says why not.
+pub fn parse(bytes: &[u8]) -> Result<Message, String> {
+    // 236 bytes of BOOTP header plus the 4-byte magic cookie.
+    if bytes.len() < 240 {
+        return Err(format!(
+            "{} bytes is shorter than a DHCP header",
+            bytes.len()
+        ));
+    }
+    check_options(&bytes[240..])?;
+    Message::decode(&mut Decoder::new(bytes)).map_err(|e| e.to_string())
+}
+
+/// Walk the options area (RFC 2132 section 2): every option's length must fit in the packet.
+/// dhcproto stops quietly at an option that overruns and keeps the ones before it; a packet cut
+/// short is refused here instead, with the option that ran over named.
+fn check_options(mut opts: &[u8]) -> Result<(), String> {
+    while let Some((&code, rest)) = opts.split_first() {
+        match code {
+            0 => opts = rest,
+            255 => return Ok(()),
+            _ => {
+                let Some((&len, rest)) = rest.split_first() else {
+                    return Err(format!("option {code} has no length byte"));
+                };
+                let len = usize::from(len);
+                if len > rest.len() {
+                    return Err(format!(
+                        "option {code} claims {len} bytes but only {} remain",
+                        rest.len()
+                    ));
+                }
+                opts = &rest[len..];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The facts of a client request, or `None` if it is not one seed can answer.
+pub fn request_facts(msg: &Message) -> Option<Facts> {
+    if msg.opcode() != Opcode::BootRequest || msg.htype() != HType::Eth || msg.hlen() != 6 {
+        return None;
+    }
+    let kind = msg.opts().msg_type()?;
+    let chaddr = msg.chaddr();
+    let mac = MacAddr(chaddr.get(..6)?.try_into().ok()?);
+    let opts = msg.opts();
+    let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
+        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
+        _ => None,
+    };
+    let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
+        Some(DhcpOption::ClassIdentifier(c)) => Some(String::from_utf8_lossy(c).into_owned()),
+        _ => None,
+    };
+    let user_class_ipxe = matches!(
+        opts.get(OptionCode::UserClass),
+        Some(DhcpOption::UserClass(c)) if c.windows(4).any(|w| w == b"iPXE")
+    );
+    let ipxe_encap = opts.get(OptionCode::Unknown(IPXE_ENCAP)).is_some();
+    let requested = match opts.get(OptionCode::RequestedIpAddress) {
+        Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
+        _ => None,
+    };
+    let server_id = match opts.get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
+        _ => None,
+    };
+    let relay = (msg.giaddr() != Ipv4Addr::UNSPECIFIED).then_some(msg.giaddr());
+    Some(Facts {
+        kind,
+        request: DhcpRequest {
+            mac,
+            arch,
+            vendor_class,
+            ipxe: user_class_ipxe || ipxe_encap,
+            relay,
+        },
+        requested,
+        server_id,
+    })
+}
+
+fn base(req: &Message, kind: MessageType, server: Ipv4Addr) -> Message {
+    let mut reply = Message::new_with_id(
+        req.xid(),
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        req.giaddr(),
+        req.chaddr(),
+    );
+    reply.set_opcode(Opcode::BootReply).set_flags(req.flags());
+    let opts = reply.opts_mut();
+    opts.insert(DhcpOption::MessageType(kind));
+    opts.insert(DhcpOption::ServerIdentifier(server));
+    // RFC 3046: a relay's option 82 is echoed back unchanged.
+    if let Some(relay) = req.opts().get(OptionCode::RelayAgentInformation) {
+        opts.insert(relay.clone());
+    }
+    reply
+}
+
+/// An OFFER or ACK carrying `offer`.
+pub fn reply(req: &Message, kind: MessageType, offer: &Offer) -> Message {
+    let mut reply = base(req, kind, offer.server);
+    reply.set_yiaddr(offer.address);
+    let opts = reply.opts_mut();
+    opts.insert(DhcpOption::AddressLeaseTime(offer.lease_secs));
+    // T1/T2 at the RFC 2131 defaults (0.5 and 0.875 of the lease).
+    opts.insert(DhcpOption::Renewal(offer.lease_secs / 2));
+    opts.insert(DhcpOption::Rebinding(offer.lease_secs / 8 * 7));
+    add_zone_options(&mut reply, offer);
+    add_boot(&mut reply, offer);
+    reply
+}
+
+/// The ACK to a DHCPINFORM: the zone's options, no address and no lease time (RFC 2131 4.3.5).
+pub fn inform_ack(req: &Message, offer: &Offer) -> Message {
+    let mut reply = base(req, MessageType::Ack, offer.server);
+    reply.set_ciaddr(req.ciaddr());
+    add_zone_options(&mut reply, offer);
+    reply
+}
+
+/// A NAK (RFC 2131 table 3: only the server identifier and a message).
+pub fn nak(req: &Message, server: Ipv4Addr) -> Message {
+    let mut reply = base(req, MessageType::Nak, server);
+    // A NAK through a relay must be broadcast by the relay (RFC 2131 4.3.2).
+    if req.giaddr() != Ipv4Addr::UNSPECIFIED {
+        reply.set_flags(Flags::default().set_broadcast());
+    }
+    reply
+        .opts_mut()
+        .insert(DhcpOption::Message("requested address is not yours".into()));
+    reply
+}
+
+fn add_zone_options(reply: &mut Message, offer: &Offer) {
+    let opts = reply.opts_mut();
+    opts.insert(DhcpOption::SubnetMask(offer.netmask));
+    if let Some(router) = offer.router {
+        opts.insert(DhcpOption::Router(vec![router]));
+    }
+    if !offer.dns.is_empty() {
+        opts.insert(DhcpOption::DomainNameServer(offer.dns.clone()));
+    }
+    if !offer.ntp.is_empty() {
+        opts.insert(DhcpOption::NtpServers(offer.ntp.clone()));
+    }
+}
+
+fn add_boot(reply: &mut Message, offer: &Offer) {
+    match &offer.boot {
+        None => {}
+        Some(Boot::Tftp { next_server, file }) => {
+            // UEFI PXE uses siaddr and ignores option 66: a wrong siaddr fails with PXE-E18.
+            reply.set_siaddr(*next_server).set_fname_str(file);
+            let opts = reply.opts_mut();
+            opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+            opts.insert(DhcpOption::TFTPServerName(
+                next_server.to_string().into_bytes(),
+            ));
+            opts.insert(DhcpOption::BootfileName(file.clone().into_bytes()));
+        }
+        Some(Boot::Http { url }) => {
+            // UEFI HTTP boot only takes an offer that echoes HTTPClient.
+            reply.set_fname_str(url);
+            let opts = reply.opts_mut();
+            opts.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
+            opts.insert(DhcpOption::BootfileName(url.clone().into_bytes()));
+        }
+        Some(Boot::Script { url }) => {
+            reply.set_fname_str(url);
+            let opts = reply.opts_mut();
+            opts.insert(DhcpOption::BootfileName(url.clone().into_bytes()));
+            opts.insert(DhcpOption::Unknown(UnknownOption::new(
+                OptionCode::Unknown(IPXE_ENCAP),
+                IPXE_NO_PXEDHCP.to_vec(),
+            )));
+        }
+    }
+}
+
+/// Where a reply goes (RFC 2131 section 4.1): through the relay when there is one; to the
+/// client's address when it has one (renewing); otherwise broadcast. seed broadcasts rather than
+/// unicasting to yiaddr because a client without an address cannot answer ARP for it, and
+/// broadcast needs no ARP-table injection; every client accepts it.
+pub fn destination(req: &Message, kind: MessageType) -> SocketAddr {
+    let giaddr = req.giaddr();
+    if giaddr != Ipv4Addr::UNSPECIFIED {
+        return SocketAddr::V4(SocketAddrV4::new(giaddr, SERVER_PORT));
+    }
+    if kind != MessageType::Nak && req.ciaddr() != Ipv4Addr::UNSPECIFIED {
+        return SocketAddr::V4(SocketAddrV4::new(req.ciaddr(), CLIENT_PORT));
+    }
+    broadcast()
+}
+
+/// Encode a reply. Encoding a message seed built itself does not fail; if it ever did, an
+/// empty datagram is sent instead of taking the server down.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(576);
+    let mut enc = Encoder::new(&mut buf);
+    if let Err(e) = msg.encode(&mut enc) {
+        tracing::error!(error = %e, "cannot encode DHCP reply");
+        buf.clear();
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Vec<u8> {
+        let mut p = vec![1, 1, 6, 0];
+        p.extend([0; 4 + 20]);
+        p.extend([0x02, 0, 0, 0, 0, 0x99]);
+        p.extend([0; 10 + 192]);
+        p.extend([99, 130, 83, 99]);
+        p
+    }
+
+    fn with(opts: &[u8]) -> Vec<u8> {
+        let mut p = header();
+        p.extend(opts);
+        p
+    }
+
+    #[test]
+    fn broken_packets_are_errors_or_not_requests() {
+        assert!(parse(&header()[..100]).is_err(), "truncated header");
+        assert!(
+            parse(&vec![0xab; 1500]).is_err()
+                || request_facts(&parse(&vec![0xab; 1500]).unwrap()).is_none(),
+            "garbage"
+        );
+        let overrun = parse(&with(&[53, 1, 1, 61, 200, 1, 2]));
+        assert!(
+            overrun.is_err(),
+            "an option longer than the packet: {overrun:?}"
+        );
+        let offer = parse(&with(&[53, 1, 2, 255])).unwrap();
+        assert_eq!(
+            request_facts(&offer).map(|f| f.kind),
+            Some(MessageType::Offer)
+        );
+    }
+
+    #[test]
+    fn a_zero_length_option_is_tolerated() {
+        // A zero-length host name (option 12) is odd but harmless: answer the client.
+        let msg = parse(&with(&[53, 1, 1, 12, 0, 255])).unwrap();
+        assert_eq!(
+            request_facts(&msg).map(|f| f.kind),
+            Some(MessageType::Discover)
+        );
+    }
+}

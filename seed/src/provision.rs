@@ -1,0 +1,392 @@
+//! The decisions. Protocol code (DHCP today; TFTP and HTTP next) describes what a client asked
+//! for and this module says what it gets, from the config, the address plan and the lease table.
+//! It holds no sockets and sends nothing (pixiecore's `Booter`, matchbox's core).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ipxe::Firmware;
+
+use crate::config::{Config, Zone};
+use crate::leases::LeaseTable;
+use crate::net::MacAddr;
+use crate::plan::{self, Plan};
+
+/// Lease time handed out with every address (seconds). Long enough that a node does not
+/// renew during an install, short enough that a pool address of a vanished machine comes back.
+pub const LEASE_SECS: u32 = 3600;
+
+/// What a DHCP client told us about itself.
+#[derive(Debug, Clone)]
+pub struct DhcpRequest {
+    /// Client hardware address.
+    pub mac: MacAddr,
+    /// Option 93, client system architecture.
+    pub arch: Option<u16>,
+    /// Option 60, vendor class (`PXEClient:Arch:00007:…`, `HTTPClient:…`).
+    pub vendor_class: Option<String>,
+    /// User class "iPXE" (option 77) or iPXE's own option 175 present.
+    pub ipxe: bool,
+    /// giaddr, when a relay forwarded the request.
+    pub relay: Option<Ipv4Addr>,
+}
+
+/// What the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhcpAnswer {
+    /// Nothing; the reason is logged.
+    Ignore(String),
+    /// An address, with boot instructions for network-booting clients.
+    Lease(Offer),
+}
+
+/// An address and what comes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// The client's address.
+    pub address: Ipv4Addr,
+    /// The node it belongs to, if known.
+    pub node: Option<String>,
+    /// Subnet mask of the zone.
+    pub netmask: Ipv4Addr,
+    /// The zone's gateway.
+    pub router: Option<Ipv4Addr>,
+    /// DNS servers.
+    pub dns: Vec<Ipv4Addr>,
+    /// NTP servers (option 42): nodes with a wrong clock fail apt.
+    pub ntp: Vec<Ipv4Addr>,
+    /// Seed's address (server identifier).
+    pub server: Ipv4Addr,
+    /// Lease time in seconds.
+    pub lease_secs: u32,
+    /// How to boot, for clients that network-boot.
+    pub boot: Option<Boot>,
+}
+
+/// Boot instructions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// PXE firmware: fetch `file` over TFTP from `next_server` (siaddr; UEFI ignores option 66).
+    Tftp {
+        /// TFTP server (siaddr).
+        next_server: Ipv4Addr,
+        /// The iPXE binary.
+        file: String,
+    },
+    /// UEFI HTTP boot: fetch this URL; the answer echoes `HTTPClient` in option 60.
+    Http {
+        /// The URL of the EFI binary.
+        url: String,
+    },
+    /// iPXE is running: fetch this script. Never an iPXE binary again (that loops forever).
+    Script {
+        /// The node's iPXE script URL.
+        url: String,
+    },
+}
+
+/// The DHCP decisions for one config.
+pub struct Provisioner {
+    config: Arc<Config>,
+    plan: Plan,
+    by_mac: HashMap<MacAddr, usize>,
+    /// Serve snponly.efi instead of ipxe.efi to UEFI.
+    snp: bool,
+}
+
+impl Provisioner {
+    /// Decisions over a validated config.
+    pub fn new(config: Arc<Config>) -> Self {
+        let plan = plan::derive(&config);
+        let mut by_mac = HashMap::new();
+        for (i, node) in config.nodes.iter().enumerate() {
+            for mac in &node.macs {
+                by_mac.insert(*mac, i);
+            }
+        }
+        Self {
+            config,
+            plan,
+            by_mac,
+            snp: false,
+        }
+    }
+
+    /// The config decisions are made from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What a DHCP client gets. `leases` is only read (for discovery-pool addresses).
+    pub fn dhcp(&self, req: &DhcpRequest, leases: &LeaseTable, now_ms: i64) -> DhcpAnswer {
+        let Some(zone) = self.zone_for(req.relay) else {
+            return DhcpAnswer::Ignore(format!(
+                "relayed through {}, which is in no zone with host addresses",
+                req.relay.map_or_else(String::new, |r| r.to_string())
+            ));
+        };
+        let (address, node) = match self.by_mac.get(&req.mac).map(|i| &self.config.nodes[*i]) {
+            Some(node) => {
+                let address = self
+                    .plan
+                    .node(&node.name)
+                    .and_then(|p| p.zone(&zone.name))
+                    .and_then(|a| a.address);
+                match address {
+                    Some(a) => (a, Some(node.name.clone())),
+                    None => {
+                        return DhcpAnswer::Ignore(format!(
+                            "node {} has no address in zone {}",
+                            node.name, zone.name
+                        ));
+                    }
+                }
+            }
+            None => match &zone.discovery_pool {
+                None => {
+                    return DhcpAnswer::Ignore(format!(
+                        "unknown MAC and zone {} has no discovery pool",
+                        zone.name
+                    ));
+                }
+                Some(pool) => match leases.allocate(req.mac, pool, now_ms) {
+                    Some(a) => (a, None),
+                    None => {
+                        return DhcpAnswer::Ignore(format!(
+                            "discovery pool {}-{} of zone {} is full",
+                            pool.start, pool.end, zone.name
+                        ));
+                    }
+                },
+            },
+        };
+        let boot = match self.boot(req) {
+            Ok(boot) => boot,
+            Err(reason) => return DhcpAnswer::Ignore(reason),
+        };
+        DhcpAnswer::Lease(Offer {
+            address,
+            node,
+            netmask: zone.subnet.netmask(),
+            router: zone.gateway,
+            dns: zone.dns.clone(),
+            ntp: zone.ntp.clone(),
+            server: self.config.seed.address,
+            lease_secs: LEASE_SECS,
+            boot,
+        })
+    }
+
+    /// The zone a request is served from: the one holding giaddr when relayed, else the
+    /// provisioning zone (the one seed's interface is on).
+    fn zone_for(&self, relay: Option<Ipv4Addr>) -> Option<&Zone> {
+        match relay {
+            None => Some(self.config.provisioning_zone()),
+            Some(giaddr) => self
+                .config
+                .zones
+                .iter()
+                .find(|z| z.host_addresses && z.subnet.contains(giaddr)),
+        }
+    }
+
+    fn boot(&self, req: &DhcpRequest) -> Result<Option<Boot>, String> {
+        let url = &self.config.seed.url;
+        // iPXE first, by user class or option 175 and never by option 60/93 alone: a ROM iPXE
+        // and a chainloaded undionly.kpxe look the same there, and handing iPXE the iPXE
+        // binary again loops forever.
+        if req.ipxe {
+            return Ok(Some(Boot::Script {
+                url: format!("{url}/boot.ipxe?mac={}", req.mac),
+            }));
+        }
+        let class = req.vendor_class.as_deref().unwrap_or_default();
+        let pxe = class.starts_with("PXEClient");
+        let http = class.starts_with("HTTPClient");
+        if !pxe && !http {
+            // The installer or an installed system: an address, nothing to boot.
+            return Ok(None);
+        }
+        // Old PXE ROMs send no option 93; they are BIOS.
+        let firmware = Firmware::from_arch(req.arch.unwrap_or(0));
+        let Some(binary) = firmware.binary(self.snp) else {
+            return Err(format!(
+                "{firmware} network boot: seed carries no binary for it"
+            ));
+        };
+        if firmware.is_http() || http {
+            Ok(Some(Boot::Http {
+                url: format!("{url}/ipxe/{binary}"),
+            }))
+        } else {
+            Ok(Some(Boot::Tftp {
+                next_server: self.config.seed.address,
+                file: binary.to_string(),
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn provisioner() -> Provisioner {
+        let config = crate::config::parse(crate::config::EXAMPLE, Path::new("x.yaml")).unwrap();
+        Provisioner::new(Arc::new(config))
+    }
+
+    fn req(mac: &str, arch: Option<u16>, class: Option<&str>, ipxe: bool) -> DhcpRequest {
+        DhcpRequest {
+            mac: mac.parse().unwrap(),
+            arch,
+            vendor_class: class.map(str::to_string),
+            ipxe,
+            relay: None,
+        }
+    }
+
+    fn offer(answer: DhcpAnswer) -> Offer {
+        match answer {
+            DhcpAnswer::Lease(o) => o,
+            DhcpAnswer::Ignore(why) => panic!("ignored: {why}"),
+        }
+    }
+
+    const CMP3: &str = "3c:ec:ef:10:00:23";
+
+    #[test]
+    fn a_known_node_gets_its_reserved_address_and_the_binary_for_its_firmware() {
+        let p = provisioner();
+        let leases = LeaseTable::default();
+        let uefi = offer(p.dhcp(
+            &req(
+                CMP3,
+                Some(7),
+                Some("PXEClient:Arch:00007:UNDI:003016"),
+                false,
+            ),
+            &leases,
+            0,
+        ));
+        assert_eq!(uefi.address, Ipv4Addr::new(10, 1, 10, 23));
+        assert_eq!(uefi.node.as_deref(), Some("cmp3"));
+        assert_eq!(uefi.netmask, Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(uefi.ntp, vec![Ipv4Addr::new(10, 1, 10, 1)]);
+        assert_eq!(
+            uefi.boot,
+            Some(Boot::Tftp {
+                next_server: Ipv4Addr::new(10, 1, 10, 5),
+                file: "ipxe.efi".into()
+            })
+        );
+        let bios = offer(p.dhcp(
+            &req(
+                CMP3,
+                Some(0),
+                Some("PXEClient:Arch:00000:UNDI:002001"),
+                false,
+            ),
+            &leases,
+            0,
+        ));
+        assert!(matches!(bios.boot, Some(Boot::Tftp { file, .. }) if file == "undionly.kpxe"));
+        let http = offer(p.dhcp(
+            &req(
+                CMP3,
+                Some(16),
+                Some("HTTPClient:Arch:00016:UNDI:003001"),
+                false,
+            ),
+            &leases,
+            0,
+        ));
+        assert_eq!(
+            http.boot,
+            Some(Boot::Http {
+                url: "http://10.1.10.5/ipxe/ipxe.efi".into()
+            })
+        );
+    }
+
+    #[test]
+    fn ipxe_gets_its_script_never_the_binary_again() {
+        let p = provisioner();
+        let leases = LeaseTable::default();
+        // A chainloaded iPXE still says PXEClient and arch 7.
+        let o = offer(p.dhcp(
+            &req(
+                CMP3,
+                Some(7),
+                Some("PXEClient:Arch:00007:UNDI:003010"),
+                true,
+            ),
+            &leases,
+            0,
+        ));
+        assert_eq!(
+            o.boot,
+            Some(Boot::Script {
+                url: "http://10.1.10.5/boot.ipxe?mac=3c:ec:ef:10:00:23".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_installer_gets_an_address_and_nothing_to_boot() {
+        let p = provisioner();
+        let o = offer(p.dhcp(&req(CMP3, None, None, false), &LeaseTable::default(), 0));
+        assert_eq!(o.address, Ipv4Addr::new(10, 1, 10, 23));
+        assert_eq!(o.boot, None);
+    }
+
+    #[test]
+    fn firmware_without_a_binary_gets_no_answer() {
+        let p = provisioner();
+        for arch in [6, 11, 19] {
+            let answer = p.dhcp(
+                &req(CMP3, Some(arch), Some("PXEClient"), false),
+                &LeaseTable::default(),
+                0,
+            );
+            assert!(
+                matches!(&answer, DhcpAnswer::Ignore(why) if why.contains("carries no binary")),
+                "{arch}: {answer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_macs_get_a_discovery_address() {
+        let p = provisioner();
+        let o = offer(p.dhcp(
+            &req("52:54:00:99:99:99", Some(7), Some("PXEClient"), false),
+            &LeaseTable::default(),
+            0,
+        ));
+        assert_eq!(o.address, Ipv4Addr::new(10, 1, 10, 200));
+        assert_eq!(o.node, None);
+    }
+
+    #[test]
+    fn relayed_requests_are_served_from_the_zone_of_giaddr() {
+        let p = provisioner();
+        let mut r = req(CMP3, None, None, false);
+        r.relay = Some(Ipv4Addr::new(10, 1, 30, 1));
+        let o = offer(p.dhcp(&r, &LeaseTable::default(), 0));
+        assert_eq!(o.address, Ipv4Addr::new(10, 1, 30, 23), "migration zone");
+        r.relay = Some(Ipv4Addr::new(192, 168, 1, 1));
+        assert!(matches!(
+            p.dhcp(&r, &LeaseTable::default(), 0),
+            DhcpAnswer::Ignore(_)
+        ));
+        // ctl1 is not in the migration zone.
+        r.mac = "3c:ec:ef:10:00:11".parse().unwrap();
+        r.relay = Some(Ipv4Addr::new(10, 1, 30, 1));
+        assert!(
+            matches!(p.dhcp(&r, &LeaseTable::default(), 0), DhcpAnswer::Ignore(why) if why.contains("no address in zone migration"))
+        );
+    }
+}

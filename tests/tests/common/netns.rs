@@ -1,0 +1,270 @@
+//! Two network namespaces joined by a veth pair: `srv` (seed, 10.99.10.1/24) and `cli`
+//! (the clients). Created per test with unique names and removed on drop, also when the test
+//! panics. Nothing here touches the host's own interfaces.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{describe, seed_bin};
+
+/// seed's address inside `srv`.
+pub const SEED_IP: &str = "10.99.10.1";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A server and a client namespace.
+pub struct Netns {
+    /// Server namespace name.
+    pub srv: String,
+    /// Client namespace name.
+    pub cli: String,
+    /// Server-side interface (seed.interface).
+    pub srv_if: String,
+    /// Client-side interface.
+    pub cli_if: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2 `ip`");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        describe(&out)
+    );
+}
+
+impl Netns {
+    /// Create both namespaces and the veth pair between them.
+    pub fn new() -> Self {
+        assert!(
+            nix_is_root(),
+            "network namespace tests need root (CI runs as root; locally: sudo -E cargo test)"
+        );
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}{n}", std::process::id() % 100_000);
+        let ns = Self {
+            srv: format!("seedt-srv-{tag}"),
+            cli: format!("seedt-cli-{tag}"),
+            srv_if: format!("sts{tag}"),
+            cli_if: format!("stc{tag}"),
+        };
+        // From here on, Drop cleans up whatever was created.
+        ip(&["netns", "add", &ns.srv]);
+        ip(&["netns", "add", &ns.cli]);
+        ip(&[
+            "link", "add", &ns.srv_if, "type", "veth", "peer", "name", &ns.cli_if,
+        ]);
+        ip(&["link", "set", &ns.srv_if, "netns", &ns.srv]);
+        ip(&["link", "set", &ns.cli_if, "netns", &ns.cli]);
+        ip(&[
+            "-n",
+            &ns.srv,
+            "addr",
+            "add",
+            &format!("{SEED_IP}/24"),
+            "dev",
+            &ns.srv_if,
+        ]);
+        for (netns, iface) in [(&ns.srv, &ns.srv_if), (&ns.cli, &ns.cli_if)] {
+            ip(&["-n", netns, "link", "set", "lo", "up"]);
+            ip(&["-n", netns, "link", "set", iface, "up"]);
+        }
+        ns
+    }
+
+    /// A command run inside the client namespace.
+    pub fn in_cli(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.cli, program]);
+        cmd
+    }
+
+    /// Set the client interface's MAC (the identity a DHCP client presents).
+    pub fn set_client_mac(&self, mac: &str) {
+        ip(&["-n", &self.cli, "link", "set", &self.cli_if, "down"]);
+        ip(&["-n", &self.cli, "link", "set", &self.cli_if, "address", mac]);
+        ip(&["-n", &self.cli, "link", "set", &self.cli_if, "up"]);
+    }
+
+    /// Give the client side an address (for relayed or unicast tests).
+    pub fn add_client_address(&self, cidr: &str) {
+        ip(&["-n", &self.cli, "addr", "add", cidr, "dev", &self.cli_if]);
+    }
+
+    /// Start `seed serve` inside the server namespace and wait until its DHCP socket is bound.
+    /// Its log goes to `<state>/../seed.log` ([`Seed::log`]).
+    pub fn start_seed(&self, config: &Path, state: &Path) -> Seed {
+        let log_path = state.with_file_name("seed.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.srv])
+            .arg(seed_bin())
+            .arg("--config")
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state)
+            .args(["serve", "-v"])
+            .env_remove("SEED_CONFIG")
+            .env_remove("SEED_STATE_DIR")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start seed in the server namespace");
+        let mut seed = Seed(Some(child), log_path);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ss = Command::new("ip")
+                .args([
+                    "netns", "exec", &self.srv, "ss", "-H", "-uln", "sport", "=", ":67",
+                ])
+                .output()
+                .unwrap();
+            if !String::from_utf8_lossy(&ss.stdout).trim().is_empty() {
+                return seed;
+            }
+            if let Some(status) = seed.0.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("seed exited before binding DHCP: {status}\n{}", seed.log());
+            }
+            assert!(Instant::now() < deadline, "seed did not bind port 67");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The DHCP test config, bound to this pair's server interface.
+    pub fn config(&self, dir: &Path, nodes_and_pool: &str) -> PathBuf {
+        let text = format!(
+            "seed: {{ interface: {iface}, address: {SEED_IP}, ports: {{ http: 8080 }} }}\n\
+             links: [{{ name: eth0 }}]\n\
+             zones:\n  - {{ name: prov, vlan: 10, subnet: 10.99.10.0/24, gateway: 10.99.10.254, dns: [10.99.10.254], ntp: [10.99.10.1],\n      link: eth0, native: true, provisioning: true, roles: [node]{nodes_and_pool_zone} }}\n\
+             roles: [{{ name: node, links: [eth0], disk: {{ path: /dev/vda }} }}]\n\
+             {nodes}",
+            iface = self.srv_if,
+            nodes_and_pool_zone = nodes_and_pool.lines().next().unwrap_or_default(),
+            nodes = nodes_and_pool
+                .lines()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        let path = dir.join("seed.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting a namespace removes its end of the veth, and with it the peer.
+        for netns in [&self.srv, &self.cli] {
+            let _ = Command::new("ip").args(["netns", "del", netns]).output();
+        }
+    }
+}
+
+/// A running `seed serve`; killed on drop.
+pub struct Seed(Option<Child>, PathBuf);
+
+impl Seed {
+    /// What seed logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
+    /// SIGTERM, wait for a clean exit, and return the log.
+    pub fn stop(mut self) -> String {
+        let mut child = self.0.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "seed exited with {status}\n{}",
+                    self.log()
+                );
+                return self.log();
+            }
+            assert!(Instant::now() < deadline, "seed ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(mut self) {
+        let mut child = self.0.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Seed {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// What busybox udhcpc got: the environment its script saw on `bound`.
+pub fn udhcpc(
+    ns: &Netns,
+    dir: &Path,
+    extra: &[&str],
+) -> (Output, std::collections::BTreeMap<String, String>) {
+    let script = dir.join("udhcpc.sh");
+    let env_file = dir.join("udhcpc.env");
+    let _ = std::fs::remove_file(&env_file);
+    // Records the lease instead of configuring anything.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
+            env_file.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let out = ns
+        .in_cli("timeout")
+        .args([
+            "20", "busybox", "udhcpc", "-f", "-q", "-n", "-t", "5", "-T", "1", "-i", &ns.cli_if,
+            "-s",
+        ])
+        .arg(&script)
+        .args(extra)
+        .output()
+        .unwrap();
+    let env = std::fs::read_to_string(&env_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (out, env)
+}

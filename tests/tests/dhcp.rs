@@ -1,0 +1,191 @@
+//! The DHCP server against real clients in network namespaces the tests create: busybox
+//! udhcpc, ISC dhclient and Kea's perfdhcp.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
+
+mod common;
+
+use common::describe;
+use common::netns::{Netns, SEED_IP, udhcpc};
+
+const NODE_MAC: &str = "02:00:00:00:00:21";
+// A zero-length option on an otherwise valid packet is tolerated and answered (a unit test in
+// seed's dhcp::packet shows it); the packets above are all refused.
+
+/// One known node (n1, BMC .21 → 10.99.10.21) and a discovery pool.
+const RACK: &str = ", discovery_pool: { start: 10.99.10.200, end: 10.99.10.209 }\n\
+nodes:\n  - { name: n1, role: node, bmc: { address: 10.99.0.21, driver: manual }, macs: [\"02:00:00:00:00:21\"] }";
+
+#[test]
+fn udhcpc_gets_the_reserved_address_and_the_boot_file_for_its_firmware() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ns.config(dir.path(), RACK);
+    let state = dir.path().join("state");
+    let seed = ns.start_seed(&config, &state);
+    ns.set_client_mac(NODE_MAC);
+
+    // x64 UEFI PXE: ipxe.efi over TFTP from seed (siaddr).
+    let (out, env) = udhcpc(
+        &ns,
+        dir.path(),
+        &["-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007"],
+    );
+    assert_eq!(
+        env.get("ip").map(String::as_str),
+        Some("10.99.10.21"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        env.get("boot_file").map(String::as_str),
+        Some("ipxe.efi"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("siaddr").map(String::as_str),
+        Some(SEED_IP),
+        "{env:?}"
+    );
+    assert_eq!(env.get("subnet").map(String::as_str), Some("255.255.255.0"));
+    assert_eq!(env.get("router").map(String::as_str), Some("10.99.10.254"));
+    assert_eq!(env.get("serverid").map(String::as_str), Some(SEED_IP));
+
+    // Legacy BIOS: undionly.kpxe.
+    let (_, env) = udhcpc(
+        &ns,
+        dir.path(),
+        &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"],
+    );
+    assert_eq!(
+        env.get("boot_file").map(String::as_str),
+        Some("undionly.kpxe"),
+        "{env:?}"
+    );
+
+    // iPXE (user class "iPXE"): the script URL, never the binary again.
+    let (_, env) = udhcpc(
+        &ns,
+        dir.path(),
+        &[
+            "-V",
+            "PXEClient:Arch:00007:UNDI:003010",
+            "-x",
+            "0x5d:0007",
+            "-x",
+            "0x4d:69505845",
+        ],
+    );
+    assert_eq!(
+        env.get("boot_file").map(String::as_str),
+        Some("http://10.99.10.1:8080/boot.ipxe?mac=02:00:00:00:00:21"),
+        "{env:?}"
+    );
+    // iPXE by option 175 alone.
+    let (_, env) = udhcpc(&ns, dir.path(), &["-x", "0xaf:b10101"]);
+    assert!(
+        env.get("boot_file")
+            .is_some_and(|f| f.ends_with("/boot.ipxe?mac=02:00:00:00:00:21")),
+        "{env:?}"
+    );
+
+    // UEFI HTTP boot: an http URL of the EFI binary, HTTPClient echoed in option 60.
+    let (_, env) = udhcpc(
+        &ns,
+        dir.path(),
+        &[
+            "-V",
+            "HTTPClient:Arch:00016:UNDI:003001",
+            "-x",
+            "0x5d:0010",
+            "-O",
+            "60",
+        ],
+    );
+    assert_eq!(
+        env.get("boot_file").map(String::as_str),
+        Some("http://10.99.10.1:8080/ipxe/ipxe.efi"),
+        "{env:?}"
+    );
+    assert!(
+        env.values()
+            .any(|v| v == "HTTPClient" || v == "48545450436c69656e74"),
+        "option 60 echo: {env:?}"
+    );
+
+    // No PXE class: the installer or installed system gets its address and nothing to boot.
+    let (_, env) = udhcpc(&ns, dir.path(), &[]);
+    assert_eq!(env.get("ip").map(String::as_str), Some("10.99.10.21"));
+    assert!(!env.contains_key("boot_file"), "{env:?}");
+    seed.stop();
+}
+
+#[test]
+fn firmware_seed_carries_nothing_for_gets_no_answer() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ns.config(dir.path(), RACK);
+    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    ns.set_client_mac(NODE_MAC);
+    // 32-bit UEFI (arch 6): an x64 binary would not run; no answer at all.
+    let (out, env) = udhcpc(
+        &ns,
+        dir.path(),
+        &[
+            "-V",
+            "PXEClient:Arch:00006:UNDI:003000",
+            "-x",
+            "0x5d:0006",
+            "-t",
+            "2",
+        ],
+    );
+    assert!(env.is_empty(), "no lease expected: {env:?}");
+    assert!(!out.status.success(), "{}", describe(&out));
+    seed.stop();
+}
+
+#[test]
+fn malformed_packets_do_not_stop_the_server() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ns.config(dir.path(), RACK);
+    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    ns.add_client_address("10.99.10.50/24");
+    // A valid DHCPDISCOVER header to mangle: BOOTREQUEST, Ethernet, 6-byte MAC, magic cookie.
+    let script = format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+hdr = bytes([1, 1, 6, 0]) + bytes(4) + bytes(20) + bytes.fromhex("020000000099") + bytes(10) + bytes(192)
+cookie = bytes([99, 130, 83, 99])
+packets = [
+    hdr[:100],                                        # truncated header
+    hdr + cookie + bytes([53, 1, 1, 61, 200, 1, 2]),  # option 61 overruns the packet
+    hdr + cookie + bytes([53, 0, 255]),               # zero-length message type
+    bytes(range(256)) * 5 + bytes(220),               # 1,500 bytes of garbage
+    hdr + cookie + bytes([53, 1, 2, 255]),            # an OFFER sent to the server
+]
+for p in packets:
+    s.sendto(p, ("{SEED_IP}", 67))
+print(len(packets))
+"#
+    );
+    let out = ns.in_cli("python3").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    // Then a real client is still served.
+    ns.set_client_mac(NODE_MAC);
+    let (out, env) = udhcpc(&ns, dir.path(), &[]);
+    assert_eq!(
+        env.get("ip").map(String::as_str),
+        Some("10.99.10.21"),
+        "{}",
+        describe(&out)
+    );
+    let log = seed.stop();
+    assert!(log.contains("malformed DHCP packets dropped"), "{log}");
+    assert!(
+        log.contains("malformed: 5,"),
+        "every bad packet counted: {log}"
+    );
+}
