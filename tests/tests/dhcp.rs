@@ -12,15 +12,20 @@ const NODE_MAC: &str = "02:00:00:00:00:21";
 // A zero-length option on an otherwise valid packet is tolerated and answered (a unit test in
 // seed's dhcp::packet shows it); the packets above are all refused.
 
-/// One known node (n1, BMC .21 → 10.99.10.21) and a discovery pool.
-const RACK: &str = ", discovery_pool: { start: 10.99.10.200, end: 10.99.10.209 }\n\
-nodes:\n  - { name: n1, role: node, bmc: { address: 10.99.0.21, driver: manual }, macs: [\"02:00:00:00:00:21\"] }";
+/// A discovery pool of ten addresses.
+const POOL: &str = ", discovery_pool: { start: 10.99.10.200, end: 10.99.10.209 }";
+/// One known node: n1, BMC .21 → 10.99.10.21.
+const NODES: &str = "[{ name: n1, role: node, bmc: { address: 10.99.0.21, driver: manual }, macs: [\"02:00:00:00:00:21\"] }]";
+
+fn rack(ns: &Netns, dir: &std::path::Path) -> std::path::PathBuf {
+    ns.config(dir, "10.99.10.0/24", POOL, NODES)
+}
 
 #[test]
 fn udhcpc_gets_the_reserved_address_and_the_boot_file_for_its_firmware() {
     let ns = Netns::new();
     let dir = tempfile::tempdir().unwrap();
-    let config = ns.config(dir.path(), RACK);
+    let config = rack(&ns, dir.path());
     let state = dir.path().join("state");
     let seed = ns.start_seed(&config, &state);
     ns.set_client_mac(NODE_MAC);
@@ -124,7 +129,7 @@ fn udhcpc_gets_the_reserved_address_and_the_boot_file_for_its_firmware() {
 fn firmware_seed_carries_nothing_for_gets_no_answer() {
     let ns = Netns::new();
     let dir = tempfile::tempdir().unwrap();
-    let config = ns.config(dir.path(), RACK);
+    let config = rack(&ns, dir.path());
     let seed = ns.start_seed(&config, &dir.path().join("state"));
     ns.set_client_mac(NODE_MAC);
     // 32-bit UEFI (arch 6): an x64 binary would not run; no answer at all.
@@ -149,7 +154,7 @@ fn firmware_seed_carries_nothing_for_gets_no_answer() {
 fn malformed_packets_do_not_stop_the_server() {
     let ns = Netns::new();
     let dir = tempfile::tempdir().unwrap();
-    let config = ns.config(dir.path(), RACK);
+    let config = rack(&ns, dir.path());
     let seed = ns.start_seed(&config, &dir.path().join("state"));
     ns.add_client_address("10.99.10.50/24");
     // A valid DHCPDISCOVER header to mangle: BOOTREQUEST, Ethernet, 6-byte MAC, magic cookie.
@@ -187,5 +192,139 @@ print(len(packets))
     assert!(
         log.contains("malformed: 5,"),
         "every bad packet counted: {log}"
+    );
+}
+
+#[test]
+fn dhclient_gets_the_same_pool_lease_back_after_seed_restarts() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = rack(&ns, dir.path());
+    let state = dir.path().join("state");
+    let seed = ns.start_seed(&config, &state);
+
+    // Two unknown machines take the first two discovery addresses.
+    ns.set_client_mac("02:00:00:00:00:a1");
+    let (_, env) = udhcpc(&ns, dir.path(), &[]);
+    assert_eq!(
+        env.get("ip").map(String::as_str),
+        Some("10.99.10.200"),
+        "{env:?}"
+    );
+    ns.set_client_mac("02:00:00:00:00:b2");
+    let lease_file = dir.path().join("dhclient.leases");
+    let (log, env) = common::netns::dhclient(&ns, dir.path(), &lease_file);
+    assert_eq!(
+        env.get("new_ip_address").map(String::as_str),
+        Some("10.99.10.201"),
+        "{log}\n{env:?}"
+    );
+
+    seed.stop();
+    let seed = ns.start_seed(&config, &state);
+    // dhclient keeps its lease file and asks for its address again (INIT-REBOOT). A seed that
+    // forgot its leases would NAK it and hand out .200, the first free pool address.
+    let (log, env) = common::netns::dhclient(&ns, dir.path(), &lease_file);
+    assert_eq!(
+        env.get("reason").map(String::as_str),
+        Some("REBOOT"),
+        "{log}\n{env:?}"
+    );
+    assert_eq!(
+        env.get("new_ip_address").map(String::as_str),
+        Some("10.99.10.201"),
+        "{log}\n{env:?}"
+    );
+    assert!(!log.contains("DHCPNAK"), "{log}");
+    // And a fresh DISCOVER from it (no lease file) finds the same address.
+    let (log, env) = common::netns::dhclient(&ns, dir.path(), &dir.path().join("fresh.leases"));
+    assert_eq!(
+        env.get("new_ip_address").map(String::as_str),
+        Some("10.99.10.201"),
+        "{log}\n{env:?}"
+    );
+    seed.stop();
+}
+
+/// A /16 zone with a pool of 4,096 addresses, for load.
+fn big_rack(ns: &Netns, dir: &std::path::Path) -> std::path::PathBuf {
+    ns.config(
+        dir,
+        "10.99.0.0/16",
+        ", discovery_pool: { start: 10.99.100.0, end: 10.99.115.255 }",
+        NODES,
+    )
+}
+
+/// perfdhcp's summary lines.
+fn perfdhcp(ns: &Netns, args: &[&str]) -> (std::process::Output, String) {
+    let out = ns
+        .in_cli("timeout")
+        .args(["60", "perfdhcp", "-4", "-l", &ns.cli_if])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, text)
+}
+
+/// The number after `label:` in perfdhcp's "Statistics for: DISCOVER-OFFER" (first) or
+/// "REQUEST-ACK" (second) block.
+fn stat(text: &str, exchange: &str, label: &str) -> u64 {
+    let block = text
+        .split("***Statistics for: ")
+        .find(|b| b.starts_with(exchange))
+        .unwrap_or_else(|| panic!("no {exchange} in {text}"));
+    block
+        .lines()
+        .find_map(|l| {
+            l.trim().strip_prefix(label).map(|v| {
+                v.trim_start_matches(':')
+                    .trim()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {label} for {exchange} in {text}"))
+}
+
+#[test]
+fn perfdhcp_completes_dora_through_a_relay() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = big_rack(&ns, dir.path());
+    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    // perfdhcp acts as a relay: it sends from port 67 with giaddr = its own address and
+    // expects the answers unicast to giaddr:67.
+    ns.add_client_address("10.99.10.50/16");
+    let (out, text) = perfdhcp(
+        &ns,
+        &[
+            "-r",
+            "100",
+            "-n",
+            "300",
+            "-R",
+            "300",
+            "-W",
+            "2000000",
+            "10.99.10.1",
+        ],
+    );
+    let log = seed.stop();
+    assert!(out.status.success(), "{}\n{log}", common::describe(&out));
+    assert_eq!(stat(&text, "DISCOVER-OFFER", "sent packets"), 300, "{text}");
+    assert_eq!(
+        stat(&text, "DISCOVER-OFFER", "received packets"),
+        300,
+        "{text}"
+    );
+    assert_eq!(
+        stat(&text, "REQUEST-ACK", "received packets"),
+        300,
+        "{text}"
     );
 }

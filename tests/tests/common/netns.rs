@@ -141,21 +141,18 @@ impl Netns {
         }
     }
 
-    /// The DHCP test config, bound to this pair's server interface.
-    pub fn config(&self, dir: &Path, nodes_and_pool: &str) -> PathBuf {
+    /// A DHCP test config bound to this pair's server interface: one provisioning zone on
+    /// `subnet` (holding seed's 10.99.10.1), `zone_extra` appended to the zone (e.g. a discovery
+    /// pool), and `nodes` as the `nodes:` section.
+    pub fn config(&self, dir: &Path, subnet: &str, zone_extra: &str, nodes: &str) -> PathBuf {
         let text = format!(
             "seed: {{ interface: {iface}, address: {SEED_IP}, ports: {{ http: 8080 }} }}\n\
              links: [{{ name: eth0 }}]\n\
-             zones:\n  - {{ name: prov, vlan: 10, subnet: 10.99.10.0/24, gateway: 10.99.10.254, dns: [10.99.10.254], ntp: [10.99.10.1],\n      link: eth0, native: true, provisioning: true, roles: [node]{nodes_and_pool_zone} }}\n\
+             zones:\n  - {{ name: prov, vlan: 10, subnet: {subnet}, gateway: 10.99.10.254, dns: [10.99.10.254],\n      \
+             ntp: [10.99.10.1], link: eth0, native: true, provisioning: true, roles: [node]{zone_extra} }}\n\
              roles: [{{ name: node, links: [eth0], disk: {{ path: /dev/vda }} }}]\n\
-             {nodes}",
+             nodes: {nodes}\n",
             iface = self.srv_if,
-            nodes_and_pool_zone = nodes_and_pool.lines().next().unwrap_or_default(),
-            nodes = nodes_and_pool
-                .lines()
-                .skip(1)
-                .collect::<Vec<_>>()
-                .join("\n"),
         );
         let path = dir.join("seed.yaml");
         std::fs::write(&path, text).unwrap();
@@ -267,4 +264,62 @@ pub fn udhcpc(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     (out, env)
+}
+
+/// A dhclient run in the client namespace with its own script (never the default one, which
+/// rewrites the host's /etc/resolv.conf) and lease file. Returns the environment of its BOUND
+/// or REBOOT call and the messages it logged.
+pub fn dhclient(
+    ns: &Netns,
+    dir: &Path,
+    lease_file: &Path,
+) -> (String, std::collections::BTreeMap<String, String>) {
+    let script = dir.join("dhclient.sh");
+    let env_file = dir.join("dhclient.env");
+    let _ = std::fs::remove_file(&env_file);
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$reason\" in BOUND|REBOOT|RENEW) env > {}.tmp && mv {}.tmp {} ;; esac\nexit 0\n",
+            env_file.display(),
+            env_file.display(),
+            env_file.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let mut child = ns
+        .in_cli("dhclient")
+        .args(["-d", "-1", "-v", "-sf"])
+        .arg(&script)
+        .arg("-lf")
+        .arg(lease_file)
+        .arg("-pf")
+        .arg(dir.join("dhclient.pid"))
+        .arg(&ns.cli_if)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // -d keeps dhclient in the foreground, renewing; stop it once it has an address.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env_file.exists() && Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let env = std::fs::read_to_string(&env_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect();
+    (String::from_utf8_lossy(&out.stderr).into_owned(), env)
 }
