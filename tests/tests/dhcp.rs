@@ -280,7 +280,6 @@ fn stat(text: &str, exchange: &str, label: &str) -> u64 {
         .find_map(|l| {
             l.trim().strip_prefix(label).map(|v| {
                 v.trim_start_matches(':')
-                    .trim()
                     .split_whitespace()
                     .next()
                     .unwrap_or("")
