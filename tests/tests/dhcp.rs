@@ -327,3 +327,172 @@ fn perfdhcp_completes_dora_through_a_relay() {
         "{text}"
     );
 }
+
+/// tcpdump of DHCP traffic in the client namespace, stopped on drop.
+struct Capture(std::process::Child, std::path::PathBuf);
+
+impl Capture {
+    fn start(ns: &Netns, file: &std::path::Path) -> Self {
+        let log = file.with_extension("log");
+        let child = ns
+            .in_cli("tcpdump")
+            .args(["-i", &ns.cli_if, "-U", "-n", "-s", "1500", "-w"])
+            .arg(file)
+            .args(["udp", "port", "67"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("tcpdump");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tcpdump did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Self(child, file.to_path_buf())
+    }
+
+    fn stop(mut self) -> Vec<(String, std::net::Ipv4Addr)> {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+        common::pcap::acks(&self.1)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigkill_during_load_loses_no_acked_lease_and_hands_out_no_address_twice() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = big_rack(&ns, dir.path());
+    let state = dir.path().join("state");
+    ns.add_client_address("10.99.10.50/16");
+    let seed = ns.start_seed(&config, &state);
+
+    // Load from 1,500 clients (a fixed random seed, so the second run reuses the MACs); kill
+    // seed with SIGKILL once ACKs are flowing.
+    let capture = Capture::start(&ns, &dir.path().join("before.pcap"));
+    let load = ns
+        .in_cli("timeout")
+        .args([
+            "30",
+            "perfdhcp",
+            "-4",
+            "-l",
+            &ns.cli_if,
+            "-r",
+            "300",
+            "-p",
+            "4",
+            "-R",
+            "1500",
+            "-s",
+            "7",
+            "10.99.10.1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::metadata(dir.path().join("before.pcap"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        < 300_000
+    {
+        assert!(std::time::Instant::now() < deadline, "no DHCP traffic");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    seed.kill();
+    let load = load.wait_with_output().unwrap();
+    let _ = load;
+    let before = capture.stop();
+    assert!(
+        before.len() > 100,
+        "only {} ACKs before the kill",
+        before.len()
+    );
+
+    // Every ACKed address is in the store, leased to the MAC it was ACKed to.
+    let acked = common::pcap::last_ack_by_mac(&before);
+    {
+        let store = seed::store::Store::open(&state).unwrap();
+        let stored: std::collections::BTreeMap<String, std::net::Ipv4Addr> = store
+            .leases()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.mac.to_string(), l.ip))
+            .collect();
+        let lost: Vec<_> = acked
+            .iter()
+            .filter(|(mac, ip)| stored.get(*mac) != Some(ip))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} ACKed leases lost, e.g. {:?}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(5)]
+        );
+    }
+
+    // After a restart, the same clients again: nobody gets an address that was ACKed to
+    // another MAC.
+    let seed = ns.start_seed(&config, &state);
+    let capture = Capture::start(&ns, &dir.path().join("after.pcap"));
+    let (out, _) = perfdhcp(
+        &ns,
+        &[
+            "-r",
+            "300",
+            "-n",
+            "600",
+            "-R",
+            "1500",
+            "-s",
+            "7",
+            "-W",
+            "2000000",
+            "10.99.10.1",
+        ],
+    );
+    let after = capture.stop();
+    seed.stop();
+    assert!(
+        after.len() >= 500,
+        "{} ACKs after the restart: {}",
+        after.len(),
+        common::describe(&out)
+    );
+    let owner: std::collections::BTreeMap<std::net::Ipv4Addr, &String> =
+        acked.iter().map(|(mac, ip)| (*ip, mac)).collect();
+    let mut same_mac_again = 0;
+    for (mac, ip) in &after {
+        if let Some(first) = owner.get(ip) {
+            assert_eq!(
+                *first, mac,
+                "{ip} was ACKed to {first} before the crash and to {mac} after it"
+            );
+        }
+        if acked.get(mac) == Some(ip) {
+            same_mac_again += 1;
+        }
+    }
+    assert!(
+        same_mac_again > 0,
+        "the second run reused no client of the first"
+    );
+}

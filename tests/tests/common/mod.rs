@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod netns;
+pub mod pcap;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
