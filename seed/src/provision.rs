@@ -13,10 +13,6 @@ use crate::leases::LeaseTable;
 use crate::net::MacAddr;
 use crate::plan::{self, Plan};
 
-/// Lease time handed out with every address (seconds). Long enough that a node does not
-/// renew during an install, short enough that a pool address of a vanished machine comes back.
-pub const LEASE_SECS: u32 = 3600;
-
 /// What a DHCP client told us about itself.
 #[derive(Debug, Clone)]
 pub struct DhcpRequest {
@@ -173,9 +169,20 @@ impl Provisioner {
             dns: zone.dns.clone(),
             ntp: zone.ntp.clone(),
             server: self.config.seed.address,
-            lease_secs: LEASE_SECS,
+            lease_secs: self.config.seed.dhcp.lease_secs,
             boot,
         })
+    }
+
+    /// proxyDHCP (`seed.dhcp.proxy`): boot information only, for a network-booting client of a
+    /// known node; the address comes from the site's own DHCP server. Unknown machines are left
+    /// alone: beside a foreign server, seed must not boot what it does not own.
+    pub fn proxy(&self, req: &DhcpRequest) -> Result<Boot, String> {
+        if !self.by_mac.contains_key(&req.mac) {
+            return Err("unknown MAC: proxyDHCP answers configured nodes only".into());
+        }
+        self.boot(req)?
+            .ok_or_else(|| "not a network-booting client; its DHCP server answers it".into())
     }
 
     /// The zone a request is served from: the one holding giaddr when relayed, else the
@@ -368,6 +375,23 @@ mod tests {
         ));
         assert_eq!(o.address, Ipv4Addr::new(10, 1, 10, 200));
         assert_eq!(o.node, None);
+    }
+
+    #[test]
+    fn proxy_mode_boots_known_pxe_clients_only() {
+        let p = provisioner();
+        let boot = p
+            .proxy(&req(CMP3, Some(7), Some("PXEClient:Arch:00007"), false))
+            .unwrap();
+        assert!(matches!(boot, Boot::Tftp { file, .. } if file == "ipxe.efi"));
+        assert!(
+            p.proxy(&req("52:54:00:99:99:99", Some(7), Some("PXEClient"), false))
+                .is_err()
+        );
+        assert!(
+            p.proxy(&req(CMP3, None, None, false)).is_err(),
+            "the OS's own DHCP is not ours"
+        );
     }
 
     #[test]

@@ -496,3 +496,130 @@ fn sigkill_during_load_loses_no_acked_lease_and_hands_out_no_address_twice() {
         "the second run reused no client of the first"
     );
 }
+
+/// Python that sends one DHCP packet per argument (`dest_port:hex`) from port 68 and prints
+/// each reply as hex (or `none` after 3 s).
+const PY_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.bind(("0.0.0.0", 68))
+s.settimeout(3)
+for arg in sys.argv[1:]:
+    port, payload = arg.split(":")
+    s.sendto(bytes.fromhex(payload), ("10.99.10.1", int(port)))
+    try:
+        data, _ = s.recvfrom(4096)
+        print(data.hex())
+    except socket.timeout:
+        print("none")
+"#;
+
+/// A client packet: `kind` 1 DISCOVER / 3 REQUEST, from `mac`, with raw options appended.
+fn client_packet(kind: u8, mac: [u8; 6], ciaddr: [u8; 4], opts: &[u8]) -> String {
+    let mut p = vec![1, 1, 6, 0, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0];
+    p.extend(ciaddr);
+    p.extend([0; 12]);
+    p.extend(mac);
+    p.extend([0; 10 + 192]);
+    p.extend([99, 130, 83, 99, 53, 1, kind]);
+    p.extend(opts);
+    p.push(255);
+    p.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn proxy_dhcp_offers_boot_information_and_no_address() {
+    use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ns.config(dir.path(), "10.99.10.0/24", "", NODES);
+    // The same config in proxy mode.
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "ports: { http: 8080 }",
+        "ports: { http: 8080 }, dhcp: { proxy: true }",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    // The site's DHCP server gave the client an address already.
+    ns.add_client_address("10.99.10.60/24");
+    let node = [2, 0, 0, 0, 0, 0x21];
+    let pxe: Vec<u8> = [
+        &[60, 32][..],
+        b"PXEClient:Arch:00007:UNDI:003016",
+        &[93, 2, 0, 7, 97, 17, 0],
+        &[0xab; 16],
+    ]
+    .concat();
+    let args = [
+        format!("67:{}", client_packet(1, node, [0; 4], &pxe)),
+        format!("4011:{}", client_packet(3, node, [10, 99, 10, 60], &pxe)),
+        // Not a PXE client (its OS asking for an address): the site's server answers it.
+        format!("67:{}", client_packet(1, node, [0; 4], &[])),
+        // A PXE client seed does not know.
+        format!(
+            "67:{}",
+            client_packet(1, [2, 0, 0, 0, 0, 0x99], [0; 4], &pxe)
+        ),
+    ];
+    let out = ns
+        .in_cli("python3")
+        .arg("-c")
+        .arg(PY_CLIENT)
+        .args(&args)
+        .output()
+        .unwrap();
+    let log = seed.stop();
+    assert!(out.status.success(), "{}\n{log}", describe(&out));
+    let replies: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(replies.len(), 4, "{replies:?}");
+    assert_eq!(
+        replies[2], "none",
+        "non-PXE DISCOVER answered in proxy mode"
+    );
+    assert_eq!(replies[3], "none", "unknown MAC answered in proxy mode");
+    for (reply, kind) in [
+        (&replies[0], MessageType::Offer),
+        (&replies[1], MessageType::Ack),
+    ] {
+        assert_ne!(reply, "none", "no {kind:?}: {log}");
+        let bytes: Vec<u8> = (0..reply.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&reply[i..i + 2], 16).unwrap())
+            .collect();
+        let msg = seed::dhcp::parse(&bytes).unwrap();
+        let opts = msg.opts();
+        assert_eq!(opts.msg_type(), Some(kind));
+        assert_eq!(
+            msg.yiaddr(),
+            std::net::Ipv4Addr::UNSPECIFIED,
+            "a proxy offers no address"
+        );
+        assert!(
+            opts.get(OptionCode::AddressLeaseTime).is_none(),
+            "no lease either"
+        );
+        assert_eq!(msg.siaddr(), std::net::Ipv4Addr::new(10, 99, 10, 1));
+        assert_eq!(
+            msg.fname_str().unwrap().unwrap().trim_end_matches('\0'),
+            "ipxe.efi"
+        );
+        assert_eq!(
+            opts.get(OptionCode::ClassIdentifier),
+            Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+        );
+        assert_eq!(
+            opts.get(OptionCode::VendorExtensions),
+            Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255]))
+        );
+        assert!(
+            matches!(opts.get(OptionCode::ClientMachineIdentifier), Some(DhcpOption::ClientMachineIdentifier(g)) if g.len() == 17),
+            "GUID echoed"
+        );
+    }
+}

@@ -61,11 +61,12 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let dhcp_task = match dhcp_socket {
-            Some(socket) => {
+            Some((socket, pxe_socket)) => {
                 let provisioner = Arc::new(Provisioner::new(Arc::clone(&config)));
                 let dhcp_store = Store::open(&state_dir)?;
                 Some(tokio::spawn(dhcp::serve(
                     socket,
+                    pxe_socket,
                     provisioner,
                     dhcp_store,
                     stopped(stop_rx.clone()),
@@ -87,10 +88,12 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The DHCP socket on the provisioning interface, after checking that the interface carries
-/// seed's address: a DHCP server on the wrong network hands out addresses to machines that are
-/// not ours, so a mismatch is a refusal, not a warning.
-fn bind_dhcp(config: &Config) -> anyhow::Result<std::net::UdpSocket> {
+/// The DHCP socket on the provisioning interface (and in proxy mode the PXE port 4011), after
+/// checking that the interface carries seed's address: a DHCP server on the wrong network hands
+/// out addresses to machines that are not ours, so a mismatch is a refusal, not a warning.
+fn bind_dhcp(
+    config: &Config,
+) -> anyhow::Result<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
     let iface = &config.seed.interface;
     let address = config.seed.address;
     let addresses = interface_addresses(iface)?;
@@ -110,9 +113,18 @@ fn bind_dhcp(config: &Config) -> anyhow::Result<std::net::UdpSocket> {
                 .join(", ")
         );
     }
-    dhcp::bind(iface, config.seed.ports.dhcp).with_context(|| {
-        format!("cannot bind DHCP to {iface} port {} (root or CAP_NET_BIND_SERVICE and CAP_NET_RAW are needed)", config.seed.ports.dhcp)
-    })
+    let bind = |port: u16| {
+        dhcp::bind(iface, port).with_context(|| {
+            format!("cannot bind DHCP to {iface} port {port} (root, or CAP_NET_BIND_SERVICE and CAP_NET_RAW, is needed)")
+        })
+    };
+    let socket = bind(config.seed.ports.dhcp)?;
+    let pxe = if config.seed.dhcp.proxy {
+        Some(bind(dhcp::PXE_PORT)?)
+    } else {
+        None
+    };
+    Ok((socket, pxe))
 }
 
 fn interface_addresses(iface: &str) -> anyhow::Result<Vec<Ipv4Addr>> {

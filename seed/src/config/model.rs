@@ -111,6 +111,19 @@ pub struct SeedHost {
     pub ports: Ports,
     /// State directory (SQLite database and later images).
     pub state_dir: PathBuf,
+    /// DHCP behaviour.
+    pub dhcp: DhcpSettings,
+}
+
+/// How seed's DHCP server behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhcpSettings {
+    /// proxyDHCP: boot information only, addresses come from another server.
+    pub proxy: bool,
+    /// Lease time in seconds.
+    pub lease_secs: u32,
+    /// Send prefix-less router advertisements on the provisioning interface.
+    pub router_advertisements: bool,
 }
 
 /// Listening ports.

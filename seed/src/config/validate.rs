@@ -13,8 +13,8 @@ use serde_saphyr::Spanned;
 
 use super::Problem;
 use super::model::{
-    Bmc, Bond, Config, DiskMatch, Firmware, Install, Link, Node, OperatorUser, Pool, Ports,
-    PowerDriver, Role, SecretRef, SeedHost, Zone,
+    Bmc, Bond, Config, DhcpSettings, DiskMatch, Firmware, Install, Link, Node, OperatorUser, Pool,
+    Ports, PowerDriver, Role, SecretRef, SeedHost, Zone,
 };
 use super::wire::{self, ConfigFile};
 use crate::net::{Ipv4Net, MacAddr};
@@ -127,6 +127,13 @@ fn seed_host(w: &wire::SeedWire) -> SeedHost {
             .state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        dhcp: DhcpSettings {
+            proxy: w.dhcp.proxy.unwrap_or(false),
+            // Long enough that a node does not renew during an install, short enough that a
+            // pool address of a vanished machine comes back within the hour.
+            lease_secs: w.dhcp.lease_time.unwrap_or(3600),
+            router_advertisements: w.dhcp.router_advertisements.unwrap_or(true),
+        },
     }
 }
 
@@ -847,6 +854,16 @@ fn seed_in_provisioning_zone(v: &mut Validator, line: Option<u64>, config: &Conf
         );
     }
     check_url(v, line, "seed.url", &config.seed.url);
+    if !(60..=86_400 * 7).contains(&config.seed.dhcp.lease_secs) {
+        v.problem(
+            line,
+            "seed.dhcp.lease_time",
+            format!(
+                "{} s is outside 60 s to 7 days",
+                config.seed.dhcp.lease_secs
+            ),
+        );
+    }
     if config.seed.interface.is_empty() {
         v.problem(
             line,

@@ -99,6 +99,22 @@ pub struct SeedWire {
     pub ports: PortsWire,
     /// Where the state database lives.
     pub state_dir: Option<PathBuf>,
+    /// DHCP behaviour.
+    #[serde(default)]
+    pub dhcp: DhcpWire,
+}
+
+/// `seed.dhcp:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpWire {
+    /// Answer only PXE clients with boot information, beside a foreign DHCP server.
+    pub proxy: Option<bool>,
+    /// Lease time in seconds (default 3600).
+    pub lease_time: Option<u32>,
+    /// Send IPv6 router advertisements without a prefix on the provisioning interface
+    /// (default true): without any, iPXE waits about 16 s per DHCP stage.
+    pub router_advertisements: Option<bool>,
 }
 
 /// `seed.ports:`.

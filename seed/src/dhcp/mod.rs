@@ -28,6 +28,8 @@ pub use packet::{parse, request_facts};
 pub const CLIENT_PORT: u16 = 68;
 /// The server (and relay) port.
 pub const SERVER_PORT: u16 = 67;
+/// The PXE boot server port, where firmware asks a proxyDHCP server for its boot file.
+pub const PXE_PORT: u16 = 4011;
 
 /// Packets per second one MAC may send before the rest are dropped: a flooding client must not
 /// starve the others. Firmware sends a handful per boot stage.
@@ -63,10 +65,12 @@ pub struct Stats {
     pub replied: u64,
 }
 
-/// Run the server on `socket` until `shutdown` resolves. `store` is the writer thread's own
-/// connection; the lease table is loaded from it.
+/// Run the server on `socket` (port 67) until `shutdown` resolves. `pxe_socket` (port 4011) is
+/// for proxyDHCP mode. `store` is the writer thread's own connection; the lease table is
+/// loaded from it.
 pub async fn serve(
     socket: std::net::UdpSocket,
+    pxe_socket: Option<std::net::UdpSocket>,
     provisioner: Arc<Provisioner>,
     store: Store,
     shutdown: impl std::future::Future<Output = ()>,
@@ -75,7 +79,10 @@ pub async fn serve(
     let send_socket = socket.try_clone()?;
     let writer = writer::LeaseWriter::start(store, send_socket)?;
     let socket = UdpSocket::from_std(socket)?;
+    let pxe_socket = pxe_socket.map(UdpSocket::from_std).transpose()?;
+    let proxy = provisioner.config().seed.dhcp.proxy;
     let mut server = Server {
+        proxy,
         provisioner,
         leases,
         writer,
@@ -85,24 +92,33 @@ pub async fn serve(
         bad_since_log: 0,
         last_bad_log: None,
     };
-    tracing::info!(local = %socket.local_addr()?, leases = server.leases.len(), "DHCP server running");
+    tracing::info!(local = %socket.local_addr()?, proxy, leases = server.leases.len(), "DHCP server running");
     let mut buf = vec![0u8; 4096];
+    let mut pxe_buf = vec![0u8; 4096];
     tokio::pin!(shutdown);
     loop {
-        let (len, peer) = tokio::select! {
+        let (received, on_pxe_port) = tokio::select! {
             _ = &mut shutdown => break,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(r) => r,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on Linux; never fatal.
-                    tracing::debug!(error = %e, "DHCP receive error");
-                    continue;
-                }
-            },
+            r = socket.recv_from(&mut buf) => (r.map(|(n, p)| (&buf[..n], p)), false),
+            r = recv_optional(pxe_socket.as_ref(), &mut pxe_buf) => (r.map(|(n, p)| (&pxe_buf[..n], p)), true),
         };
-        if let Some((reply, dest)) = server.handle(&buf[..len], peer)
-            && let Err(e) = socket.send_to(&reply, dest).await
-        {
+        let (bytes, peer) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on Linux; never fatal.
+                tracing::debug!(error = %e, "DHCP receive error");
+                continue;
+            }
+        };
+        let Some((reply, dest)) = server.handle(bytes, peer, on_pxe_port) else {
+            continue;
+        };
+        // A reply leaves from the port its request came to.
+        let out = match (&pxe_socket, on_pxe_port) {
+            (Some(pxe), true) => pxe,
+            _ => &socket,
+        };
+        if let Err(e) = out.send_to(&reply, dest).await {
             tracing::warn!(%dest, error = %e, "cannot send DHCP reply");
         }
     }
@@ -111,7 +127,19 @@ pub async fn serve(
     Ok(server.stats)
 }
 
+/// Receive on `socket`, or never when there is none.
+async fn recv_optional(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Server {
+    proxy: bool,
     provisioner: Arc<Provisioner>,
     leases: LeaseTable,
     writer: writer::LeaseWriter,
@@ -125,7 +153,12 @@ struct Server {
 impl Server {
     /// One packet. Returns a reply to send now (OFFER, NAK, INFORM's ACK); lease ACKs go to the
     /// writer, which sends them after their commit.
-    fn handle(&mut self, bytes: &[u8], peer: SocketAddr) -> Option<(Vec<u8>, SocketAddr)> {
+    fn handle(
+        &mut self,
+        bytes: &[u8],
+        peer: SocketAddr,
+        on_pxe_port: bool,
+    ) -> Option<(Vec<u8>, SocketAddr)> {
         self.stats.received += 1;
         let msg = match parse(bytes) {
             Ok(msg) => msg,
@@ -141,6 +174,9 @@ impl Server {
         if !self.allow(facts.request.mac) {
             self.stats.rate_limited += 1;
             return None;
+        }
+        if self.proxy {
+            return self.handle_proxy(&msg, &facts, peer, on_pxe_port);
         }
         let now = now_ms();
         match facts.kind {
@@ -159,8 +195,10 @@ impl Server {
             }
             MessageType::Decline => {
                 let ip = facts.requested.unwrap_or(msg.ciaddr());
-                self.leases
-                    .decline(ip, now + i64::from(crate::provision::LEASE_SECS) * 1000);
+                self.leases.decline(
+                    ip,
+                    now + i64::from(self.provisioner.config().seed.dhcp.lease_secs) * 1000,
+                );
                 tracing::warn!(mac = %facts.request.mac, %ip, "address declined: something else answers for it on the network");
                 return None;
             }
@@ -228,6 +266,40 @@ impl Server {
                     packet::encode(&reply),
                     packet::destination(&msg, MessageType::Ack),
                 );
+                None
+            }
+        }
+    }
+
+    /// proxyDHCP: a DISCOVER on port 67 gets a boot-only OFFER, a REQUEST on port 4011 gets the
+    /// boot-only ACK. Everything else belongs to the site's DHCP server.
+    fn handle_proxy(
+        &mut self,
+        msg: &dhcproto::v4::Message,
+        facts: &packet::Facts,
+        peer: SocketAddr,
+        on_pxe_port: bool,
+    ) -> Option<(Vec<u8>, SocketAddr)> {
+        let kind = match (facts.kind, on_pxe_port) {
+            (MessageType::Discover, false) => MessageType::Offer,
+            (MessageType::Request, true) => MessageType::Ack,
+            _ => return None,
+        };
+        match self.provisioner.proxy(&facts.request) {
+            Ok(boot) => {
+                self.stats.replied += 1;
+                let server = self.provisioner.config().seed.address;
+                let reply = packet::proxy(msg, kind, &boot, server);
+                let dest = if on_pxe_port {
+                    peer
+                } else {
+                    packet::destination(msg, kind)
+                };
+                Some((packet::encode(&reply), dest))
+            }
+            Err(reason) => {
+                self.stats.ignored += 1;
+                tracing::debug!(mac = %facts.request.mac, %reason, "proxyDHCP: not answering");
                 None
             }
         }

@@ -143,7 +143,30 @@ pub fn reply(req: &Message, kind: MessageType, offer: &Offer) -> Message {
     opts.insert(DhcpOption::Renewal(offer.lease_secs / 2));
     opts.insert(DhcpOption::Rebinding(offer.lease_secs / 8 * 7));
     add_zone_options(&mut reply, offer);
-    add_boot(&mut reply, offer);
+    if let Some(boot) = &offer.boot {
+        add_boot(&mut reply, boot);
+    }
+    reply
+}
+
+/// A proxyDHCP OFFER (port 67) or ACK (port 4011): no address, only boot information, as PXE
+/// specification 2.1 and pixiecore do it: option 60 `PXEClient`, option 43 with PXE discovery
+/// control (sub-option 6) = 8, "boot from the file in this offer, skip boot server discovery",
+/// and the client's machine identifier (option 97) echoed, which some ROMs insist on.
+pub fn proxy(req: &Message, kind: MessageType, boot: &Boot, server: Ipv4Addr) -> Message {
+    let mut reply = base(req, kind, server);
+    add_boot(&mut reply, boot);
+    if reply.siaddr() == Ipv4Addr::UNSPECIFIED {
+        reply.set_siaddr(server);
+    }
+    let opts = reply.opts_mut();
+    if !matches!(boot, Boot::Http { .. }) {
+        opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+    }
+    opts.insert(DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
+    if let Some(guid) = req.opts().get(OptionCode::ClientMachineIdentifier) {
+        opts.insert(guid.clone());
+    }
     reply
 }
 
@@ -182,10 +205,9 @@ fn add_zone_options(reply: &mut Message, offer: &Offer) {
     }
 }
 
-fn add_boot(reply: &mut Message, offer: &Offer) {
-    match &offer.boot {
-        None => {}
-        Some(Boot::Tftp { next_server, file }) => {
+fn add_boot(reply: &mut Message, boot: &Boot) {
+    match boot {
+        Boot::Tftp { next_server, file } => {
             // UEFI PXE uses siaddr and ignores option 66: a wrong siaddr fails with PXE-E18.
             reply.set_siaddr(*next_server).set_fname_str(file);
             let opts = reply.opts_mut();
@@ -195,14 +217,14 @@ fn add_boot(reply: &mut Message, offer: &Offer) {
             ));
             opts.insert(DhcpOption::BootfileName(file.clone().into_bytes()));
         }
-        Some(Boot::Http { url }) => {
+        Boot::Http { url } => {
             // UEFI HTTP boot only takes an offer that echoes HTTPClient.
             reply.set_fname_str(url);
             let opts = reply.opts_mut();
             opts.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
             opts.insert(DhcpOption::BootfileName(url.clone().into_bytes()));
         }
-        Some(Boot::Script { url }) => {
+        Boot::Script { url } => {
             reply.set_fname_str(url);
             let opts = reply.opts_mut();
             opts.insert(DhcpOption::BootfileName(url.clone().into_bytes()));
