@@ -14,4 +14,5 @@ pub mod lifecycle;
 pub mod net;
 pub mod plan;
 pub mod provision;
+pub mod ra;
 pub mod store;

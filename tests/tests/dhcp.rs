@@ -623,3 +623,48 @@ fn proxy_dhcp_offers_boot_information_and_no_address() {
         );
     }
 }
+
+#[test]
+fn router_advertisements_without_a_prefix_answer_rdisc6() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = rack(&ns, dir.path());
+    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    // rdisc6 (ndisc6) solicits and prints the advertisement. Right after the link comes up the
+    // link-local addresses are still tentative, so it may take a few tries.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let out = ns
+            .in_cli("rdisc6")
+            .args(["-1", "-w", "1000", &ns.cli_if])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("Router lifetime") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no router advertisement: {}",
+            describe(&out)
+        );
+    };
+    seed.stop();
+    assert!(text.contains("Hop limit"), "{text}");
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert!(
+        field("Router lifetime").starts_with("0 (0x00000000)"),
+        "not a default router: {text}"
+    );
+    assert_eq!(field("Stateful address conf."), "No", "{text}");
+    assert!(
+        !text.contains("Prefix"),
+        "no prefix to autoconfigure: {text}"
+    );
+}

@@ -13,9 +13,9 @@ use clap::Args;
 
 use super::Global;
 use crate::config::Config;
-use crate::dhcp;
 use crate::provision::Provisioner;
 use crate::store::Store;
+use crate::{dhcp, ra};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -42,6 +42,10 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         Some(bind_dhcp(&config)?)
+    };
+    let router_advertisements = match (&dhcp_socket, config.seed.dhcp.router_advertisements) {
+        (Some(_), true) => Some(start_router_advertisements(&config.seed.interface)?),
+        _ => None,
     };
     tracing::info!(
         store = %store.path().display(),
@@ -84,6 +88,10 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(signal)
     })?;
+    if let Some((stop, thread)) = router_advertisements {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = thread.join();
+    }
     store.record_event(None, "stopped", "serve", signal)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -125,6 +133,28 @@ fn bind_dhcp(
         None
     };
     Ok((socket, pxe))
+}
+
+/// IPv6 router advertisements (no prefix) on the provisioning interface, on a thread of their
+/// own; the returned flag stops it.
+fn start_router_advertisements(
+    iface: &str,
+) -> anyhow::Result<(
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+)> {
+    let (ifindex, mac) =
+        ra::interface_info(iface).with_context(|| format!("cannot read interface {iface}"))?;
+    let socket = ra::bind(iface).with_context(|| {
+        format!("cannot open an ICMPv6 socket on {iface} for router advertisements (seed.dhcp.router_advertisements: false turns them off)")
+    })?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("router-adverts".into())
+        .spawn(move || ra::run(&socket, ifindex, mac, &flag))
+        .context("cannot start the router advertisement thread")?;
+    Ok((stop, thread))
 }
 
 fn interface_addresses(iface: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
