@@ -4,6 +4,7 @@
 //! copy (a lease is committed there before its ACK is sent). Answering from memory keeps the
 //! packet path free of SQL, as Kea's memfile backend does.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -18,6 +19,10 @@ pub struct LeaseTable {
     by_ip: HashMap<Ipv4Addr, MacAddr>,
     /// Addresses a client declined (someone else answers ARP for them), until when.
     declined: HashMap<Ipv4Addr, i64>,
+    /// Where the next search for a free pool address starts (Kea's iterative allocator): new
+    /// clients get consecutive addresses, so a burst of DISCOVERs is not offered one address
+    /// twice, and a search does not rescan the taken start of the pool.
+    cursor: Cell<u32>,
 }
 
 impl LeaseTable {
@@ -48,21 +53,43 @@ impl LeaseTable {
         (lease.expires_at > now_ms).then_some(*mac)
     }
 
-    /// An address from `pool` for `mac`: the one it already has (RFC 2131 4.3.1: a client should
-    /// get its previous address back), else the first one nobody holds. Expired leases count as
-    /// free, so addresses are reused.
-    pub fn allocate(&self, mac: MacAddr, pool: &Pool, now_ms: i64) -> Option<Ipv4Addr> {
+    /// An address from `pool` for `mac` (RFC 2131 4.3.1): the one it already has, else the one
+    /// it asks for (`requested`) if nobody holds it, else the next free one after the cursor.
+    /// Expired leases count as free, so addresses are reused.
+    pub fn allocate(
+        &self,
+        mac: MacAddr,
+        pool: &Pool,
+        requested: Option<Ipv4Addr>,
+        now_ms: i64,
+    ) -> Option<Ipv4Addr> {
+        let free_for = |ip: Ipv4Addr| {
+            pool.contains(ip)
+                && self.holder(ip, now_ms).is_none_or(|m| m == mac)
+                && self.declined.get(&ip).is_none_or(|until| *until <= now_ms)
+        };
         if let Some(lease) = self.by_mac.get(&mac)
-            && pool.contains(lease.ip)
-            && self.holder(lease.ip, now_ms).is_none_or(|m| m == mac)
+            && free_for(lease.ip)
         {
             return Some(lease.ip);
         }
+        if let Some(ip) = requested.filter(|ip| free_for(*ip)) {
+            return Some(ip);
+        }
         let (start, end) = (u32::from(pool.start), u32::from(pool.end));
-        (start..=end).map(Ipv4Addr::from).find(|ip| {
-            self.holder(*ip, now_ms).is_none()
-                && self.declined.get(ip).is_none_or(|until| *until <= now_ms)
-        })
+        let size = end - start + 1;
+        let cursor = self.cursor.get();
+        // Past the end (or another pool's cursor): wrap to the start.
+        let from = if (start..=end).contains(&cursor) {
+            cursor
+        } else {
+            start
+        };
+        let found = (0..size)
+            .map(|i| Ipv4Addr::from(start + (from - start + i) % size))
+            .find(|ip| free_for(*ip))?;
+        self.cursor.set(u32::from(found).wrapping_add(1));
+        Some(found)
     }
 
     /// Record a granted lease, replacing the MAC's previous one and any stale holder of the
@@ -127,11 +154,11 @@ mod tests {
     fn a_client_gets_its_previous_address_back() {
         let table = LeaseTable::new([lease(1, [10, 0, 0, 11], 100)]);
         assert_eq!(
-            table.allocate(mac(1), &POOL, 50),
+            table.allocate(mac(1), &POOL, None, 50),
             Some(Ipv4Addr::new(10, 0, 0, 11))
         );
         assert_eq!(
-            table.allocate(mac(2), &POOL, 50),
+            table.allocate(mac(2), &POOL, None, 50),
             Some(Ipv4Addr::new(10, 0, 0, 10))
         );
     }
@@ -143,11 +170,33 @@ mod tests {
             lease(2, [10, 0, 0, 11], 100),
             lease(3, [10, 0, 0, 12], 200),
         ]);
-        assert_eq!(table.allocate(mac(4), &POOL, 50), None);
+        assert_eq!(table.allocate(mac(4), &POOL, None, 50), None);
         assert_eq!(
-            table.allocate(mac(4), &POOL, 150),
+            table.allocate(mac(4), &POOL, None, 150),
             Some(Ipv4Addr::new(10, 0, 0, 10))
         );
+    }
+
+    #[test]
+    fn successive_new_clients_are_offered_different_addresses() {
+        let table = LeaseTable::default();
+        let a = table.allocate(mac(1), &POOL, None, 0).unwrap();
+        let b = table.allocate(mac(2), &POOL, None, 0).unwrap();
+        let c = table.allocate(mac(3), &POOL, None, 0).unwrap();
+        assert!(a != b && b != c && a != c, "{a} {b} {c}");
+        // The cursor wraps around to addresses that are still free.
+        assert_eq!(table.allocate(mac(4), &POOL, None, 0), Some(a));
+    }
+
+    #[test]
+    fn a_requested_free_address_is_honoured_and_a_taken_one_is_not() {
+        let table = LeaseTable::new([lease(1, [10, 0, 0, 10], 100)]);
+        let want = Some(Ipv4Addr::new(10, 0, 0, 12));
+        assert_eq!(table.allocate(mac(2), &POOL, want, 50), want);
+        let taken = Some(Ipv4Addr::new(10, 0, 0, 10));
+        assert_ne!(table.allocate(mac(2), &POOL, taken, 50), taken);
+        let outside = Some(Ipv4Addr::new(10, 0, 0, 99));
+        assert_ne!(table.allocate(mac(2), &POOL, outside, 50), outside);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct DhcpRequest {
     pub ipxe: bool,
     /// giaddr, when a relay forwarded the request.
     pub relay: Option<Ipv4Addr>,
+    /// The address the client asks for (option 50, or ciaddr when renewing).
+    pub requested: Option<Ipv4Addr>,
 }
 
 /// What the client gets.
@@ -146,7 +148,7 @@ impl Provisioner {
                         zone.name
                     ));
                 }
-                Some(pool) => match leases.allocate(req.mac, pool, now_ms) {
+                Some(pool) => match leases.allocate(req.mac, pool, req.requested, now_ms) {
                     Some(a) => (a, None),
                     None => {
                         return DhcpAnswer::Ignore(format!(
@@ -252,6 +254,7 @@ mod tests {
             vendor_class: class.map(str::to_string),
             ipxe,
             relay: None,
+            requested: None,
         }
     }
 

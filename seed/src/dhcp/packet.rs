@@ -107,6 +107,8 @@ pub fn request_facts(msg: &Message) -> Option<Facts> {
             vendor_class,
             ipxe: user_class_ipxe || ipxe_encap,
             relay,
+            requested: requested
+                .or_else(|| (msg.ciaddr() != Ipv4Addr::UNSPECIFIED).then_some(msg.ciaddr())),
         },
         requested,
         server_id,
