@@ -111,6 +111,11 @@ impl Provisioner {
         }
     }
 
+    /// The configured node that boots from `mac`, if any.
+    pub fn node_of(&self, mac: MacAddr) -> Option<&crate::config::Node> {
+        self.by_mac.get(&mac).map(|i| &self.config.nodes[*i])
+    }
+
     /// The config decisions are made from.
     pub fn config(&self) -> &Config {
         &self.config

@@ -44,6 +44,15 @@ const MIGRATIONS: &[&str] = &[
         expires_at  INTEGER NOT NULL,
         updated_at  INTEGER NOT NULL
      ) STRICT;",
+    // 2: machines seen in DHCP that are not in the config, for an operator to adopt.
+    "CREATE TABLE discovered (
+        mac           TEXT PRIMARY KEY,
+        first_seen    INTEGER NOT NULL,
+        last_seen     INTEGER NOT NULL,
+        vendor_class  TEXT,
+        arch          INTEGER,
+        address       TEXT
+     ) STRICT;",
 ];
 
 /// The schema version this binary writes.
@@ -158,6 +167,23 @@ pub struct Lease {
     pub node: Option<String>,
     /// Expiry (ms since the Unix epoch).
     pub expires_at: i64,
+}
+
+/// A machine seen in DHCP whose MAC is in no node of the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Discovered {
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// First DHCP packet (ms since the Unix epoch).
+    pub first_seen: i64,
+    /// Latest DHCP packet (ms since the Unix epoch).
+    pub last_seen: i64,
+    /// Option 60 (`PXEClient:Arch:00007:…`).
+    pub vendor_class: Option<String>,
+    /// Option 93.
+    pub arch: Option<u16>,
+    /// The discovery-pool address it was offered.
+    pub address: Option<Ipv4Addr>,
 }
 
 /// Whether a transition changed anything.
@@ -460,6 +486,67 @@ impl Store {
             > 0)
     }
 
+    /// Record machines seen in DHCP; `first_seen` of a known MAC is kept, the rest updated.
+    pub fn record_discovered(&mut self, seen: &[Discovered]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO discovered (mac, first_seen, last_seen, vendor_class, arch, address)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (mac) DO UPDATE SET
+                     last_seen = excluded.last_seen,
+                     vendor_class = COALESCE(excluded.vendor_class, vendor_class),
+                     arch = COALESCE(excluded.arch, arch),
+                     address = COALESCE(excluded.address, address)",
+            )?;
+            for d in seen {
+                upsert.execute(params![
+                    d.mac.to_string(),
+                    d.first_seen,
+                    d.last_seen,
+                    d.vendor_class,
+                    d.arch,
+                    d.address.map(|a| a.to_string())
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every discovered machine, most recently seen first.
+    pub fn discovered(&self) -> Result<Vec<Discovered>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT mac, first_seen, last_seen, vendor_class, arch, address
+             FROM discovered ORDER BY last_seen DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (mac, first_seen, last_seen, vendor_class, arch, address) = row?;
+            Ok(Discovered {
+                mac: mac.parse().map_err(|_| StoreError::Corrupt {
+                    what: "discovered MAC",
+                    value: mac.clone(),
+                })?,
+                first_seen,
+                last_seen,
+                vendor_class,
+                arch,
+                address: address.and_then(|a| a.parse().ok()),
+            })
+        })
+        .collect()
+    }
+
     /// The lease of one MAC.
     pub fn lease(&self, mac: MacAddr) -> Result<Option<Lease>, StoreError> {
         self.conn
@@ -642,6 +729,32 @@ mod tests {
         store
             .transition("n1", NodeState::Provisioning, "cli", "re-provision", true)
             .unwrap();
+    }
+
+    #[test]
+    fn a_discovered_machine_keeps_its_first_sighting() {
+        let (_dir, mut store) = store();
+        let mac: MacAddr = "52:54:00:00:00:09".parse().unwrap();
+        let seen = |at: i64, class: Option<&str>| Discovered {
+            mac,
+            first_seen: at,
+            last_seen: at,
+            vendor_class: class.map(str::to_string),
+            arch: Some(7),
+            address: None,
+        };
+        store
+            .record_discovered(&[seen(100, Some("PXEClient"))])
+            .unwrap();
+        store.record_discovered(&[seen(200, None)]).unwrap();
+        let d = store.discovered().unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].first_seen, d[0].last_seen), (100, 200));
+        assert_eq!(
+            d[0].vendor_class.as_deref(),
+            Some("PXEClient"),
+            "an absent class keeps the known one"
+        );
     }
 
     #[test]

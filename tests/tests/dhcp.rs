@@ -497,24 +497,32 @@ fn sigkill_during_load_loses_no_acked_lease_and_hands_out_no_address_twice() {
     );
 }
 
-/// Python that sends one DHCP packet per argument (`dest_port:hex`) from port 68 and prints
-/// each reply as hex (or `none` after 3 s).
+/// Python that sends one DHCP packet per argument (`dest_port:hex`, or `dest_port:hex:wait_s`)
+/// from port 68 to seed and prints each reply as hex, or `none` when nothing came in time
+/// (3 s by default).
 const PY_CLIENT: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 s.bind(("0.0.0.0", 68))
-s.settimeout(3)
 for arg in sys.argv[1:]:
-    port, payload = arg.split(":")
-    s.sendto(bytes.fromhex(payload), ("10.99.10.1", int(port)))
+    parts = arg.split(":")
+    s.settimeout(float(parts[2]) if len(parts) > 2 else 3)
+    s.sendto(bytes.fromhex(parts[1]), ("10.99.10.1", int(parts[0])))
     try:
         data, _ = s.recvfrom(4096)
         print(data.hex())
     except socket.timeout:
         print("none")
 "#;
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
 
 /// A client packet: `kind` 1 DISCOVER / 3 REQUEST, from `mac`, with raw options appended.
 fn client_packet(kind: u8, mac: [u8; 6], ciaddr: [u8; 4], opts: &[u8]) -> String {
@@ -666,5 +674,146 @@ fn router_advertisements_without_a_prefix_answer_rdisc6() {
     assert!(
         !text.contains("Prefix"),
         "no prefix to autoconfigure: {text}"
+    );
+}
+
+#[test]
+fn renew_rebind_inform_nak_release_and_decline_follow_rfc_2131() {
+    use dhcproto::v4::{MessageType, OptionCode};
+    use std::net::Ipv4Addr;
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = rack(&ns, dir.path());
+    let state = dir.path().join("state");
+    let seed = ns.start_seed(&config, &state);
+    // The node holds its reserved address already (as after a first DORA).
+    ns.add_client_address("10.99.10.21/24");
+    let node = [2, 0, 0, 0, 0, 0x21];
+    let stranger = [2, 0, 0, 0, 0, 0x77];
+    let other = [2, 0, 0, 0, 0, 0x78];
+    let opt50 = |ip: [u8; 4]| [&[50u8, 4][..], &ip].concat();
+    let server_id = [54, 4, 10, 99, 10, 1];
+    let args = [
+        // 0: RENEWING: ciaddr set, no option 50/54 → ACK, unicast to ciaddr.
+        format!("67:{}", client_packet(3, node, [10, 99, 10, 21], &[])),
+        // 1: INFORM → ACK with the zone's options, no address, no lease time.
+        format!("67:{}", client_packet(8, node, [10, 99, 10, 21], &[])),
+        // 2: INIT-REBOOT asking for an address that is not the node's → NAK.
+        format!(
+            "67:{}",
+            client_packet(3, node, [0; 4], &opt50([10, 99, 10, 99]))
+        ),
+        // 3: a stranger takes a pool address: DISCOVER …
+        format!("67:{}", client_packet(1, stranger, [0; 4], &[])),
+    ];
+    let out = ns
+        .in_cli("python3")
+        .arg("-c")
+        .arg(PY_CLIENT)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let replies: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let msg = |i: usize| {
+        seed::dhcp::parse(&unhex(&replies[i]))
+            .unwrap_or_else(|e| panic!("reply {i}: {e} {replies:?}"))
+    };
+
+    let renew = msg(0);
+    assert_eq!(renew.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(renew.yiaddr(), Ipv4Addr::new(10, 99, 10, 21));
+    let inform = msg(1);
+    assert_eq!(inform.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(inform.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert!(inform.opts().get(OptionCode::AddressLeaseTime).is_none());
+    assert!(inform.opts().get(OptionCode::SubnetMask).is_some());
+    assert_eq!(msg(2).opts().msg_type(), Some(MessageType::Nak));
+    let offer = msg(3);
+    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+    let pool_ip = offer.yiaddr();
+    let ip = pool_ip.octets();
+
+    // … requests it, then releases it; another client declines the next one.
+    let args = [
+        format!(
+            "67:{}",
+            client_packet(
+                3,
+                stranger,
+                [0; 4],
+                &[opt50(ip), server_id.to_vec()].concat()
+            )
+        ),
+        format!("67:{}:0.3", client_packet(7, stranger, ip, &server_id)),
+        format!("67:{}", client_packet(1, other, [0; 4], &[])),
+    ];
+    let out = ns
+        .in_cli("python3")
+        .arg("-c")
+        .arg(PY_CLIENT)
+        .args(&args)
+        .output()
+        .unwrap();
+    let replies: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let msg = |i: usize| {
+        seed::dhcp::parse(&unhex(&replies[i]))
+            .unwrap_or_else(|e| panic!("reply {i}: {e} {replies:?}"))
+    };
+    assert_eq!(msg(0).opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(msg(0).yiaddr(), pool_ip);
+    assert_eq!(replies[1], "none", "RELEASE has no answer");
+    let declined = msg(2).yiaddr();
+    let args = [
+        format!(
+            "67:{}:0.3",
+            client_packet(
+                4,
+                other,
+                [0; 4],
+                &[opt50(declined.octets()), server_id.to_vec()].concat()
+            )
+        ),
+        // Asking for the declined address again: a free address asked for would be given.
+        format!(
+            "67:{}",
+            client_packet(1, other, [0; 4], &opt50(declined.octets()))
+        ),
+    ];
+    let out = ns
+        .in_cli("python3")
+        .arg("-c")
+        .arg(PY_CLIENT)
+        .args(&args)
+        .output()
+        .unwrap();
+    let replies: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(replies[0], "none", "DECLINE has no answer");
+    let after_decline = seed::dhcp::parse(&unhex(&replies[1])).unwrap().yiaddr();
+    assert_ne!(
+        after_decline, declined,
+        "a declined address is not offered again"
+    );
+    seed.stop();
+
+    // The release reached the store: the stranger holds no lease any more.
+    let store = seed::store::Store::open(&state).unwrap();
+    let leases = store.leases().unwrap();
+    assert!(
+        !leases.iter().any(|l| l.ip == pool_ip),
+        "released lease still stored: {leases:?}"
+    );
+    assert!(
+        leases.iter().any(|l| l.ip == Ipv4Addr::new(10, 99, 10, 21)),
+        "the renewal was stored"
     );
 }

@@ -44,8 +44,9 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
     let state = tempfile::tempdir().unwrap();
     // Before serve ran: configured nodes show as not yet registered.
     let before = status_json(state.path());
-    assert_eq!(before.as_array().unwrap().len(), 11);
-    assert!(before[0]["updated_at"].is_null());
+    assert_eq!(before["nodes"].as_array().unwrap().len(), 11);
+    assert!(before["nodes"][0]["updated_at"].is_null());
+    assert!(before["discovered"].as_array().unwrap().is_empty());
 
     let child = seed_with("examples/osism-rack.yaml", state.path())
         .args(["serve", "--no-dhcp"])
@@ -59,7 +60,7 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rows = status_json(state.path());
-        let registered = rows
+        let registered = rows["nodes"]
             .as_array()
             .unwrap()
             .iter()

@@ -59,9 +59,11 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
         row.state = record.state;
         row.updated_at = Some(record.updated_at);
     }
+    let discovered = store.discovered()?;
     if args.json {
         let rows: Vec<&Row> = rows.values().collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let json = serde_json::json!({ "nodes": rows, "discovered": discovered });
+        println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = Table::new(&["NODE", "ROLE", "STATE", "SINCE (UTC)"]);
@@ -73,6 +75,30 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
         table.row(vec![row.name.clone(), role, row.state.to_string(), since]);
     }
     print!("{}", table.render());
+    if !discovered.is_empty() {
+        println!(
+            "\nDiscovered in DHCP, not in the config (adopt one by adding a node with its MAC):"
+        );
+        let mut table = Table::new(&[
+            "MAC",
+            "FIRST SEEN",
+            "LAST SEEN",
+            "ARCH",
+            "VENDOR CLASS",
+            "ADDRESS",
+        ]);
+        for d in &discovered {
+            table.row(vec![
+                d.mac.to_string(),
+                utc_timestamp(d.first_seen),
+                utc_timestamp(d.last_seen),
+                d.arch.map_or_else(|| "-".into(), |a| a.to_string()),
+                d.vendor_class.clone().unwrap_or_else(|| "-".into()),
+                d.address.map_or_else(|| "-".into(), |a| a.to_string()),
+            ]);
+        }
+        print!("{}", table.render());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

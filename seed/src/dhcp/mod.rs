@@ -34,6 +34,8 @@ pub const PXE_PORT: u16 = 4011;
 /// Packets per second one MAC may send before the rest are dropped: a flooding client must not
 /// starve the others. Firmware sends a handful per boot stage.
 const PER_MAC_PER_SECOND: u32 = 50;
+/// A machine outside the config is written to the store at most this often (ms).
+const DISCOVERED_REFRESH_MS: i64 = 60_000;
 /// Bad packets are logged at most once per window, with a count.
 const BAD_PACKET_LOG_WINDOW: Duration = Duration::from_secs(10);
 
@@ -88,6 +90,7 @@ pub async fn serve(
         writer,
         stats: Stats::default(),
         per_mac: HashMap::new(),
+        discovered: HashMap::new(),
         window: Instant::now(),
         bad_since_log: 0,
         last_bad_log: None,
@@ -145,6 +148,8 @@ struct Server {
     writer: writer::LeaseWriter,
     stats: Stats,
     per_mac: HashMap<MacAddr, u32>,
+    /// When each undiscovered-until-now MAC was last written to the store.
+    discovered: HashMap<MacAddr, i64>,
     window: Instant,
     bad_since_log: u64,
     last_bad_log: Option<Instant>,
@@ -207,7 +212,15 @@ impl Server {
                 return None;
             }
         }
-        let offer = match self.provisioner.dhcp(&facts.request, &self.leases, now) {
+        let answer = self.provisioner.dhcp(&facts.request, &self.leases, now);
+        if self.provisioner.node_of(facts.request.mac).is_none() {
+            let address = match &answer {
+                DhcpAnswer::Lease(offer) => Some(offer.address),
+                DhcpAnswer::Ignore(_) => None,
+            };
+            self.record_discovered(&facts.request, address, now);
+        }
+        let offer = match answer {
             DhcpAnswer::Lease(offer) => offer,
             DhcpAnswer::Ignore(reason) => {
                 self.stats.ignored += 1;
@@ -303,6 +316,34 @@ impl Server {
                 None
             }
         }
+    }
+
+    /// Remember a machine outside the config (at most once a minute per MAC).
+    fn record_discovered(
+        &mut self,
+        req: &crate::provision::DhcpRequest,
+        address: Option<Ipv4Addr>,
+        now: i64,
+    ) {
+        let due = self
+            .discovered
+            .get(&req.mac)
+            .is_none_or(|last| now - last >= DISCOVERED_REFRESH_MS);
+        if !due {
+            return;
+        }
+        if !self.discovered.contains_key(&req.mac) {
+            tracing::info!(mac = %req.mac, class = ?req.vendor_class, arch = ?req.arch, "discovered a machine that is not in the config");
+        }
+        self.discovered.insert(req.mac, now);
+        self.writer.seen(crate::store::Discovered {
+            mac: req.mac,
+            first_seen: now,
+            last_seen: now,
+            vendor_class: req.vendor_class.clone(),
+            arch: req.arch,
+            address,
+        });
     }
 
     /// Per-MAC packets-per-second limit, in one-second windows.

@@ -2,6 +2,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
+use dhcproto::v4::relay::{RelayCode, RelayInfo};
 use dhcproto::v4::{
     DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
 };
@@ -98,7 +99,17 @@ pub fn request_facts(msg: &Message) -> Option<Facts> {
         Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
         _ => None,
     };
-    let relay = (msg.giaddr() != Ipv4Addr::UNSPECIFIED).then_some(msg.giaddr());
+    // The subnet to serve: option 82's link-selection (RFC 3527) when a relay names one (its
+    // giaddr may be on another subnet than the client), else giaddr.
+    let link_selection = match opts.get(OptionCode::RelayAgentInformation) {
+        Some(DhcpOption::RelayAgentInformation(info)) => match info.get(RelayCode::LinkSelection) {
+            Some(RelayInfo::LinkSelection(ip)) => Some(*ip),
+            _ => None,
+        },
+        _ => None,
+    };
+    let relay =
+        link_selection.or_else(|| (msg.giaddr() != Ipv4Addr::UNSPECIFIED).then_some(msg.giaddr()));
     Some(Facts {
         kind,
         request: DhcpRequest {
@@ -301,6 +312,22 @@ mod tests {
         assert_eq!(
             request_facts(&offer).map(|f| f.kind),
             Some(MessageType::Offer)
+        );
+    }
+
+    #[test]
+    fn link_selection_names_the_subnet_over_giaddr() {
+        let mut p = header();
+        p[24..28].copy_from_slice(&[10, 1, 0, 1]); // giaddr
+        p.extend([53, 1, 1, 82, 6, 5, 4, 10, 1, 30, 0, 255]);
+        let facts = request_facts(&parse(&p).unwrap()).unwrap();
+        assert_eq!(facts.request.relay, Some(Ipv4Addr::new(10, 1, 30, 0)));
+        let mut q = header();
+        q[24..28].copy_from_slice(&[10, 1, 0, 1]);
+        q.extend([53, 1, 1, 255]);
+        assert_eq!(
+            request_facts(&parse(&q).unwrap()).unwrap().request.relay,
+            Some(Ipv4Addr::new(10, 1, 0, 1))
         );
     }
 

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use crate::net::MacAddr;
-use crate::store::{Lease, Store};
+use crate::store::{Discovered, Lease, Store};
 
 /// The most leases in one transaction.
 const MAX_BATCH: usize = 512;
@@ -22,6 +22,7 @@ enum Job {
         dest: SocketAddr,
     },
     Release(MacAddr),
+    Seen(Discovered),
 }
 
 /// Handle to the writer thread.
@@ -49,6 +50,11 @@ impl LeaseWriter {
     /// Commit `lease`, then send `reply` to `dest`.
     pub fn commit_then_send(&self, lease: Lease, reply: Vec<u8>, dest: SocketAddr) {
         self.send(Job::Grant { lease, reply, dest });
+    }
+
+    /// Record a machine that is not in the config.
+    pub fn seen(&self, machine: Discovered) {
+        self.send(Job::Seen(machine));
     }
 
     /// Forget `mac`'s lease on disk.
@@ -84,6 +90,7 @@ impl Drop for LeaseWriter {
 fn run(mut store: Store, socket: UdpSocket, jobs: mpsc::Receiver<Job>) {
     let mut leases = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
+    let mut seen = Vec::new();
     while let Ok(first) = jobs.recv() {
         let mut next = Some(first);
         while let Some(job) = next.take() {
@@ -92,6 +99,7 @@ fn run(mut store: Store, socket: UdpSocket, jobs: mpsc::Receiver<Job>) {
                     leases.push(lease);
                     replies.push((reply, dest));
                 }
+                Job::Seen(machine) => seen.push(machine),
                 Job::Release(mac) => {
                     if let Err(e) = store.release_lease(mac) {
                         tracing::error!(%mac, error = %e, "cannot record lease release");
@@ -101,6 +109,12 @@ fn run(mut store: Store, socket: UdpSocket, jobs: mpsc::Receiver<Job>) {
             if leases.len() < MAX_BATCH {
                 next = jobs.try_recv().ok();
             }
+        }
+        if !seen.is_empty() {
+            if let Err(e) = store.record_discovered(&seen) {
+                tracing::warn!(error = %e, "cannot record discovered machines");
+            }
+            seen.clear();
         }
         if leases.is_empty() {
             continue;
