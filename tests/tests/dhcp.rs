@@ -147,7 +147,11 @@ fn firmware_seed_carries_nothing_for_gets_no_answer() {
     );
     assert!(env.is_empty(), "no lease expected: {env:?}");
     assert!(!out.status.success(), "{}", describe(&out));
-    seed.stop();
+    let log = seed.stop();
+    assert!(
+        log.contains("32-bit x86 UEFI (arch 6) network boot: seed carries no binary for it"),
+        "the refusal is logged: {log}"
+    );
 }
 
 #[test]
@@ -815,5 +819,69 @@ fn renew_rebind_inform_nak_release_and_decline_follow_rfc_2131() {
     assert!(
         leases.iter().any(|l| l.ip == Ipv4Addr::new(10, 99, 10, 21)),
         "the renewal was stored"
+    );
+}
+
+#[test]
+fn a_flood_from_one_mac_does_not_starve_other_clients() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = rack(&ns, dir.path());
+    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    ns.add_client_address("10.99.10.50/24");
+    // DISCOVERs from one MAC as fast as Python sends them: bounded to 3 s and 300,000 packets.
+    let flood = format!(
+        r#"
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+hdr = bytes([1, 1, 6, 0]) + bytes(24) + bytes.fromhex("0200000000ff") + bytes(202)
+pkt = hdr + bytes([99, 130, 83, 99, 53, 1, 1, 255])
+end, n = time.time() + 3, 0
+while time.time() < end and n < 300000:
+    s.sendto(pkt, ("{SEED_IP}", 67))
+    n += 1
+print(n)
+"#
+    );
+    let flooder = ns
+        .in_cli("python3")
+        .arg("-c")
+        .arg(flood)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Meanwhile the node boots.
+    ns.set_client_mac_keep_address(NODE_MAC);
+    let (out, env) = udhcpc(
+        &ns,
+        dir.path(),
+        &["-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007"],
+    );
+    let sent: u64 = String::from_utf8_lossy(&flooder.wait_with_output().unwrap().stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let log = seed.stop();
+    assert_eq!(
+        env.get("ip").map(String::as_str),
+        Some("10.99.10.21"),
+        "{}\n{log}",
+        describe(&out)
+    );
+    assert!(sent > 1000, "the flood was only {sent} packets");
+    let stat = |name: &str| -> u64 {
+        log.split(&format!("{name}: "))
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {log}"))
+    };
+    // The kernel drops what overflows the socket buffer; of what seed read, all but the
+    // allowance (50 a second) and the node's own packets were throttled, not answered.
+    let (received, limited) = (stat("received"), stat("rate_limited"));
+    assert!(received > 1000, "{log}");
+    assert!(
+        limited + 50 * 5 + 10 >= received,
+        "{limited} of {received} received packets rate-limited"
     );
 }

@@ -92,6 +92,11 @@ impl Netns {
         ip(&["-n", &self.cli, "link", "set", &self.cli_if, "up"]);
     }
 
+    /// Change the client interface's MAC without taking the link down (its addresses stay).
+    pub fn set_client_mac_keep_address(&self, mac: &str) {
+        ip(&["-n", &self.cli, "link", "set", &self.cli_if, "address", mac]);
+    }
+
     /// Give the client side an address (for relayed or unicast tests).
     pub fn add_client_address(&self, cidr: &str) {
         ip(&["-n", &self.cli, "addr", "add", cidr, "dev", &self.cli_if]);
