@@ -339,21 +339,24 @@ fn config_with_templates(dir: &Path) -> (tempfile::TempDir, PathBuf) {
     (tmp, path)
 }
 
-#[test]
-fn an_operator_template_override_is_picked_up() {
+/// `seed render meta-data cmp3` of the example rack with `template` overriding meta-data.
+fn render_meta_data_with(template: &str) -> std::process::Output {
     let templates = tempfile::tempdir().unwrap();
-    std::fs::write(
-        templates.path().join("meta-data"),
-        "instance-id: {{ instance_id|yaml }}\nlocal-hostname: {{ (hostname ~ '.rack1')|yaml }}\n",
-    )
-    .unwrap();
+    std::fs::write(templates.path().join("meta-data"), template).unwrap();
     let (_tmp, config) = config_with_templates(templates.path());
-    let run = seed()
+    seed()
         .arg("--config")
         .arg(&config)
         .args(["render", "meta-data", "cmp3"])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn an_operator_template_override_is_picked_up() {
+    let run = render_meta_data_with(
+        "instance-id: {{ instance_id|yaml }}\nlocal-hostname: {{ (hostname ~ '.rack1')|yaml }}\n",
+    );
     assert!(run.status.success(), "{}", describe(&run));
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
@@ -363,19 +366,9 @@ fn an_operator_template_override_is_picked_up() {
 
 #[test]
 fn an_override_with_an_unknown_variable_names_template_line_and_variable() {
-    let templates = tempfile::tempdir().unwrap();
-    std::fs::write(
-        templates.path().join("meta-data"),
+    let run = render_meta_data_with(
         "instance-id: {{ instance_id|yaml }}\nlocal-hostname: {{ fqdn|yaml }}\n",
-    )
-    .unwrap();
-    let (_tmp, config) = config_with_templates(templates.path());
-    let run = seed()
-        .arg("--config")
-        .arg(&config)
-        .args(["render", "meta-data", "cmp3"])
-        .output()
-        .unwrap();
+    );
     assert_eq!(run.status.code(), Some(1), "{}", describe(&run));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
