@@ -43,7 +43,7 @@ impl Netns {
     /// Create both namespaces and the veth pair between them.
     pub fn new() -> Self {
         assert!(
-            nix_is_root(),
+            running_as_root(),
             "network namespace tests need root (CI runs as root; locally: sudo -E cargo test)"
         );
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -221,7 +221,7 @@ impl Drop for Seed {
     }
 }
 
-fn nix_is_root() -> bool {
+fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
