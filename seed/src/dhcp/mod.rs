@@ -36,6 +36,9 @@ pub const PXE_PORT: u16 = 4011;
 const PER_MAC_PER_SECOND: u32 = 50;
 /// A machine outside the config is written to the store at most this often (ms).
 const DISCOVERED_REFRESH_MS: i64 = 60_000;
+/// How many unknown MACs are remembered between store writes. A flood of random MACs must not
+/// grow memory without bound; forgetting them only costs one more store write each.
+const DISCOVERED_MEMORY: usize = 16_384;
 /// Bad packets are logged at most once per window, with a count.
 const BAD_PACKET_LOG_WINDOW: Duration = Duration::from_secs(10);
 
@@ -331,6 +334,9 @@ impl Server {
             .is_none_or(|last| now - last >= DISCOVERED_REFRESH_MS);
         if !due {
             return;
+        }
+        if self.discovered.len() >= DISCOVERED_MEMORY {
+            self.discovered.clear();
         }
         if !self.discovered.contains_key(&req.mac) {
             tracing::info!(mac = %req.mac, class = ?req.vendor_class, arch = ?req.arch, "discovered a machine that is not in the config");
