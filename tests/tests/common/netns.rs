@@ -229,21 +229,18 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-/// What busybox udhcpc got: the environment its script saw on `bound`.
-pub fn udhcpc(
-    ns: &Netns,
-    dir: &Path,
-    extra: &[&str],
-) -> (Output, std::collections::BTreeMap<String, String>) {
-    let script = dir.join("udhcpc.sh");
-    let env_file = dir.join("udhcpc.env");
+/// A client hook script for `client` that only records the environment it is called with, when
+/// `condition` (a shell test) holds, instead of configuring anything. Returns the script and the
+/// file it writes (removed first, so a stale result is never read).
+fn hook(dir: &Path, client: &str, condition: &str) -> (PathBuf, PathBuf) {
+    let script = dir.join(format!("{client}.sh"));
+    let env_file = dir.join(format!("{client}.env"));
     let _ = std::fs::remove_file(&env_file);
-    // Records the lease instead of configuring anything.
+    let out = env_file.display();
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
-            env_file.display()
+            "#!/bin/sh\nif {condition}; then env > {out}.tmp && mv {out}.tmp {out}; fi\nexit 0\n"
         ),
     )
     .unwrap();
@@ -252,6 +249,26 @@ pub fn udhcpc(
         .arg(&script)
         .status()
         .unwrap();
+    (script, env_file)
+}
+
+/// `KEY=value` lines of a recorded environment (dhclient quotes some values).
+fn read_env(path: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// What busybox udhcpc got: the environment its script saw on `bound`.
+pub fn udhcpc(
+    ns: &Netns,
+    dir: &Path,
+    extra: &[&str],
+) -> (Output, std::collections::BTreeMap<String, String>) {
+    let (script, env_file) = hook(dir, "udhcpc", r#"[ "$1" = bound ]"#);
     let out = ns
         .in_cli("timeout")
         .args([
@@ -262,13 +279,7 @@ pub fn udhcpc(
         .args(extra)
         .output()
         .unwrap();
-    let env = std::fs::read_to_string(&env_file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    (out, env)
+    (out, read_env(&env_file))
 }
 
 /// A dhclient run in the client namespace with its own script (never the default one, which
@@ -279,24 +290,11 @@ pub fn dhclient(
     dir: &Path,
     lease_file: &Path,
 ) -> (String, std::collections::BTreeMap<String, String>) {
-    let script = dir.join("dhclient.sh");
-    let env_file = dir.join("dhclient.env");
-    let _ = std::fs::remove_file(&env_file);
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \"$reason\" in BOUND|REBOOT|RENEW) env > {}.tmp && mv {}.tmp {} ;; esac\nexit 0\n",
-            env_file.display(),
-            env_file.display(),
-            env_file.display()
-        ),
-    )
-    .unwrap();
-    Command::new("chmod")
-        .arg("+x")
-        .arg(&script)
-        .status()
-        .unwrap();
+    let (script, env_file) = hook(
+        dir,
+        "dhclient",
+        r#"case "$reason" in BOUND|REBOOT|RENEW) true;; *) false;; esac"#,
+    );
     let mut child = ns
         .in_cli("dhclient")
         .args(["-d", "-1", "-v", "-sf"])
@@ -320,11 +318,6 @@ pub fn dhclient(
     }
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    let env = std::fs::read_to_string(&env_file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect();
+    let env = read_env(&env_file);
     (String::from_utf8_lossy(&out.stderr).into_owned(), env)
 }
