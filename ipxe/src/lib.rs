@@ -1,9 +1,13 @@
-//! iPXE: which boot binary a firmware gets, and (later) iPXE script rendering. Pure: no I/O.
+//! iPXE: which boot binary a firmware gets, the binaries themselves, and the scripts seed
+//! hands a booting node. Pure: no I/O.
 //!
 //! The firmware kind comes from DHCP option 93 (client system architecture, RFC 4578; values in
 //! IANA's "Processor Architecture Types" registry). seed answers only kinds it carries a binary
 //! for: handing a 32-bit UEFI or ARM machine the x64 binary fails late and obscurely, so those get
 //! no answer and a log line instead.
+
+pub mod binaries;
+pub mod script;
 
 use std::fmt;
 
