@@ -16,3 +16,4 @@ pub mod plan;
 pub mod provision;
 pub mod ra;
 pub mod store;
+pub mod tftp;

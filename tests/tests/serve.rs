@@ -49,7 +49,7 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
     assert!(before["discovered"].as_array().unwrap().is_empty());
 
     let child = seed_with("examples/osism-rack.yaml", state.path())
-        .args(["serve", "--no-dhcp"])
+        .args(["serve", "--no-dhcp", "--no-tftp"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -142,7 +142,7 @@ fn serve_refuses_dhcp_on_an_interface_without_seeds_address() {
     // The example's eno1 with 10.1.10.5 is not this machine's: seed must not serve DHCP here.
     let state = tempfile::tempdir().unwrap();
     let out = seed_with("examples/osism-rack.yaml", state.path())
-        .arg("serve")
+        .args(["serve", "--no-tftp"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));

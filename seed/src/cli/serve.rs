@@ -15,13 +15,16 @@ use super::Global;
 use crate::config::Config;
 use crate::provision::Provisioner;
 use crate::store::Store;
-use crate::{dhcp, ra};
+use crate::{dhcp, ra, tftp};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Do not serve DHCP (for trying seed on a machine without the provisioning network).
     #[arg(long)]
     no_dhcp: bool,
+    /// Do not serve TFTP (it binds seed.address, which must be this machine's).
+    #[arg(long)]
+    no_tftp: bool,
 }
 
 pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -43,6 +46,14 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(bind_dhcp(&config)?)
     };
+    let tftp_socket = if args.no_tftp {
+        None
+    } else {
+        let addr = std::net::SocketAddr::from((config.seed.address, config.seed.ports.tftp));
+        Some(std::net::UdpSocket::bind(addr).and_then(|s| s.set_nonblocking(true).map(|()| s)).with_context(|| {
+            format!("cannot bind TFTP to {addr} (seed.address must be this machine's; --no-tftp skips TFTP)")
+        })?)
+    };
     let router_advertisements = match (&dhcp_socket, config.seed.dhcp.router_advertisements) {
         (Some(_), true) => Some(start_router_advertisements(&config.seed.interface)?),
         _ => None,
@@ -52,6 +63,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         nodes = config.nodes.len(),
         new_nodes = added,
         dhcp = !args.no_dhcp,
+        tftp = !args.no_tftp,
         "seed ready; waiting for SIGINT or SIGTERM"
     );
 
@@ -78,9 +90,18 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
+        let tftp_task = tftp_socket.map(|socket| {
+            let files = Arc::new(tftp::Files::new(None));
+            tokio::spawn(tftp::serve(socket, files, stopped(stop_rx.clone())))
+        });
         let signal = shutdown_signal().await?;
         tracing::info!(signal, "shutting down");
         let _ = stop_tx.send(true);
+        if let Some(task) = tftp_task {
+            task.await
+                .context("TFTP server task")?
+                .context("TFTP server")?;
+        }
         if let Some(task) = dhcp_task {
             task.await
                 .context("DHCP server task")?

@@ -1,0 +1,472 @@
+//! A read-only TFTP server for the iPXE binaries (RFC 1350), with the option extension
+//! (RFC 2347), blksize (RFC 2348), tsize and timeout (RFC 2349) and windowsize (RFC 7440).
+//!
+//! Written on tokio's UdpSocket rather than async-tftp: the firmware pattern that matters most,
+//! "RRQ with tsize → OACK → client ERROR → RRQ again" (OVMF's PXE, measured), must end the first
+//! transfer quietly and serve the second from the same client address at once; a
+//! server that keys transfers by peer address and ignores ERROR after OACK (async-tftp 0.4, see
+//! DESIGN.md) gets it wrong. Each transfer runs in its own task on its own socket (the TID of
+//! RFC 1350), so one slow client never holds up another.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+
+const RRQ: u16 = 1;
+const WRQ: u16 = 2;
+const DATA: u16 = 3;
+const ACK: u16 = 4;
+const ERROR: u16 = 5;
+const OACK: u16 = 6;
+
+/// RFC 1350 error codes.
+const ERR_NOT_FOUND: u16 = 1;
+const ERR_ACCESS: u16 = 2;
+const ERR_ILLEGAL: u16 = 4;
+
+/// Retransmissions of one window before a transfer is given up.
+const MAX_RETRIES: u32 = 5;
+/// Files larger than this are refused: TFTP is for the small iPXE binaries; kernels, initrds
+/// and ISOs go over HTTP.
+const MAX_FILE: u64 = 64 << 20;
+
+/// What the server hands out: named in-memory files (the embedded iPXE binaries) and, behind
+/// them, an optional operator directory.
+#[derive(Debug, Clone, Default)]
+pub struct Files {
+    embedded: BTreeMap<String, &'static [u8]>,
+    root: Option<PathBuf>,
+}
+
+/// Why a file cannot be served; the TFTP error sent back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// RFC 1350 error code.
+    pub code: u16,
+    /// Message for the client and the log.
+    pub message: String,
+}
+
+impl Files {
+    /// The embedded iPXE binaries, and `root` if given.
+    pub fn new(root: Option<PathBuf>) -> Self {
+        let embedded = ipxe::binaries::BINARIES
+            .iter()
+            .map(|b| (b.name.to_string(), b.bytes))
+            .collect();
+        Self { embedded, root }
+    }
+
+    /// The bytes of `name`, or why not. Names are relative; `..`, absolute paths, NUL bytes
+    /// and symlinks that leave the root are refused.
+    pub fn read(&self, name: &str) -> Result<Vec<u8>, Refusal> {
+        let refuse = |code, message: String| Err(Refusal { code, message });
+        if name.contains('\0') {
+            return refuse(ERR_ACCESS, "NUL byte in file name".into());
+        }
+        let path = Path::new(name);
+        if path.is_absolute() {
+            return refuse(ERR_ACCESS, format!("{name}: absolute paths are not served"));
+        }
+        if path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return refuse(ERR_ACCESS, format!("{name}: path leaves the TFTP root"));
+        }
+        if let Some(bytes) = self.embedded.get(name) {
+            return Ok(bytes.to_vec());
+        }
+        let Some(root) = &self.root else {
+            return refuse(ERR_NOT_FOUND, format!("{name}: no such file"));
+        };
+        let (Ok(root), Ok(full)) = (root.canonicalize(), root.join(path).canonicalize()) else {
+            return refuse(ERR_NOT_FOUND, format!("{name}: no such file"));
+        };
+        // canonicalize() resolved every symlink: what is not under the root left it.
+        if !full.starts_with(&root) {
+            return refuse(ERR_ACCESS, format!("{name}: path leaves the TFTP root"));
+        }
+        match std::fs::metadata(&full) {
+            Ok(m) if !m.is_file() => return refuse(ERR_NOT_FOUND, format!("{name}: not a file")),
+            Ok(m) if m.len() > MAX_FILE => {
+                return refuse(
+                    ERR_ACCESS,
+                    format!("{name}: too large for TFTP; serve it over HTTP"),
+                );
+            }
+            Ok(_) => {}
+            Err(_) => return refuse(ERR_NOT_FOUND, format!("{name}: no such file")),
+        }
+        std::fs::read(&full).or_else(|e| refuse(ERR_ACCESS, format!("{name}: {e}")))
+    }
+}
+
+/// The options a read request asked for, as negotiated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Options {
+    blksize: usize,
+    timeout: Duration,
+    windowsize: u16,
+    /// Options to acknowledge, in the order the client sent them.
+    ack: Vec<(String, String)>,
+}
+
+/// A parsed read request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Request {
+    file: String,
+    options: Options,
+}
+
+fn parse_request(packet: &[u8]) -> Result<Request, Refusal> {
+    let illegal = |m: &str| Refusal {
+        code: ERR_ILLEGAL,
+        message: m.to_string(),
+    };
+    let op = packet
+        .get(..2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or_else(|| illegal("short packet"))?;
+    match op {
+        RRQ => {}
+        WRQ => {
+            return Err(Refusal {
+                code: ERR_ACCESS,
+                message: "this server is read-only".into(),
+            });
+        }
+        _ => return Err(illegal("expected a read request")),
+    }
+    // Zero-terminated strings: file name, mode, then option/value pairs.
+    let body = &packet[2..];
+    if body.last() != Some(&0) {
+        return Err(illegal("request not terminated"));
+    }
+    let fields: Vec<String> = body[..body.len() - 1]
+        .split(|b| *b == 0)
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    let (file, mode) = match fields.as_slice() {
+        [file, mode, ..] => (file.clone(), mode.to_ascii_lowercase()),
+        _ => return Err(illegal("no file name or mode")),
+    };
+    if mode != "octet" && mode != "netascii" {
+        return Err(illegal("mode must be octet"));
+    }
+    let mut options = Options {
+        blksize: 512,
+        timeout: Duration::from_secs(1),
+        windowsize: 1,
+        ack: Vec::new(),
+    };
+    for pair in fields[2..].chunks(2) {
+        let [name, value] = pair else { break };
+        let name = name.to_ascii_lowercase();
+        let Ok(n) = value.parse::<u64>() else {
+            continue;
+        };
+        match name.as_str() {
+            // RFC 2348: 8-65464; 1468 fills an Ethernet frame and is what UEFI asks for.
+            "blksize" if (8..=65464).contains(&n) => {
+                options.blksize = n as usize;
+                options.ack.push((name, n.to_string()));
+            }
+            "timeout" if (1..=255).contains(&n) => {
+                options.timeout = Duration::from_secs(n);
+                options.ack.push((name, n.to_string()));
+            }
+            "windowsize" if (1..=65535).contains(&n) => {
+                options.windowsize = n as u16;
+                options.ack.push((name, n.to_string()));
+            }
+            // The value is filled in with the file's size once it is known.
+            "tsize" => options.ack.push((name, String::new())),
+            _ => {} // unknown or out of range: not acknowledged (RFC 2347)
+        }
+    }
+    Ok(Request { file, options })
+}
+
+fn error_packet(code: u16, message: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(5 + message.len());
+    p.extend(ERROR.to_be_bytes());
+    p.extend(code.to_be_bytes());
+    p.extend(message.as_bytes());
+    p.push(0);
+    p
+}
+
+/// Serve on `socket` (port 69, bound by the caller) until `shutdown` resolves.
+pub async fn serve(
+    socket: std::net::UdpSocket,
+    files: Arc<Files>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let local_ip = socket.local_addr()?.ip();
+    let socket = UdpSocket::from_std(socket)?;
+    tracing::info!(local = %socket.local_addr()?, "TFTP server running");
+    let mut buf = vec![0u8; 1500];
+    tokio::pin!(shutdown);
+    let mut transfers = tokio::task::JoinSet::new();
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = transfers.join_next(), if !transfers.is_empty() => continue,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TFTP receive error");
+                    continue;
+                }
+            },
+        };
+        let request = match parse_request(&buf[..len]) {
+            Ok(r) => r,
+            Err(refusal) => {
+                tracing::info!(%peer, reason = %refusal.message, "TFTP request refused");
+                let _ = socket
+                    .send_to(&error_packet(refusal.code, &refusal.message), peer)
+                    .await;
+                continue;
+            }
+        };
+        let files = Arc::clone(&files);
+        transfers.spawn(async move {
+            if let Err(e) = transfer(local_ip, peer, request, &files).await {
+                tracing::info!(%peer, error = %e, "TFTP transfer ended");
+            }
+        });
+    }
+    transfers.abort_all();
+    Ok(())
+}
+
+/// One read transfer, on a socket of its own.
+async fn transfer(
+    local_ip: std::net::IpAddr,
+    peer: SocketAddr,
+    request: Request,
+    files: &Files,
+) -> std::io::Result<()> {
+    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+    socket.connect(peer).await?;
+    let data = match files.read(&request.file) {
+        Ok(d) => d,
+        Err(refusal) => {
+            tracing::info!(%peer, file = %request.file, reason = %refusal.message, "TFTP read refused");
+            socket
+                .send(&error_packet(refusal.code, &refusal.message))
+                .await?;
+            return Ok(());
+        }
+    };
+    let Options {
+        blksize,
+        timeout,
+        windowsize,
+        ack,
+    } = request.options;
+    let mut buf = vec![0u8; 65536];
+    if !ack.is_empty() {
+        // RFC 2347: an OACK, answered by ACK 0 (or by an ERROR: the tsize probe of PXE ROMs).
+        let mut oack = OACK.to_be_bytes().to_vec();
+        for (name, value) in &ack {
+            let value = if name == "tsize" {
+                data.len().to_string()
+            } else {
+                value.clone()
+            };
+            oack.extend(name.as_bytes());
+            oack.push(0);
+            oack.extend(value.as_bytes());
+            oack.push(0);
+        }
+        match exchange(&socket, &oack, timeout, &mut buf).await? {
+            Reply::Ack(0) => {}
+            Reply::Ack(_) => return Ok(()),
+            Reply::Error => return Ok(()), // the probe is over; the client will ask again
+        }
+    }
+    let blocks = data.len() / blksize + 1; // the last block is short, possibly empty
+    let mut base = 0usize; // blocks acknowledged so far
+    while base < blocks {
+        let end = (base + usize::from(windowsize)).min(blocks);
+        let mut window = Vec::with_capacity(end - base);
+        for i in base..end {
+            let start = i * blksize;
+            let chunk = &data[start.min(data.len())..(start + blksize).min(data.len())];
+            let mut p = Vec::with_capacity(4 + chunk.len());
+            p.extend(DATA.to_be_bytes());
+            // Block numbers wrap at 65535 (RFC 7440 and common practice for large files).
+            p.extend((((i + 1) % 65536) as u16).to_be_bytes());
+            p.extend(chunk);
+            window.push(p);
+        }
+        let last = ((end % 65536) as u16, end);
+        match send_window(&socket, &window, base, last, timeout, &mut buf).await? {
+            Some(acked) => base = acked,
+            None => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+enum Reply {
+    Ack(u16),
+    Error,
+}
+
+/// Send `packet` and wait for an ACK (or ERROR), retransmitting on timeout.
+async fn exchange(
+    socket: &UdpSocket,
+    packet: &[u8],
+    timeout: Duration,
+    buf: &mut [u8],
+) -> std::io::Result<Reply> {
+    for _ in 0..=MAX_RETRIES {
+        socket.send(packet).await?;
+        match tokio::time::timeout(timeout, socket.recv(buf)).await {
+            Ok(Ok(n)) if n >= 4 => match u16::from_be_bytes([buf[0], buf[1]]) {
+                ACK => return Ok(Reply::Ack(u16::from_be_bytes([buf[2], buf[3]]))),
+                ERROR => return Ok(Reply::Error),
+                _ => {}
+            },
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_elapsed) => {}
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no answer from the client",
+    ))
+}
+
+/// Send a window of blocks starting after block `base`; returns how many blocks are
+/// acknowledged afterwards (all of the window, or up to the client's last ACK, RFC 7440), or
+/// `None` when the client sent an ERROR.
+async fn send_window(
+    socket: &UdpSocket,
+    window: &[Vec<u8>],
+    base: usize,
+    (last_no, last): (u16, usize),
+    timeout: Duration,
+    buf: &mut [u8],
+) -> std::io::Result<Option<usize>> {
+    for _ in 0..=MAX_RETRIES {
+        for p in window {
+            socket.send(p).await?;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, socket.recv(buf)).await {
+                Ok(Ok(n)) if n >= 4 => match u16::from_be_bytes([buf[0], buf[1]]) {
+                    ACK => {
+                        let no = u16::from_be_bytes([buf[2], buf[3]]);
+                        if no == last_no {
+                            return Ok(Some(last));
+                        }
+                        // A partial ACK inside the window: resend from there (RFC 7440 4).
+                        let offset = usize::from(no.wrapping_sub((base % 65536) as u16));
+                        if offset > 0 && offset < window.len() {
+                            return Ok(Some(base + offset));
+                        }
+                    }
+                    ERROR => return Ok(None),
+                    _ => {}
+                },
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_elapsed) => break, // retransmit the window
+            }
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no acknowledgement from the client",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rrq(fields: &[&str]) -> Vec<u8> {
+        let mut p = RRQ.to_be_bytes().to_vec();
+        for f in fields {
+            p.extend(f.as_bytes());
+            p.push(0);
+        }
+        p
+    }
+
+    #[test]
+    fn options_are_negotiated_within_their_ranges() {
+        let r = parse_request(&rrq(&[
+            "ipxe.efi",
+            "octet",
+            "tsize",
+            "0",
+            "blksize",
+            "1468",
+            "windowsize",
+            "4",
+            "timeout",
+            "0",
+        ]))
+        .unwrap();
+        assert_eq!(r.file, "ipxe.efi");
+        assert_eq!(r.options.blksize, 1468);
+        assert_eq!(r.options.windowsize, 4);
+        assert_eq!(
+            r.options.timeout,
+            Duration::from_secs(1),
+            "timeout 0 is out of range"
+        );
+        let names: Vec<&str> = r.options.ack.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["tsize", "blksize", "windowsize"]);
+        let too_big = parse_request(&rrq(&["x", "octet", "blksize", "70000"])).unwrap();
+        assert_eq!(too_big.options.blksize, 512);
+    }
+
+    #[test]
+    fn writes_and_garbage_are_refused() {
+        let mut wrq = rrq(&["x", "octet"]);
+        wrq[1] = WRQ as u8;
+        assert_eq!(parse_request(&wrq).unwrap_err().code, ERR_ACCESS);
+        assert_eq!(parse_request(&[0, 1, b'x']).unwrap_err().code, ERR_ILLEGAL);
+        assert_eq!(
+            parse_request(&rrq(&["x", "mail"])).unwrap_err().code,
+            ERR_ILLEGAL
+        );
+    }
+
+    #[test]
+    fn paths_that_leave_the_root_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("hello.txt"), "hi").unwrap();
+        std::fs::write(dir.path().join("secret"), "no").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
+        let files = Files::new(Some(root));
+        assert_eq!(files.read("hello.txt").unwrap(), b"hi");
+        assert!(files.read("ipxe.efi").unwrap().starts_with(b"MZ"));
+        for bad in [
+            "../secret",
+            "/etc/passwd",
+            "a/../../secret",
+            "link",
+            "hello.txt\0",
+        ] {
+            let r = files.read(bad).unwrap_err();
+            assert_eq!(r.code, ERR_ACCESS, "{bad}: {r:?}");
+        }
+        assert_eq!(files.read("missing").unwrap_err().code, ERR_NOT_FOUND);
+    }
+}
