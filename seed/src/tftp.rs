@@ -42,6 +42,46 @@ pub struct Files {
     root: Option<PathBuf>,
 }
 
+/// An open file to serve: embedded bytes, or a file read block by block (memory stays at one
+/// window per transfer, whatever the file size or the number of clients).
+#[derive(Debug)]
+pub enum Source {
+    /// An embedded binary.
+    Static(&'static [u8]),
+    /// A file of the operator directory, and its length.
+    File(std::fs::File, u64),
+}
+
+impl Source {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Static(b) => b.len() as u64,
+            Self::File(_, len) => *len,
+        }
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `len` bytes at `offset`.
+    pub fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let end = (offset + len as u64).min(self.len());
+        let offset = offset.min(end);
+        match self {
+            Self::Static(b) => Ok(b[offset as usize..end as usize].to_vec()),
+            Self::File(file, _) => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; (end - offset) as usize];
+                file.read_exact_at(&mut buf, offset)?;
+                Ok(buf)
+            }
+        }
+    }
+}
+
 /// Why a file cannot be served; the TFTP error sent back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -61,9 +101,9 @@ impl Files {
         Self { embedded, root }
     }
 
-    /// The bytes of `name`, or why not. Names are relative; `..`, absolute paths, NUL bytes
-    /// and symlinks that leave the root are refused.
-    pub fn read(&self, name: &str) -> Result<Vec<u8>, Refusal> {
+    /// The file `name`, or why not. Names are relative; `..`, absolute paths, NUL bytes and
+    /// symlinks that leave the root are refused.
+    pub fn open(&self, name: &str) -> Result<Source, Refusal> {
         let refuse = |code, message: String| Err(Refusal { code, message });
         if name.contains('\0') {
             return refuse(ERR_ACCESS, "NUL byte in file name".into());
@@ -79,7 +119,7 @@ impl Files {
             return refuse(ERR_ACCESS, format!("{name}: path leaves the TFTP root"));
         }
         if let Some(bytes) = self.embedded.get(name) {
-            return Ok(bytes.to_vec());
+            return Ok(Source::Static(bytes));
         }
         let Some(root) = &self.root else {
             return refuse(ERR_NOT_FOUND, format!("{name}: no such file"));
@@ -91,18 +131,19 @@ impl Files {
         if !full.starts_with(&root) {
             return refuse(ERR_ACCESS, format!("{name}: path leaves the TFTP root"));
         }
-        match std::fs::metadata(&full) {
-            Ok(m) if !m.is_file() => return refuse(ERR_NOT_FOUND, format!("{name}: not a file")),
-            Ok(m) if m.len() > MAX_FILE => {
-                return refuse(
-                    ERR_ACCESS,
-                    format!("{name}: too large for TFTP; serve it over HTTP"),
-                );
-            }
-            Ok(_) => {}
-            Err(_) => return refuse(ERR_NOT_FOUND, format!("{name}: no such file")),
+        let file = std::fs::File::open(&full).map_err(|e| Refusal {
+            code: ERR_ACCESS,
+            message: format!("{name}: {e}"),
+        })?;
+        match file.metadata() {
+            Ok(m) if !m.is_file() => refuse(ERR_NOT_FOUND, format!("{name}: not a file")),
+            Ok(m) if m.len() > MAX_FILE => refuse(
+                ERR_ACCESS,
+                format!("{name}: too large for TFTP; serve it over HTTP"),
+            ),
+            Ok(m) => Ok(Source::File(file, m.len())),
+            Err(e) => refuse(ERR_ACCESS, format!("{name}: {e}")),
         }
-        std::fs::read(&full).or_else(|e| refuse(ERR_ACCESS, format!("{name}: {e}")))
     }
 }
 
@@ -255,7 +296,7 @@ async fn transfer(
 ) -> std::io::Result<()> {
     let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
     socket.connect(peer).await?;
-    let data = match files.read(&request.file) {
+    let data = match files.open(&request.file) {
         Ok(d) => d,
         Err(refusal) => {
             tracing::info!(%peer, file = %request.file, reason = %refusal.message, "TFTP read refused");
@@ -292,14 +333,13 @@ async fn transfer(
             Reply::Error => return Ok(()), // the probe is over; the client will ask again
         }
     }
-    let blocks = data.len() / blksize + 1; // the last block is short, possibly empty
+    let blocks = (data.len() / blksize as u64 + 1) as usize; // the last block is short, possibly empty
     let mut base = 0usize; // blocks acknowledged so far
     while base < blocks {
         let end = (base + usize::from(windowsize)).min(blocks);
         let mut window = Vec::with_capacity(end - base);
         for i in base..end {
-            let start = i * blksize;
-            let chunk = &data[start.min(data.len())..(start + blksize).min(data.len())];
+            let chunk = data.read_at(i as u64 * blksize as u64, blksize)?;
             let mut p = Vec::with_capacity(4 + chunk.len());
             p.extend(DATA.to_be_bytes());
             // Block numbers wrap at 65535 (RFC 7440 and common practice for large files).
@@ -455,8 +495,14 @@ mod tests {
         std::fs::write(dir.path().join("secret"), "no").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
         let files = Files::new(Some(root));
-        assert_eq!(files.read("hello.txt").unwrap(), b"hi");
-        assert!(files.read("ipxe.efi").unwrap().starts_with(b"MZ"));
+        let hello = files.open("hello.txt").unwrap();
+        assert_eq!(hello.read_at(0, 512).unwrap(), b"hi");
+        assert_eq!(hello.read_at(1, 512).unwrap(), b"i");
+        assert!(hello.read_at(5, 512).unwrap().is_empty());
+        assert_eq!(
+            files.open("ipxe.efi").unwrap().read_at(0, 2).unwrap(),
+            b"MZ"
+        );
         for bad in [
             "../secret",
             "/etc/passwd",
@@ -464,9 +510,9 @@ mod tests {
             "link",
             "hello.txt\0",
         ] {
-            let r = files.read(bad).unwrap_err();
+            let r = files.open(bad).unwrap_err();
             assert_eq!(r.code, ERR_ACCESS, "{bad}: {r:?}");
         }
-        assert_eq!(files.read("missing").unwrap_err().code, ERR_NOT_FOUND);
+        assert_eq!(files.open("missing").unwrap_err().code, ERR_NOT_FOUND);
     }
 }

@@ -172,3 +172,47 @@ fn two_hundred_concurrent_downloads_all_complete() {
     }
     assert_eq!(complete, 200, "{}", describe(&out));
 }
+
+#[test]
+fn files_of_the_operator_directory_are_served_too() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tftp");
+    std::fs::create_dir(&root).unwrap();
+    // 5 MiB that is not all zeros, and not a multiple of the block size.
+    let data: Vec<u8> = (0..5 * 1024 * 1024 + 123)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(root.join("big.bin"), &data).unwrap();
+    let config = ns.config(dir.path(), "10.99.10.0/24", "", NODES);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "ports: { http: 8080 }",
+        &format!("ports: {{ http: 8080 }}, tftp_root: {}", root.display()),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    ns.add_client_address("10.99.10.50/24");
+    let out_path = dir.path().join("got.bin");
+    let out = ns
+        .in_cli("timeout")
+        .args([
+            "60",
+            "atftp",
+            "--option",
+            "blksize 1468",
+            "--option",
+            "windowsize 8",
+            "-g",
+            "-r",
+            "big.bin",
+            "-l",
+        ])
+        .arg(&out_path)
+        .arg(SEED_IP)
+        .output()
+        .unwrap();
+    seed.stop();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(std::fs::read(&out_path).unwrap() == data, "big.bin differs");
+}

@@ -91,7 +91,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
         let tftp_task = tftp_socket.map(|socket| {
-            let files = Arc::new(tftp::Files::new(None));
+            let files = Arc::new(tftp::Files::new(config.seed.tftp_root.clone()));
             tokio::spawn(tftp::serve(socket, files, stopped(stop_rx.clone())))
         });
         let signal = shutdown_signal().await?;

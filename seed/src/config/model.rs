@@ -113,6 +113,8 @@ pub struct SeedHost {
     pub state_dir: PathBuf,
     /// DHCP behaviour.
     pub dhcp: DhcpSettings,
+    /// Extra files for TFTP.
+    pub tftp_root: Option<PathBuf>,
 }
 
 /// How seed's DHCP server behaves.

@@ -134,6 +134,7 @@ fn seed_host(w: &wire::SeedWire) -> SeedHost {
             lease_secs: w.dhcp.lease_time.unwrap_or(3600),
             router_advertisements: w.dhcp.router_advertisements.unwrap_or(true),
         },
+        tftp_root: w.tftp_root.clone(),
     }
 }
 

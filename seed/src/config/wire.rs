@@ -102,6 +102,8 @@ pub struct SeedWire {
     /// DHCP behaviour.
     #[serde(default)]
     pub dhcp: DhcpWire,
+    /// A directory whose files TFTP serves besides the embedded iPXE binaries.
+    pub tftp_root: Option<PathBuf>,
 }
 
 /// `seed.dhcp:`.
