@@ -10,6 +10,7 @@ use ipxe::Firmware;
 
 use crate::config::{Config, Zone};
 use crate::leases::LeaseTable;
+use crate::lifecycle::NodeState;
 use crate::net::MacAddr;
 use crate::plan::{self, Plan};
 
@@ -81,6 +82,30 @@ pub enum Boot {
     Script {
         /// The node's iPXE script URL.
         url: String,
+    },
+}
+
+/// How often the installer is served to one provisioning before the node is failed: an
+/// installer that keeps rebooting mid-way does not get to loop forever.
+pub const MAX_INSTALL_ATTEMPTS: u32 = 3;
+
+/// What a node's iPXE script does, decided from its lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootScript {
+    /// Serve the installer (`attempt` counts from 1).
+    Install {
+        /// The node.
+        node: String,
+        /// Which serving of the installer this is.
+        attempt: u32,
+    },
+    /// Boot the local disk; the reason is shown on the console and logged.
+    LocalDisk(String),
+    /// The installer was served [`MAX_INSTALL_ATTEMPTS`] times without finishing: mark the node
+    /// failed and boot the local disk.
+    GiveUp {
+        /// The node.
+        node: String,
     },
 }
 
@@ -179,6 +204,36 @@ impl Provisioner {
             lease_secs: self.config.seed.dhcp.lease_secs,
             boot,
         })
+    }
+
+    /// What the iPXE script of the machine with `mac` does, given its node's state and how often
+    /// the installer was served to it. Never installs a machine that is not provisioning.
+    pub fn boot_script(&self, mac: MacAddr, state: Option<NodeState>, attempts: u32) -> BootScript {
+        let Some(node) = self.node_of(mac) else {
+            return BootScript::LocalDisk(format!(
+                "{mac} is not a configured node; nothing is installed on it"
+            ));
+        };
+        let name = node.name.clone();
+        match state {
+            Some(NodeState::Provisioning) => BootScript::Install {
+                node: name,
+                attempt: attempts + 1,
+            },
+            // The installer rebooted mid-way (or the node was reset): serve it again, bounded.
+            Some(NodeState::Installing) if attempts < MAX_INSTALL_ATTEMPTS => BootScript::Install {
+                node: name,
+                attempt: attempts + 1,
+            },
+            Some(NodeState::Installing) => BootScript::GiveUp { node: name },
+            Some(s @ (NodeState::Installed | NodeState::Deployed)) => {
+                BootScript::LocalDisk(format!("{name} is {s}"))
+            }
+            Some(s) => BootScript::LocalDisk(format!("{name} is {s}, not provisioning")),
+            None => {
+                BootScript::LocalDisk(format!("{name} is not registered yet, not provisioning"))
+            }
+        }
     }
 
     /// proxyDHCP (`seed.dhcp.proxy`): boot information only, for a network-booting client of a
@@ -383,6 +438,46 @@ mod tests {
         ));
         assert_eq!(o.address, Ipv4Addr::new(10, 1, 10, 200));
         assert_eq!(o.node, None);
+    }
+
+    #[test]
+    fn the_boot_script_follows_the_lifecycle() {
+        let p = provisioner();
+        let mac: MacAddr = CMP3.parse().unwrap();
+        let install = |attempt| BootScript::Install {
+            node: "cmp3".into(),
+            attempt,
+        };
+        assert_eq!(
+            p.boot_script(mac, Some(NodeState::Provisioning), 0),
+            install(1)
+        );
+        assert_eq!(
+            p.boot_script(mac, Some(NodeState::Installing), 1),
+            install(2)
+        );
+        assert_eq!(
+            p.boot_script(mac, Some(NodeState::Installing), MAX_INSTALL_ATTEMPTS),
+            BootScript::GiveUp {
+                node: "cmp3".into()
+            }
+        );
+        for (state, why) in [
+            (NodeState::Installed, "cmp3 is installed"),
+            (NodeState::Deployed, "cmp3 is deployed"),
+            (NodeState::Ready, "cmp3 is ready, not provisioning"),
+            (NodeState::Failed, "cmp3 is failed, not provisioning"),
+        ] {
+            assert_eq!(
+                p.boot_script(mac, Some(state), 0),
+                BootScript::LocalDisk(why.into())
+            );
+        }
+        let stranger: MacAddr = "52:54:00:99:99:99".parse().unwrap();
+        assert!(matches!(
+            p.boot_script(stranger, Some(NodeState::Provisioning), 0),
+            BootScript::LocalDisk(_)
+        ));
     }
 
     #[test]

@@ -53,6 +53,11 @@ const MIGRATIONS: &[&str] = &[
         arch          INTEGER,
         address       TEXT
      ) STRICT;",
+    // 3: a node's secret token (its private URLs), cloud-init instance id and install attempts.
+    "ALTER TABLE nodes ADD COLUMN token TEXT;
+     ALTER TABLE nodes ADD COLUMN instance_id TEXT;
+     ALTER TABLE nodes ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+     CREATE UNIQUE INDEX nodes_by_token ON nodes (token) WHERE token IS NOT NULL;",
 ];
 
 /// The schema version this binary writes.
@@ -184,6 +189,33 @@ pub struct Discovered {
     pub arch: Option<u16>,
     /// The discovery-pool address it was offered.
     pub address: Option<Ipv4Addr>,
+}
+
+/// A node's provisioning: the secret in its URLs and the instance id of its install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioning {
+    /// Node name.
+    pub node: String,
+    /// Lifecycle state.
+    pub state: NodeState,
+    /// Secret token of its `/nodes/<token>/` URLs.
+    pub token: String,
+    /// cloud-init instance id; new on every provisioning so cloud-init runs again.
+    pub instance_id: String,
+    /// How often the installer was served since provisioning began.
+    pub attempts: u32,
+    /// Whether this call started a new provisioning (false: it was already under way).
+    pub started: bool,
+}
+
+/// 32 random bytes as hex: a token nobody can guess from a MAC or a name.
+fn new_token() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Corrupt {
+        what: "random source",
+        value: e.to_string(),
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Whether a transition changed anything.
@@ -403,6 +435,113 @@ impl Store {
         insert_event(&tx, now, Some(name), "state", source, &detail)?;
         tx.commit()?;
         Ok(Transition::Changed { from })
+    }
+
+    /// Set a node to provisioning with a new token and instance id. Asking again while it is
+    /// provisioning or installing changes nothing and returns the same token (no second install);
+    /// `force` re-provisions an installed, deployed or failed node.
+    pub fn provision(
+        &mut self,
+        name: &str,
+        source: &str,
+        force: bool,
+    ) -> Result<Provisioning, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, Option<String>, Option<String>, u32)> = tx
+            .query_row(
+                "SELECT state, token, instance_id, attempts FROM nodes WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let (state, token, instance_id, attempts) =
+            row.ok_or_else(|| StoreError::UnknownNode(name.to_string()))?;
+        let from = parse_state(state)?;
+        if matches!(from, NodeState::Provisioning | NodeState::Installing)
+            && let (Some(token), Some(instance_id)) = (token, instance_id)
+        {
+            return Ok(Provisioning {
+                node: name.to_string(),
+                state: from,
+                token,
+                instance_id,
+                attempts,
+                started: false,
+            });
+        }
+        if !from.can_become(NodeState::Provisioning, force) {
+            let hint = if from.can_become(NodeState::Provisioning, true) {
+                " without --force"
+            } else {
+                ""
+            };
+            return Err(StoreError::IllegalTransition {
+                node: name.to_string(),
+                from,
+                to: NodeState::Provisioning,
+                hint,
+            });
+        }
+        let now = now_ms();
+        let token = new_token()?;
+        let instance_id = format!("{name}-{now}");
+        tx.execute(
+            "UPDATE nodes SET state = ?2, token = ?3, instance_id = ?4, attempts = 0, updated_at = ?5
+             WHERE name = ?1",
+            params![name, NodeState::Provisioning.as_str(), token, instance_id, now],
+        )?;
+        let forced = if force { " (forced)" } else { "" };
+        insert_event(
+            &tx,
+            now,
+            Some(name),
+            "state",
+            source,
+            &format!("{from} -> provisioning{forced}"),
+        )?;
+        tx.commit()?;
+        Ok(Provisioning {
+            node: name.to_string(),
+            state: NodeState::Provisioning,
+            token,
+            instance_id,
+            attempts: 0,
+            started: true,
+        })
+    }
+
+    /// The node a token belongs to, with its provisioning.
+    pub fn by_token(&self, token: &str) -> Result<Option<Provisioning>, StoreError> {
+        let row: Option<(String, String, String, u32)> = self
+            .conn
+            .query_row(
+                "SELECT name, state, instance_id, attempts FROM nodes WHERE token = ?1",
+                [token],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        row.map(|(node, state, instance_id, attempts)| {
+            Ok(Provisioning {
+                node,
+                state: parse_state(state)?,
+                token: token.to_string(),
+                instance_id,
+                attempts,
+                started: false,
+            })
+        })
+        .transpose()
+    }
+
+    /// Count one more serving of the installer to a node; returns the new count.
+    pub fn count_attempt(&mut self, name: &str) -> Result<u32, StoreError> {
+        Ok(self.conn.query_row(
+            "UPDATE nodes SET attempts = attempts + 1 WHERE name = ?1 RETURNING attempts",
+            [name],
+            |r| r.get(0),
+        )?)
     }
 
     /// Record an event; returns its id once it is durable.
@@ -709,6 +848,37 @@ mod tests {
             store.transition("ghost", NodeState::Ready, "cli", "", false),
             Err(StoreError::UnknownNode(_))
         ));
+    }
+
+    #[test]
+    fn provisioning_twice_keeps_the_token_and_force_makes_a_new_one() {
+        let (_dir, mut store) = store();
+        store.register_nodes(["n1"], "config").unwrap();
+        let first = store.provision("n1", "cli", false).unwrap();
+        assert!(first.started);
+        assert_eq!(first.token.len(), 64);
+        let again = store.provision("n1", "cli", false).unwrap();
+        assert!(!again.started, "asking twice does not reinstall");
+        assert_eq!(again.token, first.token);
+        assert_eq!(store.by_token(&first.token).unwrap().unwrap().node, "n1");
+        assert!(store.by_token("guess").unwrap().is_none());
+        assert_eq!(store.count_attempt("n1").unwrap(), 1);
+        for s in [NodeState::Installing, NodeState::Installed] {
+            store.transition("n1", s, "test", "", false).unwrap();
+        }
+        assert!(
+            store.provision("n1", "cli", false).is_err(),
+            "installed needs --force"
+        );
+        let forced = store.provision("n1", "cli", true).unwrap();
+        assert!(forced.started);
+        assert_ne!(forced.token, first.token);
+        assert_ne!(forced.instance_id, first.instance_id);
+        assert_eq!(forced.attempts, 0);
+        assert!(
+            store.by_token(&first.token).unwrap().is_none(),
+            "the old token is gone"
+        );
     }
 
     #[test]

@@ -149,3 +149,49 @@ fn serve_refuses_dhcp_on_an_interface_without_seeds_address() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refusing to serve DHCP"), "{stderr}");
 }
+
+#[test]
+fn provision_marks_nodes_once_and_reinstalls_only_with_force() {
+    let state = tempfile::tempdir().unwrap();
+    let provision = |args: &[&str]| {
+        seed_with("examples/osism-rack.yaml", state.path())
+            .arg("provision")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = provision(&["cmp3", "stor1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("cmp3: provisioning (instance cmp3-"),
+        "{stdout}"
+    );
+    let again = provision(&["cmp3"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("cmp3: already provisioning"),
+        "{}",
+        describe(&again)
+    );
+    let rows = status_json(state.path());
+    let state_of = |name: &str| {
+        rows["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(state_of("cmp3"), "provisioning");
+    assert_eq!(state_of("ctl1"), "ready");
+    // The token is a secret: status does not show it.
+    assert!(
+        !String::from_utf8_lossy(&out.stdout)
+            .to_lowercase()
+            .contains("token")
+    );
+    let unknown = provision(&["nosuch"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no node named nosuch"));
+}

@@ -2,6 +2,7 @@
 
 mod check;
 mod debug;
+mod provision;
 mod render;
 mod serve;
 mod status;
@@ -55,6 +56,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Print a node's autoinstall documents (user-data, meta-data, netplan), or write every node's.
     Render(render::RenderArgs),
+    /// Mark nodes for installation: their next network boot installs them.
+    Provision(provision::ProvisionArgs),
     /// Run seed: open the state store and serve until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
     /// Show every node and its lifecycle state.
@@ -100,6 +103,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(&global, args),
         Command::Render(args) => render::run(&global, args),
+        Command::Provision(args) => provision::run(&global, args),
         Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
         Command::Config(ConfigCommand::Example) => {
