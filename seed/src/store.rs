@@ -409,19 +409,7 @@ impl Store {
         if from == to && !forced {
             return Ok(Transition::Unchanged);
         }
-        if !from.can_become(to, forced) {
-            let hint = if from.can_become(to, true) {
-                " without --force"
-            } else {
-                ""
-            };
-            return Err(StoreError::IllegalTransition {
-                node: name.to_string(),
-                from,
-                to,
-                hint,
-            });
-        }
+        allowed(name, from, to, forced)?;
         let now = now_ms();
         tx.execute(
             "UPDATE nodes SET state = ?2, updated_at = ?3 WHERE name = ?1",
@@ -471,19 +459,7 @@ impl Store {
                 started: false,
             });
         }
-        if !from.can_become(NodeState::Provisioning, force) {
-            let hint = if from.can_become(NodeState::Provisioning, true) {
-                " without --force"
-            } else {
-                ""
-            };
-            return Err(StoreError::IllegalTransition {
-                node: name.to_string(),
-                from,
-                to: NodeState::Provisioning,
-                hint,
-            });
-        }
+        allowed(name, from, NodeState::Provisioning, force)?;
         let now = now_ms();
         let token = new_token()?;
         let instance_id = format!("{name}-{now}");
@@ -729,6 +705,25 @@ fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawLease> {
             expires_at,
         })
     })())
+}
+
+/// The lifecycle's verdict on moving node `name` from `from` to `to`, as a store error that says
+/// whether `--force` would allow it.
+fn allowed(name: &str, from: NodeState, to: NodeState, forced: bool) -> Result<(), StoreError> {
+    if from.can_become(to, forced) {
+        return Ok(());
+    }
+    let hint = if from.can_become(to, true) {
+        " without --force"
+    } else {
+        ""
+    };
+    Err(StoreError::IllegalTransition {
+        node: name.to_string(),
+        from,
+        to,
+        hint,
+    })
 }
 
 fn parse_state(value: String) -> Result<NodeState, StoreError> {
