@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use autoinstall::{BondIface, Bridge, Ethernet, Iface, Network, NodeContext, Route, User, Vlan};
 
 use crate::config::{Config, Install, Node};
-use crate::plan::NodePlan;
+use crate::plan::{self, NodePlan, Plan};
 
 /// Why a node's documents could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,61 @@ pub enum InstallError {
     /// A template is broken.
     #[error(transparent)]
     Template(#[from] autoinstall::Error),
+    /// No such node in the config.
+    #[error("no node named {0} in the config")]
+    UnknownNode(String),
+    /// A node's documents did not render.
+    #[error("rendering node {node}: {error}")]
+    Render {
+        /// The node.
+        node: String,
+        /// What the template said.
+        error: autoinstall::Error,
+    },
+}
+
+/// Renders any node's documents: the templates are loaded and checked once, the plan derived
+/// once. `seed check`, `seed render` and the HTTP side all go through it.
+pub struct Installer<'a> {
+    config: &'a Config,
+    settings: &'a Install,
+    renderer: autoinstall::Renderer,
+    plan: Plan,
+}
+
+impl<'a> Installer<'a> {
+    /// An installer for `config`; an error if it has no `install:` section or a template is
+    /// broken.
+    pub fn new(config: &'a Config) -> Result<Self, InstallError> {
+        let settings = config
+            .install
+            .as_ref()
+            .ok_or(InstallError::NoInstallSection)?;
+        Ok(Self {
+            config,
+            settings,
+            renderer: renderer(settings)?,
+            plan: plan::derive(config),
+        })
+    }
+
+    /// The documents of node `name` for one provisioning.
+    pub fn documents(
+        &self,
+        name: &str,
+        instance: &Instance,
+    ) -> Result<autoinstall::Documents, InstallError> {
+        let unknown = || InstallError::UnknownNode(name.to_string());
+        let node = self.config.node(name).ok_or_else(unknown)?;
+        let node_plan = self.plan.node(name).ok_or_else(unknown)?;
+        let context = node_context(self.config, self.settings, node, node_plan, instance);
+        self.renderer
+            .render(&context)
+            .map_err(|error| InstallError::Render {
+                node: name.to_string(),
+                error,
+            })
+    }
 }
 
 /// Per-provisioning values that do not come from the config.
@@ -43,16 +98,8 @@ pub struct Instance {
     pub instance_id: String,
 }
 
-/// The install settings, or the error that says they are missing.
-pub fn settings(config: &Config) -> Result<&Install, InstallError> {
-    config
-        .install
-        .as_ref()
-        .ok_or(InstallError::NoInstallSection)
-}
-
 /// A renderer with the embedded templates and the operator's overrides from `templates_dir`.
-pub fn renderer(install: &Install) -> Result<autoinstall::Renderer, InstallError> {
+fn renderer(install: &Install) -> Result<autoinstall::Renderer, InstallError> {
     let overrides = match &install.templates_dir {
         Some(dir) => read_overrides(dir)?,
         None => BTreeMap::new(),
@@ -81,7 +128,7 @@ fn read_overrides(dir: &Path) -> Result<BTreeMap<String, String>, InstallError> 
 }
 
 /// The template context of one node.
-pub fn node_context(
+fn node_context(
     config: &Config,
     install: &Install,
     node: &Node,

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
@@ -51,25 +50,18 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<ExitCode> {
     let plan = plan::derive(&config);
     // With an install section, every node's documents must render: a broken template override
     // is found here, not when a node asks for its user-data.
-    if let Some(settings) = &config.install {
-        let rendered = install::renderer(settings)
-            .map_err(anyhow::Error::from)
-            .and_then(|renderer| {
-                for (node, node_plan) in config.nodes.iter().zip(&plan.nodes) {
-                    let instance = install::Instance {
-                        token: "check".into(),
-                        instance_id: format!("{}-check", node.name),
-                    };
-                    let context =
-                        install::node_context(&config, settings, node, node_plan, &instance);
-                    renderer
-                        .render(&context)
-                        .with_context(|| format!("rendering node {}", node.name))?;
-                }
-                Ok(())
-            });
+    if config.install.is_some() {
+        let rendered = install::Installer::new(&config).and_then(|installer| {
+            config.nodes.iter().try_for_each(|node| {
+                let instance = install::Instance {
+                    token: "check".into(),
+                    instance_id: format!("{}-check", node.name),
+                };
+                installer.documents(&node.name, &instance).map(drop)
+            })
+        });
         if let Err(err) = rendered {
-            eprintln!("{}: install documents: {err:#}", path.display());
+            eprintln!("{}: install documents: {err}", path.display());
             return Ok(ExitCode::FAILURE);
         }
     }

@@ -7,8 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
 use super::Global;
-use crate::install::{self, Instance};
-use crate::plan;
+use crate::install::{Installer, Instance};
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
@@ -41,14 +40,8 @@ enum Document {
 
 pub fn run(global: &Global, args: RenderArgs) -> anyhow::Result<ExitCode> {
     let config = global.load_config()?;
-    let settings = install::settings(&config)?;
-    let renderer = install::renderer(settings)?;
-    let plan = plan::derive(&config);
-    let render = |name: &str| -> anyhow::Result<autoinstall::Documents> {
-        let node = config
-            .node(name)
-            .with_context(|| format!("no node named {name} in {}", config.source.display()))?;
-        let node_plan = plan.node(name).context("node missing from plan")?;
+    let installer = Installer::new(&config)?;
+    let render = |name: &str| {
         let instance = Instance {
             token: args.token.clone(),
             instance_id: args
@@ -56,10 +49,7 @@ pub fn run(global: &Global, args: RenderArgs) -> anyhow::Result<ExitCode> {
                 .clone()
                 .unwrap_or_else(|| format!("{name}-preview")),
         };
-        let context = install::node_context(&config, settings, node, node_plan, &instance);
-        renderer
-            .render(&context)
-            .with_context(|| format!("rendering node {name}"))
+        installer.documents(name, &instance)
     };
 
     if args.all {
