@@ -6,7 +6,7 @@
 mod common;
 
 use common::describe;
-use common::netns::{Netns, SEED_IP, udhcpc};
+use common::netns::{Netns, SEED_IP, serving, udhcpc, with_seed_settings};
 
 const NODE_MAC: &str = "02:00:00:00:00:21";
 // A zero-length option on an otherwise valid packet is tolerated and answered (a unit test in
@@ -23,11 +23,7 @@ fn rack(ns: &Netns, dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn udhcpc_gets_the_reserved_address_and_the_boot_file_for_its_firmware() {
-    let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = rack(&ns, dir.path());
-    let state = dir.path().join("state");
-    let seed = ns.start_seed(&config, &state);
+    let (ns, dir, _config, seed) = serving(rack);
     ns.set_client_mac(NODE_MAC);
 
     // x64 UEFI PXE: ipxe.efi over TFTP from seed (siaddr).
@@ -127,10 +123,7 @@ fn udhcpc_gets_the_reserved_address_and_the_boot_file_for_its_firmware() {
 
 #[test]
 fn firmware_seed_carries_nothing_for_gets_no_answer() {
-    let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = rack(&ns, dir.path());
-    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    let (ns, dir, _config, seed) = serving(rack);
     ns.set_client_mac(NODE_MAC);
     // 32-bit UEFI (arch 6): an x64 binary would not run; no answer at all.
     let (out, env) = udhcpc(
@@ -156,10 +149,7 @@ fn firmware_seed_carries_nothing_for_gets_no_answer() {
 
 #[test]
 fn malformed_packets_do_not_stop_the_server() {
-    let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = rack(&ns, dir.path());
-    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    let (ns, dir, _config, seed) = serving(rack);
     ns.add_client_address("10.99.10.50/24");
     // A valid DHCPDISCOVER header to mangle: BOOTREQUEST, Ethernet, 6-byte MAC, magic cookie.
     let script = format!(
@@ -201,11 +191,8 @@ print(len(packets))
 
 #[test]
 fn dhclient_gets_the_same_pool_lease_back_after_seed_restarts() {
-    let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = rack(&ns, dir.path());
+    let (ns, dir, config, seed) = serving(rack);
     let state = dir.path().join("state");
-    let seed = ns.start_seed(&config, &state);
 
     // Two unknown machines take the first two discovery addresses.
     ns.set_client_mac("02:00:00:00:00:a1");
@@ -296,10 +283,7 @@ fn stat(text: &str, exchange: &str, label: &str) -> u64 {
 
 #[test]
 fn perfdhcp_completes_dora_through_a_relay() {
-    let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = big_rack(&ns, dir.path());
-    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    let (ns, _dir, _config, seed) = serving(big_rack);
     // perfdhcp acts as a relay: it sends from port 67 with giaddr = its own address and
     // expects the answers unicast to giaddr:67.
     ns.add_client_address("10.99.10.50/16");
@@ -547,13 +531,7 @@ fn proxy_dhcp_offers_boot_information_and_no_address() {
     let ns = Netns::new();
     let dir = tempfile::tempdir().unwrap();
     let config = ns.config(dir.path(), "10.99.10.0/24", "", NODES);
-    // The same config in proxy mode.
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "ports: { http: 8080 }",
-        "ports: { http: 8080 }, dhcp: { proxy: true }",
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
+    with_seed_settings(&config, "dhcp: { proxy: true }");
     let seed = ns.start_seed(&config, &dir.path().join("state"));
     // The site's DHCP server gave the client an address already.
     ns.add_client_address("10.99.10.60/24");
@@ -638,10 +616,7 @@ fn proxy_dhcp_offers_boot_information_and_no_address() {
 
 #[test]
 fn router_advertisements_without_a_prefix_answer_rdisc6() {
-    let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = rack(&ns, dir.path());
-    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    let (ns, _dir, _config, seed) = serving(rack);
     // rdisc6 (ndisc6) solicits and prints the advertisement. Right after the link comes up the
     // link-local addresses are still tentative, so it may take a few tries.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -685,11 +660,8 @@ fn router_advertisements_without_a_prefix_answer_rdisc6() {
 fn renew_rebind_inform_nak_release_and_decline_follow_rfc_2131() {
     use dhcproto::v4::{MessageType, OptionCode};
     use std::net::Ipv4Addr;
-    let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = rack(&ns, dir.path());
+    let (ns, dir, _config, seed) = serving(rack);
     let state = dir.path().join("state");
-    let seed = ns.start_seed(&config, &state);
     // The node holds its reserved address already (as after a first DORA).
     ns.add_client_address("10.99.10.21/24");
     let node = [2, 0, 0, 0, 0, 0x21];
@@ -824,10 +796,7 @@ fn renew_rebind_inform_nak_release_and_decline_follow_rfc_2131() {
 
 #[test]
 fn a_flood_from_one_mac_does_not_starve_other_clients() {
-    let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = rack(&ns, dir.path());
-    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    let (ns, dir, _config, seed) = serving(rack);
     ns.add_client_address("10.99.10.50/24");
     // DISCOVERs from one MAC as fast as Python sends them: bounded to 3 s and 300,000 packets.
     let flood = format!(

@@ -6,7 +6,7 @@
 mod common;
 
 use common::describe;
-use common::netns::{Netns, SEED_IP};
+use common::netns::{Netns, SEED_IP, serving, with_seed_settings};
 
 const NODES: &str = "[{ name: n1, role: node, bmc: { address: 10.99.0.21, driver: manual }, macs: [\"02:00:00:00:00:21\"] }]";
 
@@ -15,12 +15,30 @@ fn firmware(name: &str) -> Vec<u8> {
 }
 
 fn started() -> (Netns, tempfile::TempDir, common::netns::Seed) {
-    let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = ns.config(dir.path(), "10.99.10.0/24", "", NODES);
-    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    let (ns, dir, _config, seed) = serving(|ns, dir| ns.config(dir, "10.99.10.0/24", "", NODES));
     ns.add_client_address("10.99.10.50/24");
     (ns, dir, seed)
+}
+
+/// `atftp` fetching `name` into `out` with blksize 1468 and windowsize 8.
+fn atftp_get(ns: &Netns, name: &str, out: &std::path::Path) -> std::process::Output {
+    ns.in_cli("timeout")
+        .args([
+            "60",
+            "atftp",
+            "--option",
+            "blksize 1468",
+            "--option",
+            "windowsize 8",
+            "-g",
+            "-r",
+            name,
+            "-l",
+        ])
+        .arg(out)
+        .arg(SEED_IP)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -28,24 +46,7 @@ fn atftp_and_curl_fetch_byte_identical_binaries_with_large_blocks_and_windows() 
     let (ns, dir, seed) = started();
     for name in ["ipxe.efi", "undionly.kpxe", "snponly.efi"] {
         let out_path = dir.path().join(format!("atftp-{name}"));
-        let out = ns
-            .in_cli("timeout")
-            .args([
-                "60",
-                "atftp",
-                "--option",
-                "blksize 1468",
-                "--option",
-                "windowsize 8",
-                "-g",
-                "-r",
-                name,
-                "-l",
-            ])
-            .arg(&out_path)
-            .arg(SEED_IP)
-            .output()
-            .unwrap();
+        let out = atftp_get(&ns, name, &out_path);
         assert!(out.status.success(), "atftp {name}: {}", describe(&out));
         assert!(
             std::fs::read(&out_path).unwrap() == firmware(name),
@@ -185,33 +186,11 @@ fn files_of_the_operator_directory_are_served_too() {
         .collect();
     std::fs::write(root.join("big.bin"), &data).unwrap();
     let config = ns.config(dir.path(), "10.99.10.0/24", "", NODES);
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "ports: { http: 8080 }",
-        &format!("ports: {{ http: 8080 }}, tftp_root: {}", root.display()),
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
+    with_seed_settings(&config, &format!("tftp_root: {}", root.display()));
     let seed = ns.start_seed(&config, &dir.path().join("state"));
     ns.add_client_address("10.99.10.50/24");
     let out_path = dir.path().join("got.bin");
-    let out = ns
-        .in_cli("timeout")
-        .args([
-            "60",
-            "atftp",
-            "--option",
-            "blksize 1468",
-            "--option",
-            "windowsize 8",
-            "-g",
-            "-r",
-            "big.bin",
-            "-l",
-        ])
-        .arg(&out_path)
-        .arg(SEED_IP)
-        .output()
-        .unwrap();
+    let out = atftp_get(&ns, "big.bin", &out_path);
     seed.stop();
     assert!(out.status.success(), "{}", describe(&out));
     assert!(std::fs::read(&out_path).unwrap() == data, "big.bin differs");

@@ -321,3 +321,29 @@ pub fn dhclient(
     let env = read_env(&env_file);
     (String::from_utf8_lossy(&out.stderr).into_owned(), env)
 }
+
+/// Fresh namespaces with seed running in them on the config `make_config` writes. Bind the
+/// result as `let (ns, dir, config, seed) = serving(…)`: locals drop in reverse order, so seed is
+/// killed before the scratch directory and the namespaces go. Its state is `dir/state`.
+pub fn serving(
+    make_config: impl FnOnce(&Netns, &Path) -> PathBuf,
+) -> (Netns, tempfile::TempDir, PathBuf, Seed) {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = make_config(&ns, dir.path());
+    let seed = ns.start_seed(&config, &dir.path().join("state"));
+    (ns, dir, config, seed)
+}
+
+/// Add `settings` (YAML flow-mapping entries such as `tftp_root: /x`) to the `seed:` section of
+/// a config written by [`Netns::config`].
+pub fn with_seed_settings(config: &Path, settings: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let marker = "ports: { http: 8080 }";
+    assert!(text.contains(marker), "not a Netns::config file");
+    std::fs::write(
+        config,
+        text.replacen(marker, &format!("{marker}, {settings}"), 1),
+    )
+    .unwrap();
+}
