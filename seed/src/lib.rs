@@ -2,8 +2,11 @@
 //!
 //! How a boot flows through these modules is in `docs/ARCHITECTURE.md`. In short: [`config`]
 //! reads and validates the operator's YAML once; [`plan`] derives every node's addresses from its
-//! BMC address; [`store`] keeps lifecycle state, leases and events in SQLite; [`lifecycle`] says
-//! which state changes are allowed; [`cli`] is the command line over all of them.
+//! BMC address; [`provision`] makes every decision the protocol servers ask for ([`dhcp`],
+//! [`tftp`], and [`ra`] beside them), reading the [`leases`] table and the [`store`] (lifecycle
+//! state, leases, events in SQLite; [`lifecycle`] says which state changes are allowed);
+//! [`install`] turns a node into its autoinstall documents; [`cli`] is the command line over
+//! all of them.
 
 pub mod cli;
 pub mod config;

@@ -10,7 +10,7 @@ mod packet;
 mod writer;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -375,9 +375,4 @@ impl Server {
             self.last_bad_log = Some(Instant::now());
         }
     }
-}
-
-/// Where a reply goes (RFC 2131 section 4.1).
-fn broadcast() -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT))
 }

@@ -8,7 +8,7 @@ use dhcproto::v4::{
 };
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
-use super::{CLIENT_PORT, SERVER_PORT, broadcast};
+use super::{CLIENT_PORT, SERVER_PORT};
 use crate::net::MacAddr;
 use crate::provision::{Boot, DhcpRequest, Offer};
 
@@ -261,7 +261,7 @@ pub fn destination(req: &Message, kind: MessageType) -> SocketAddr {
     if kind != MessageType::Nak && req.ciaddr() != Ipv4Addr::UNSPECIFIED {
         return SocketAddr::V4(SocketAddrV4::new(req.ciaddr(), CLIENT_PORT));
     }
-    broadcast()
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT))
 }
 
 /// Encode a reply. Encoding a message seed built itself does not fail; if it ever did, an
