@@ -1,7 +1,7 @@
 //! The config file: YAML in, a validated [`Config`] out.
 //!
 //! Two steps, as in dora and hickory: [`wire`] is the file as written (serde, unknown fields
-//! refused), [`validate`] turns it into the domain model in [`model`] and collects every problem,
+//! refused), `validate` turns it into the domain model in `model` and collects every problem,
 //! each naming the file, line, field and node.
 
 mod model;

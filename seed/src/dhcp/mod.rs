@@ -2,7 +2,7 @@
 //!
 //! The caller binds the socket ([`bind`] for production, anything for tests) and passes a
 //! shutdown signal. One task owns the lease table, so the packet path takes no lock and runs no
-//! SQL. Leases are made durable by a writer thread ([`writer`]) that commits a batch of them in
+//! SQL. Leases are made durable by a writer thread (`writer`) that commits a batch of them in
 //! one transaction and only then sends their ACKs: a lease is on disk before the client hears of
 //! it, and a burst of clients costs one fsync per batch, not one per client.
 
