@@ -373,28 +373,29 @@ fn sigkill_during_load_loses_no_acked_lease_and_hands_out_no_address_twice() {
     // Load from 1,500 clients (a fixed random seed, so the second run reuses the MACs); kill
     // seed with SIGKILL once ACKs are flowing.
     let capture = Capture::start(&ns, &dir.path().join("before.pcap"));
-    let load = ns
-        .in_cli("timeout")
-        .args([
-            "30",
-            "perfdhcp",
-            "-4",
-            "-l",
-            &ns.cli_if,
-            "-r",
-            "300",
-            "-p",
-            "4",
-            "-R",
-            "1500",
-            "-s",
-            "7",
-            "10.99.10.1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let load = common::KillOnDrop::new(
+        ns.in_cli("timeout")
+            .args([
+                "30",
+                "perfdhcp",
+                "-4",
+                "-l",
+                &ns.cli_if,
+                "-r",
+                "300",
+                "-p",
+                "4",
+                "-R",
+                "1500",
+                "-s",
+                "7",
+                "10.99.10.1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::fs::metadata(dir.path().join("before.pcap"))
         .map(|m| m.len())
@@ -405,8 +406,7 @@ fn sigkill_during_load_loses_no_acked_lease_and_hands_out_no_address_twice() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     seed.kill();
-    let load = load.wait_with_output().unwrap();
-    let _ = load;
+    load.wait_with_output();
     let before = capture.stop();
     assert!(
         before.len() > 100,
@@ -812,13 +812,14 @@ while time.time() < end and n < 300000:
 print(n)
 "#
     );
-    let flooder = ns
-        .in_cli("python3")
-        .arg("-c")
-        .arg(flood)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let flooder = common::KillOnDrop::new(
+        ns.in_cli("python3")
+            .arg("-c")
+            .arg(flood)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Meanwhile the node boots.
     ns.set_client_mac_keep_address(NODE_MAC);
     let (out, env) = udhcpc(
@@ -826,7 +827,7 @@ print(n)
         dir.path(),
         &["-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007"],
     );
-    let sent: u64 = String::from_utf8_lossy(&flooder.wait_with_output().unwrap().stdout)
+    let sent: u64 = String::from_utf8_lossy(&flooder.wait_with_output().stdout)
         .trim()
         .parse()
         .unwrap();

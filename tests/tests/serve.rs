@@ -5,20 +5,10 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{describe, repo_root, seed};
-
-/// Kills the child if a test fails before it is stopped properly.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `seed --config <repo>/<config> --state-dir <state>`.
 fn seed_with(config: &str, state: &std::path::Path) -> std::process::Command {
@@ -54,7 +44,7 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut running = Running(child);
+    let mut running = common::KillOnDrop::new(child);
 
     // Poll the store until serve has registered every node.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -76,7 +66,7 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let pid = running.0.id().to_string();
+    let pid = running.child().id().to_string();
     let term = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -84,7 +74,7 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
     assert!(term.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = running.0.try_wait().unwrap() {
+        if let Some(status) = running.child().try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "serve ignored SIGTERM");

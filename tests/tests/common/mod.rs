@@ -39,3 +39,33 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// A child process that is killed when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    /// Guard `child`.
+    pub fn new(child: std::process::Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The child, e.g. for its pid or `try_wait`.
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("child already waited for")
+    }
+
+    /// Wait for the child to end by itself and collect its output.
+    pub fn wait_with_output(mut self) -> Output {
+        let child = self.0.take().expect("child already waited for");
+        child.wait_with_output().expect("wait for child")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
