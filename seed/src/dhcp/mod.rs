@@ -202,7 +202,7 @@ impl Server {
                 return None;
             }
             MessageType::Decline => {
-                let ip = facts.requested.unwrap_or(msg.ciaddr());
+                let ip = facts.request.requested.unwrap_or(msg.ciaddr());
                 self.leases.decline(
                     ip,
                     now + i64::from(self.provisioner.config().seed.dhcp.lease_secs) * 1000,
@@ -255,9 +255,8 @@ impl Server {
                 if facts.server_id.is_some_and(|s| s != server) {
                     return None;
                 }
-                let wanted = facts
-                    .requested
-                    .or_else(|| (msg.ciaddr() != Ipv4Addr::UNSPECIFIED).then_some(msg.ciaddr()));
+                // Option 50, or ciaddr when renewing.
+                let wanted = facts.request.requested;
                 self.stats.replied += 1;
                 if wanted != Some(offer.address) {
                     // RFC 2131 4.3.2: wrong address (another network, a stale lease) → NAK, so

@@ -22,10 +22,8 @@ const IPXE_NO_PXEDHCP: [u8; 3] = [176, 1, 1];
 pub struct Facts {
     /// DHCP message type.
     pub kind: MessageType,
-    /// The client, as the decision module sees it.
+    /// The client, as the decision module sees it (including the address it asks for).
     pub request: DhcpRequest,
-    /// Option 50.
-    pub requested: Option<Ipv4Addr>,
     /// Option 54.
     pub server_id: Option<Ipv4Addr>,
 }
@@ -121,7 +119,6 @@ pub fn request_facts(msg: &Message) -> Option<Facts> {
             requested: requested
                 .or_else(|| (msg.ciaddr() != Ipv4Addr::UNSPECIFIED).then_some(msg.ciaddr())),
         },
-        requested,
         server_id,
     })
 }
