@@ -115,6 +115,34 @@ pub struct SeedHost {
     pub dhcp: DhcpSettings,
     /// Extra files for TFTP.
     pub tftp_root: Option<PathBuf>,
+    /// The bearer token of mutating API calls; `None` refuses them all.
+    pub api_token: Option<SecretRef>,
+    /// Install retries and timeouts.
+    pub lifecycle: Lifecycle,
+}
+
+/// How long installs may take and how often they are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// How often the installer is served to one provisioning before the node is failed.
+    pub install_attempts: u32,
+    /// Seconds without an event before a provisioning, installing or installed node is failed;
+    /// 0 never fails one.
+    pub progress_timeout_secs: u64,
+    /// Seconds a token still accepts callbacks after its node is deployed or failed.
+    pub callback_grace_secs: u64,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            install_attempts: 3,
+            // An install over a 1 GbE management link reports every few seconds; an hour of
+            // silence is a node that never booted or a hung installer.
+            progress_timeout_secs: 3600,
+            callback_grace_secs: 3600,
+        }
+    }
 }
 
 /// How seed's DHCP server behaves.
@@ -246,6 +274,8 @@ pub struct Role {
     pub boot_link: String,
     /// Install disk.
     pub disk: Option<DiskMatch>,
+    /// The image its nodes install from, if the role names one.
+    pub image: Option<String>,
 }
 
 /// Which disk subiquity installs to. Never empty: subiquity's default is the largest disk,
@@ -312,6 +342,8 @@ pub struct Node {
     pub nics: std::collections::BTreeMap<String, MacAddr>,
     /// Firmware kind.
     pub firmware: Firmware,
+    /// The image it installs from (its own, else its role's, else `install.image`).
+    pub image: String,
 }
 
 /// How a node boots.

@@ -13,8 +13,8 @@ use serde_saphyr::Spanned;
 
 use super::Problem;
 use super::model::{
-    Bmc, Bond, Config, DhcpSettings, DiskMatch, Firmware, Install, Link, Node, OperatorUser, Pool,
-    Ports, PowerDriver, Role, SecretRef, SeedHost, Zone,
+    Bmc, Bond, Config, DhcpSettings, DiskMatch, Firmware, Install, Lifecycle, Link, Node,
+    OperatorUser, Pool, Ports, PowerDriver, Role, SecretRef, SeedHost, Zone,
 };
 use super::wire::{self, ConfigFile};
 use crate::net::{Ipv4Net, MacAddr};
@@ -22,6 +22,9 @@ use crate::plan;
 
 /// Where seed keeps its state when the config does not say.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/seed";
+
+/// The image nodes install from when neither they, their role nor `install.image` name one.
+pub const DEFAULT_IMAGE: &str = "ubuntu-24.04";
 
 /// Ethernet MTU bounds: IPv4's minimum and the usual jumbo-frame ceiling of data-centre switches.
 const MTU_RANGE: std::ops::RangeInclusive<u16> = 576..=9216;
@@ -60,7 +63,15 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
     let roles = roles(&mut v, &file.roles, &links, provisioning_link.as_deref());
     let seed = seed_host(&file.seed.value);
     let zones = zones(&mut v, &file.zones, &links, &roles, &seed);
-    let nodes = nodes(&mut v, &file.nodes, &roles, &zones, &links);
+    let default_image = match file.install.as_ref().and_then(|i| i.value.image.as_ref()) {
+        Some(image) => {
+            let line = file.install.as_ref().and_then(line_of);
+            check_image(&mut v, line, "install.image".into(), image);
+            image.clone()
+        }
+        None => DEFAULT_IMAGE.to_string(),
+    };
+    let nodes = nodes(&mut v, &file.nodes, &roles, &zones, &links, &default_image);
     let install = file.install.as_ref().map(|i| install(&mut v, i, &seed));
     let config = Config {
         source: source.to_path_buf(),
@@ -135,6 +146,32 @@ fn seed_host(w: &wire::SeedWire) -> SeedHost {
             router_advertisements: w.dhcp.router_advertisements.unwrap_or(true),
         },
         tftp_root: w.tftp_root.clone(),
+        api_token: w.api_token.as_ref().map(secret_ref),
+        lifecycle: {
+            let d = Lifecycle::default();
+            Lifecycle {
+                install_attempts: w.lifecycle.install_attempts.unwrap_or(d.install_attempts),
+                progress_timeout_secs: w
+                    .lifecycle
+                    .progress_timeout
+                    .unwrap_or(d.progress_timeout_secs),
+                callback_grace_secs: w.lifecycle.callback_grace.unwrap_or(d.callback_grace_secs),
+            }
+        },
+    }
+}
+
+fn secret_ref(w: &wire::SecretRefWire) -> SecretRef {
+    match w {
+        wire::SecretRefWire::Env(var) => SecretRef::Env(var.clone()),
+        wire::SecretRefWire::File(path) => SecretRef::File(path.clone()),
+    }
+}
+
+/// Image names are directory names under the images directory and URL path segments.
+fn check_image(v: &mut Validator, line: Option<u64>, field: String, name: &str) {
+    if let Err(e) = images::check_name(name) {
+        v.problem(line, field, e.to_string());
     }
 }
 
@@ -371,11 +408,15 @@ fn roles(
                 None
             }
         };
+        if let Some(image) = &w.image {
+            check_image(v, line, at("image"), image);
+        }
         out.push(Role {
             name: w.name.clone(),
             links: w.links.clone(),
             boot_link,
             disk,
+            image: w.image.clone(),
         });
     }
     out
@@ -672,6 +713,7 @@ fn nodes(
     roles: &[Role],
     zones: &[Zone],
     links: &[Link],
+    default_image: &str,
 ) -> Vec<Node> {
     duplicates(
         v,
@@ -746,6 +788,14 @@ fn nodes(
             }
         }
         let node_disk = w.disk.as_ref().map(|d| disk(v, line, at("disk"), d));
+        if let Some(image) = &w.image {
+            check_image(v, line, at("image"), image);
+        }
+        let image = w
+            .image
+            .clone()
+            .or_else(|| role.and_then(|r| r.image.clone()))
+            .unwrap_or_else(|| default_image.to_string());
         for z in &w.extra_zones {
             match zones.iter().find(|zone| zone.name == *z) {
                 None => v.problem(
@@ -811,10 +861,7 @@ fn nodes(
                     wire::DriverWire::Manual => PowerDriver::Manual,
                 },
                 username: w.bmc.username.clone(),
-                password: w.bmc.password.as_ref().map(|p| match p {
-                    wire::SecretRefWire::Env(var) => SecretRef::Env(var.clone()),
-                    wire::SecretRefWire::File(path) => SecretRef::File(path.clone()),
-                }),
+                password: w.bmc.password.as_ref().map(secret_ref),
             },
             macs,
             console: w.console.clone(),
@@ -827,6 +874,7 @@ fn nodes(
                 Some(wire::FirmwareWire::Bios) => Firmware::Bios,
                 _ => Firmware::Uefi,
             },
+            image,
         });
     }
     out
@@ -862,6 +910,24 @@ fn seed_in_provisioning_zone(v: &mut Validator, line: Option<u64>, config: &Conf
             format!(
                 "{} s is outside 60 s to 7 days",
                 config.seed.dhcp.lease_secs
+            ),
+        );
+    }
+    let lifecycle = config.seed.lifecycle;
+    if !(1..=10).contains(&lifecycle.install_attempts) {
+        v.problem(
+            line,
+            "seed.lifecycle.install_attempts",
+            format!("{} is outside 1-10", lifecycle.install_attempts),
+        );
+    }
+    if (1..300).contains(&lifecycle.progress_timeout_secs) {
+        v.problem(
+            line,
+            "seed.lifecycle.progress_timeout",
+            format!(
+                "{} s is shorter than an installer's quiet stretches (at least 300 s, or 0 for never)",
+                lifecycle.progress_timeout_secs
             ),
         );
     }

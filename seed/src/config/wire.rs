@@ -51,6 +51,9 @@ pub struct InstallWire {
     pub templates_dir: Option<PathBuf>,
     /// APT mirror for primary and security; defaults to `<seed url>/apt/ubuntu`.
     pub apt_mirror: Option<String>,
+    /// The image (from `seed images add`) nodes install from unless their role or node names
+    /// another; defaults to `ubuntu-24.04`.
+    pub image: Option<String>,
 }
 
 /// `install.user:`.
@@ -104,6 +107,25 @@ pub struct SeedWire {
     pub dhcp: DhcpWire,
     /// A directory whose files TFTP serves besides the embedded iPXE binaries.
     pub tftp_root: Option<PathBuf>,
+    /// Where the bearer token of mutating API calls is; without one they are refused.
+    pub api_token: Option<SecretRefWire>,
+    /// How long installs may take and how often they are retried.
+    #[serde(default)]
+    pub lifecycle: LifecycleWire,
+}
+
+/// `seed.lifecycle:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleWire {
+    /// How often the installer is served to one provisioning before the node is failed
+    /// (default 3): an installer that reboots mid-way must not loop forever.
+    pub install_attempts: Option<u32>,
+    /// Seconds without an event before an active node is failed (default 3600; 0: never).
+    pub progress_timeout: Option<u64>,
+    /// Seconds a node's token still accepts callbacks after it is deployed or failed
+    /// (default 3600): the installer reports its last events after `installed`.
+    pub callback_grace: Option<u64>,
 }
 
 /// `seed.dhcp:`.
@@ -269,6 +291,8 @@ pub struct RoleWire {
     pub boot_link: Option<String>,
     /// The disk to install to.
     pub disk: Option<DiskWire>,
+    /// The image nodes of this role install from (overrides `install.image`).
+    pub image: Option<String>,
 }
 
 /// A disk match in subiquity's terms. At least one key is required.
@@ -320,6 +344,8 @@ pub struct NodeWire {
     pub nics: std::collections::BTreeMap<String, String>,
     /// `uefi` (default) or `bios`.
     pub firmware: Option<FirmwareWire>,
+    /// The image this node installs from (overrides its role's).
+    pub image: Option<String>,
 }
 
 /// `nodes[].bmc:`.
