@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
+use crate::metrics::{Metrics, TftpOutcome};
+
 const RRQ: u16 = 1;
 const WRQ: u16 = 2;
 const DATA: u16 = 3;
@@ -164,7 +166,7 @@ struct Request {
     options: Options,
 }
 
-fn parse_request(packet: &[u8]) -> Result<Request, Refusal> {
+fn parse_request(packet: &[u8], max_blksize: usize) -> Result<Request, Refusal> {
     let illegal = |m: &str| Refusal {
         code: ERR_ILLEGAL,
         message: m.to_string(),
@@ -212,9 +214,12 @@ fn parse_request(packet: &[u8]) -> Result<Request, Refusal> {
             continue;
         };
         match name.as_str() {
-            // RFC 2348: 8-65464; 1468 fills an Ethernet frame and is what UEFI asks for.
+            // RFC 2348: 8-65464; 1468 fills an Ethernet frame and is what UEFI asks for. A
+            // larger block than the link's MTU carries would be IP-fragmented, and PXE ROMs
+            // drop fragments: the server may answer a smaller value than asked (RFC 2348).
             "blksize" if (8..=65464).contains(&n) => {
-                options.blksize = n as usize;
+                let n = (n as usize).min(max_blksize);
+                options.blksize = n;
                 options.ack.push((name, n.to_string()));
             }
             "timeout" if (1..=255).contains(&n) => {
@@ -242,10 +247,19 @@ fn error_packet(code: u16, message: &str) -> Vec<u8> {
     p
 }
 
-/// Serve on `socket` (port 69, bound by the caller) until `shutdown` resolves.
+/// The largest block that fits one IPv4 packet on a link of `mtu` bytes: the MTU less the IPv4
+/// (20), UDP (8) and TFTP DATA (4) headers; 1468 on Ethernet.
+pub fn max_blksize(mtu: u16) -> usize {
+    usize::from(mtu).saturating_sub(32).clamp(512, 65464)
+}
+
+/// Serve on `socket` (port 69, bound by the caller) until `shutdown` resolves. Blocks are at
+/// most `max_blksize` bytes (see [`max_blksize`]).
 pub async fn serve(
     socket: std::net::UdpSocket,
     files: Arc<Files>,
+    max_blksize: usize,
+    metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let local_ip = socket.local_addr()?.ip();
@@ -266,9 +280,10 @@ pub async fn serve(
                 }
             },
         };
-        let request = match parse_request(&buf[..len]) {
+        let request = match parse_request(&buf[..len], max_blksize) {
             Ok(r) => r,
             Err(refusal) => {
+                metrics.tftp_transfer(TftpOutcome::Failed, 0);
                 tracing::info!(%peer, reason = %refusal.message, "TFTP request refused");
                 let _ = socket
                     .send_to(&error_packet(refusal.code, &refusal.message), peer)
@@ -277,10 +292,17 @@ pub async fn serve(
             }
         };
         let files = Arc::clone(&files);
+        let metrics = Arc::clone(&metrics);
         transfers.spawn(async move {
-            if let Err(e) = transfer(local_ip, peer, request, &files).await {
-                tracing::info!(%peer, error = %e, "TFTP transfer ended");
-            }
+            let mut sent = 0;
+            let outcome = match transfer(local_ip, peer, request, &files, &mut sent).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::info!(%peer, error = %e, "TFTP transfer ended");
+                    TftpOutcome::Failed
+                }
+            };
+            metrics.tftp_transfer(outcome, sent);
         });
     }
     transfers.abort_all();
@@ -293,7 +315,8 @@ async fn transfer(
     peer: SocketAddr,
     request: Request,
     files: &Files,
-) -> std::io::Result<()> {
+    sent: &mut u64,
+) -> std::io::Result<TftpOutcome> {
     let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
     socket.connect(peer).await?;
     let data = match files.open(&request.file) {
@@ -303,7 +326,7 @@ async fn transfer(
             socket
                 .send(&error_packet(refusal.code, &refusal.message))
                 .await?;
-            return Ok(());
+            return Ok(TftpOutcome::Failed);
         }
     };
     let Options {
@@ -329,8 +352,8 @@ async fn transfer(
         }
         match exchange(&socket, &oack, timeout, &mut buf).await? {
             Reply::Ack(0) => {}
-            Reply::Ack(_) => return Ok(()),
-            Reply::Error => return Ok(()), // the probe is over; the client will ask again
+            Reply::Ack(_) => return Ok(TftpOutcome::Aborted),
+            Reply::Error => return Ok(TftpOutcome::Aborted), // the probe is over; the client will ask again
         }
     }
     let blocks = (data.len() / blksize as u64 + 1) as usize; // the last block is short, possibly empty
@@ -352,11 +375,14 @@ async fn transfer(
         }
         let last = ((end % 65536) as u16, end);
         match send_window(&socket, &window, base, last, timeout, &mut buf).await? {
-            Some(acked) => base = acked,
-            None => return Ok(()),
+            Some(acked) => {
+                *sent = (acked as u64 * blksize as u64).min(data.len());
+                base = acked;
+            }
+            None => return Ok(TftpOutcome::Aborted),
         }
     }
-    Ok(())
+    Ok(TftpOutcome::Completed)
 }
 
 enum Reply {
@@ -450,18 +476,21 @@ mod tests {
 
     #[test]
     fn options_are_negotiated_within_their_ranges() {
-        let r = parse_request(&rrq(&[
-            "ipxe.efi",
-            "octet",
-            "tsize",
-            "0",
-            "blksize",
-            "1468",
-            "windowsize",
-            "4",
-            "timeout",
-            "0",
-        ]))
+        let r = parse_request(
+            &rrq(&[
+                "ipxe.efi",
+                "octet",
+                "tsize",
+                "0",
+                "blksize",
+                "1468",
+                "windowsize",
+                "4",
+                "timeout",
+                "0",
+            ]),
+            65464,
+        )
         .unwrap();
         assert_eq!(r.file, "ipxe.efi");
         assert_eq!(r.options.blksize, 1468);
@@ -473,18 +502,33 @@ mod tests {
         );
         let names: Vec<&str> = r.options.ack.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["tsize", "blksize", "windowsize"]);
-        let too_big = parse_request(&rrq(&["x", "octet", "blksize", "70000"])).unwrap();
+        let too_big = parse_request(&rrq(&["x", "octet", "blksize", "70000"]), 65464).unwrap();
         assert_eq!(too_big.options.blksize, 512);
+    }
+
+    #[test]
+    fn blksize_is_capped_to_what_the_link_carries() {
+        // A 9000-byte request on a 1500-MTU zone gets 1468 back in the OACK.
+        let r = parse_request(&rrq(&["x", "octet", "blksize", "8972"]), 1468).unwrap();
+        assert_eq!(r.options.blksize, 1468);
+        assert_eq!(r.options.ack, [("blksize".to_string(), "1468".to_string())]);
+        let r = parse_request(&rrq(&["x", "octet", "blksize", "1024"]), 1468).unwrap();
+        assert_eq!(r.options.blksize, 1024);
+        assert_eq!(max_blksize(1500), 1468);
+        assert_eq!(max_blksize(9000), 8968);
     }
 
     #[test]
     fn writes_and_garbage_are_refused() {
         let mut wrq = rrq(&["x", "octet"]);
         wrq[1] = WRQ as u8;
-        assert_eq!(parse_request(&wrq).unwrap_err().code, ERR_ACCESS);
-        assert_eq!(parse_request(&[0, 1, b'x']).unwrap_err().code, ERR_ILLEGAL);
+        assert_eq!(parse_request(&wrq, 65464).unwrap_err().code, ERR_ACCESS);
         assert_eq!(
-            parse_request(&rrq(&["x", "mail"])).unwrap_err().code,
+            parse_request(&[0, 1, b'x'], 65464).unwrap_err().code,
+            ERR_ILLEGAL
+        );
+        assert_eq!(
+            parse_request(&rrq(&["x", "mail"]), 65464).unwrap_err().code,
             ERR_ILLEGAL
         );
     }

@@ -18,6 +18,7 @@ use dhcproto::v4::MessageType;
 use tokio::net::UdpSocket;
 
 use crate::leases::LeaseTable;
+use crate::metrics::Metrics;
 use crate::net::MacAddr;
 use crate::provision::{DhcpAnswer, Provisioner};
 use crate::store::{Lease, Store, now_ms};
@@ -55,7 +56,7 @@ pub fn bind(interface: &str, port: u16) -> std::io::Result<std::net::UdpSocket> 
     Ok(socket.into())
 }
 
-/// Counters, for logs now and `/metrics` later.
+/// Counters for the log line at shutdown (`/metrics` counts in [`Metrics`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
     /// Packets received.
@@ -78,6 +79,7 @@ pub async fn serve(
     pxe_socket: Option<std::net::UdpSocket>,
     provisioner: Arc<Provisioner>,
     store: Store,
+    metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<Stats> {
     let leases = LeaseTable::new(store.leases().map_err(std::io::Error::other)?);
@@ -88,6 +90,7 @@ pub async fn serve(
     let proxy = provisioner.config().seed.dhcp.proxy;
     let mut server = Server {
         proxy,
+        metrics,
         provisioner,
         leases,
         writer,
@@ -146,6 +149,7 @@ async fn recv_optional(
 
 struct Server {
     proxy: bool,
+    metrics: Arc<Metrics>,
     provisioner: Arc<Provisioner>,
     leases: LeaseTable,
     writer: writer::LeaseWriter,
@@ -181,8 +185,10 @@ impl Server {
         };
         if !self.allow(facts.request.mac) {
             self.stats.rate_limited += 1;
+            self.metrics.dhcp_dropped();
             return None;
         }
+        self.metrics.dhcp_received(u8::from(facts.kind));
         if self.proxy {
             return self.handle_proxy(&msg, &facts, peer, on_pxe_port);
         }
@@ -234,7 +240,7 @@ impl Server {
         let server = offer.server;
         match facts.kind {
             MessageType::Discover => {
-                self.stats.replied += 1;
+                self.replied(MessageType::Offer);
                 let reply = packet::reply(&msg, MessageType::Offer, &offer);
                 Some((
                     packet::encode(&reply),
@@ -243,7 +249,7 @@ impl Server {
             }
             MessageType::Inform => {
                 // RFC 2131 4.3.5: configuration only, no address, no lease.
-                self.stats.replied += 1;
+                self.replied(MessageType::Ack);
                 let reply = packet::inform_ack(&msg, &offer);
                 Some((
                     packet::encode(&reply),
@@ -257,8 +263,8 @@ impl Server {
                 }
                 // Option 50, or ciaddr when renewing.
                 let wanted = facts.request.requested;
-                self.stats.replied += 1;
                 if wanted != Some(offer.address) {
+                    self.replied(MessageType::Nak);
                     // RFC 2131 4.3.2: wrong address (another network, a stale lease) → NAK, so
                     // the client starts over instead of keeping an address seed did not give.
                     tracing::info!(mac = %facts.request.mac, ?wanted, offered = %offer.address, "NAK");
@@ -275,6 +281,7 @@ impl Server {
                     expires_at: now + i64::from(offer.lease_secs) * 1000,
                 };
                 self.leases.record(lease.clone());
+                self.replied(MessageType::Ack);
                 let reply = packet::reply(&msg, MessageType::Ack, &offer);
                 self.writer.commit_then_send(
                     lease,
@@ -302,7 +309,7 @@ impl Server {
         };
         match self.provisioner.proxy(&facts.request) {
             Ok(boot) => {
-                self.stats.replied += 1;
+                self.replied(kind);
                 let server = self.provisioner.config().seed.address;
                 let reply = packet::proxy(msg, kind, &boot, server);
                 let dest = if on_pxe_port {
@@ -318,6 +325,12 @@ impl Server {
                 None
             }
         }
+    }
+
+    /// Count a reply handed to the socket or the lease writer.
+    fn replied(&mut self, kind: MessageType) {
+        self.stats.replied += 1;
+        self.metrics.dhcp_sent(u8::from(kind));
     }
 
     /// Remember a machine outside the config (at most once a minute per MAC).
@@ -364,6 +377,7 @@ impl Server {
 
     fn bad_packet(&mut self, peer: SocketAddr, why: &str) {
         self.stats.malformed += 1;
+        self.metrics.dhcp_dropped();
         self.bad_since_log += 1;
         let due = self
             .last_bad_log

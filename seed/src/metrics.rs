@@ -1,0 +1,208 @@
+//! Counters the servers bump and `/metrics` prints in the Prometheus text format (0.0.4).
+//!
+//! Plain atomics: a packet loop must not take a lock to count. Node states are not counted
+//! here; `/metrics` reads them from the store when it is scraped.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::lifecycle::NodeState;
+
+/// DHCP message types, in the order of their option 53 codes (RFC 2132 9.6).
+pub const DHCP_TYPES: [&str; 8] = [
+    "discover", "offer", "request", "decline", "ack", "nak", "release", "inform",
+];
+
+/// Groups of HTTP routes, for the request counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/boot.ipxe`.
+    Boot,
+    /// `/ipxe/…` (UEFI HTTP boot).
+    Ipxe,
+    /// `/images/…`.
+    Images,
+    /// `/nodes/<token>/…`.
+    Nodes,
+    /// `/api/…`.
+    Api,
+    /// `/metrics` and the status page.
+    Status,
+    /// Anything else.
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 7] = [
+        Self::Boot,
+        Self::Ipxe,
+        Self::Images,
+        Self::Nodes,
+        Self::Api,
+        Self::Status,
+        Self::Other,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Boot => "boot",
+            Self::Ipxe => "ipxe",
+            Self::Images => "images",
+            Self::Nodes => "nodes",
+            Self::Api => "api",
+            Self::Status => "status",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// How TFTP transfers ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TftpOutcome {
+    /// The whole file was acknowledged.
+    Completed,
+    /// The client ended it (the tsize probe of PXE ROMs ends this way).
+    Aborted,
+    /// Refused (no such file, a path outside the root) or timed out.
+    Failed,
+}
+
+/// seed's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    dhcp_received: [AtomicU64; 8],
+    dhcp_sent: [AtomicU64; 8],
+    dhcp_dropped: AtomicU64,
+    tftp: [AtomicU64; 3],
+    tftp_bytes: AtomicU64,
+    // Route × status class (1xx..5xx).
+    http: [[AtomicU64; 5]; 7],
+}
+
+fn dhcp_index(kind: u8) -> Option<usize> {
+    (1..=8).contains(&kind).then(|| usize::from(kind - 1))
+}
+
+impl Metrics {
+    /// A DHCP packet of option 53 type `kind` arrived.
+    pub fn dhcp_received(&self, kind: u8) {
+        match dhcp_index(kind) {
+            Some(i) => self.dhcp_received[i].fetch_add(1, Ordering::Relaxed),
+            None => self.dhcp_dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// A DHCP packet that did not parse, or was rate limited.
+    pub fn dhcp_dropped(&self) {
+        self.dhcp_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A DHCP reply of type `kind` was sent.
+    pub fn dhcp_sent(&self, kind: u8) {
+        if let Some(i) = dhcp_index(kind) {
+            self.dhcp_sent[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A TFTP transfer ended after sending `bytes` of file data.
+    pub fn tftp_transfer(&self, outcome: TftpOutcome, bytes: u64) {
+        self.tftp[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.tftp_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// An HTTP request was answered with `status`.
+    pub fn http_request(&self, route: Route, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        self.http[route as usize][class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters, and `nodes` (how many nodes are in each state), as Prometheus text.
+    pub fn render(&self, nodes: &[(NodeState, u64)]) -> String {
+        let mut out = String::new();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str(
+            "# HELP seed_dhcp_packets_total DHCP packets by message type and direction.\n",
+        );
+        out.push_str("# TYPE seed_dhcp_packets_total counter\n");
+        for (i, kind) in DHCP_TYPES.iter().enumerate() {
+            for (direction, counters) in [("in", &self.dhcp_received), ("out", &self.dhcp_sent)] {
+                let _ = writeln!(
+                    out,
+                    "seed_dhcp_packets_total{{type=\"{kind}\",direction=\"{direction}\"}} {}",
+                    get(&counters[i])
+                );
+            }
+        }
+        out.push_str(
+            "# HELP seed_dhcp_dropped_total DHCP packets dropped: malformed or rate limited.\n",
+        );
+        out.push_str("# TYPE seed_dhcp_dropped_total counter\n");
+        let _ = writeln!(out, "seed_dhcp_dropped_total {}", get(&self.dhcp_dropped));
+        out.push_str("# HELP seed_tftp_transfers_total TFTP transfers by outcome.\n");
+        out.push_str("# TYPE seed_tftp_transfers_total counter\n");
+        for (i, outcome) in ["completed", "aborted", "failed"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "seed_tftp_transfers_total{{outcome=\"{outcome}\"}} {}",
+                get(&self.tftp[i])
+            );
+        }
+        out.push_str("# HELP seed_tftp_bytes_total File bytes sent over TFTP.\n");
+        out.push_str("# TYPE seed_tftp_bytes_total counter\n");
+        let _ = writeln!(out, "seed_tftp_bytes_total {}", get(&self.tftp_bytes));
+        out.push_str("# HELP seed_http_requests_total HTTP requests by route and status class.\n");
+        out.push_str("# TYPE seed_http_requests_total counter\n");
+        for route in Route::ALL {
+            for (class, counter) in self.http[route as usize].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "seed_http_requests_total{{route=\"{}\",code=\"{}xx\"}} {}",
+                    route.name(),
+                    class + 1,
+                    get(counter)
+                );
+            }
+        }
+        out.push_str("# HELP seed_nodes Nodes by lifecycle state.\n");
+        out.push_str("# TYPE seed_nodes gauge\n");
+        for state in NodeState::ALL {
+            let n = nodes
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            let _ = writeln!(out, "seed_nodes{{state=\"{state}\"}} {n}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_appear_in_the_text_format() {
+        let m = Metrics::default();
+        m.dhcp_received(1);
+        m.dhcp_received(1);
+        m.dhcp_sent(2);
+        m.dhcp_received(42);
+        m.tftp_transfer(TftpOutcome::Completed, 1000);
+        m.http_request(Route::Boot, 200);
+        m.http_request(Route::Nodes, 404);
+        let text = m.render(&[(NodeState::Ready, 3)]);
+        for line in [
+            "seed_dhcp_packets_total{type=\"discover\",direction=\"in\"} 2",
+            "seed_dhcp_packets_total{type=\"offer\",direction=\"out\"} 1",
+            "seed_dhcp_dropped_total 1",
+            "seed_tftp_transfers_total{outcome=\"completed\"} 1",
+            "seed_tftp_bytes_total 1000",
+            "seed_http_requests_total{route=\"boot\",code=\"2xx\"} 1",
+            "seed_http_requests_total{route=\"nodes\",code=\"4xx\"} 1",
+            "seed_nodes{state=\"ready\"} 3",
+            "seed_nodes{state=\"failed\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+}
