@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use autoinstall::{BondIface, Bridge, Ethernet, Iface, Network, NodeContext, Route, User, Vlan};
 
@@ -47,26 +48,24 @@ pub enum InstallError {
 
 /// Renders any node's documents: the templates are loaded and checked once, the plan derived
 /// once. `seed check`, `seed render` and the HTTP side all go through it.
-pub struct Installer<'a> {
-    config: &'a Config,
-    settings: &'a Install,
+pub struct Installer {
+    config: Arc<Config>,
     renderer: autoinstall::Renderer,
     plan: Plan,
 }
 
-impl<'a> Installer<'a> {
+impl Installer {
     /// An installer for `config`; an error if it has no `install:` section or a template is
     /// broken.
-    pub fn new(config: &'a Config) -> Result<Self, InstallError> {
+    pub fn new(config: Arc<Config>) -> Result<Self, InstallError> {
         let settings = config
             .install
             .as_ref()
             .ok_or(InstallError::NoInstallSection)?;
         Ok(Self {
-            config,
-            settings,
             renderer: renderer(settings)?,
-            plan: plan::derive(config),
+            plan: plan::derive(&config),
+            config,
         })
     }
 
@@ -77,9 +76,14 @@ impl<'a> Installer<'a> {
         instance: &Instance,
     ) -> Result<autoinstall::Documents, InstallError> {
         let unknown = || InstallError::UnknownNode(name.to_string());
-        let node = self.config.node(name).ok_or_else(unknown)?;
+        let config = &self.config;
+        let node = config.node(name).ok_or_else(unknown)?;
         let node_plan = self.plan.node(name).ok_or_else(unknown)?;
-        let context = node_context(self.config, self.settings, node, node_plan, instance);
+        let settings = config
+            .install
+            .as_ref()
+            .ok_or(InstallError::NoInstallSection)?;
+        let context = node_context(config, settings, node, node_plan, instance);
         self.renderer
             .render(&context)
             .map_err(|error| InstallError::Render {

@@ -11,9 +11,11 @@
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod http;
 pub mod install;
 pub mod leases;
 pub mod lifecycle;
+pub mod metrics;
 pub mod net;
 pub mod plan;
 pub mod provision;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! discovered → ready → provisioning → installing → installed → deployed
+//!                          │    └──────────────────────┘ (no events arrived)
 //!                          │              │            │
 //!                          └──────────────┴────────────┴──→ failed
 //! installed, deployed, failed ──(forced re-provision only)──→ provisioning
@@ -67,6 +68,8 @@ impl NodeState {
         match (self, to) {
             (Discovered, Ready) | (Ready, Provisioning) => true,
             (Provisioning, Installing) | (Installing, Installed) | (Installed, Deployed) => true,
+            // The installer's webhook events are best effort; its installed callback is not.
+            (Provisioning, Installed) => true,
             (Provisioning | Installing | Installed, Failed) => true,
             (Installed | Deployed | Failed, Provisioning) => forced,
             _ => false,
@@ -96,10 +99,30 @@ impl FromStr for NodeState {
     }
 }
 
+/// How long something has lasted, for people: `42s`, `3m05s`, `2h07m`, `3d04h`.
+pub fn duration_text(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::NodeState::*;
     use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_text(-5), "0s");
+        assert_eq!(duration_text(42_999), "42s");
+        assert_eq!(duration_text(185_000), "3m05s");
+        assert_eq!(duration_text(7_620_000), "2h07m");
+        assert_eq!(duration_text(273_600_000), "3d04h");
+    }
 
     #[test]
     fn names_round_trip() {

@@ -142,6 +142,10 @@ pub struct NodeRecord {
     pub state: NodeState,
     /// When the state last changed (ms since the Unix epoch).
     pub updated_at: i64,
+    /// How often the installer was served since provisioning began.
+    pub attempts: u32,
+    /// The node's newest event.
+    pub last_event: Option<Event>,
 }
 
 /// One event row.
@@ -206,6 +210,8 @@ pub struct Provisioning {
     pub attempts: u32,
     /// Whether this call started a new provisioning (false: it was already under way).
     pub started: bool,
+    /// When the state last changed (ms since the Unix epoch).
+    pub updated_at: i64,
 }
 
 /// 32 random bytes as hex: a token nobody can guess from a MAC or a name.
@@ -348,43 +354,65 @@ impl Store {
         Ok(added)
     }
 
-    /// All nodes, by name.
+    /// All nodes, by name, each with its newest event.
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name, state, updated_at FROM nodes ORDER BY name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+        self.node_rows(None)
+    }
+
+    /// One node, with its newest event.
+    pub fn node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
+        Ok(self.node_rows(Some(name))?.pop())
+    }
+
+    fn node_rows(&self, name: Option<&str>) -> Result<Vec<NodeRecord>, StoreError> {
+        // events_by_node (node, id) makes the newest event of a node one index lookup.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT n.name, n.state, n.updated_at, n.attempts, e.id, e.at, e.kind, e.source, e.detail
+             FROM nodes n
+             LEFT JOIN events e ON e.id = (SELECT max(id) FROM events WHERE node = n.name)
+             WHERE ?1 IS NULL OR n.name = ?1
+             ORDER BY n.name",
+        )?;
+        let rows = stmt.query_map([name], |r| {
+            let name: String = r.get(0)?;
+            let event = match r.get::<_, Option<i64>>(4)? {
+                Some(id) => Some(Event {
+                    id,
+                    at: r.get(5)?,
+                    node: Some(name.clone()),
+                    kind: r.get(6)?,
+                    source: r.get(7)?,
+                    detail: r.get(8)?,
+                }),
+                None => None,
+            };
+            Ok((name, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, event))
         })?;
         rows.map(|row| {
-            let (name, state, updated_at) = row?;
+            let (name, state, updated_at, attempts, last_event) = row?;
             Ok(NodeRecord {
                 name,
                 state: parse_state(state)?,
                 updated_at,
+                attempts,
+                last_event,
             })
         })
         .collect()
     }
 
-    /// One node.
-    pub fn node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT state, updated_at FROM nodes WHERE name = ?1",
-                [name],
-                |r| Ok((r.get::<_, String>(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        row.map(|(state, updated_at)| {
-            Ok(NodeRecord {
-                name: name.to_string(),
-                state: parse_state(state)?,
-                updated_at,
-            })
-        })
-        .transpose()
+    /// Nodes in an active state (provisioning, installing, installed) with neither a state
+    /// change nor an event since `before` (ms since the Unix epoch): installs that stopped.
+    pub fn stalled(&self, before: i64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT n.name FROM nodes n
+             WHERE n.state IN ('provisioning', 'installing', 'installed')
+               AND n.updated_at < ?1
+               AND COALESCE((SELECT max(at) FROM events WHERE node = n.name), 0) < ?1
+             ORDER BY n.name",
+        )?;
+        let rows = stmt.query_map([before], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Move a node to `to` if the lifecycle allows it, recording a `state` event in the same
@@ -437,14 +465,16 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(String, Option<String>, Option<String>, u32)> = tx
+        // state, token, instance_id, attempts, updated_at
+        type Row = (String, Option<String>, Option<String>, u32, i64);
+        let row: Option<Row> = tx
             .query_row(
-                "SELECT state, token, instance_id, attempts FROM nodes WHERE name = ?1",
+                "SELECT state, token, instance_id, attempts, updated_at FROM nodes WHERE name = ?1",
                 [name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let (state, token, instance_id, attempts) =
+        let (state, token, instance_id, attempts, updated_at) =
             row.ok_or_else(|| StoreError::UnknownNode(name.to_string()))?;
         let from = parse_state(state)?;
         if matches!(from, NodeState::Provisioning | NodeState::Installing)
@@ -457,6 +487,7 @@ impl Store {
                 instance_id,
                 attempts,
                 started: false,
+                updated_at,
             });
         }
         allowed(name, from, NodeState::Provisioning, force)?;
@@ -485,27 +516,50 @@ impl Store {
             instance_id,
             attempts: 0,
             started: true,
+            updated_at: now,
         })
     }
 
     /// The node a token belongs to, with its provisioning.
     pub fn by_token(&self, token: &str) -> Result<Option<Provisioning>, StoreError> {
-        let row: Option<(String, String, String, u32)> = self
+        self.provisioning_where("token = ?1", token)
+    }
+
+    /// A node's latest provisioning; `None` if it was never provisioned.
+    pub fn provisioning(&self, name: &str) -> Result<Option<Provisioning>, StoreError> {
+        self.provisioning_where("name = ?1 AND token IS NOT NULL", name)
+    }
+
+    fn provisioning_where(
+        &self,
+        filter: &str,
+        value: &str,
+    ) -> Result<Option<Provisioning>, StoreError> {
+        let sql = format!(
+            "SELECT name, state, token, instance_id, attempts, updated_at FROM nodes WHERE {filter}"
+        );
+        let row: Option<(String, String, String, String, u32, i64)> = self
             .conn
-            .query_row(
-                "SELECT name, state, instance_id, attempts FROM nodes WHERE token = ?1",
-                [token],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            .query_row(&sql, [value], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
             .optional()?;
-        row.map(|(node, state, instance_id, attempts)| {
+        row.map(|(node, state, token, instance_id, attempts, updated_at)| {
             Ok(Provisioning {
                 node,
                 state: parse_state(state)?,
-                token: token.to_string(),
+                token,
                 instance_id,
                 attempts,
                 started: false,
+                updated_at,
             })
         })
         .transpose()

@@ -39,7 +39,13 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
     assert!(before["discovered"].as_array().unwrap().is_empty());
 
     let child = seed_with("examples/osism-rack.yaml", state.path())
-        .args(["serve", "--no-dhcp", "--no-tftp"])
+        .args([
+            "serve",
+            "--no-dhcp",
+            "--no-tftp",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -123,7 +129,7 @@ fn status_without_config_reads_the_store_alone() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "NODE  ROLE  STATE  SINCE (UTC)\n"
+        "NODE  ROLE  STATE  FOR  SINCE (UTC)  LAST EVENT\n"
     );
 }
 
@@ -143,6 +149,27 @@ fn serve_refuses_dhcp_on_an_interface_without_seeds_address() {
 #[test]
 fn provision_marks_nodes_once_and_reinstalls_only_with_force() {
     let state = tempfile::tempdir().unwrap();
+    // The rack installs `ubuntu-24.04`; register it from two small files.
+    for name in ["vmlinuz", "initrd"] {
+        std::fs::write(state.path().join(name), name).unwrap();
+    }
+    let out = seed_with("examples/osism-rack.yaml", state.path())
+        .args(["images", "add", "ubuntu-24.04", "--kernel"])
+        .arg(state.path().join("vmlinuz"))
+        .arg("--initrd")
+        .arg(state.path().join("initrd"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let listed = seed_with("examples/osism-rack.yaml", state.path())
+        .args(["images", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("ubuntu-24.04  vmlinuz  initrd"),
+        "{}",
+        describe(&listed)
+    );
     let provision = |args: &[&str]| {
         seed_with("examples/osism-rack.yaml", state.path())
             .arg("provision")

@@ -47,19 +47,21 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    let config = std::sync::Arc::new(config);
     let plan = plan::derive(&config);
     // With an install section, every node's documents must render: a broken template override
     // is found here, not when a node asks for its user-data.
     if config.install.is_some() {
-        let rendered = install::Installer::new(&config).and_then(|installer| {
-            config.nodes.iter().try_for_each(|node| {
-                let instance = install::Instance {
-                    token: "check".into(),
-                    instance_id: format!("{}-check", node.name),
-                };
-                installer.documents(&node.name, &instance).map(drop)
-            })
-        });
+        let rendered =
+            install::Installer::new(std::sync::Arc::clone(&config)).and_then(|installer| {
+                config.nodes.iter().try_for_each(|node| {
+                    let instance = install::Instance {
+                        token: "check".into(),
+                        instance_id: format!("{}-check", node.name),
+                    };
+                    installer.documents(&node.name, &instance).map(drop)
+                })
+            });
         if let Err(err) = rendered {
             eprintln!("{}: install documents: {err}", path.display());
             return Ok(ExitCode::FAILURE);

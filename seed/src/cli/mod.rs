@@ -2,6 +2,7 @@
 
 mod check;
 mod debug;
+mod images;
 mod provision;
 mod render;
 mod serve;
@@ -58,6 +59,9 @@ enum Command {
     Render(render::RenderArgs),
     /// Mark nodes for installation: their next network boot installs them.
     Provision(provision::ProvisionArgs),
+    /// Register and list the images nodes install from.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
     /// Run seed: open the state store and serve until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
     /// Show every node and its lifecycle state.
@@ -104,6 +108,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&global, args),
         Command::Render(args) => render::run(&global, args),
         Command::Provision(args) => provision::run(&global, args),
+        Command::Images(cmd) => images::run(&global, cmd),
         Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
         Command::Config(ConfigCommand::Example) => {

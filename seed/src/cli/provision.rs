@@ -1,4 +1,5 @@
-//! `seed provision`: mark nodes for installation.
+//! `seed provision`: mark nodes for installation, through the same decision as the API's
+//! `POST /api/v1/nodes/<name>/provision`.
 //!
 //! Marking is the part every power driver shares: the node gets a new secret token and
 //! instance id and the state `provisioning`, and its next network boot installs it. Power
@@ -6,12 +7,14 @@
 //! network-booted by hand (or by its BMC's own tools).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
 
 use super::Global;
 use crate::config::PowerDriver;
+use crate::provision::{Nodes, Provisioner};
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -28,7 +31,7 @@ pub struct ProvisionArgs {
 }
 
 pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
-    let config = global.load_config()?;
+    let config = Arc::new(global.load_config()?);
     let names: Vec<String> = if args.all {
         config.nodes.iter().map(|n| n.name.clone()).collect()
     } else {
@@ -40,12 +43,16 @@ pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let state_dir = global.state_dir(Some(&config));
-    let mut store = Store::open(&state_dir)
+    let store = Store::open(&state_dir)
         .with_context(|| format!("cannot open state in {}", state_dir.display()))?;
-    store.register_nodes(config.nodes.iter().map(|n| n.name.as_str()), "config")?;
+    let nodes = Nodes::new(
+        Arc::new(Provisioner::new(Arc::clone(&config))),
+        store,
+        images::Catalogue::new(state_dir.join("images")),
+    );
     let mut failed = false;
     for name in &names {
-        match store.provision(name, "cli", args.force) {
+        match nodes.provision(name, "cli", args.force) {
             Ok(p) if p.started => {
                 let driver = config.node(name).map(|n| n.bmc.driver);
                 let power = match driver {

@@ -39,8 +39,8 @@ enum Document {
 }
 
 pub fn run(global: &Global, args: RenderArgs) -> anyhow::Result<ExitCode> {
-    let config = global.load_config()?;
-    let installer = Installer::new(&config)?;
+    let config = std::sync::Arc::new(global.load_config()?);
+    let installer = Installer::new(std::sync::Arc::clone(&config))?;
     let render = |name: &str| {
         let instance = Instance {
             token: args.token.clone(),

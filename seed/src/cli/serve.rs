@@ -1,21 +1,32 @@
 //! `seed serve`: the long-running appliance.
 //!
-//! Opens the state store, registers the configured nodes, binds the DHCP socket on the
-//! provisioning interface and serves until SIGINT or SIGTERM. Each server takes an already-bound
-//! socket and the shutdown signal; TFTP and HTTP join the same way.
+//! Opens the state store, registers the configured nodes, binds DHCP on the provisioning
+//! interface, TFTP and HTTP on seed's address, and serves until SIGINT or SIGTERM. Each server
+//! takes an already-bound socket and the shutdown signal; everything is bound before anything
+//! runs, so a wrong address is an error at start, not a silent seed.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 
 use super::Global;
 use crate::config::Config;
-use crate::provision::Provisioner;
+use crate::metrics::Metrics;
+use crate::provision::{Nodes, Provisioner};
 use crate::store::Store;
-use crate::{dhcp, ra, tftp};
+use crate::{dhcp, http, ra, tftp};
+
+/// Threads for blocking work (file reads of the HTTP server, SQLite). Each is a chunk read or a
+/// short transaction, so a few threads keep up; tokio's default (512) let 200 slow HTTP clients
+/// grow the pool to about 95 threads and 50 MiB resident (tests/tests/http.rs measures it).
+const BLOCKING_THREADS: usize = 16;
+
+/// How often active nodes are checked for stalled installs.
+const STALL_CHECK: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -25,6 +36,10 @@ pub struct ServeArgs {
     /// Do not serve TFTP (it binds seed.address, which must be this machine's).
     #[arg(long)]
     no_tftp: bool,
+    /// Where HTTP listens, instead of seed.address and seed.ports.http (e.g. 127.0.0.1:8080 to
+    /// try seed on a machine without the provisioning network).
+    #[arg(long, value_name = "ADDR:PORT")]
+    http_listen: Option<SocketAddr>,
 }
 
 pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -54,6 +69,24 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             format!("cannot bind TFTP to {addr} (seed.address must be this machine's; --no-tftp skips TFTP)")
         })?)
     };
+    let http_addr = args
+        .http_listen
+        .unwrap_or_else(|| SocketAddr::from((config.seed.address, config.seed.ports.http)));
+    let http_listener = std::net::TcpListener::bind(http_addr).with_context(|| {
+        format!("cannot bind HTTP to {http_addr} (seed.address must be this machine's; --http-listen picks another)")
+    })?;
+    let api_token = match &config.seed.api_token {
+        Some(secret) => Some(secret.resolve().context("seed.api_token")?),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let provisioner = Arc::new(Provisioner::new(Arc::clone(&config)));
+    let catalogue = images::Catalogue::new(state_dir.join("images"));
+    let nodes = Arc::new(Nodes::new(
+        Arc::clone(&provisioner),
+        Store::open(&state_dir)?,
+        catalogue.clone(),
+    ));
     let router_advertisements = match (&dhcp_socket, config.seed.dhcp.router_advertisements) {
         (Some(_), true) => Some(start_router_advertisements(&config.seed.interface)?),
         _ => None,
@@ -64,11 +97,13 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         new_nodes = added,
         dhcp = !args.no_dhcp,
         tftp = !args.no_tftp,
+        http = %http_addr,
         "seed ready; waiting for SIGINT or SIGTERM"
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("cannot start the async runtime")?;
     let signal = runtime.block_on(async {
@@ -78,13 +113,13 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let dhcp_task = match dhcp_socket {
             Some((socket, pxe_socket)) => {
-                let provisioner = Arc::new(Provisioner::new(Arc::clone(&config)));
                 let dhcp_store = Store::open(&state_dir)?;
                 Some(tokio::spawn(dhcp::serve(
                     socket,
                     pxe_socket,
-                    provisioner,
+                    Arc::clone(&provisioner),
                     dhcp_store,
+                    Arc::clone(&metrics),
                     stopped(stop_rx.clone()),
                 )))
             }
@@ -92,11 +127,31 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let tftp_task = tftp_socket.map(|socket| {
             let files = Arc::new(tftp::Files::new(config.seed.tftp_root.clone()));
-            tokio::spawn(tftp::serve(socket, files, stopped(stop_rx.clone())))
+            let max_blksize = tftp::max_blksize(config.provisioning_zone().mtu);
+            tokio::spawn(tftp::serve(
+                socket,
+                files,
+                max_blksize,
+                Arc::clone(&metrics),
+                stopped(stop_rx.clone()),
+            ))
         });
+        let app = Arc::new(http::App {
+            nodes: Arc::clone(&nodes),
+            metrics: Arc::clone(&metrics),
+            images: catalogue.root().to_path_buf(),
+            api_token,
+        });
+        let http_task = tokio::spawn(http::serve(http_listener, app, stopped(stop_rx.clone())));
+        let stall_task = tokio::spawn(fail_stalled(Arc::clone(&nodes), stopped(stop_rx.clone())));
         let signal = shutdown_signal().await?;
         tracing::info!(signal, "shutting down");
         let _ = stop_tx.send(true);
+        let _ = stall_task.await;
+        http_task
+            .await
+            .context("HTTP server task")?
+            .context("HTTP server")?;
         if let Some(task) = tftp_task {
             task.await
                 .context("TFTP server task")?
@@ -115,6 +170,27 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     store.record_event(None, "stopped", "serve", signal)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fail installs that stopped making progress, until `shutdown`.
+async fn fail_stalled(nodes: Arc<Nodes>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(STALL_CHECK);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let nodes = Arc::clone(&nodes);
+        match tokio::task::spawn_blocking(move || nodes.fail_stalled()).await {
+            Ok(Ok(failed)) if !failed.is_empty() => {
+                tracing::warn!(?failed, "installs without progress marked failed");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot check for stalled installs"),
+            Err(e) => tracing::error!(error = %e, "stalled-install check panicked"),
+        }
+    }
 }
 
 /// The DHCP socket on the provisioning interface (and in proxy mode the PXE port 4011), after

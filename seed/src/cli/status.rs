@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::Global;
 use super::table::Table;
-use crate::lifecycle::NodeState;
-use crate::store::Store;
+use crate::lifecycle::{NodeState, duration_text};
+use crate::store::{Event, Store, now_ms};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -27,6 +27,7 @@ struct Row {
     /// ms since the Unix epoch; `None` for a configured node seed has not registered yet.
     updated_at: Option<i64>,
     in_config: bool,
+    last_event: Option<Event>,
 }
 
 pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -45,6 +46,7 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 state: NodeState::Ready,
                 updated_at: None,
                 in_config: true,
+                last_event: None,
             },
         );
     }
@@ -55,9 +57,11 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
             state: record.state,
             updated_at: None,
             in_config: false,
+            last_event: None,
         });
         row.state = record.state;
         row.updated_at = Some(record.updated_at);
+        row.last_event = record.last_event;
     }
     let discovered = store.discovered()?;
     if args.json {
@@ -66,13 +70,34 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&["NODE", "ROLE", "STATE", "SINCE (UTC)"]);
+    let now = now_ms();
+    let mut table = Table::new(&["NODE", "ROLE", "STATE", "FOR", "SINCE (UTC)", "LAST EVENT"]);
     for row in rows.values() {
         let role = row.role.clone().unwrap_or_else(|| "(not in config)".into());
-        let since = row
-            .updated_at
-            .map_or_else(|| "(not registered yet)".into(), utc_timestamp);
-        table.row(vec![row.name.clone(), role, row.state.to_string(), since]);
+        let (age, since) = row.updated_at.map_or_else(
+            || ("-".into(), "(not registered yet)".into()),
+            |at| (duration_text(now - at), utc_timestamp(at)),
+        );
+        let last = row.last_event.as_ref().map_or_else(
+            || "-".into(),
+            |e| {
+                let detail: String = e.detail.chars().take(72).collect();
+                format!(
+                    "{} ago {} ({}): {detail}",
+                    duration_text(now - e.at),
+                    e.kind,
+                    e.source
+                )
+            },
+        );
+        table.row(vec![
+            row.name.clone(),
+            role,
+            row.state.to_string(),
+            age,
+            since,
+            last,
+        ]);
     }
     print!("{}", table.render());
     if !discovered.is_empty() {

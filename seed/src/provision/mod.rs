@@ -2,6 +2,10 @@
 //! for and this module says what it gets, from the config, the address plan and the lease table.
 //! It holds no sockets and sends nothing (pixiecore's `Booter`, matchbox's core).
 
+mod nodes;
+
+pub use nodes::{Document, InstallerEvent, NodeError, Nodes, Report};
+
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -85,10 +89,6 @@ pub enum Boot {
     },
 }
 
-/// How often the installer is served to one provisioning before the node is failed: an
-/// installer that keeps rebooting mid-way does not get to loop forever.
-pub const MAX_INSTALL_ATTEMPTS: u32 = 3;
-
 /// What a node's iPXE script does, decided from its lifecycle state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootScript {
@@ -101,7 +101,7 @@ pub enum BootScript {
     },
     /// Boot the local disk; the reason is shown on the console and logged.
     LocalDisk(String),
-    /// The installer was served [`MAX_INSTALL_ATTEMPTS`] times without finishing: mark the node
+    /// The installer was served `seed.lifecycle.install_attempts` times without finishing: mark the node
     /// failed and boot the local disk.
     GiveUp {
         /// The node.
@@ -144,6 +144,11 @@ impl Provisioner {
     /// The config decisions are made from.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The config, shared.
+    pub fn shared_config(&self) -> Arc<Config> {
+        Arc::clone(&self.config)
     }
 
     /// What a DHCP client gets. `leases` is only read (for discovery-pool addresses).
@@ -216,16 +221,20 @@ impl Provisioner {
         };
         let name = node.name.clone();
         match state {
-            Some(NodeState::Provisioning) => BootScript::Install {
-                node: name,
-                attempt: attempts + 1,
-            },
-            // The installer rebooted mid-way (or the node was reset): serve it again, bounded.
-            Some(NodeState::Installing) if attempts < MAX_INSTALL_ATTEMPTS => BootScript::Install {
-                node: name,
-                attempt: attempts + 1,
-            },
-            Some(NodeState::Installing) => BootScript::GiveUp { node: name },
+            // Installing: the installer rebooted mid-way (or the node was reset). Provisioning
+            // again: the installer never started (a kernel that did not download). Either way
+            // serve it again, bounded, so a node that cannot install does not loop forever.
+            Some(NodeState::Provisioning | NodeState::Installing)
+                if attempts < self.config.seed.lifecycle.install_attempts =>
+            {
+                BootScript::Install {
+                    node: name,
+                    attempt: attempts + 1,
+                }
+            }
+            Some(NodeState::Provisioning | NodeState::Installing) => {
+                BootScript::GiveUp { node: name }
+            }
             Some(s @ (NodeState::Installed | NodeState::Deployed)) => {
                 BootScript::LocalDisk(format!("{name} is {s}"))
             }
@@ -457,7 +466,7 @@ mod tests {
             install(2)
         );
         assert_eq!(
-            p.boot_script(mac, Some(NodeState::Installing), MAX_INSTALL_ATTEMPTS),
+            p.boot_script(mac, Some(NodeState::Installing), 3),
             BootScript::GiveUp {
                 node: "cmp3".into()
             }

@@ -1,0 +1,241 @@
+//! The JSON API, `/metrics` and the status page. Reading is open (no secrets are in it: tokens
+//! never leave the store this way); changing needs the bearer token from `seed.api_token`.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use super::{App, decide};
+use crate::lifecycle::NodeState;
+use crate::provision::NodeError;
+use crate::store::{Event, NodeRecord};
+
+pub(super) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/nodes/{name}", get(node))
+        .route("/api/v1/nodes/{name}/events", get(events))
+        .route("/api/v1/nodes/{name}/provision", post(provision))
+        .route("/metrics", get(metrics))
+        .route("/", get(status_page))
+}
+
+/// A node as the API shows it: its store record and what the config says about it.
+#[derive(Debug, Serialize)]
+struct NodeView {
+    name: String,
+    role: Option<String>,
+    image: Option<String>,
+    state: NodeState,
+    /// When the state last changed (ms since the Unix epoch).
+    since: i64,
+    /// Installer servings of the current provisioning.
+    attempts: u32,
+    last_event: Option<Event>,
+}
+
+fn view(app: &App, record: NodeRecord) -> NodeView {
+    let node = app.nodes.config().node(&record.name);
+    NodeView {
+        role: node.map(|n| n.role.clone()),
+        image: node.map(|n| n.image.clone()),
+        name: record.name,
+        state: record.state,
+        since: record.updated_at,
+        attempts: record.attempts,
+        last_event: record.last_event,
+    }
+}
+
+async fn nodes(State(app): State<Arc<App>>) -> Response {
+    match decide(&app, |nodes| nodes.list()).await {
+        Ok(records) => {
+            let views: Vec<NodeView> = records.into_iter().map(|r| view(&app, r)).collect();
+            Json(views).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn node(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match decide(&app, move |nodes| nodes.get(&name)).await {
+        Ok(record) => Json(view(&app, record)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn events(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<u32>().ok())
+        .unwrap_or(200)
+        .min(10_000);
+    match decide(&app, move |nodes| nodes.events(&name, limit)).await {
+        Ok(events) => Json(events).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Provisioned {
+    node: String,
+    state: NodeState,
+    instance_id: String,
+    /// False when the node was already provisioning or installing (nothing was restarted).
+    started: bool,
+}
+
+/// `POST /api/v1/nodes/<name>/provision[?force=true]`: the same path as `seed provision`.
+async fn provision(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = unauthorized(&app, &headers) {
+        return refusal;
+    }
+    let force = query.get("force").is_some_and(|v| v == "true" || v == "1");
+    match decide(&app, move |nodes| nodes.provision(&name, "api", force)).await {
+        Ok(p) => Json(Provisioned {
+            node: p.node,
+            state: p.state,
+            instance_id: p.instance_id,
+            started: p.started,
+        })
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A mutating call carries `Authorization: Bearer <seed.api_token>`; the refusal if it does not.
+fn unauthorized(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let Some(expected) = &app.api_token else {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "no seed.api_token is configured: the API is read-only\n",
+            )
+                .into_response(),
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+        None
+    } else {
+        Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid bearer token (seed.api_token) is required\n",
+            )
+                .into_response(),
+        )
+    }
+}
+
+/// Compare without stopping at the first difference, so timing says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let counts = decide(&app, |nodes| {
+        let mut counts: Vec<(NodeState, u64)> = Vec::new();
+        for record in nodes.list()? {
+            match counts.iter_mut().find(|(s, _)| *s == record.state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((record.state, 1)),
+            }
+        }
+        Ok::<_, NodeError>(counts)
+    })
+    .await;
+    match counts {
+        Ok(counts) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            app.metrics.render(&counts),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A page an operator can leave open: every node, its state and its last event.
+async fn status_page(State(app): State<Arc<App>>) -> Response {
+    let records = match decide(&app, |nodes| nodes.list()).await {
+        Ok(records) => records,
+        Err(e) => return e.into_response(),
+    };
+    let now = crate::store::now_ms();
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\">\
+         <title>seed</title><style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}\
+         </style></head><body><h1>seed</h1><table><tr><th>node</th><th>role</th><th>state</th>\
+         <th>for</th><th>last event</th></tr>",
+    );
+    for record in records {
+        let v = view(&app, record);
+        let last = v.last_event.as_ref().map_or_else(String::new, |e| {
+            format!("{} ({}): {}", e.kind, e.source, e.detail)
+        });
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&v.name),
+            escape(v.role.as_deref().unwrap_or("-")),
+            v.state,
+            crate::lifecycle::duration_text(now - v.since),
+            escape(&last)
+        );
+    }
+    page.push_str("</table><p><a href=\"/api/v1/nodes\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>\n");
+    Html(page).into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">&"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;"
+        );
+    }
+}

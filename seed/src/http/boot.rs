@@ -1,0 +1,100 @@
+//! What firmware, iPXE and the installer fetch: the node's script, the iPXE binaries (UEFI HTTP
+//! boot) and the images (kernel, initrd, ISO).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::{App, decide, files};
+use crate::net::MacAddr;
+
+pub(super) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/boot.ipxe", get(script))
+        .route("/ipxe/{binary}", get(binary))
+        .route("/images/{*path}", get(image_file))
+}
+
+/// `GET|HEAD /images/<image>/<file>`: from the image catalogue's directory, with ranges.
+async fn image_file(
+    State(app): State<Arc<App>>,
+    Path(path): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    files::serve(app.images.clone(), path, &method, &headers).await
+}
+
+/// `GET /boot.ipxe?mac=<mac>`: the script for this machine's state. The DHCP side hands out
+/// this URL with the MAC filled in.
+async fn script(
+    State(app): State<Arc<App>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(raw) = query.get("mac") else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "boot.ipxe: the `mac` parameter is missing\n",
+        )
+            .into_response();
+    };
+    let mac: MacAddr = match raw.parse() {
+        Ok(mac) => mac,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("boot.ipxe: mac `{raw}`: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    match decide(&app, move |nodes| nodes.ipxe_script(mac)).await {
+        Ok(script) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            script,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /ipxe/<binary>`: the embedded iPXE binaries, for UEFI HTTP boot (which skips TFTP).
+async fn binary(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let Some(bytes) = ipxe::binaries::binary(&name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("{name}: seed carries no such binary\n"),
+        )
+            .into_response();
+    };
+    // The bytes are fixed at build time; their recorded SHA-256 names them.
+    let sha = ipxe::binaries::SHA256SUMS
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name.as_str()))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("unknown");
+    let etag = format!("\"{}\"", &sha[..sha.len().min(32)]);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/efi".to_string()),
+            (header::ETAG, etag),
+        ],
+        bytes,
+    )
+        .into_response()
+}

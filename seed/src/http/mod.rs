@@ -1,0 +1,164 @@
+//! The HTTP server: one listener for iPXE scripts, UEFI HTTP boot, images, the nodes' private
+//! install URLs, the JSON API, `/metrics` and the status page.
+//!
+//! Handlers translate: they parse what the client sent, ask [`Nodes`] (which decides, from the
+//! config and the store) and turn the answer into a response. Store calls are blocking SQLite
+//! work and run on tokio's blocking pool, never on the threads that drive connections.
+//!
+//! The caller binds the listener and passes a shutdown signal; on shutdown the server stops
+//! accepting and lets requests in flight finish.
+
+mod api;
+mod boot;
+pub mod files;
+mod node;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+
+use crate::config::Secret;
+use crate::metrics::{Metrics, Route};
+use crate::provision::{NodeError, Nodes};
+
+/// What the handlers share.
+pub struct App {
+    /// The node decisions.
+    pub nodes: Arc<Nodes>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The image catalogue's directory, served as `/images/`.
+    pub images: PathBuf,
+    /// The bearer token mutating API calls must carry; `None` refuses them.
+    pub api_token: Option<Secret>,
+}
+
+/// The routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .merge(boot::routes())
+        .merge(node::routes())
+        .merge(api::routes())
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), count))
+        .with_state(app)
+}
+
+/// hyper's per-connection write buffer limit. hyper keeps polling a body while its buffer is
+/// below this (default about 400 KiB), so a slow client would pin several file chunks; at the
+/// minimum one chunk is in flight per connection (measured: 200 rate-limited clients of a
+/// 256 MiB image took 140 MiB resident with the default, see tests/tests/http.rs).
+const MAX_WRITE_BUFFER: usize = 8192;
+/// A client that has not sent its request headers by then is dropped.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long requests in flight may take to finish after shutdown is asked for.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serve on `listener` (bound by the caller) until `shutdown` resolves, then let requests in
+/// flight finish (for at most [`DRAIN`]).
+pub async fn serve(
+    listener: std::net::TcpListener,
+    app: Arc<App>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tracing::info!(local = %listener.local_addr()?, "HTTP server running");
+    let router = router(app);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .max_buf_size(MAX_WRITE_BUFFER)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let connections = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors or the like: log, give the process a moment to
+                    // recover, and keep serving the connections it has.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = connections.watch(http1.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(DRAIN) => {
+            tracing::warn!("HTTP requests still running after {} s; stopping anyway", DRAIN.as_secs());
+        }
+    }
+    Ok(())
+}
+
+/// Count every request by route group and status class.
+async fn count(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = route_of(request.uri().path());
+    let response = next.run(request).await;
+    app.metrics.http_request(route, response.status().as_u16());
+    response
+}
+
+fn route_of(path: &str) -> Route {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "boot.ipxe" => Route::Boot,
+        "ipxe" => Route::Ipxe,
+        "images" => Route::Images,
+        "nodes" => Route::Nodes,
+        "api" => Route::Api,
+        "metrics" | "" => Route::Status,
+        _ => Route::Other,
+    }
+}
+
+/// A refusal as a response: the status its kind maps to and the reason as text.
+impl IntoResponse for NodeError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            NodeError::NotFound(_) => StatusCode::NOT_FOUND,
+            NodeError::Retired(_) => StatusCode::FORBIDDEN,
+            NodeError::Conflict(_) => StatusCode::CONFLICT,
+            NodeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NodeError::Store(_) | NodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "HTTP request failed");
+        }
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+/// Run a store-backed decision on the blocking pool.
+async fn decide<T, F>(app: &Arc<App>, f: F) -> Result<T, NodeError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Nodes) -> Result<T, NodeError> + Send + 'static,
+{
+    let nodes = Arc::clone(&app.nodes);
+    tokio::task::spawn_blocking(move || f(&nodes))
+        .await
+        .unwrap_or_else(|e| Err(NodeError::Internal(format!("request task failed: {e}"))))
+}

@@ -1,0 +1,411 @@
+//! The decisions about nodes that read and write the store: which iPXE script a booting machine
+//! gets, whose install documents a token opens, what an installer callback does to a node's
+//! state, and provisioning itself. The HTTP server and the CLI ask; this decides. Every answer
+//! that changes state is committed before it is returned.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::config::Config;
+use crate::install::{InstallError, Installer, Instance};
+use crate::lifecycle::NodeState;
+use crate::net::MacAddr;
+use crate::store::{Event, NodeRecord, Provisioning, Store, StoreError, now_ms};
+
+use super::{BootScript, Provisioner};
+
+/// Why a request about a node is refused. Each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No such node, token or image (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The token belonged to a node whose install is over (403).
+    #[error("{0}")]
+    Retired(String),
+    /// The node's state does not allow it (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The node cannot be served as configured (an image missing, no install section) (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store failed (500).
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    /// Something else inside seed failed (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<InstallError> for NodeError {
+    fn from(e: InstallError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// A node's install document, as its NoCloud datasource asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    /// `user-data`: the autoinstall config (SSH keys, password hash).
+    UserData,
+    /// `meta-data`: instance id and host name.
+    MetaData,
+    /// `vendor-data`: empty; NoCloud asks for it.
+    VendorData,
+}
+
+/// One event of the installer's webhook reporter (curtin and subiquity send the same shape).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstallerEvent {
+    /// `start` or `finish`.
+    pub event_type: String,
+    /// `subiquity/Install/install/…`.
+    pub name: String,
+    /// Human text.
+    pub description: String,
+    /// `SUCCESS`, `WARN` or `FAIL`, on finish events.
+    pub result: Option<String>,
+}
+
+impl InstallerEvent {
+    /// A finished step that failed. Subiquity reports a failing step with `FAIL` and the
+    /// failure travels up to the install itself, so one is enough to call the install failed.
+    fn failed(&self) -> bool {
+        self.event_type == "finish" && self.result.as_deref() == Some("FAIL")
+    }
+}
+
+/// What a node's private URLs report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// A webhook event from the installer.
+    Event(InstallerEvent),
+    /// late-commands: the install finished.
+    Installed,
+    /// error-commands: the install failed.
+    Failed,
+    /// cloud-init's phone_home on the first boot from disk; the body, shortened, as detail.
+    PhoneHome(String),
+}
+
+/// The node decisions over one config and the store.
+pub struct Nodes {
+    provisioner: Arc<Provisioner>,
+    installer: Result<Installer, String>,
+    images: images::Catalogue,
+    store: Mutex<Store>,
+}
+
+impl Nodes {
+    /// Decisions over `config`, `store` and the image catalogue. A config without an install
+    /// section still boots local disks; its nodes just cannot be installed.
+    pub fn new(provisioner: Arc<Provisioner>, store: Store, images: images::Catalogue) -> Self {
+        let config = provisioner.shared_config();
+        Self {
+            installer: Installer::new(config).map_err(|e| e.to_string()),
+            provisioner,
+            images,
+            store: Mutex::new(store),
+        }
+    }
+
+    /// The config the decisions are made from.
+    pub fn config(&self) -> &Config {
+        self.provisioner.config()
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves the connection usable: SQLite rolls back an
+        // unfinished transaction when it is dropped.
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The iPXE script for the machine with `mac`, by its node's state: the installer while it
+    /// is provisioning (and, bounded, while installing), else its local disk.
+    pub fn ipxe_script(&self, mac: MacAddr) -> Result<String, NodeError> {
+        let mut store = self.store();
+        let record = match self.provisioner.node_of(mac) {
+            Some(node) => store.node(&node.name)?,
+            None => None,
+        };
+        let state = record.as_ref().map(|r| r.state);
+        let attempts = record.as_ref().map_or(0, |r| r.attempts);
+        match self.provisioner.boot_script(mac, state, attempts) {
+            BootScript::LocalDisk(why) => Ok(ipxe::script::local_disk(&why)),
+            BootScript::GiveUp { node } => {
+                let why = format!(
+                    "the installer was served {attempts} times without finishing; giving up"
+                );
+                store.transition(&node, NodeState::Failed, "http", &why, false)?;
+                Ok(ipxe::script::local_disk(&format!("{node} failed: {why}")))
+            }
+            BootScript::Install { node, attempt } => {
+                let Some(record) = store.provisioning(&node)? else {
+                    return Err(NodeError::Conflict(format!("{node} has no provisioning")));
+                };
+                let script = match self.install_script(&node, mac, &record) {
+                    Ok(script) => script,
+                    Err(why) => {
+                        // Booting the disk is safe; the operator sees why in the events.
+                        store.record_event(Some(&node), "boot", "http", &why)?;
+                        return Ok(ipxe::script::local_disk(&format!(
+                            "{node} cannot be installed: {why}"
+                        )));
+                    }
+                };
+                store.count_attempt(&node)?;
+                store.record_event(
+                    Some(&node),
+                    "boot",
+                    "http",
+                    &format!("installer served to {mac} (attempt {attempt})"),
+                )?;
+                Ok(script)
+            }
+        }
+    }
+
+    fn install_script(
+        &self,
+        node: &str,
+        mac: MacAddr,
+        record: &Provisioning,
+    ) -> Result<String, String> {
+        let config = self.config();
+        let node = config
+            .node(node)
+            .ok_or_else(|| format!("{node} is not in the config"))?;
+        if let Err(e) = &self.installer {
+            return Err(e.clone());
+        }
+        let image = self
+            .images
+            .get(&node.image)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "image {} is not registered (seed images add {} …)",
+                    node.image, node.image
+                )
+            })?;
+        let base = format!("{}/images/{}", config.seed.url, image.name);
+        let kernel_url = format!("{base}/{}", image.kernel);
+        let initrd_url = format!("{base}/{}", image.initrd);
+        let iso_url = image.iso.as_ref().map(|iso| format!("{base}/{iso}"));
+        let datasource_url = format!("{}/nodes/{}/", config.seed.url, record.token);
+        let mac_hexhyp = mac.hexhyp();
+        Ok(ipxe::script::install(&ipxe::script::Install {
+            node: &node.name,
+            mac_hexhyp: &mac_hexhyp,
+            kernel_url: &kernel_url,
+            initrd_url: &initrd_url,
+            iso_url: iso_url.as_deref(),
+            datasource_url: &datasource_url,
+            console: node.console.as_deref(),
+            installer_args: &image.kernel_args,
+            installed_args: &[],
+        }))
+    }
+
+    /// A node's install document, opened by its token. Only while the node installs: the
+    /// user-data holds SSH keys and password hashes, and the token is retired once it is done.
+    pub fn document(&self, token: &str, document: Document) -> Result<String, NodeError> {
+        let record = self.by_token(token)?;
+        if !matches!(
+            record.state,
+            NodeState::Provisioning | NodeState::Installing
+        ) {
+            return Err(NodeError::Retired(format!(
+                "{} is {}; its install documents are no longer served",
+                record.node, record.state
+            )));
+        }
+        let installer = self
+            .installer
+            .as_ref()
+            .map_err(|e| NodeError::Unavailable(e.clone()))?;
+        let instance = Instance {
+            token: record.token.clone(),
+            instance_id: record.instance_id.clone(),
+        };
+        let documents = installer.documents(&record.node, &instance)?;
+        Ok(match document {
+            Document::UserData => documents.user_data,
+            Document::MetaData => documents.meta_data,
+            Document::VendorData => String::new(),
+        })
+    }
+
+    /// What an installer callback does to its node. Accepted while the node installs and, for a
+    /// grace period, after it is deployed or failed (the installer reports its last steps after
+    /// `installed`); then the token is retired.
+    pub fn report(&self, token: &str, report: Report) -> Result<NodeState, NodeError> {
+        let record = self.by_token(token)?;
+        let node = record.node.as_str();
+        let grace_ms = i64::try_from(self.config().seed.lifecycle.callback_grace_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        let active = matches!(
+            record.state,
+            NodeState::Provisioning | NodeState::Installing | NodeState::Installed
+        );
+        let in_grace = matches!(record.state, NodeState::Deployed | NodeState::Failed)
+            && now_ms() - record.updated_at < grace_ms;
+        if !active && !in_grace {
+            return Err(NodeError::Retired(format!(
+                "{node} is {}; its token no longer accepts reports",
+                record.state
+            )));
+        }
+        let mut store = self.store();
+        let state = record.state;
+        let to = match &report {
+            Report::Event(event) => {
+                let result = event
+                    .result
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!(" [{r}]"));
+                let detail = format!(
+                    "{} {}: {}{result}",
+                    event.event_type, event.name, event.description
+                );
+                store.record_event(Some(node), "installer", "installer", &detail)?;
+                if event.failed() {
+                    Some((NodeState::Failed, format!("{} failed", event.name)))
+                } else if state == NodeState::Provisioning {
+                    Some((NodeState::Installing, format!("first event {}", event.name)))
+                } else {
+                    None
+                }
+            }
+            Report::Installed => Some((NodeState::Installed, "late-commands reported".into())),
+            Report::Failed => Some((NodeState::Failed, "error-commands reported".into())),
+            Report::PhoneHome(body) => {
+                store.record_event(Some(node), "phone-home", "installed system", body)?;
+                if matches!(state, NodeState::Provisioning | NodeState::Installing) {
+                    // The installed callback was lost; the system booting from its disk says
+                    // more than it would have.
+                    store.transition(
+                        node,
+                        NodeState::Installed,
+                        "installed system",
+                        "phoned home before the installed callback arrived",
+                        false,
+                    )?;
+                }
+                Some((NodeState::Deployed, "first boot from disk".into()))
+            }
+        };
+        let Some((to, detail)) = to else {
+            return Ok(state);
+        };
+        let current = store.node(node)?.map_or(state, |n| n.state);
+        if !active || !current.can_become(to, false) {
+            // Late or out-of-order callbacks (an installed callback after a timeout) are kept
+            // as events; they do not move a finished node.
+            if current != to {
+                store.record_event(
+                    Some(node),
+                    "ignored",
+                    "installer",
+                    &format!("{node} is {current}; not moved to {to} ({detail})"),
+                )?;
+            }
+            return Ok(current);
+        }
+        store.transition(node, to, "installer", &detail, false)?;
+        Ok(to)
+    }
+
+    /// Set a node to provisioning: a new token and instance id unless one is under way.
+    /// `--force` (or the API's `force`) reinstalls a finished or failed node. The image must be
+    /// registered: a node set to provisioning without one would only boot its disk.
+    pub fn provision(
+        &self,
+        name: &str,
+        source: &str,
+        force: bool,
+    ) -> Result<Provisioning, NodeError> {
+        let node = self
+            .config()
+            .node(name)
+            .ok_or_else(|| NodeError::NotFound(format!("no node named {name} in the config")))?;
+        if let Err(e) = &self.installer {
+            return Err(NodeError::Unavailable(format!(
+                "{name} cannot be installed: {e}"
+            )));
+        }
+        match self.images.get(&node.image) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(NodeError::Unavailable(format!(
+                    "{name} installs image {}, which is not registered (seed images add {} --kernel … --initrd …)",
+                    node.image, node.image
+                )));
+            }
+            Err(e) => return Err(NodeError::Unavailable(e.to_string())),
+        }
+        let mut store = self.store();
+        store.register_nodes([name], "config")?;
+        store.provision(name, source, force).map_err(|e| match e {
+            StoreError::IllegalTransition { .. } => NodeError::Conflict(e.to_string()),
+            e => NodeError::Store(e),
+        })
+    }
+
+    /// Fail every active node without a state change or event for the configured progress
+    /// timeout; returns their names.
+    pub fn fail_stalled(&self) -> Result<Vec<String>, NodeError> {
+        let timeout = self.config().seed.lifecycle.progress_timeout_secs;
+        if timeout == 0 {
+            return Ok(Vec::new());
+        }
+        let timeout_ms = i64::try_from(timeout)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        let mut store = self.store();
+        let stalled = store.stalled(now_ms().saturating_sub(timeout_ms))?;
+        for name in &stalled {
+            store.transition(
+                name,
+                NodeState::Failed,
+                "seed",
+                &format!("no progress for {timeout} s"),
+                false,
+            )?;
+        }
+        Ok(stalled)
+    }
+
+    /// Every node in the store, with its newest event.
+    pub fn list(&self) -> Result<Vec<NodeRecord>, NodeError> {
+        Ok(self.store().nodes()?)
+    }
+
+    /// One node.
+    pub fn get(&self, name: &str) -> Result<NodeRecord, NodeError> {
+        self.store()
+            .node(name)?
+            .ok_or_else(|| NodeError::NotFound(format!("no node named {name}")))
+    }
+
+    /// A node's newest `limit` events, oldest first.
+    pub fn events(&self, name: &str, limit: u32) -> Result<Vec<Event>, NodeError> {
+        let store = self.store();
+        if store.node(name)?.is_none() {
+            return Err(NodeError::NotFound(format!("no node named {name}")));
+        }
+        Ok(store.events(Some(name), limit)?)
+    }
+
+    fn by_token(&self, token: &str) -> Result<Provisioning, NodeError> {
+        // Tokens are 64 hex digits; anything else is not worth a query.
+        if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(NodeError::NotFound("no such token".into()));
+        }
+        self.store()
+            .by_token(token)?
+            .ok_or_else(|| NodeError::NotFound("no such token".into()))
+    }
+}

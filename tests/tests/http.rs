@@ -1,0 +1,609 @@
+//! The HTTP server against curl, on loopback: the iPXE script through a node's lifecycle, the
+//! install documents behind their tokens, the installer's callbacks, the API, /metrics, and
+//! images with ranges. seed runs with `--no-dhcp --no-tftp`: nothing here needs a namespace.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::http::{API_TOKEN, HttpSeed, curl, get, post, post_json};
+use common::{describe, repo_root, seed};
+
+/// seed.url of the lab config: it only appears in scripts, nothing connects to it.
+const LAB_URL: &str = "http://10.10.10.1:8080";
+const CMP1: &str = "52:54:00:10:00:11"; // UEFI
+const CMP2: &str = "52:54:00:10:00:12"; // BIOS
+const STOR1: &str = "52:54:00:10:00:21";
+
+/// The lab rack in a scratch directory, with an API token.
+struct Lab {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    state: PathBuf,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
+        let marker = "  state_dir: /var/lib/seed-lab\n";
+        assert!(text.contains(marker));
+        let text = text.replacen(
+            marker,
+            &format!("{marker}  api_token: {{ env: SEED_TEST_API_TOKEN }}\n"),
+            1,
+        );
+        let config = dir.path().join("seed.yaml");
+        std::fs::write(&config, text).unwrap();
+        let state = dir.path().join("state");
+        Self { dir, config, state }
+    }
+
+    fn seed(&self, args: &[&str]) -> Output {
+        seed()
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Register `ubuntu-24.04` from three small files.
+    fn add_image(&self) {
+        let files = self.dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        for (name, bytes) in [
+            ("vmlinuz", "kernel"),
+            ("initrd", "initrd"),
+            ("ubuntu.iso", "iso"),
+        ] {
+            std::fs::write(files.join(name), bytes).unwrap();
+        }
+        let f = |n: &str| files.join(n).to_str().unwrap().to_string();
+        let out = self.seed(&[
+            "images",
+            "add",
+            "ubuntu-24.04",
+            "--kernel",
+            &f("vmlinuz"),
+            "--initrd",
+            &f("initrd"),
+            "--iso",
+            &f("ubuntu.iso"),
+        ]);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+
+    fn provision(&self, args: &[&str]) -> Output {
+        let mut all = vec!["provision"];
+        all.extend(args);
+        self.seed(&all)
+    }
+
+    fn start(&self) -> HttpSeed {
+        HttpSeed::start(&self.config, &self.state)
+    }
+
+    /// The `seed status` table row of `node`.
+    fn status_row(&self, node: &str) -> String {
+        let out = self.seed(&["status"]);
+        assert!(out.status.success(), "{}", describe(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(node))
+            .unwrap_or_else(|| panic!("no row for {node}"))
+            .to_string()
+    }
+}
+
+fn script(seed: &HttpSeed, mac: &str) -> String {
+    let reply = get(&seed.url(&format!("/boot.ipxe?mac={mac}")));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().starts_with("#!ipxe\n"), "{}", reply.text());
+    reply.text()
+}
+
+/// The token in an install script's `ds=nocloud;s=<url>/nodes/<token>/`.
+fn token_of(script: &str) -> String {
+    let start = script
+        .find("/nodes/")
+        .unwrap_or_else(|| panic!("no node URL in\n{script}"))
+        + "/nodes/".len();
+    script[start..start + 64].to_string()
+}
+
+fn state_of(seed: &HttpSeed, node: &str) -> String {
+    let reply = get(&seed.url(&format!("/api/v1/nodes/{node}")));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["state"].as_str().unwrap().to_string()
+}
+
+fn assert_local_disk(script: &str, why: &str) {
+    assert!(script.contains(why), "expected `{why}` in\n{script}");
+    // One script for both firmware kinds: `exit` on UEFI, `sanboot` of the first BIOS drive.
+    assert!(
+        script.contains("iseq ${platform} efi && exit 0"),
+        "{script}"
+    );
+    assert!(
+        script.contains("sanboot --no-describe --drive 0x80"),
+        "{script}"
+    );
+    assert!(!script.contains("kernel "), "{script}");
+}
+
+fn event(event_type: &str, name: &str, result: Option<&str>) -> String {
+    let mut e = serde_json::json!({
+        "origin": "curtin",
+        "timestamp": 1_795_000_000.25,
+        "event_type": event_type,
+        "name": name,
+        "description": format!("{name} step"),
+        "level": "INFO",
+        "files": [],
+        "some_future_field": {"x": 1},
+    });
+    if let Some(r) = result {
+        e["result"] = r.into();
+    }
+    e.to_string()
+}
+
+#[test]
+fn the_ipxe_script_follows_the_node_state_on_uefi_and_bios() {
+    let lab = Lab::new();
+    let seed = lab.start();
+
+    // Ready: both boot their disks; nothing is installed on a node nobody provisioned.
+    assert_local_disk(&script(&seed, CMP1), "cmp1 is ready, not provisioning");
+    assert_local_disk(&script(&seed, CMP2), "cmp2 is ready, not provisioning");
+    assert_local_disk(
+        &script(&seed, "52:54:00:99:99:99"),
+        "52:54:00:99:99:99 is not a configured node",
+    );
+    let bad = get(&seed.url("/boot.ipxe?mac=nonsense"));
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("mac `nonsense`"), "{}", bad.text());
+
+    // Provisioning needs the node's image.
+    let out = lab.provision(&["cmp1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("installs image ubuntu-24.04, which is not registered"),
+        "{}",
+        describe(&out)
+    );
+    lab.add_image();
+    let out = lab.provision(&["cmp1", "cmp2"]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // Provisioning: the installer, with the exact command line, for both firmware kinds.
+    for (mac, hexhyp) in [(CMP1, "52-54-00-10-00-11"), (CMP2, "52-54-00-10-00-12")] {
+        let text = script(&seed, mac);
+        let token = token_of(&text);
+        let image = format!("{LAB_URL}/images/ubuntu-24.04");
+        let kernel = format!(
+            "kernel {image}/vmlinuz initrd=initrd ip=dhcp BOOTIF=01-{hexhyp} url={image}/ubuntu.iso \
+             autoinstall cloud-config-url=/dev/null ds=nocloud;s={LAB_URL}/nodes/{token}/ \
+             console=tty0 console=ttyS0,115200n8 --- console=tty0 console=ttyS0,115200n8 || goto failed"
+        );
+        assert!(
+            text.lines().any(|l| l == kernel),
+            "expected\n{kernel}\nin\n{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == format!("initrd {image}/initrd || goto failed")),
+            "{text}"
+        );
+    }
+
+    // UEFI node: the installer reports, finishes, and the installed system phones home.
+    let token = token_of(&script(&seed, CMP1));
+    let url = |what: &str| seed.url(&format!("/nodes/{token}/{what}"));
+    let reply = post_json(&url("events"), &event("start", "subiquity/Install", None));
+    assert_eq!((reply.status, reply.text().trim()), (200, "installing"));
+    // The installer rebooted mid-way: it is served again, same token.
+    assert_eq!(token_of(&script(&seed, CMP1)), token);
+    assert_eq!(post(&url("installed")).text().trim(), "installed");
+    assert_local_disk(&script(&seed, CMP1), "cmp1 is installed");
+    let reply = curl(&[
+        "-X",
+        "POST",
+        "--data",
+        "instance_id=cmp1-1&hostname=cmp1",
+        &url("phone-home"),
+    ]);
+    assert_eq!((reply.status, reply.text().trim()), (200, "deployed"));
+    assert_local_disk(&script(&seed, CMP1), "cmp1 is deployed");
+
+    // BIOS node: the installer keeps rebooting before it reports; after three servings seed
+    // gives up, fails the node and boots its disk.
+    for attempt in 2..=3 {
+        assert!(script(&seed, CMP2).contains("kernel "), "attempt {attempt}");
+    }
+    assert_local_disk(
+        &script(&seed, CMP2),
+        "cmp2 failed: the installer was served 3 times without finishing",
+    );
+    assert_eq!(state_of(&seed, "cmp2"), "failed");
+    assert_local_disk(&script(&seed, CMP2), "cmp2 is failed, not provisioning");
+}
+
+#[test]
+fn install_documents_open_only_with_the_nodes_own_live_token() {
+    let lab = Lab::new();
+    lab.add_image();
+    let seed = lab.start();
+    let out = lab.provision(&["cmp1", "stor1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let cmp1 = token_of(&script(&seed, CMP1));
+    let stor1 = token_of(&script(&seed, STOR1));
+    assert_ne!(cmp1, stor1);
+    let doc = |token: &str, what: &str| get(&seed.url(&format!("/nodes/{token}/{what}")));
+
+    let user_data = doc(&cmp1, "user-data");
+    assert_eq!(user_data.status, 200, "{}", user_data.text());
+    let text = user_data.text();
+    assert!(text.starts_with("#cloud-config\n"), "{text}");
+    assert!(text.contains("hostname: \"cmp1\""), "{text}");
+    assert!(!text.contains("stor1"), "{text}");
+    // Its callbacks carry its own token.
+    assert!(
+        text.contains(&format!("{LAB_URL}/nodes/{cmp1}/events")),
+        "{text}"
+    );
+    assert!(
+        doc(&stor1, "user-data")
+            .text()
+            .contains("hostname: \"stor1\"")
+    );
+    let meta = doc(&cmp1, "meta-data").text();
+    assert!(meta.contains("instance-id: \"cmp1-"), "{meta}");
+    assert_eq!(doc(&cmp1, "vendor-data").status, 200);
+
+    // No token, a wrong token, garbage: nothing.
+    let wrong = "0".repeat(64);
+    for path in [
+        format!("/nodes/{wrong}/user-data"),
+        "/nodes//user-data".to_string(),
+        "/nodes/user-data".to_string(),
+        "/nodes/cmp1/user-data".to_string(),
+        format!("/nodes/{}/user-data", &cmp1[..63]),
+    ] {
+        let reply = get(&seed.url(&path));
+        assert_eq!(reply.status, 404, "{path}: {}", reply.text());
+        assert!(!reply.text().contains("autoinstall"), "{path}");
+    }
+
+    // Installed: the token is retired for documents, still good for late events.
+    assert_eq!(
+        post(&seed.url(&format!("/nodes/{cmp1}/installed"))).status,
+        200
+    );
+    let retired = doc(&cmp1, "user-data");
+    assert_eq!(retired.status, 403, "{}", retired.text());
+    assert!(
+        retired.text().contains("cmp1 is installed"),
+        "{}",
+        retired.text()
+    );
+    let late = post_json(
+        &seed.url(&format!("/nodes/{cmp1}/events")),
+        &event("finish", "subiquity/Shutdown", Some("SUCCESS")),
+    );
+    assert_eq!(late.status, 200, "{}", late.text());
+
+    // A forced reinstall gets a new token and instance; the old token is gone.
+    let out = lab.provision(&["cmp1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("without --force"),
+        "{}",
+        describe(&out)
+    );
+    let out = lab.provision(&["--force", "cmp1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let again = token_of(&script(&seed, CMP1));
+    assert_ne!(again, cmp1);
+    assert_eq!(doc(&cmp1, "user-data").status, 404);
+    assert_eq!(doc(&again, "user-data").status, 200);
+    assert_ne!(doc(&again, "meta-data").text(), meta);
+}
+
+#[test]
+fn callbacks_move_the_state_and_show_in_status_the_api_and_metrics() {
+    let lab = Lab::new();
+    lab.add_image();
+    let seed = lab.start();
+
+    // The API provisions with the bearer token only.
+    let provision_url = seed.url("/api/v1/nodes/cmp1/provision");
+    let no_auth = curl(&["-X", "POST", &provision_url]);
+    assert_eq!(no_auth.status, 401, "{}", no_auth.text());
+    let wrong = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Authorization: Bearer nope",
+        &provision_url,
+    ]);
+    assert_eq!(wrong.status, 401);
+    let bearer = format!("Authorization: Bearer {API_TOKEN}");
+    let ok = curl(&["-X", "POST", "-H", &bearer, &provision_url]);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["started"], true);
+    assert!(!ok.text().contains("token"), "{}", ok.text());
+    let twice = curl(&["-X", "POST", "-H", &bearer, &provision_url]);
+    assert_eq!(
+        twice.json()["started"],
+        false,
+        "a second request is a no-op"
+    );
+    let unknown = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        &seed.url("/api/v1/nodes/nosuch/provision"),
+    ]);
+    assert_eq!(unknown.status, 404);
+    // And the CLI takes the same path: provisioning cmp2 there is visible here.
+    assert!(lab.provision(&["cmp2"]).status.success());
+    assert_eq!(state_of(&seed, "cmp2"), "provisioning");
+
+    let token = token_of(&script(&seed, CMP1));
+    let events_url = seed.url(&format!("/nodes/{token}/events"));
+    let reply = post_json(
+        &events_url,
+        &event("start", "subiquity/Install/install/configuring_apt", None),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(state_of(&seed, "cmp1"), "installing");
+    let row = lab.status_row("cmp1");
+    assert!(row.contains("installing"), "{row}");
+    assert!(row.contains("provisioning -> installing"), "{row}");
+    let node = get(&seed.url("/api/v1/nodes/cmp1")).json();
+    assert_eq!(node["role"], "compute");
+    assert!(
+        node["last_event"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("first event subiquity/Install/install/configuring_apt"),
+        "{node}"
+    );
+    let bad = post_json(&events_url, "{\"not\": \"an event\"}");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+
+    assert_eq!(
+        post(&seed.url(&format!("/nodes/{token}/installed"))).status,
+        200
+    );
+    assert!(lab.status_row("cmp1").contains("installed"));
+    assert_eq!(
+        post(&seed.url(&format!("/nodes/{token}/phone-home"))).status,
+        200
+    );
+    assert_eq!(state_of(&seed, "cmp1"), "deployed");
+    let events = get(&seed.url("/api/v1/nodes/cmp1/events")).json();
+    let details: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "start subiquity/Install/install/configuring_apt: subiquity/Install/install/configuring_apt step",
+        "ready -> provisioning",
+        "provisioning -> installing",
+        "installing -> installed",
+        "installed -> deployed",
+    ] {
+        assert!(
+            details.iter().any(|d| d.starts_with(expected)),
+            "{expected} missing in {details:?}"
+        );
+    }
+
+    // An installer error event fails the node.
+    let token2 = token_of(&script(&seed, CMP2));
+    let reply = post_json(
+        &seed.url(&format!("/nodes/{token2}/events")),
+        &event(
+            "finish",
+            "subiquity/Install/install/curtin_install",
+            Some("FAIL"),
+        ),
+    );
+    assert_eq!(reply.text().trim(), "failed");
+    assert!(lab.status_row("cmp2").contains("failed"));
+
+    let metrics = get(&seed.url("/metrics")).text();
+    for line in [
+        "seed_nodes{state=\"deployed\"} 1",
+        "seed_nodes{state=\"failed\"} 1",
+        "seed_http_requests_total{route=\"nodes\",code=\"4xx\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("seed_http_requests_total{route=\"boot\",code=\"2xx\"} ")),
+        "{metrics}"
+    );
+    let page = get(&seed.url("/")).text();
+    assert!(
+        page.contains("<td>cmp1</td>") && page.contains("deployed"),
+        "{page}"
+    );
+}
+
+/// A sparse file of `len` bytes with `marker` written at each of `offsets`.
+fn sparse(path: &Path, len: u64, marks: &[(u64, &[u8])]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(path).unwrap();
+    file.set_len(len).unwrap();
+    for (offset, bytes) in marks {
+        file.write_all_at(bytes, *offset).unwrap();
+    }
+}
+
+#[test]
+fn images_are_served_with_ranges_etags_and_head() {
+    let lab = Lab::new();
+    let seed = lab.start();
+    let dir = lab.state.join("images/big");
+    std::fs::create_dir_all(&dir).unwrap();
+    const GIB: u64 = 1 << 30;
+    let path = dir.join("big.iso");
+    sparse(
+        &path,
+        GIB,
+        &[(0, b"HEAD"), (GIB / 2, b"MIDDLE"), (GIB - 4, b"TAIL")],
+    );
+    let url = seed.url("/images/big/big.iso");
+
+    let head = curl(&["-I", &url]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("1073741824"));
+    assert_eq!(head.header("accept-ranges"), Some("bytes"));
+    let etag = head.header("etag").unwrap().to_string();
+    assert!(head.header("last-modified").is_some());
+
+    let range = |r: &str| curl(&["-r", r, &url]);
+    let first = range("0-3");
+    assert_eq!((first.status, first.body.as_slice()), (206, &b"HEAD"[..]));
+    assert_eq!(first.header("content-range"), Some("bytes 0-3/1073741824"));
+    let middle = range(&format!("{}-{}", GIB / 2, GIB / 2 + 5));
+    assert_eq!(
+        (middle.status, middle.body.as_slice()),
+        (206, &b"MIDDLE"[..])
+    );
+    let suffix = range("-4");
+    assert_eq!((suffix.status, suffix.body.as_slice()), (206, &b"TAIL"[..]));
+    let open_ended = range(&format!("{}-", GIB - 6));
+    assert_eq!(open_ended.body, b"\0\0TAIL");
+    let beyond = range(&format!("{GIB}-"));
+    assert_eq!(beyond.status, 416);
+    assert_eq!(beyond.header("content-range"), Some("bytes */1073741824"));
+
+    // Conditional requests: unchanged → 304; If-Range with a stale tag → the whole file.
+    let cached = curl(&["-H", &format!("If-None-Match: {etag}"), &url]);
+    assert_eq!((cached.status, cached.body.len()), (304, 0));
+    let stale = curl(&["-I", "-r", "0-3", "-H", "If-Range: \"stale\"", &url]);
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.header("content-length"), Some("1073741824"));
+
+    // The whole GiB, streamed, byte for byte.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "curl -sf --max-time 120 '{url}' | cmp - '{}'",
+            path.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+
+    for bad in [
+        "/images/../seed.yaml",
+        "/images/big/../../seed.db",
+        "/images/%2e%2e/seed.yaml",
+    ] {
+        let reply = curl(&["--path-as-is", &seed.url(bad)]);
+        assert_eq!(reply.status, 404, "{bad}: {}", reply.text());
+    }
+}
+
+/// VmHWM (peak resident set) and VmRSS of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[test]
+fn memory_stays_small_while_200_slow_clients_download_a_256_mib_image() {
+    const CLIENTS: usize = 200;
+    let lab = Lab::new();
+    let mut seed = lab.start();
+    let dir = lab.state.join("images/big");
+    std::fs::create_dir_all(&dir).unwrap();
+    sparse(&dir.join("256m.iso"), 256 << 20, &[(0, b"x")]);
+    let url = seed.url("/images/big/256m.iso");
+    let pid = seed.pid();
+
+    // Each client takes 1 MiB/s for 6 s: all 200 are mid-transfer at once, and none can take
+    // the file quickly, so seed must hold 200 streams of a file far larger than 64 MiB.
+    let clients: Vec<common::KillOnDrop> = (0..CLIENTS)
+        .map(|_| {
+            common::KillOnDrop::new(
+                std::process::Command::new("curl")
+                    .args([
+                        "-s",
+                        "--limit-rate",
+                        "1M",
+                        "--max-time",
+                        "6",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code} %{size_download}",
+                        &url,
+                    ])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let mut peak_rss = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut outputs = Vec::new();
+    for client in clients {
+        // Sample while clients run; wait_with_output returns when each ends (by --max-time).
+        peak_rss = peak_rss.max(memory_kib(pid).1);
+        outputs.push(client.wait_with_output());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clients did not finish"
+        );
+    }
+    let (hwm, _) = memory_kib(pid);
+    let mut total = 0u64;
+    for out in &outputs {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut fields = text.split_whitespace();
+        assert_eq!(fields.next(), Some("200"), "{}", describe(out));
+        let bytes: u64 = fields.next().unwrap().parse().unwrap();
+        // Every client was served throughout, not one after another.
+        assert!(
+            bytes >= 3 << 20,
+            "a client got only {bytes} bytes: {}",
+            describe(out)
+        );
+        total += bytes;
+    }
+    eprintln!("seed peak resident {hwm} KiB with {CLIENTS} clients, {total} bytes served");
+    assert!(
+        hwm < 64 * 1024,
+        "seed peaked at {hwm} KiB resident (sampled {peak_rss} KiB) serving {CLIENTS} clients, {total} bytes"
+    );
+    assert!(seed.log().contains("HTTP server running"));
+}
