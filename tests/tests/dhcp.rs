@@ -118,6 +118,46 @@ fn udhcpc_gets_the_reserved_address_and_the_boot_file_for_its_firmware() {
     let (_, env) = udhcpc(&ns, dir.path(), &[]);
     assert_eq!(env.get("ip").map(String::as_str), Some("10.99.10.21"));
     assert!(!env.contains_key("boot_file"), "{env:?}");
+
+    // The URLs handed out work: the EFI binary for HTTP boot, and the script (the local disk:
+    // nobody provisioned the node).
+    ns.add_client_address("10.99.10.50/24");
+    let fetch = |url: &str| {
+        let out = ns
+            .in_cli("curl")
+            .args(["-sS", "--max-time", "10", url])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{url}: {}", describe(&out));
+        out.stdout
+    };
+    let efi = fetch("http://10.99.10.1:8080/ipxe/ipxe.efi");
+    assert!(
+        efi == std::fs::read(common::repo_root().join("ipxe/firmware/ipxe.efi")).unwrap(),
+        "ipxe.efi over HTTP differs"
+    );
+    let script = String::from_utf8(fetch(
+        "http://10.99.10.1:8080/boot.ipxe?mac=02:00:00:00:00:21",
+    ))
+    .unwrap();
+    assert!(script.contains("n1 is ready, not provisioning"), "{script}");
+    // And /metrics counted the exchanges.
+    let metrics = String::from_utf8(fetch("http://10.99.10.1:8080/metrics")).unwrap();
+    for (kind, direction) in [
+        ("discover", "in"),
+        ("offer", "out"),
+        ("request", "in"),
+        ("ack", "out"),
+    ] {
+        let prefix =
+            format!("seed_dhcp_packets_total{{type=\"{kind}\",direction=\"{direction}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing in\n{metrics}"));
+        assert!(count >= 6, "{prefix}{count}: six clients went through DORA");
+    }
     seed.stop();
 }
 

@@ -106,7 +106,12 @@ while True:
     if block == (expect - 1) % 65536 and len(data) - 4 < 1468:
         break
 open(sys.argv[2], "wb").write(out)
-# 3. Refusals.
+# 3. A block larger than the zone's MTU (1500) carries is answered with 1468.
+data, tid = rrq(b"ipxe.efi", b"blksize", b"9000")
+fields = data[2:].split(b"\0")
+print("blksize", dict(zip(fields[0::2], fields[1::2]))[b"blksize"].decode())
+s.sendto(struct.pack("!HH", 5, 0) + b"enough\0", tid)
+# 4. Refusals.
 for name in [b"../etc/passwd", b"/etc/passwd", b"a/../../etc/passwd", b"missing.efi"]:
     data, _ = rrq(name)
     op, code = struct.unpack("!HH", data[:4])
@@ -123,9 +128,28 @@ fn a_tsize_probe_then_abort_then_rrq_again_is_served_and_bad_paths_are_refused()
         .arg(&out_path)
         .output()
         .unwrap();
+    let metrics = ns
+        .in_cli("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{SEED_IP}:8080/metrics"))
+        .output()
+        .unwrap();
     seed.stop();
     assert!(out.status.success(), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("blksize 1468\n"), "{stdout}");
+    // The probe and the blksize check were aborted by the client; four paths were refused.
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for line in [
+        "seed_tftp_transfers_total{outcome=\"completed\"} 1",
+        "seed_tftp_transfers_total{outcome=\"aborted\"} 2",
+        "seed_tftp_transfers_total{outcome=\"failed\"} 4",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing in\n{metrics}"
+        );
+    }
     let want = firmware("ipxe.efi");
     assert!(
         stdout.contains(&format!("tsize {}", want.len())),
