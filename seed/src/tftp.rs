@@ -357,12 +357,12 @@ async fn transfer(
         }
     }
     let blocks = (data.len() / blksize as u64 + 1) as usize; // the last block is short, possibly empty
+    let mut ahead = ReadAhead::default();
     let mut base = 0usize; // blocks acknowledged so far
     while base < blocks {
         let end = (base + usize::from(windowsize)).min(blocks);
         let mut window = Vec::with_capacity(end - base);
-        // One read for the whole window: one syscall instead of one per block.
-        let bytes = data.read_at(base as u64 * blksize as u64, (end - base) * blksize)?;
+        let bytes = ahead.get(&data, base as u64 * blksize as u64, (end - base) * blksize)?;
         for (k, i) in (base..end).enumerate() {
             let chunk =
                 &bytes[(k * blksize).min(bytes.len())..((k + 1) * blksize).min(bytes.len())];
@@ -383,6 +383,33 @@ async fn transfer(
         }
     }
     Ok(TftpOutcome::Completed)
+}
+
+/// What a transfer read from its file beyond the current window. A lock-step transfer at
+/// blksize 512 would otherwise make one `pread` per block; the page cache makes a larger read
+/// cost about the same as a small one.
+#[derive(Default)]
+struct ReadAhead {
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+/// How far a transfer reads ahead of its window.
+const READ_AHEAD: usize = 64 * 1024;
+
+impl ReadAhead {
+    /// Up to `len` bytes of `data` at `offset`.
+    fn get(&mut self, data: &Source, offset: u64, len: usize) -> std::io::Result<&[u8]> {
+        let have = self.offset..self.offset + self.bytes.len() as u64;
+        let end = (offset + len as u64).min(data.len());
+        if offset < have.start || end > have.end {
+            self.bytes = data.read_at(offset, len.max(READ_AHEAD))?;
+            self.offset = offset;
+        }
+        let from = (offset - self.offset) as usize;
+        let to = (end.max(offset) - self.offset) as usize;
+        Ok(&self.bytes[from..to])
+    }
 }
 
 enum Reply {

@@ -27,7 +27,7 @@ async fn image_file(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    files::serve(app.images.clone(), path, &method, &headers).await
+    files::serve(&app.images, &path, &method, &headers).await
 }
 
 /// `GET /boot.ipxe?mac=<mac>`: the script for this machine's state. The DHCP side hands out
