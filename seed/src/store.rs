@@ -813,6 +813,39 @@ mod tests {
     }
 
     #[test]
+    fn stalled_are_active_nodes_without_a_recent_state_change_or_event() {
+        let (_dir, mut store) = store();
+        store
+            .register_nodes(["idle", "waiting", "busy", "done"], "test")
+            .unwrap();
+        for name in ["waiting", "busy", "done"] {
+            store.provision(name, "test", false).unwrap();
+        }
+        store
+            .transition("done", NodeState::Installed, "test", "", false)
+            .unwrap();
+        store
+            .transition("done", NodeState::Deployed, "test", "", false)
+            .unwrap();
+        let later = now_ms() + 60_000;
+        // Everything active is stalled a minute from now; idle (ready) and deployed never are.
+        assert_eq!(store.stalled(later).unwrap(), ["busy", "waiting"]);
+        // Nothing is stalled relative to a minute ago.
+        assert!(store.stalled(now_ms() - 60_000).unwrap().is_empty());
+        // An event is progress: a node reporting after the cut-off is not stalled.
+        let cut = now_ms() + 1;
+        while now_ms() <= cut {
+            std::hint::spin_loop();
+        }
+        store
+            .record_event(Some("busy"), "installer", "test", "step")
+            .unwrap();
+        assert_eq!(store.stalled(cut).unwrap(), ["waiting"]);
+        let busy = store.node("busy").unwrap().unwrap();
+        assert_eq!(busy.last_event.unwrap().detail, "step");
+    }
+
+    #[test]
     fn opens_in_wal_mode_at_the_current_schema() {
         let (_dir, store) = store();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
