@@ -455,9 +455,7 @@ async fn send_window(
     buf: &mut [u8],
 ) -> std::io::Result<Option<usize>> {
     for _ in 0..=MAX_RETRIES {
-        for p in window {
-            socket.send(p).await?;
-        }
+        send_all(socket, window).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, socket.recv(buf)).await {
@@ -486,6 +484,45 @@ async fn send_window(
         std::io::ErrorKind::TimedOut,
         "no acknowledgement from the client",
     ))
+}
+
+/// Send every packet of a window on the connected `socket`, as few `sendmmsg` calls as the
+/// socket buffer allows: one system call for a window of eight instead of eight.
+async fn send_all(socket: &UdpSocket, packets: &[Vec<u8>]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut sent = 0;
+    while sent < packets.len() {
+        socket.writable().await?;
+        let batch = socket.try_io(tokio::io::Interest::WRITABLE, || {
+            send_batch(socket.as_raw_fd(), &packets[sent..]).map_err(std::io::Error::from)
+        });
+        match batch {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One `sendmmsg(2)` of `packets` on the connected socket `fd`; how many went out.
+fn send_batch(fd: std::os::fd::RawFd, packets: &[Vec<u8>]) -> nix::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+    let slices: Vec<[std::io::IoSlice<'_>; 1]> =
+        packets.iter().map(|p| [std::io::IoSlice::new(p)]).collect();
+    // Connected: no address per message.
+    let addresses: Vec<Option<SockaddrStorage>> = vec![None; packets.len()];
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(packets.len(), None);
+    let none: [ControlMessage<'_>; 0] = [];
+    let sent = sendmmsg(
+        fd,
+        &mut headers,
+        &slices,
+        &addresses,
+        none,
+        MsgFlags::empty(),
+    )?;
+    Ok(sent.count())
 }
 
 #[cfg(test)]
