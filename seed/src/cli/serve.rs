@@ -139,7 +139,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let app = Arc::new(http::App {
             nodes: Arc::clone(&nodes),
             metrics: Arc::clone(&metrics),
-            images: catalogue.root().to_path_buf(),
+            images: http::files::Root::new(catalogue.root()),
             api_token,
         });
         let http_task = tokio::spawn(http::serve(http_listener, app, stopped(stop_rx.clone())));

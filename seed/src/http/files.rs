@@ -7,9 +7,9 @@
 //! Range), which every client handles.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Component, Path};
-use std::sync::Arc;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -92,35 +92,83 @@ fn plain(relative: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// Open `root/relative` for reading if it stays inside `root`: no `..`, absolute paths, NUL
-/// bytes, or symlinks that lead out. openat2(RESOLVE_BENEATH) has the kernel check every step
-/// in one call (Linux 5.6+); older kernels get the same answer from canonicalize().
-pub fn open_beneath(root: &Path, relative: &str) -> std::io::Result<std::fs::File> {
-    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-    let refused = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-    if !plain(relative) {
-        return Err(refused());
+/// A directory files are served from. Its descriptor is kept open, so a request costs one
+/// `openat2` instead of an open and close of the directory as well (bench/http).
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    dir: RwLock<Option<Arc<std::fs::File>>>,
+}
+
+impl Root {
+    /// Serve from `path`; it need not exist yet (the image catalogue creates it on first add).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            dir: RwLock::new(None),
+        }
     }
-    let dir = std::fs::File::open(root)?;
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn dir(&self, fresh: bool) -> std::io::Result<Arc<std::fs::File>> {
+        if !fresh && let Some(dir) = self.dir.read().ok().and_then(|d| d.clone()) {
+            return Ok(dir);
+        }
+        let dir = Arc::new(std::fs::File::open(&self.path)?);
+        if let Ok(mut slot) = self.dir.write() {
+            *slot = Some(Arc::clone(&dir));
+        }
+        Ok(dir)
+    }
+
+    /// Open `relative` for reading if it stays inside the root: no `..`, absolute paths, NUL
+    /// bytes, or symlinks that lead out. openat2(RESOLVE_BENEATH) has the kernel check every
+    /// step in one call (Linux 5.6+); older kernels get the same answer from canonicalize().
+    pub fn open(&self, relative: &str) -> std::io::Result<std::fs::File> {
+        if !plain(relative) {
+            return Err(not_found());
+        }
+        let opened = match open_beneath(&*self.dir(false)?, relative) {
+            // The directory may have been replaced since it was opened: look again, once.
+            Err(nix::errno::Errno::ENOENT) => open_beneath(&*self.dir(true)?, relative),
+            opened => opened,
+        };
+        match opened {
+            Ok(file) => Ok(file),
+            // A kernel before 5.6: resolve the old way.
+            Err(nix::errno::Errno::ENOSYS) => self.open_canonical(relative),
+            // The path leaves the root through a symlink.
+            Err(nix::errno::Errno::EXDEV) => Err(not_found()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn open_canonical(&self, relative: &str) -> std::io::Result<std::fs::File> {
+        let root = self.path.canonicalize()?;
+        let full = root.join(relative).canonicalize()?;
+        // canonicalize() resolved every symlink: what is not under the root left it.
+        if full.starts_with(&root) {
+            std::fs::File::open(full)
+        } else {
+            Err(not_found())
+        }
+    }
+}
+
+fn not_found() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+}
+
+fn open_beneath(dir: &std::fs::File, relative: &str) -> nix::Result<std::fs::File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    match openat2(&dir, relative, how) {
-        Ok(fd) => Ok(std::fs::File::from(fd)),
-        Err(nix::errno::Errno::ENOSYS) => {
-            let root = root.canonicalize()?;
-            let full = root.join(relative).canonicalize()?;
-            // canonicalize() resolved every symlink: what is not under the root left it.
-            if full.starts_with(&root) {
-                std::fs::File::open(full)
-            } else {
-                Err(refused())
-            }
-        }
-        // EXDEV: the path (through a symlink) leaves the root.
-        Err(nix::errno::Errno::EXDEV) => Err(refused()),
-        Err(e) => Err(e.into()),
-    }
+    openat2(dir, relative, how).map(std::fs::File::from)
 }
 
 /// A validator that changes whenever the file does: size and modification time, as nginx
@@ -154,9 +202,9 @@ struct Opened {
 }
 
 /// Resolve, open and stat.
-fn open(root: &Path, relative: &str) -> Result<Opened, (StatusCode, String)> {
+fn open(root: &Root, relative: &str) -> Result<Opened, (StatusCode, String)> {
     let not_found = |why: String| (StatusCode::NOT_FOUND, format!("{relative}: {why}\n"));
-    let file = open_beneath(root, relative).map_err(|e| not_found(e.to_string()))?;
+    let file = root.open(relative).map_err(|e| not_found(e.to_string()))?;
     let meta = file.metadata().map_err(|e| {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -304,7 +352,7 @@ impl Drop for Chunk {
 }
 
 /// Serve the file `relative` under `root` for `method` (GET or HEAD) and the request headers.
-pub async fn serve(root: &Path, relative: &str, method: &Method, headers: &HeaderMap) -> Response {
+pub async fn serve(root: &Root, relative: &str, method: &Method, headers: &HeaderMap) -> Response {
     // Resolving, opening and stat'ing run on this thread: they are dentry-cache lookups, and a
     // trip to the blocking pool halved the small-file throughput (bench/http).
     let Opened {
@@ -435,11 +483,9 @@ mod tests {
         std::fs::write(dir.path().join("secret"), b"s").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("noble/out")).unwrap();
         std::os::unix::fs::symlink("vmlinuz", root.join("noble/in")).unwrap();
-        assert!(open_beneath(&root, "noble/vmlinuz").is_ok());
-        assert!(
-            open_beneath(&root, "noble/in").is_ok(),
-            "a symlink inside is fine"
-        );
+        let root = Root::new(root);
+        assert!(root.open("noble/vmlinuz").is_ok());
+        assert!(root.open("noble/in").is_ok(), "a symlink inside is fine");
         for bad in [
             "../secret",
             "/etc/passwd",
@@ -448,7 +494,7 @@ mod tests {
             "a\0b",
             "",
         ] {
-            assert!(open_beneath(&root, bad).is_err(), "{bad:?}");
+            assert!(root.open(bad).is_err(), "{bad:?}");
         }
     }
 

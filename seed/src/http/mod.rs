@@ -13,7 +13,6 @@ mod boot;
 pub mod files;
 mod node;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ pub struct App {
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The image catalogue's directory, served as `/images/`.
-    pub images: PathBuf,
+    pub images: files::Root,
     /// The bearer token mutating API calls must carry; `None` refuses them.
     pub api_token: Option<Secret>,
 }
