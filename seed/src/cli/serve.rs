@@ -20,9 +20,8 @@ use crate::provision::{Nodes, Provisioner};
 use crate::store::Store;
 use crate::{dhcp, http, ra, tftp};
 
-/// Threads for blocking work (file reads of the HTTP server, SQLite). Each is a chunk read or a
-/// short transaction, so a few threads keep up; tokio's default (512) let 200 slow HTTP clients
-/// grow the pool to about 95 threads and 50 MiB resident (tests/tests/http.rs measures it).
+/// Threads for blocking work of the main runtime (SQLite of the stalled-install check; the HTTP
+/// workers have pools of their own). tokio's default is 512.
 const BLOCKING_THREADS: usize = 16;
 
 /// How often active nodes are checked for stalled installs.

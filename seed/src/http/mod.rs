@@ -3,7 +3,8 @@
 //!
 //! Handlers translate: they parse what the client sent, ask [`Nodes`] (which decides, from the
 //! config and the store) and turn the answer into a response. Store calls are blocking SQLite
-//! work and run on tokio's blocking pool, never on the threads that drive connections.
+//! work and run on a blocking pool, never on the threads that drive connections. Connections
+//! are served by one single-threaded runtime per core ([`serve`]).
 //!
 //! The caller binds the listener and passes a shutdown signal; on shutdown the server stops
 //! accepting and lets requests in flight finish.
@@ -57,6 +58,10 @@ pub fn router(app: Arc<App>) -> Router {
 /// minimum one chunk is in flight per connection (measured: 200 rate-limited clients of a
 /// 256 MiB image took 140 MiB resident with the default, see tests/tests/http.rs).
 const MAX_WRITE_BUFFER: usize = 8192;
+/// Blocking threads per worker (file chunk reads, store calls). Each job is one `pread` or one
+/// short transaction; tokio's default of 512 let 200 slow clients grow a pool to about 95
+/// threads (tests/tests/http.rs measures the memory).
+const BLOCKING_THREADS: usize = 8;
 /// A client that has not sent its request headers by then is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long requests in flight may take to finish after shutdown is asked for.
@@ -126,6 +131,7 @@ impl Workers {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handover>();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .max_blocking_threads(BLOCKING_THREADS)
                 .build()?;
             let router = router.clone();
             std::thread::Builder::new()
