@@ -409,3 +409,122 @@ impl Nodes {
             .ok_or_else(|| NodeError::NotFound("no such token".into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const CMP3: &str = "3c:ec:ef:10:00:23";
+
+    /// The example rack with `grace_secs` of callback grace, a store and a registered image.
+    fn nodes(grace_secs: u64) -> (tempfile::TempDir, Nodes) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::parse(crate::config::EXAMPLE, Path::new("x.yaml")).unwrap();
+        config.seed.lifecycle.callback_grace_secs = grace_secs;
+        let mut store = Store::open(&dir.path().join("state")).unwrap();
+        store
+            .register_nodes(config.nodes.iter().map(|n| n.name.as_str()), "test")
+            .unwrap();
+        for name in ["vmlinuz", "initrd"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let images = images::Catalogue::new(dir.path().join("images"));
+        images
+            .add(
+                &images::NewImage {
+                    name: "ubuntu-24.04".into(),
+                    kernel: dir.path().join("vmlinuz"),
+                    initrd: dir.path().join("initrd"),
+                    iso: None,
+                    kernel_args: vec![],
+                },
+                false,
+            )
+            .unwrap();
+        let provisioner = Arc::new(Provisioner::new(Arc::new(config)));
+        (dir, Nodes::new(provisioner, store, images))
+    }
+
+    fn event(event_type: &str, result: Option<&str>) -> Report {
+        Report::Event(InstallerEvent {
+            event_type: event_type.into(),
+            name: "subiquity/Install".into(),
+            description: "install".into(),
+            result: result.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn a_late_installed_callback_does_not_revive_a_failed_node() {
+        let (_dir, nodes) = nodes(3600);
+        let token = nodes.provision("cmp3", "test", false).unwrap().token;
+        assert_eq!(
+            nodes.report(&token, event("start", None)).unwrap(),
+            NodeState::Installing
+        );
+        assert_eq!(
+            nodes.report(&token, event("finish", Some("FAIL"))).unwrap(),
+            NodeState::Failed
+        );
+        // Within the grace period the callback is taken, kept as an event, and changes nothing.
+        assert_eq!(
+            nodes.report(&token, Report::Installed).unwrap(),
+            NodeState::Failed
+        );
+        let last = nodes.get("cmp3").unwrap().last_event.unwrap();
+        assert_eq!(last.kind, "ignored");
+        assert!(
+            last.detail
+                .contains("cmp3 is failed; not moved to installed"),
+            "{}",
+            last.detail
+        );
+        // A failed node boots its disk.
+        let script = nodes.ipxe_script(CMP3.parse().unwrap()).unwrap();
+        assert!(
+            script.contains("cmp3 is failed, not provisioning"),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn after_the_grace_period_the_token_is_retired() {
+        let (_dir, nodes) = nodes(0);
+        let token = nodes.provision("cmp3", "test", false).unwrap().token;
+        assert!(nodes.document(&token, Document::UserData).is_ok());
+        nodes.report(&token, Report::Installed).unwrap();
+        assert!(matches!(
+            nodes.document(&token, Document::UserData),
+            Err(NodeError::Retired(_))
+        ));
+        // Installed still takes reports (the phone home); deployed with no grace does not.
+        assert_eq!(
+            nodes
+                .report(&token, Report::PhoneHome("hostname=cmp3".into()))
+                .unwrap(),
+            NodeState::Deployed
+        );
+        assert!(matches!(
+            nodes.report(&token, event("finish", Some("SUCCESS"))),
+            Err(NodeError::Retired(_))
+        ));
+        assert!(matches!(
+            nodes.report(&"f".repeat(64), Report::Installed),
+            Err(NodeError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn provisioning_needs_a_known_node_and_its_image() {
+        let (dir, nodes) = nodes(3600);
+        std::fs::remove_dir_all(dir.path().join("images/ubuntu-24.04")).unwrap();
+        let err = nodes.provision("cmp3", "test", false).unwrap_err();
+        assert!(matches!(err, NodeError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("image ubuntu-24.04"), "{err}");
+        assert!(matches!(
+            nodes.provision("nosuch", "test", false),
+            Err(NodeError::NotFound(_))
+        ));
+    }
+}
