@@ -514,6 +514,24 @@ fn images_are_served_with_ranges_etags_and_head() {
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
 
+    // Small files are served from memory for up to a second: ranges still apply, and a
+    // replaced file is seen again soon after.
+    let small = dir.join("small.txt");
+    std::fs::write(&small, b"first version").unwrap();
+    let small_url = seed.url("/images/big/small.txt");
+    assert_eq!(get(&small_url).body, b"first version");
+    let part = curl(&["-r", "6-12", &small_url]);
+    assert_eq!((part.status, part.body.as_slice()), (206, &b"version"[..]));
+    std::fs::write(&small, b"second").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while get(&small_url).body != b"second" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replaced small file was never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     for bad in [
         "/images/../seed.yaml",
         "/images/big/../../seed.db",

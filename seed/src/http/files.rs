@@ -98,6 +98,7 @@ fn plain(relative: &str) -> bool {
 pub struct Root {
     path: PathBuf,
     dir: RwLock<Option<Arc<std::fs::File>>>,
+    small: std::sync::Mutex<std::collections::HashMap<String, (Instant, Opened)>>,
 }
 
 impl Root {
@@ -106,6 +107,24 @@ impl Root {
         Self {
             path: path.into(),
             dir: RwLock::new(None),
+            small: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// A small file read less than [`SMALL_FRESH`] ago.
+    fn cached(&self, relative: &str) -> Option<Opened> {
+        let small = self.small.lock().ok()?;
+        let (at, opened) = small.get(relative)?;
+        (at.elapsed() < SMALL_FRESH).then(|| opened.clone())
+    }
+
+    fn remember(&self, relative: &str, opened: &Opened) {
+        if let Ok(mut small) = self.small.lock() {
+            if small.len() >= SMALL_CACHED {
+                // Crude but bounded: start over rather than track what is least used.
+                small.clear();
+            }
+            small.insert(relative.to_string(), (Instant::now(), opened.clone()));
         }
     }
 
@@ -194,32 +213,59 @@ fn none_match(value: &str, etag: &str) -> bool {
 }
 
 /// An open file and what the response headers need from it.
+#[derive(Debug, Clone)]
 struct Opened {
-    file: std::fs::File,
+    content: Content,
     len: u64,
     modified: SystemTime,
     content_type: &'static str,
 }
 
+/// Where a body comes from.
+#[derive(Debug, Clone)]
+enum Content {
+    /// A small file, read whole (and cached for [`SMALL_FRESH`]).
+    Memory(Bytes),
+    /// A large file, streamed.
+    File(Arc<std::fs::File>),
+}
+
 /// Resolve, open and stat.
 fn open(root: &Root, relative: &str) -> Result<Opened, (StatusCode, String)> {
+    if let Some(cached) = root.cached(relative) {
+        return Ok(cached);
+    }
     let not_found = |why: String| (StatusCode::NOT_FOUND, format!("{relative}: {why}\n"));
-    let file = root.open(relative).map_err(|e| not_found(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| {
+    let failed = |e: std::io::Error| {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{relative}: {e}\n"),
         )
-    })?;
+    };
+    let file = root.open(relative).map_err(|e| not_found(e.to_string()))?;
+    let meta = file.metadata().map_err(failed)?;
     if !meta.is_file() {
         return Err(not_found("not a file".into()));
     }
-    Ok(Opened {
-        file,
-        len: meta.len(),
+    let len = meta.len();
+    let content = if len <= SMALL_FILE {
+        // One read of a small file from the page cache is cheaper than a thread hop.
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, 0).map_err(failed)?;
+        Content::Memory(Bytes::from(buf))
+    } else {
+        Content::File(Arc::new(file))
+    };
+    let opened = Opened {
+        content,
+        len,
         modified: meta.modified().unwrap_or(UNIX_EPOCH),
         content_type: content_type(Path::new(relative)),
-    })
+    };
+    if matches!(opened.content, Content::Memory(_)) {
+        root.remember(relative, &opened);
+    }
+    Ok(opened)
 }
 
 /// `count` bytes of `file` from `start`, read ahead one chunk on tokio's blocking pool.
@@ -231,12 +277,12 @@ fn open(root: &Root, relative: &str) -> Result<Opened, (StatusCode, String)> {
 /// every client looks fast while the kernel's socket buffer fills (measured: 200 rate-limited
 /// clients grew to 1 MiB chunks and 400 MiB resident before there was a budget; 39 MiB with it).
 fn chunks(
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
     start: u64,
     count: u64,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
     let reader = ChunkReader {
-        file: Arc::new(file),
+        file,
         pos: start,
         left: count,
         chunk: START_CHUNK,
@@ -261,8 +307,15 @@ fn chunks(
     })
 }
 
-/// Bodies up to this size are read in one go on the request's own thread.
-const INLINE_READ: u64 = 16 * 1024;
+/// Files up to this size are read whole on the request's own thread and kept in memory for
+/// [`SMALL_FRESH`]: a request for one then costs no system call but its own recv and writev
+/// (bench/http: 1 KiB files, 97k → see docs/BENCHMARKS.md).
+const SMALL_FILE: u64 = 16 * 1024;
+/// How long a small file is served from memory before it is looked at again (nginx's
+/// `open_file_cache_valid` is the same idea). A replaced file is seen within this.
+const SMALL_FRESH: Duration = Duration::from_secs(1);
+/// At most this many small files are held (16 KiB each at most: 4 MiB).
+const SMALL_CACHED: usize = 256;
 
 /// First read of a body.
 const START_CHUNK: usize = MIN_CHUNK;
@@ -356,7 +409,7 @@ pub async fn serve(root: &Root, relative: &str, method: &Method, headers: &Heade
     // Resolving, opening and stat'ing run on this thread: they are dentry-cache lookups, and a
     // trip to the blocking pool halved the small-file throughput (bench/http).
     let Opened {
-        file,
+        content,
         len,
         modified,
         content_type,
@@ -416,15 +469,13 @@ pub async fn serve(root: &Root, relative: &str, method: &Method, headers: &Heade
     if method == Method::HEAD {
         return finish(response, Body::empty());
     }
-    if count <= INLINE_READ {
-        // One read of a small file from the page cache is cheaper than a thread hop.
-        let mut buf = vec![0u8; count as usize];
-        return match file.read_exact_at(&mut buf, start) {
-            Ok(()) => finish(response, Body::from(buf)),
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-        };
+    match content {
+        Content::Memory(bytes) => {
+            let body = bytes.slice(start as usize..(start + count) as usize);
+            finish(response, Body::from(body))
+        }
+        Content::File(file) => finish(response, Body::from_stream(chunks(file, start, count))),
     }
-    finish(response, Body::from_stream(chunks(file, start, count)))
 }
 
 fn finish(response: axum::http::response::Builder, body: Body) -> Response {
