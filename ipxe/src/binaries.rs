@@ -31,6 +31,15 @@ pub const SHA256SUMS: &str = include_str!("../firmware/SHA256SUMS");
 /// The Debian package version the binaries come from.
 pub const VERSION: &str = include_str!("../firmware/VERSION");
 
+/// The recorded SHA-256 (lowercase hex) of the binary named `name`.
+pub fn sha256(name: &str) -> Option<&'static str> {
+    SHA256SUMS.lines().find_map(|l| {
+        l.split_once("  ")
+            .filter(|(_, n)| *n == name)
+            .map(|(h, _)| h)
+    })
+}
+
 /// The binary named `name`, if seed carries it.
 pub fn binary(name: &str) -> Option<&'static [u8]> {
     BINARIES.iter().find(|b| b.name == name).map(|b| b.bytes)
@@ -44,14 +53,8 @@ mod tests {
     #[test]
     fn embedded_binaries_match_their_recorded_hashes() {
         for b in BINARIES {
-            let recorded = SHA256SUMS
-                .lines()
-                .find_map(|l| {
-                    l.split_once("  ")
-                        .filter(|(_, n)| *n == b.name)
-                        .map(|(h, _)| h)
-                })
-                .unwrap_or_else(|| panic!("{} missing from SHA256SUMS", b.name));
+            let recorded =
+                sha256(b.name).unwrap_or_else(|| panic!("{} missing from SHA256SUMS", b.name));
             let actual: String = Sha256::digest(b.bytes)
                 .iter()
                 .map(|x| format!("{x:02x}"))

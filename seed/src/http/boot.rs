@@ -76,16 +76,12 @@ async fn binary(Path(name): Path<String>, headers: HeaderMap) -> Response {
             .into_response();
     };
     // The bytes are fixed at build time; their recorded SHA-256 names them.
-    let sha = ipxe::binaries::SHA256SUMS
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(name.as_str()))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or("unknown");
+    let sha = ipxe::binaries::sha256(&name).unwrap_or("unknown");
     let etag = format!("\"{}\"", &sha[..sha.len().min(32)]);
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+        .is_some_and(|v| files::none_match(v, &etag))
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }

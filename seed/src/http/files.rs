@@ -204,7 +204,7 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Whether an `If-None-Match` list names `etag` (weak comparison, RFC 9110 13.1.2).
-fn none_match(value: &str, etag: &str) -> bool {
+pub(super) fn none_match(value: &str, etag: &str) -> bool {
     value.trim() == "*"
         || value
             .split(',')
