@@ -159,6 +159,10 @@ pub fn reply(req: &Message, kind: MessageType, offer: &Offer) -> Message {
     reply
 }
 
+/// Option 43 for PXE clients: discovery control (sub-option 6) = 8, "boot from the file in
+/// this offer, skip boot server discovery", then the end mark.
+const PXE_BOOT_FILE_IN_OFFER: [u8; 4] = [6, 1, 8, 255];
+
 /// A proxyDHCP OFFER (port 67) or ACK (port 4011): no address, only boot information, as PXE
 /// specification 2.1 and pixiecore do it: option 60 `PXEClient`, option 43 with PXE discovery
 /// control (sub-option 6) = 8, "boot from the file in this offer, skip boot server discovery",
@@ -173,7 +177,9 @@ pub fn proxy(req: &Message, kind: MessageType, boot: &Boot, server: Ipv4Addr) ->
     if !matches!(boot, Boot::Http { .. }) {
         opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     }
-    opts.insert(DhcpOption::VendorExtensions(vec![6, 1, 8, 255]));
+    opts.insert(DhcpOption::VendorExtensions(
+        PXE_BOOT_FILE_IN_OFFER.to_vec(),
+    ));
     if let Some(guid) = req.opts().get(OptionCode::ClientMachineIdentifier) {
         opts.insert(guid.clone());
     }
@@ -226,6 +232,13 @@ fn add_boot(reply: &mut Message, boot: &Boot) {
                 next_server.to_string().into_bytes(),
             ));
             opts.insert(DhcpOption::BootfileName(file.clone().into_bytes()));
+            // PXE discovery control (PXE 2.1, option 43 sub-option 6) = 8: boot the file in
+            // this offer. Without it EDK2 (OVMF and real UEFI NIC firmware) files an offer
+            // with `PXEClient` as "BINL", asks a boot server on port 4011 and, with nobody
+            // there, fails with PXE-E16 "No valid offer received" (seen with OVMF in the lab).
+            opts.insert(DhcpOption::VendorExtensions(
+                PXE_BOOT_FILE_IN_OFFER.to_vec(),
+            ));
         }
         Boot::Http { url } => {
             // UEFI HTTP boot only takes an offer that echoes HTTPClient.
