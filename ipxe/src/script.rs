@@ -79,6 +79,21 @@ pub fn install(i: &Install<'_>) -> String {
     s
 }
 
+/// The script that replaces a foreign iPXE (a NIC's ROM) with seed's own build: that one asks
+/// DHCP again and fetches the node's script itself.
+pub fn chain(node: &str, binary_url: &str) -> String {
+    format!(
+        "#!ipxe\n\
+         # seed: {node} installs under seed's own iPXE\n\
+         echo seed: {node}: loading seed's iPXE (this one is ${{net0/chip}})\n\
+         chain --autofree {binary_url} || goto failed\n\
+         :failed\n\
+         echo seed: {binary_url} did not load; rebooting in 10 s\n\
+         sleep 10\n\
+         reboot\n"
+    )
+}
+
 /// The script that boots whatever is on the local disk: `exit` hands UEFI back to its boot
 /// order, `sanboot` boots the first BIOS drive. `why` is shown on the console.
 pub fn local_disk(why: &str) -> String {

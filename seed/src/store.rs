@@ -401,17 +401,19 @@ impl Store {
         .collect()
     }
 
-    /// Nodes in an active state (provisioning, installing, installed) with neither a state
-    /// change nor an event since `before` (ms since the Unix epoch): installs that stopped.
-    pub fn stalled(&self, before: i64) -> Result<Vec<String>, StoreError> {
+    /// Nodes in one of `states` with neither a state change nor an event since `before` (ms
+    /// since the Unix epoch): installs that stopped.
+    pub fn stalled(&self, states: &[NodeState], before: i64) -> Result<Vec<String>, StoreError> {
+        // The states as one `,a,b,` string: one cached statement for any list.
+        let wanted: String = states.iter().map(|s| format!(",{s}")).collect::<String>() + ",";
         let mut stmt = self.conn.prepare_cached(
             "SELECT n.name FROM nodes n
-             WHERE n.state IN ('provisioning', 'installing', 'installed')
+             WHERE instr(?2, ',' || n.state || ',') > 0
                AND n.updated_at < ?1
                AND COALESCE((SELECT max(at) FROM events WHERE node = n.name), 0) < ?1
              ORDER BY n.name",
         )?;
-        let rows = stmt.query_map([before], |r| r.get(0))?;
+        let rows = stmt.query_map(params![before, wanted], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -828,10 +830,17 @@ mod tests {
             .transition("done", NodeState::Deployed, "test", "", false)
             .unwrap();
         let later = now_ms() + 60_000;
+        const ACTIVE: &[NodeState] = &[NodeState::Provisioning, NodeState::Installing];
         // Everything active is stalled a minute from now; idle (ready) and deployed never are.
-        assert_eq!(store.stalled(later).unwrap(), ["busy", "waiting"]);
+        assert_eq!(store.stalled(ACTIVE, later).unwrap(), ["busy", "waiting"]);
+        assert!(
+            store
+                .stalled(&[NodeState::Installed], later)
+                .unwrap()
+                .is_empty()
+        );
         // Nothing is stalled relative to a minute ago.
-        assert!(store.stalled(now_ms() - 60_000).unwrap().is_empty());
+        assert!(store.stalled(ACTIVE, now_ms() - 60_000).unwrap().is_empty());
         // An event is progress: a node reporting after the cut-off is not stalled.
         let cut = now_ms() + 1;
         while now_ms() <= cut {
@@ -840,7 +849,7 @@ mod tests {
         store
             .record_event(Some("busy"), "installer", "test", "step")
             .unwrap();
-        assert_eq!(store.stalled(cut).unwrap(), ["waiting"]);
+        assert_eq!(store.stalled(ACTIVE, cut).unwrap(), ["waiting"]);
         let busy = store.node("busy").unwrap().unwrap();
         assert_eq!(busy.last_event.unwrap().detail, "step");
     }

@@ -24,8 +24,11 @@ use crate::{dhcp, http, ra, tftp};
 /// workers have pools of their own). tokio's default is 512.
 const BLOCKING_THREADS: usize = 16;
 
-/// How often active nodes are checked for stalled installs.
-const STALL_CHECK: Duration = Duration::from_secs(30);
+/// How often active nodes are checked for stalled installs: every 30 s, or a third of a
+/// shorter timeout so a node is failed within a third of its timeout after it ran out.
+fn stall_check(progress_timeout_secs: u64) -> Duration {
+    Duration::from_secs((progress_timeout_secs / 3).clamp(1, 30))
+}
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -142,7 +145,22 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             api_token,
         });
         let http_task = tokio::spawn(http::serve(http_listener, app, stopped(stop_rx.clone())));
-        let stall_task = tokio::spawn(fail_stalled(Arc::clone(&nodes), stopped(stop_rx.clone())));
+        let lifecycle = config.seed.lifecycle;
+        let every = stall_check(
+            [
+                lifecycle.progress_timeout_secs,
+                lifecycle.phone_home_timeout_secs,
+            ]
+            .into_iter()
+            .filter(|t| *t > 0)
+            .min()
+            .unwrap_or(0),
+        );
+        let stall_task = tokio::spawn(fail_stalled(
+            Arc::clone(&nodes),
+            every,
+            stopped(stop_rx.clone()),
+        ));
         let signal = shutdown_signal().await?;
         tracing::info!(signal, "shutting down");
         let _ = stop_tx.send(true);
@@ -172,9 +190,13 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Fail installs that stopped making progress, until `shutdown`.
-async fn fail_stalled(nodes: Arc<Nodes>, shutdown: impl std::future::Future<Output = ()>) {
+async fn fail_stalled(
+    nodes: Arc<Nodes>,
+    every: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(STALL_CHECK);
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,

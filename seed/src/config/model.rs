@@ -129,6 +129,9 @@ pub struct Lifecycle {
     /// Seconds without an event before a provisioning, installing or installed node is failed;
     /// 0 never fails one.
     pub progress_timeout_secs: u64,
+    /// Seconds an installed node may take to phone home from its disk before it is failed; 0
+    /// never fails one.
+    pub phone_home_timeout_secs: u64,
     /// Seconds a token still accepts callbacks after its node is deployed or failed.
     pub callback_grace_secs: u64,
 }
@@ -140,6 +143,8 @@ impl Default for Lifecycle {
             // An install over a 1 GbE management link reports every few seconds; an hour of
             // silence is a node that never booted or a hung installer.
             progress_timeout_secs: 3600,
+            // Server firmware can take ten minutes to POST; cloud-init then phones home.
+            phone_home_timeout_secs: 3600,
             callback_grace_secs: 3600,
         }
     }
@@ -344,6 +349,44 @@ pub struct Node {
     pub firmware: Firmware,
     /// The image it installs from (its own, else its role's, else `install.image`).
     pub image: String,
+    /// More installer kernel arguments (after the image's).
+    pub kernel_args: Vec<String>,
+    /// Which iPXE may run its script.
+    pub ipxe: IpxePolicy,
+    /// Its virtual machine, when its power driver is `qemu`.
+    pub qemu: Option<QemuNode>,
+}
+
+/// Which iPXE build may run a node's install script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpxePolicy {
+    /// Any iPXE: a NIC's ROM runs the script itself.
+    #[default]
+    Any,
+    /// Only seed's own build: another iPXE chainloads seed's binary first (old or vendor
+    /// ROMs that lack what the script needs).
+    Seed,
+}
+
+/// A `seed lab` virtual machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QemuNode {
+    /// How its firmware network-boots.
+    pub boot: QemuBoot,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+}
+
+/// How a lab machine's firmware network-boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QemuBoot {
+    /// The NIC's iPXE option ROM (QEMU's own build of iPXE).
+    Rom,
+    /// UEFI only: a NIC without option ROM, so OVMF's own PXE client fetches seed's ipxe.efi
+    /// over TFTP.
+    Pxe,
 }
 
 /// How a node boots.

@@ -13,8 +13,9 @@ use serde_saphyr::Spanned;
 
 use super::Problem;
 use super::model::{
-    Bmc, Bond, Config, DhcpSettings, DiskMatch, Firmware, Install, Lifecycle, Link, Node,
-    OperatorUser, Pool, Ports, PowerDriver, Role, SecretRef, SeedHost, Zone,
+    Bmc, Bond, Config, DhcpSettings, DiskMatch, Firmware, Install, IpxePolicy, Lifecycle, Link,
+    Node, OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Role, SecretRef, SeedHost,
+    Zone,
 };
 use super::wire::{self, ConfigFile};
 use crate::net::{Ipv4Net, MacAddr};
@@ -155,6 +156,10 @@ fn seed_host(w: &wire::SeedWire) -> SeedHost {
                     .lifecycle
                     .progress_timeout
                     .unwrap_or(d.progress_timeout_secs),
+                phone_home_timeout_secs: w
+                    .lifecycle
+                    .phone_home_timeout
+                    .unwrap_or(d.phone_home_timeout_secs),
                 callback_grace_secs: w.lifecycle.callback_grace.unwrap_or(d.callback_grace_secs),
             }
         },
@@ -822,6 +827,52 @@ fn nodes(
                 }
             }
         }
+        for arg in &w.kernel_args {
+            if arg.is_empty() || arg.contains(char::is_whitespace) || arg.contains('$') {
+                v.problem(
+                    line,
+                    at("kernel_args"),
+                    format!("`{arg}` is not one kernel argument (no spaces or `$`)"),
+                );
+            }
+        }
+        let firmware = match w.firmware {
+            Some(wire::FirmwareWire::Bios) => Firmware::Bios,
+            _ => Firmware::Uefi,
+        };
+        let qemu = match (&w.bmc.driver, &w.qemu) {
+            (wire::DriverWire::Qemu, q) => {
+                let boot = match q.as_ref().and_then(|q| q.boot) {
+                    Some(wire::QemuBootWire::Pxe) => QemuBoot::Pxe,
+                    _ => QemuBoot::Rom,
+                };
+                if boot == QemuBoot::Pxe && firmware == Firmware::Bios {
+                    v.problem(
+                        line,
+                        at("qemu.boot"),
+                        "`pxe` is for UEFI nodes: SeaBIOS has no PXE client without the NIC's iPXE ROM",
+                    );
+                }
+                let memory_mib = q.as_ref().and_then(|q| q.memory).unwrap_or(512);
+                if !(128..=65536).contains(&memory_mib) {
+                    v.problem(
+                        line,
+                        at("qemu.memory"),
+                        format!("{memory_mib} MiB is outside 128-65536"),
+                    );
+                }
+                Some(QemuNode { boot, memory_mib })
+            }
+            (_, Some(_)) => {
+                v.problem(
+                    line,
+                    at("qemu"),
+                    "only nodes with `bmc.driver: qemu` are virtual machines",
+                );
+                None
+            }
+            (_, None) => None,
+        };
         let mut nics = std::collections::BTreeMap::new();
         for (nic, mac) in &w.nics {
             let known = role.is_none_or(|r| role_nics(r, links).any(|n| n == nic));
@@ -870,11 +921,14 @@ fn nodes(
                 .unwrap_or_default(),
             extra_zones: w.extra_zones.clone(),
             nics,
-            firmware: match w.firmware {
-                Some(wire::FirmwareWire::Bios) => Firmware::Bios,
-                _ => Firmware::Uefi,
-            },
+            firmware,
             image,
+            kernel_args: w.kernel_args.clone(),
+            ipxe: match w.ipxe {
+                Some(wire::IpxeWire::Seed) => IpxePolicy::Seed,
+                _ => IpxePolicy::Any,
+            },
+            qemu,
         });
     }
     out
@@ -921,13 +975,25 @@ fn seed_in_provisioning_zone(v: &mut Validator, line: Option<u64>, config: &Conf
             format!("{} is outside 1-10", lifecycle.install_attempts),
         );
     }
-    if (1..300).contains(&lifecycle.progress_timeout_secs) {
+    // A lab's stand-in installer reports within seconds; subiquity on a rack can be quiet for
+    // minutes (keep an hour there). Below 30 s even a TCG virtual machine's firmware is slower.
+    if (1..30).contains(&lifecycle.progress_timeout_secs) {
         v.problem(
             line,
             "seed.lifecycle.progress_timeout",
             format!(
-                "{} s is shorter than an installer's quiet stretches (at least 300 s, or 0 for never)",
+                "{} s is shorter than a network boot takes (at least 30 s, or 0 for never)",
                 lifecycle.progress_timeout_secs
+            ),
+        );
+    }
+    if (1..30).contains(&lifecycle.phone_home_timeout_secs) {
+        v.problem(
+            line,
+            "seed.lifecycle.phone_home_timeout",
+            format!(
+                "{} s is shorter than a reboot takes (at least 30 s, or 0 for never)",
+                lifecycle.phone_home_timeout_secs
             ),
         );
     }

@@ -123,6 +123,9 @@ pub struct LifecycleWire {
     pub install_attempts: Option<u32>,
     /// Seconds without an event before an active node is failed (default 3600; 0: never).
     pub progress_timeout: Option<u64>,
+    /// Seconds an installed node may take to boot its disk and phone home before it is failed
+    /// (default 3600; 0: never, for labs whose stand-in installer leaves no system to boot).
+    pub phone_home_timeout: Option<u64>,
     /// Seconds a node's token still accepts callbacks after it is deployed or failed
     /// (default 3600): the installer reports its last events after `installed`.
     pub callback_grace: Option<u64>,
@@ -346,6 +349,43 @@ pub struct NodeWire {
     pub firmware: Option<FirmwareWire>,
     /// The image this node installs from (overrides its role's).
     pub image: Option<String>,
+    /// More kernel arguments for this node's installer (after the image's).
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
+    /// `any` (default): whatever iPXE asks for the script runs it; `seed`: only seed's own
+    /// iPXE build does, another one (a NIC's ROM) chainloads it first.
+    pub ipxe: Option<IpxeWire>,
+    /// How `seed lab` builds this node's virtual machine (driver `qemu` only).
+    pub qemu: Option<QemuWire>,
+}
+
+/// `nodes[].ipxe:`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum IpxeWire {
+    Any,
+    Seed,
+}
+
+/// `nodes[].qemu:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuWire {
+    /// `rom` (the NIC's iPXE option ROM, default), `pxe` (UEFI only: no option ROM, so the
+    /// firmware's own PXE client fetches seed's binary over TFTP).
+    pub boot: Option<QemuBootWire>,
+    /// Memory in MiB (default 512; an Ubuntu live-server ISO needs about 8192).
+    pub memory: Option<u32>,
+}
+
+/// `nodes[].qemu.boot:`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum QemuBootWire {
+    Rom,
+    Pxe,
 }
 
 /// `nodes[].bmc:`.

@@ -12,6 +12,7 @@ use axum::routing::get;
 
 use super::{App, decide, files};
 use crate::net::MacAddr;
+use crate::provision::IpxeClient;
 
 pub(super) fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -30,8 +31,8 @@ async fn image_file(
     files::serve(&app.images, &path, &method, &headers).await
 }
 
-/// `GET /boot.ipxe?mac=<mac>`: the script for this machine's state. The DHCP side hands out
-/// this URL with the MAC filled in.
+/// `GET /boot.ipxe?mac=<mac>[&chip=…&platform=…]`: the script for this machine's state. The
+/// DHCP side hands out this URL with the MAC filled in and iPXE fills in the rest.
 async fn script(
     State(app): State<Arc<App>>,
     Query(query): Query<HashMap<String, String>>,
@@ -53,7 +54,11 @@ async fn script(
                 .into_response();
         }
     };
-    match decide(&app, move |nodes| nodes.ipxe_script(mac)).await {
+    let client = IpxeClient {
+        chip: query.get("chip").cloned(),
+        platform: query.get("platform").cloned(),
+    };
+    match decide(&app, move |nodes| nodes.ipxe_script(mac, &client)).await {
         Ok(script) => (
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),

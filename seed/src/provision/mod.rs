@@ -4,7 +4,7 @@
 
 mod nodes;
 
-pub use nodes::{Document, InstallerEvent, NodeError, Nodes, Report};
+pub use nodes::{Document, InstallerEvent, LOCAL_BOOT, NodeError, Nodes, Report};
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ipxe::Firmware;
 
-use crate::config::{Config, Zone};
+use crate::config::{Config, Firmware as ConfigFirmware, IpxePolicy, Zone};
 use crate::leases::LeaseTable;
 use crate::lifecycle::NodeState;
 use crate::net::MacAddr;
@@ -99,6 +99,16 @@ pub enum BootScript {
         /// Which serving of the installer this is.
         attempt: u32,
     },
+    /// The node may only install under seed's own iPXE and another one asked: chainload
+    /// seed's binary over TFTP (it asks for the script again). Not an attempt.
+    Chain {
+        /// The node.
+        node: String,
+        /// The seed binary to load (`undionly.kpxe`, `snponly.efi`).
+        binary: &'static str,
+        /// The iPXE that asked (its `${net0/chip}`).
+        chip: String,
+    },
     /// Boot the local disk; the reason is shown on the console and logged.
     LocalDisk(String),
     /// The installer was served `seed.lifecycle.install_attempts` times without finishing: mark the node
@@ -107,6 +117,42 @@ pub enum BootScript {
         /// The node.
         node: String,
     },
+}
+
+/// Which iPXE asks for a script: what it says about itself in the script URL's query, which
+/// iPXE fills in from the settings named in the URL DHCP handed it.
+#[derive(Debug, Clone, Default)]
+pub struct IpxeClient {
+    /// `${net0/chip}`: the driver of its network device (`undionly` for seed's BIOS binary,
+    /// the NIC's own driver, e.g. `virtio-net`, for a ROM).
+    pub chip: Option<String>,
+    /// `${platform}`: `pcbios` or `efi`.
+    pub platform: Option<String>,
+}
+
+impl IpxeClient {
+    /// The seed binary to chainload and the foreign chip, when this iPXE is not seed's build.
+    /// An iPXE that did not expand the settings (or another client) is taken as it is: a
+    /// chainload that cannot tell whether it worked would loop.
+    fn foreign(&self, firmware: ConfigFirmware) -> Option<(&'static str, &str)> {
+        let chip = self
+            .chip
+            .as_deref()
+            .filter(|c| !c.is_empty() && !c.contains('$'))?;
+        let efi = match self.platform.as_deref() {
+            Some("efi") => true,
+            Some("pcbios") => false,
+            _ => firmware == ConfigFirmware::Uefi,
+        };
+        // seed's BIOS binary drives the NIC through the ROM's UNDI API (chip `undionly`); its
+        // UEFI one through the firmware's SNP protocol (chip `SNP`, or `NII` on UNDI-only NICs).
+        let (binary, own): (&'static str, &[&str]) = if efi {
+            ("snponly.efi", &["SNP", "NII"])
+        } else {
+            ("undionly.kpxe", &["undionly"])
+        };
+        (!own.contains(&chip)).then_some((binary, chip))
+    }
 }
 
 /// The DHCP decisions for one config.
@@ -211,9 +257,16 @@ impl Provisioner {
         })
     }
 
-    /// What the iPXE script of the machine with `mac` does, given its node's state and how often
-    /// the installer was served to it. Never installs a machine that is not provisioning.
-    pub fn boot_script(&self, mac: MacAddr, state: Option<NodeState>, attempts: u32) -> BootScript {
+    /// What the iPXE script of the machine with `mac` does, given its node's state, how often
+    /// the installer was served to it and which iPXE asks. Never installs a machine that is not
+    /// provisioning.
+    pub fn boot_script(
+        &self,
+        mac: MacAddr,
+        state: Option<NodeState>,
+        attempts: u32,
+        client: &IpxeClient,
+    ) -> BootScript {
         let Some(node) = self.node_of(mac) else {
             return BootScript::LocalDisk(format!(
                 "{mac} is not a configured node; nothing is installed on it"
@@ -227,6 +280,15 @@ impl Provisioner {
             Some(NodeState::Provisioning | NodeState::Installing)
                 if attempts < self.config.seed.lifecycle.install_attempts =>
             {
+                if node.ipxe == IpxePolicy::Seed
+                    && let Some((binary, chip)) = client.foreign(node.firmware)
+                {
+                    return BootScript::Chain {
+                        node: name,
+                        binary,
+                        chip: chip.to_string(),
+                    };
+                }
                 BootScript::Install {
                     node: name,
                     attempt: attempts + 1,
@@ -276,7 +338,12 @@ impl Provisioner {
         // binary again loops forever.
         if req.ipxe {
             return Ok(Some(Boot::Script {
-                url: format!("{url}/boot.ipxe?mac={}", req.mac),
+                // iPXE expands the settings in the filename before fetching it: the script
+                // learns which iPXE asks (a ROM or seed's own binary).
+                url: format!(
+                    "{url}/boot.ipxe?mac={}&chip=${{net0/chip}}&platform=${{platform}}",
+                    req.mac
+                ),
             }));
         }
         let class = req.vendor_class.as_deref().unwrap_or_default();
@@ -408,7 +475,9 @@ mod tests {
         assert_eq!(
             o.boot,
             Some(Boot::Script {
-                url: "http://10.1.10.5/boot.ipxe?mac=3c:ec:ef:10:00:23".into()
+                url: "http://10.1.10.5/boot.ipxe?mac=3c:ec:ef:10:00:23\
+                      &chip=${net0/chip}&platform=${platform}"
+                    .into()
             })
         );
     }
@@ -458,15 +527,20 @@ mod tests {
             attempt,
         };
         assert_eq!(
-            p.boot_script(mac, Some(NodeState::Provisioning), 0),
+            p.boot_script(
+                mac,
+                Some(NodeState::Provisioning),
+                0,
+                &IpxeClient::default()
+            ),
             install(1)
         );
         assert_eq!(
-            p.boot_script(mac, Some(NodeState::Installing), 1),
+            p.boot_script(mac, Some(NodeState::Installing), 1, &IpxeClient::default()),
             install(2)
         );
         assert_eq!(
-            p.boot_script(mac, Some(NodeState::Installing), 3),
+            p.boot_script(mac, Some(NodeState::Installing), 3, &IpxeClient::default()),
             BootScript::GiveUp {
                 node: "cmp3".into()
             }
@@ -478,13 +552,18 @@ mod tests {
             (NodeState::Failed, "cmp3 is failed, not provisioning"),
         ] {
             assert_eq!(
-                p.boot_script(mac, Some(state), 0),
+                p.boot_script(mac, Some(state), 0, &IpxeClient::default()),
                 BootScript::LocalDisk(why.into())
             );
         }
         let stranger: MacAddr = "52:54:00:99:99:99".parse().unwrap();
         assert!(matches!(
-            p.boot_script(stranger, Some(NodeState::Provisioning), 0),
+            p.boot_script(
+                stranger,
+                Some(NodeState::Provisioning),
+                0,
+                &IpxeClient::default()
+            ),
             BootScript::LocalDisk(_)
         ));
     }
@@ -524,5 +603,40 @@ mod tests {
         assert!(
             matches!(p.dhcp(&r, &LeaseTable::default(), 0), DhcpAnswer::Ignore(why) if why.contains("no address in zone migration"))
         );
+    }
+
+    fn client(chip: Option<&str>, platform: Option<&str>) -> IpxeClient {
+        IpxeClient {
+            chip: chip.map(str::to_string),
+            platform: platform.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn only_a_foreign_ipxe_chainloads_seeds_binary() {
+        use ConfigFirmware::{Bios, Uefi};
+        // A NIC's ROM (measured: QEMU's says virtio-net) loads seed's binary for its platform.
+        assert_eq!(
+            client(Some("virtio-net"), Some("pcbios")).foreign(Uefi),
+            Some(("undionly.kpxe", "virtio-net"))
+        );
+        assert_eq!(
+            client(Some("virtio-net"), Some("efi")).foreign(Bios),
+            Some(("snponly.efi", "virtio-net"))
+        );
+        assert_eq!(
+            client(Some("virtio-net"), None).foreign(Bios),
+            Some(("undionly.kpxe", "virtio-net"))
+        );
+        // seed's own binaries run the script (measured: undionly.kpxe says undionly, ipxe.efi
+        // and snponly.efi loaded by UEFI PXE say SNP).
+        assert_eq!(client(Some("undionly"), Some("pcbios")).foreign(Bios), None);
+        assert_eq!(client(Some("SNP"), Some("efi")).foreign(Uefi), None);
+        assert_eq!(client(Some("NII"), Some("efi")).foreign(Uefi), None);
+        // An iPXE that did not expand the settings, or no word at all: never chainload (it
+        // could not be told apart the next time either, and would loop).
+        assert_eq!(client(Some("${net0/chip}"), None).foreign(Bios), None);
+        assert_eq!(client(None, None).foreign(Bios), None);
+        assert_eq!(client(Some(""), None).foreign(Bios), None);
     }
 }

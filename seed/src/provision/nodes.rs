@@ -11,7 +11,11 @@ use crate::lifecycle::NodeState;
 use crate::net::MacAddr;
 use crate::store::{Event, NodeRecord, Provisioning, Store, StoreError, now_ms};
 
-use super::{BootScript, Provisioner};
+use super::{BootScript, IpxeClient, Provisioner};
+
+/// The event kind recorded when an installed node network-boots again and is handed its local
+/// disk: the second boot of an install.
+pub const LOCAL_BOOT: &str = "local-boot";
 
 /// Why a request about a node is refused. Each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +127,7 @@ impl Nodes {
 
     /// The iPXE script for the machine with `mac`, by its node's state: the installer while it
     /// is provisioning (and, bounded, while installing), else its local disk.
-    pub fn ipxe_script(&self, mac: MacAddr) -> Result<String, NodeError> {
+    pub fn ipxe_script(&self, mac: MacAddr, client: &IpxeClient) -> Result<String, NodeError> {
         let mut store = self.store();
         let record = match self.provisioner.node_of(mac) {
             Some(node) => store.node(&node.name)?,
@@ -131,8 +135,36 @@ impl Nodes {
         };
         let state = record.as_ref().map(|r| r.state);
         let attempts = record.as_ref().map_or(0, |r| r.attempts);
-        match self.provisioner.boot_script(mac, state, attempts) {
-            BootScript::LocalDisk(why) => Ok(ipxe::script::local_disk(&why)),
+        match self.provisioner.boot_script(mac, state, attempts, client) {
+            BootScript::LocalDisk(why) => {
+                // The boot after an install: the node came back through the network and
+                // boots its disk. Recorded once, so an operator (and `seed lab`) sees it.
+                if let Some(record) = record.filter(|r| {
+                    matches!(r.state, NodeState::Installed | NodeState::Deployed)
+                        && r.last_event.as_ref().is_none_or(|e| e.kind != LOCAL_BOOT)
+                }) {
+                    store.record_event(
+                        Some(&record.name),
+                        LOCAL_BOOT,
+                        "http",
+                        &format!("{mac} network-booted again: local disk"),
+                    )?;
+                }
+                Ok(ipxe::script::local_disk(&why))
+            }
+            BootScript::Chain { node, binary, chip } => {
+                store.record_event(
+                    Some(&node),
+                    "boot",
+                    "http",
+                    &format!("{mac}: iPXE `{chip}` is not seed's; chainloading {binary}"),
+                )?;
+                let config = self.config();
+                Ok(ipxe::script::chain(
+                    &node,
+                    &format!("tftp://{}/{binary}", config.seed.address),
+                ))
+            }
             BootScript::GiveUp { node } => {
                 let why = format!(
                     "the installer was served {attempts} times without finishing; giving up"
@@ -159,7 +191,14 @@ impl Nodes {
                     Some(&node),
                     "boot",
                     "http",
-                    &format!("installer served to {mac} (attempt {attempt})"),
+                    &format!(
+                        "installer served to {mac} (attempt {attempt}, iPXE {})",
+                        client
+                            .chip
+                            .as_deref()
+                            .filter(|c| !c.contains('$'))
+                            .unwrap_or("unknown")
+                    ),
                 )?;
                 Ok(script)
             }
@@ -195,6 +234,12 @@ impl Nodes {
         let iso_url = image.iso.as_ref().map(|iso| format!("{base}/{iso}"));
         let datasource_url = format!("{}/nodes/{}/", config.seed.url, record.token);
         let mac_hexhyp = mac.hexhyp();
+        let installer_args: Vec<String> = image
+            .kernel_args
+            .iter()
+            .chain(&node.kernel_args)
+            .cloned()
+            .collect();
         Ok(ipxe::script::install(&ipxe::script::Install {
             node: &node.name,
             mac_hexhyp: &mac_hexhyp,
@@ -203,7 +248,7 @@ impl Nodes {
             iso_url: iso_url.as_deref(),
             datasource_url: &datasource_url,
             console: node.console.as_deref(),
-            installer_args: &image.kernel_args,
+            installer_args: &installer_args,
             installed_args: &[],
         }))
     }
@@ -357,25 +402,41 @@ impl Nodes {
     /// Fail every active node without a state change or event for the configured progress
     /// timeout; returns their names.
     pub fn fail_stalled(&self) -> Result<Vec<String>, NodeError> {
-        let timeout = self.config().seed.lifecycle.progress_timeout_secs;
-        if timeout == 0 {
-            return Ok(Vec::new());
-        }
-        let timeout_ms = i64::try_from(timeout)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1000);
+        let lifecycle = self.config().seed.lifecycle;
+        let checks: [(&[NodeState], u64, &str); 2] = [
+            (
+                &[NodeState::Provisioning, NodeState::Installing],
+                lifecycle.progress_timeout_secs,
+                "no progress",
+            ),
+            (
+                &[NodeState::Installed],
+                lifecycle.phone_home_timeout_secs,
+                "installed, but no phone-home from its disk",
+            ),
+        ];
         let mut store = self.store();
-        let stalled = store.stalled(now_ms().saturating_sub(timeout_ms))?;
-        for name in &stalled {
-            store.transition(
-                name,
-                NodeState::Failed,
-                "seed",
-                &format!("no progress for {timeout} s"),
-                false,
-            )?;
+        let mut failed = Vec::new();
+        for (states, timeout, why) in checks {
+            if timeout == 0 {
+                continue;
+            }
+            let timeout_ms = i64::try_from(timeout)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000);
+            let stalled = store.stalled(states, now_ms().saturating_sub(timeout_ms))?;
+            for name in stalled {
+                store.transition(
+                    &name,
+                    NodeState::Failed,
+                    "seed",
+                    &format!("{why} for {timeout} s"),
+                    false,
+                )?;
+                failed.push(name);
+            }
         }
-        Ok(stalled)
+        Ok(failed)
     }
 
     /// Every node in the store, with its newest event.
@@ -481,7 +542,9 @@ mod tests {
             last.detail
         );
         // A failed node boots its disk.
-        let script = nodes.ipxe_script(CMP3.parse().unwrap()).unwrap();
+        let script = nodes
+            .ipxe_script(CMP3.parse().unwrap(), &IpxeClient::default())
+            .unwrap();
         assert!(
             script.contains("cmp3 is failed, not provisioning"),
             "{script}"
