@@ -79,8 +79,9 @@ impl Lab {
         assert!(out.status.success(), "{}", describe(&out));
     }
 
+    /// `seed provision --no-power`: these tests play the machines with curl, no lab runs.
     fn provision(&self, args: &[&str]) -> Output {
-        let mut all = vec!["provision"];
+        let mut all = vec!["provision", "--no-power"];
         all.extend(args);
         self.seed(&all)
     }

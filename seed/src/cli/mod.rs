@@ -3,6 +3,7 @@
 mod check;
 mod debug;
 mod images;
+mod lab;
 mod provision;
 mod render;
 mod serve;
@@ -64,6 +65,9 @@ enum Command {
     Images(images::ImagesCommand),
     /// Run seed: open the state store and serve until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// A virtual rack of QEMU machines that installs through seed (needs root, QEMU, OVMF).
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
     /// Show every node and its lifecycle state.
     Status(status::StatusArgs),
     /// Config helpers.
@@ -111,6 +115,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(cmd) => images::run(&global, cmd),
         Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
+        Command::Lab(cmd) => lab::run(&global, cmd),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

@@ -1,11 +1,12 @@
-//! `seed provision`: mark nodes for installation, through the same decision as the API's
-//! `POST /api/v1/nodes/<name>/provision`.
+//! `seed provision`: mark nodes for installation and network-boot them, through the same
+//! decision as the API's `POST /api/v1/nodes/<name>/provision`.
 //!
 //! Marking is the part every power driver shares: the node gets a new secret token and
-//! instance id and the state `provisioning`, and its next network boot installs it. Power
-//! control over Redfish and QEMU comes with the Redfish and lab work; until then the node is
-//! network-booted by hand (or by its BMC's own tools).
+//! instance id and the state `provisioning`, and its next network boot installs it. Then its
+//! power driver starts it from its firmware: `qemu` (lab machines) over QMP; `redfish` comes
+//! with the Redfish work; `manual` nodes are network-booted by hand.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -13,8 +14,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::Global;
-use crate::config::PowerDriver;
-use crate::provision::{Nodes, Provisioner};
+use crate::config::Config;
+use crate::power::{self, PowerError};
+use crate::provision::{NodeError, Nodes, Provisioner};
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -28,6 +30,9 @@ pub struct ProvisionArgs {
     /// Reinstall nodes that are installed, deployed or failed (new token and instance id).
     #[arg(long)]
     force: bool,
+    /// Only mark the nodes; leave their power alone (they are network-booted another way).
+    #[arg(long)]
+    no_power: bool,
 }
 
 pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
@@ -43,30 +48,18 @@ pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let state_dir = global.state_dir(Some(&config));
-    let store = Store::open(&state_dir)
-        .with_context(|| format!("cannot open state in {}", state_dir.display()))?;
-    let nodes = Nodes::new(
-        Arc::new(Provisioner::new(Arc::clone(&config))),
-        store,
-        images::Catalogue::new(state_dir.join("images")),
-    );
+    let nodes = open_nodes(&config, &state_dir)?;
     let mut failed = false;
     for name in &names {
-        match nodes.provision(name, "cli", args.force) {
-            Ok(p) if p.started => {
-                let driver = config.node(name).map(|n| n.bmc.driver);
-                let power = match driver {
-                    Some(PowerDriver::Manual) | None => "network-boot it now (manual power driver)",
-                    Some(_) => "network-boot it now: seed does not drive its power yet",
-                };
-                println!("{name}: provisioning (instance {}); {power}", p.instance_id);
-            }
-            Ok(p) => println!(
-                "{name}: already {} (instance {}); not started again",
-                p.state, p.instance_id
-            ),
+        let how = How {
+            source: "cli",
+            force: args.force,
+            power: !args.no_power,
+        };
+        match start(&nodes, &config, &state_dir, name, &how) {
+            Ok(line) => println!("{line}"),
             Err(e) => {
-                eprintln!("{name}: {e}");
+                eprintln!("{e:#}");
                 failed = true;
             }
         }
@@ -76,4 +69,67 @@ pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The decisions over the store of `state_dir`.
+pub(crate) fn open_nodes(config: &Arc<Config>, state_dir: &Path) -> anyhow::Result<Nodes> {
+    let store = Store::open(state_dir)
+        .with_context(|| format!("cannot open state in {}", state_dir.display()))?;
+    Ok(Nodes::new(
+        Arc::new(Provisioner::new(Arc::clone(config))),
+        store,
+        images::Catalogue::new(state_dir.join("images")),
+    ))
+}
+
+/// How [`start`] provisions a node.
+pub(crate) struct How {
+    /// Who asks (`cli`, `lab`), for the events.
+    pub source: &'static str,
+    /// Reinstall a finished node.
+    pub force: bool,
+    /// Start it from its firmware through its power driver.
+    pub power: bool,
+}
+
+/// Provision one node and network-boot it; a line for the operator.
+pub(crate) fn start(
+    nodes: &Nodes,
+    config: &Config,
+    state_dir: &Path,
+    name: &str,
+    how: &How,
+) -> anyhow::Result<String> {
+    let node = config
+        .node(name)
+        .with_context(|| format!("no node named {name} in {}", config.source.display()))?;
+    let p = nodes
+        .provision(name, how.source, how.force)
+        .map_err(|e: NodeError| anyhow::anyhow!("{name}: {e}"))?;
+    if !p.started {
+        return Ok(format!(
+            "{name}: already {} (instance {}); not started again",
+            p.state, p.instance_id
+        ));
+    }
+    if !how.power {
+        return Ok(format!(
+            "{name}: provisioning (instance {}); power left alone (--no-power)",
+            p.instance_id
+        ));
+    }
+    let power = match power::controller(node, state_dir) {
+        Ok(controller) => {
+            controller
+                .cycle()
+                .with_context(|| format!("{name}: provisioning, but it could not be started"))?;
+            "started from its firmware (power cycle)".to_string()
+        }
+        Err(PowerError::Unsupported { why, .. }) => why,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(format!(
+        "{name}: provisioning (instance {}); {power}",
+        p.instance_id
+    ))
 }

@@ -1,0 +1,80 @@
+//! Power control: switch a node on, off or through a reset, whatever its driver is. `seed
+//! provision`, `seed lab` and (with the Redfish work) `seed power` ask this module; the drivers
+//! below it speak QMP or Redfish.
+
+pub mod qemu;
+
+use std::path::Path;
+
+use crate::config::{Node, PowerDriver};
+
+/// Whether a machine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    /// Running.
+    On,
+    /// Off (or halted: a QEMU machine that shut itself down).
+    Off,
+}
+
+impl std::fmt::Display for PowerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::On => "on",
+            Self::Off => "off",
+        })
+    }
+}
+
+/// Why a power action failed. Every message names the node.
+#[derive(Debug, thiserror::Error)]
+pub enum PowerError {
+    /// The driver cannot do this (manual nodes; Redfish until it is built).
+    #[error("{node}: {why}")]
+    Unsupported {
+        /// The node.
+        node: String,
+        /// What to do instead.
+        why: String,
+    },
+    /// The machine's controller could not be reached or refused.
+    #[error("{node}: {action}: {why}")]
+    Failed {
+        /// The node.
+        node: String,
+        /// What was asked (`power on`, …).
+        action: &'static str,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// One node's power controller.
+pub trait Power {
+    /// Whether the machine runs.
+    fn status(&self) -> Result<PowerState, PowerError>;
+    /// Switch it on (a no-op when it runs).
+    fn on(&self) -> Result<(), PowerError>;
+    /// Switch it off hard (no shutdown of the OS: installs are disposable).
+    fn off(&self) -> Result<(), PowerError>;
+    /// Start it from its firmware again: a hard reset when it runs, power on when it does not.
+    fn cycle(&self) -> Result<(), PowerError>;
+}
+
+/// The power controller of `node`; `state_dir` is where lab machines' QMP sockets are.
+pub fn controller(node: &Node, state_dir: &Path) -> Result<Box<dyn Power>, PowerError> {
+    match node.bmc.driver {
+        PowerDriver::Qemu => Ok(Box::new(qemu::Qmp::new(
+            &node.name,
+            qemu::socket(state_dir, &node.name),
+        ))),
+        PowerDriver::Redfish => Err(PowerError::Unsupported {
+            node: node.name.clone(),
+            why: "the redfish driver is not built yet; network-boot it by hand".into(),
+        }),
+        PowerDriver::Manual => Err(PowerError::Unsupported {
+            node: node.name.clone(),
+            why: "manual power driver: network-boot it by hand".into(),
+        }),
+    }
+}

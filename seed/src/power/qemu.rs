@@ -1,0 +1,125 @@
+//! The `qemu` power driver: a `seed lab` machine's QEMU, over its QMP socket.
+//!
+//! The lab starts every QEMU paused (`-S`, powered off) with `-no-shutdown`, so a guest that
+//! powers itself off halts instead of exiting: the process, its tap device and its console log
+//! live as long as the lab, and power is what QMP does to the machine inside.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Power, PowerError, PowerState};
+
+/// Where the lab puts a node's QMP socket.
+pub fn socket(state_dir: &Path, node: &str) -> PathBuf {
+    state_dir.join("lab").join(format!("{node}.qmp"))
+}
+
+/// A QMP client for one machine. Connects per action: QMP allows one client at a time and the
+/// lab's own monitor must not hold it.
+pub struct Qmp {
+    node: String,
+    socket: PathBuf,
+}
+
+impl Qmp {
+    /// The machine of `node` behind `socket`.
+    pub fn new(node: &str, socket: PathBuf) -> Self {
+        Self {
+            node: node.to_string(),
+            socket,
+        }
+    }
+
+    fn error(&self, action: &'static str, why: impl std::fmt::Display) -> PowerError {
+        PowerError::Failed {
+            node: self.node.clone(),
+            action,
+            why: why.to_string(),
+        }
+    }
+
+    /// Runs `commands` in one session; returns the last one's `return` value.
+    fn run(&self, action: &'static str, commands: &[&str]) -> Result<Value, PowerError> {
+        let stream = UnixStream::connect(&self.socket)
+            .map_err(|e| self.error(action, format!("QMP {}: {e}", self.socket.display())))?;
+        let timeout = Some(Duration::from_secs(10));
+        stream
+            .set_read_timeout(timeout)
+            .and_then(|()| stream.set_write_timeout(timeout))
+            .map_err(|e| self.error(action, e))?;
+        let mut writer = stream.try_clone().map_err(|e| self.error(action, e))?;
+        let mut reader = BufReader::new(stream);
+        // The greeting, then capabilities negotiation (QMP spec, "Capabilities Negotiation").
+        self.reply(&mut reader, action)?;
+        let mut last = Value::Null;
+        for command in std::iter::once(&"qmp_capabilities").chain(commands) {
+            writeln!(writer, "{}", json!({ "execute": command }))
+                .map_err(|e| self.error(action, format!("QMP {command}: {e}")))?;
+            last = self.answer(&mut reader, action, command)?;
+        }
+        Ok(last)
+    }
+
+    fn reply(&self, reader: &mut impl BufRead, action: &'static str) -> Result<Value, PowerError> {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => Err(self.error(action, "QMP closed the connection")),
+            Ok(_) => serde_json::from_str(&line)
+                .map_err(|e| self.error(action, format!("QMP sent `{}`: {e}", line.trim()))),
+            Err(e) => Err(self.error(action, format!("QMP: {e}"))),
+        }
+    }
+
+    /// The answer to `command`, skipping the asynchronous events QMP interleaves.
+    fn answer(
+        &self,
+        reader: &mut impl BufRead,
+        action: &'static str,
+        command: &str,
+    ) -> Result<Value, PowerError> {
+        loop {
+            let msg = self.reply(reader, action)?;
+            if let Some(ret) = msg.get("return") {
+                return Ok(ret.clone());
+            }
+            if let Some(err) = msg.get("error") {
+                let desc = err.get("desc").and_then(Value::as_str).unwrap_or("error");
+                return Err(self.error(action, format!("QMP {command}: {desc}")));
+            }
+        }
+    }
+}
+
+impl Power for Qmp {
+    fn status(&self) -> Result<PowerState, PowerError> {
+        let status = self.run("power status", &["query-status"])?;
+        // `prelaunch` (started with -S), `paused` (stopped) and `shutdown` (the guest powered
+        // off under -no-shutdown) are all a machine that does not run.
+        Ok(match status.get("status").and_then(Value::as_str) {
+            Some("running") => PowerState::On,
+            _ => PowerState::Off,
+        })
+    }
+
+    fn on(&self) -> Result<(), PowerError> {
+        if self.status()? == PowerState::Off {
+            // A reset first: a halted machine resumes from its firmware, as after power-on.
+            self.run("power on", &["system_reset", "cont"])?;
+        }
+        Ok(())
+    }
+
+    fn off(&self) -> Result<(), PowerError> {
+        self.run("power off", &["stop", "system_reset"])?;
+        Ok(())
+    }
+
+    fn cycle(&self) -> Result<(), PowerError> {
+        self.run("power cycle", &["system_reset", "cont"])?;
+        Ok(())
+    }
+}

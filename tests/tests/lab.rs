@@ -1,0 +1,564 @@
+//! End to end: QEMU machines with real firmware (SeaBIOS with QEMU's iPXE ROM, OVMF with and
+//! without it) install through seed's DHCP → TFTP/HTTP → iPXE → kernel + initrd → user-data →
+//! events → installed callback, and come back through the network to their local disk. The
+//! installer is the stand-in of `tests/installer` (a Debian kernel and a busybox initrd that
+//! does subiquity's network part). Everything runs inside network namespaces `seed lab`
+//! creates; the tests read seed's store and API, and check that no namespace, tap or QEMU
+//! process is left behind, also when `seed lab run` is interrupted.
+//!
+//! Needs root, QEMU, OVMF and dnsmasq (`.ci/run` installs them). The labs run one at a time:
+//! under software emulation on two cores, more machines at once only make each slower.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{KillOnDrop, describe, repo_root, seed};
+use seed::store::{Event, Store};
+
+/// One lab at a time (see the module doc).
+static LAB: Mutex<()> = Mutex::new(());
+
+fn one_lab_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    LAB.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The stand-in installer, built once (`tests/installer/build`; `.ci/run` builds it first).
+fn installer() -> PathBuf {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let dir = repo_root().join("target/lab-installer");
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let present = dir.join("vmlinuz").exists() && dir.join("initrd.gz").exists();
+    if !(*built || present) {
+        let out = Command::new(repo_root().join("tests/installer/build"))
+            .arg(&dir)
+            .output()
+            .expect("run tests/installer/build");
+        assert!(out.status.success(), "installer build: {}", describe(&out));
+    }
+    *built = true;
+    dir
+}
+
+/// What the host looks like from outside a lab: its namespaces, its links and its QEMU
+/// processes. A test run must leave all three as it found them.
+#[derive(Debug, PartialEq, Eq)]
+struct HostView {
+    netns: BTreeSet<String>,
+    links: BTreeSet<String>,
+    qemu: BTreeSet<String>,
+}
+
+impl HostView {
+    fn now() -> Self {
+        let lines = |program: &str, args: &[&str]| -> BTreeSet<String> {
+            let out = Command::new(program)
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("{program}: {e}"));
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+                .filter(|l| !l.is_empty())
+                .collect()
+        };
+        Self {
+            netns: lines("ip", &["netns", "list"]),
+            links: lines("ip", &["-o", "link", "show"])
+                .into_iter()
+                .collect::<BTreeSet<_>>(),
+            qemu: lines("pgrep", &["-f", "qemu-system"]),
+        }
+    }
+
+    /// Waits (bounded) until the host is back to `self`.
+    fn assert_restored(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = Self::now();
+            if now == *self {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the host is not as before\nbefore: {self:?}\nafter:  {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A lab's files, and `seed lab down` plus the removal of extra namespaces when dropped, so a
+/// failing test leaves nothing behind.
+struct LabDir {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    extra_netns: Vec<String>,
+}
+
+impl LabDir {
+    fn new(seed_extra: &str, lifecycle: &str, nodes: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("lab.yaml");
+        let state = dir.path().join("state");
+        std::fs::write(
+            &config,
+            format!(
+                r#"seed:
+  interface: seedbr0
+  address: 10.10.10.1
+  ports: {{ http: 8080 }}
+  state_dir: {state}
+  lifecycle: {{ {lifecycle} }}
+{seed_extra}
+links:
+  - name: ens3
+zones:
+  - name: management
+    vlan: 10
+    subnet: 10.10.10.0/24
+    gateway: 10.10.10.254
+    dns: [10.10.10.254]
+    link: ens3
+    native: true
+    provisioning: true
+    roles: [compute]
+roles:
+  - name: compute
+    links: [ens3]
+    disk: {{ path: /dev/vda }}
+nodes:
+{nodes}
+install:
+  user:
+    name: dragon
+    ssh_authorized_keys:
+      - "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPwDi8WXTYb7l5d5XCX4g2I0N8m0HjR5cHgfJsbBJ1pz lab"
+  storage_layout: direct
+"#,
+                state = state.display()
+            ),
+        )
+        .expect("write config");
+        Self {
+            dir,
+            config,
+            extra_netns: Vec::new(),
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn seed(&self) -> Command {
+        let mut cmd = seed();
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.state());
+        cmd
+    }
+
+    fn events(&self, node: &str) -> Vec<Event> {
+        Store::open(&self.state())
+            .expect("open seed's store")
+            .events(Some(node), 200)
+            .expect("events")
+    }
+
+    fn state_of(&self, node: &str) -> String {
+        Store::open(&self.state())
+            .expect("open seed's store")
+            .node(node)
+            .expect("node")
+            .map(|n| n.state.to_string())
+            .unwrap_or_default()
+    }
+
+    fn console(&self, node: &str) -> String {
+        let path = self.state().join("lab").join(format!("{node}.console.log"));
+        String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+    }
+}
+
+impl Drop for LabDir {
+    fn drop(&mut self) {
+        let _ = self.seed().args(["lab", "down"]).output();
+        for ns in &self.extra_netns {
+            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
+            if let Ok(out) = pids {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The boot MAC of the lab node with `suffix`.
+fn mac(suffix: u8) -> String {
+    format!("52:54:00:20:00:{suffix:02x}")
+}
+
+/// A lab node: driver qemu, BMC 10.10.0.<suffix> (so its address is 10.10.10.<suffix>).
+fn node(name: &str, suffix: u8, firmware: &str, extra: &str) -> String {
+    let mut s = format!(
+        "  - name: {name}\n    role: compute\n    firmware: {firmware}\n    \
+         bmc: {{ address: 10.10.0.{suffix}, driver: qemu }}\n    \
+         macs: [\"{}\"]\n    console: ttyS0,115200n8\n",
+        mac(suffix)
+    );
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        s.push_str("    ");
+        s.push_str(line.trim());
+        s.push('\n');
+    }
+    s
+}
+
+fn kinds_and_details(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| format!("{} {}: {}", e.source, e.kind, e.detail))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The install path of a node that installed and came back to its disk, from seed's store.
+fn assert_installed_and_back(lab: &LabDir, node: &str, chip: &str) {
+    let events = lab.events(node);
+    let all = kinds_and_details(&events);
+    let served = events
+        .iter()
+        .position(|e| e.kind == "boot" && e.detail.contains("installer served"))
+        .unwrap_or_else(|| panic!("{node}: the installer was never served:\n{all}"));
+    assert!(
+        events[served].detail.contains(&format!("iPXE {chip}")),
+        "{node}: expected the installer under iPXE `{chip}`:\n{all}"
+    );
+    let installing = events
+        .iter()
+        .position(|e| e.detail.contains("-> installing"))
+        .unwrap_or_else(|| panic!("{node}: never installing:\n{all}"));
+    let installed = events
+        .iter()
+        .position(|e| e.detail.contains("-> installed"))
+        .unwrap_or_else(|| panic!("{node}: never installed:\n{all}"));
+    let local = events
+        .iter()
+        .position(|e| e.kind == seed::provision::LOCAL_BOOT)
+        .unwrap_or_else(|| panic!("{node}: no second boot to the local disk:\n{all}"));
+    assert!(
+        served < installing && installing < installed && installed < local,
+        "{node}: events out of order:\n{all}"
+    );
+    // Subiquity-shaped webhook events arrived on the way.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "installer" && e.detail.contains("subiquity/Install")),
+        "{node}: no installer events:\n{all}"
+    );
+    assert_eq!(lab.state_of(node), "installed", "{node}:\n{all}");
+}
+
+#[test]
+fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
+    let _one = one_lab_at_a_time();
+    let installer = installer();
+    let before = HostView::now();
+    {
+        let nodes = [
+            node("bios-rom", 11, "bios", ""),
+            node("bios-chain", 12, "bios", "ipxe: seed"),
+            node("uefi-rom", 13, "uefi", ""),
+            node("uefi-pxe", 14, "uefi", "qemu: { boot: pxe }"),
+            node("broken", 15, "bios", "kernel_args: [seed.test=fail]"),
+            node("silent", 16, "bios", "kernel_args: [seed.test=silent]"),
+        ]
+        .concat();
+        // 120 s: under software emulation with six machines on two cores the slowest step
+        // (UEFI firmware to the first script) stays well below it.
+        let lab = LabDir::new("", "progress_timeout: 120, phone_home_timeout: 0", &nodes);
+        let t0 = Instant::now();
+        let out = lab
+            .seed()
+            .args([
+                "lab",
+                "run",
+                "--netns",
+                "seedt-lab-rack",
+                "--timeout",
+                "600",
+            ])
+            .arg("--installer")
+            .arg(&installer)
+            .output()
+            .expect("seed lab run");
+        let took = t0.elapsed();
+        let text = describe(&out);
+        eprintln!("seed lab run took {took:?}\n{text}");
+        // Two nodes fail on purpose: the run says so.
+        assert_eq!(out.status.code(), Some(1), "{text}");
+
+        assert_installed_and_back(&lab, "bios-rom", "virtio-net");
+        // QEMU's ROM is iPXE too; this node asked for seed's own, which chainloaded over TFTP
+        // and then ran the script as `undionly`.
+        assert_installed_and_back(&lab, "bios-chain", "undionly");
+        assert!(
+            kinds_and_details(&lab.events("bios-chain"))
+                .contains("iPXE `virtio-net` is not seed's; chainloading undionly.kpxe"),
+            "{}",
+            kinds_and_details(&lab.events("bios-chain"))
+        );
+        assert_installed_and_back(&lab, "uefi-rom", "virtio-net");
+        // OVMF's own PXE client: DHCP, then ipxe.efi over TFTP (it drives the NIC through
+        // the firmware's SNP).
+        assert_installed_and_back(&lab, "uefi-pxe", "SNP");
+        let console = lab.console("uefi-pxe");
+        assert!(
+            console.contains("NBP filename is ipxe.efi"),
+            "uefi-pxe did not PXE-boot ipxe.efi:\n{console}"
+        );
+
+        // The installer reported a failure: the node is failed with its words.
+        assert_eq!(lab.state_of("broken"), "failed");
+        let broken = kinds_and_details(&lab.events("broken"));
+        assert!(broken.contains("disk /dev/vda not found"), "{broken}");
+        // The installer went quiet after fetching its documents: failed by the timeout.
+        assert_eq!(lab.state_of("silent"), "failed");
+        let silent = kinds_and_details(&lab.events("silent"));
+        assert!(silent.contains("no progress for 120 s"), "{silent}");
+        assert!(!silent.contains("-> installed"), "{silent}");
+
+        // The summary names every node with its times.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for (name, result) in [
+            ("bios-rom", "installed"),
+            ("bios-chain", "installed"),
+            ("uefi-rom", "installed"),
+            ("uefi-pxe", "installed"),
+            ("broken", "FAILED"),
+            ("silent", "FAILED"),
+        ] {
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name} ")) && l.contains(result)),
+                "summary lacks `{name} … {result}`:\n{stdout}"
+            );
+        }
+        assert!(stdout.contains("lab: 4 of 6 installed"), "{stdout}");
+    }
+    before.assert_restored("after seed lab run");
+}
+
+#[test]
+fn proxy_dhcp_beside_dnsmasq_installs_a_uefi_node() {
+    let _one = one_lab_at_a_time();
+    let installer = installer();
+    let before = HostView::now();
+    {
+        let mut lab = LabDir::new(
+            "  dhcp: { proxy: true }",
+            "progress_timeout: 300, phone_home_timeout: 0",
+            &node("uefi-proxy", 31, "uefi", "qemu: { boot: pxe }"),
+        );
+        let netns = "seedt-lab-proxy";
+        let out = lab
+            .seed()
+            .args(["lab", "up", "--netns", netns, "--installer"])
+            .arg(&installer)
+            .output()
+            .expect("seed lab up");
+        assert!(out.status.success(), "lab up: {}", describe(&out));
+
+        // The site's own DHCP server, on another "machine" (a namespace of its own) on the
+        // provisioning network: it hands out the addresses, with the node's reservation.
+        let site = format!("{netns}-site");
+        lab.extra_netns.push(site.clone());
+        for args in [
+            vec!["netns", "add", &site],
+            vec![
+                "-n", netns, "link", "add", "site0", "type", "veth", "peer", "name", "eth0",
+                "netns", &site,
+            ],
+            vec![
+                "-n", netns, "link", "set", "site0", "master", "seedbr0", "up",
+            ],
+            vec!["-n", &site, "addr", "add", "10.10.10.2/24", "dev", "eth0"],
+            vec!["-n", &site, "link", "set", "eth0", "up"],
+            vec!["-n", &site, "link", "set", "lo", "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().expect("ip");
+            assert!(out.status.success(), "ip {args:?}: {}", describe(&out));
+        }
+        let leases = lab.dir.path().join("dnsmasq.leases");
+        let dnsmasq = Command::new("ip")
+            .args(["netns", "exec", &site, "dnsmasq", "--no-daemon", "--port=0"])
+            .args([
+                "--interface=eth0",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+            ])
+            .args(["--dhcp-range=10.10.10.100,10.10.10.149,255.255.255.0,1h"])
+            .arg(format!("--dhcp-host={},10.10.10.31", mac(31)))
+            .args(["--dhcp-authoritative", "--log-dhcp", "--pid-file="])
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dnsmasq (apt-get install dnsmasq-base)");
+        let mut dnsmasq = KillOnDrop::new(dnsmasq);
+
+        let out = lab
+            .seed()
+            .args(["provision", "uefi-proxy"])
+            .output()
+            .expect("seed provision");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("power cycle"),
+            "{}",
+            describe(&out)
+        );
+
+        // Follow the node through seed's API, from inside the lab.
+        let api = |path: &str| -> serde_json::Value {
+            let out = Command::new("ip")
+                .args(["netns", "exec", netns, "curl", "-sf", "--max-time", "5"])
+                .arg(format!(
+                    "http://10.10.10.1:8080/api/v1/nodes/uefi-proxy{path}"
+                ))
+                .output()
+                .expect("curl");
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+        };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let events = api("/events");
+            let back = events.as_array().is_some_and(|events| {
+                events
+                    .iter()
+                    .any(|e| e["kind"] == seed::provision::LOCAL_BOOT)
+            });
+            if back {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "uefi-proxy did not install and come back in 300 s: {} / {events}\nconsole:\n{}",
+                api(""),
+                lab.console("uefi-proxy")
+            );
+            assert!(
+                dnsmasq.child().try_wait().expect("dnsmasq").is_none(),
+                "dnsmasq exited"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert_eq!(api("")["state"], "installed", "{}", api(""));
+        assert_installed_and_back(&lab, "uefi-proxy", "SNP");
+        // The address came from dnsmasq, the boot file from seed.
+        let leases = std::fs::read_to_string(&leases).unwrap_or_default();
+        assert!(
+            leases.contains(&format!("{} 10.10.10.31", mac(31))),
+            "dnsmasq leased nothing to the node: {leases}"
+        );
+        let console = lab.console("uefi-proxy");
+        assert!(console.contains("NBP filename is ipxe.efi"), "{console}");
+
+        let out = lab.seed().args(["lab", "down"]).output().expect("lab down");
+        assert!(out.status.success(), "lab down: {}", describe(&out));
+        drop(dnsmasq);
+    }
+    before.assert_restored("after seed lab up/provision/down");
+}
+
+#[test]
+fn an_interrupted_lab_run_leaves_nothing_behind() {
+    let _one = one_lab_at_a_time();
+    let installer = installer();
+    let before = HostView::now();
+    {
+        let lab = LabDir::new(
+            "",
+            "progress_timeout: 300, phone_home_timeout: 0",
+            &node("bios-rom", 41, "bios", ""),
+        );
+        let stdout_path = lab.dir.path().join("run.out");
+        let child = lab
+            .seed()
+            .args(["lab", "run", "--netns", "seedt-lab-int", "--installer"])
+            .arg(&installer)
+            .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("seed lab run");
+        let mut run = KillOnDrop::new(child);
+        // Interrupt once the machine runs.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&stdout_path)
+            .unwrap_or_default()
+            .contains("power cycle")
+        {
+            assert!(Instant::now() < deadline, "lab run did not start a machine");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            HostView::now().qemu.len() > before.qemu.len(),
+            "no QEMU runs"
+        );
+        let pid = run.child().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let status = loop {
+            if let Some(status) = run.child().try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lab run did not end after SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+        assert_eq!(status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains("interrupted"), "{stdout}");
+        assert!(stdout.contains("lab: torn down"), "{stdout}");
+    }
+    before.assert_restored("after an interrupted seed lab run");
+}
+
+#[test]
+fn lab_needs_a_config_with_qemu_nodes() {
+    let _one = one_lab_at_a_time();
+    let before = HostView::now();
+    let state = tempfile::tempdir().unwrap();
+    let out = seed()
+        .arg("--config")
+        .arg(repo_root().join("examples/osism-rack.yaml"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["lab", "up", "--netns", "seedt-lab-none"])
+        .output()
+        .expect("seed lab up");
+    let text = describe(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("no node with `bmc.driver: qemu`"), "{text}");
+    before.assert_restored("after a refused lab");
+}
