@@ -352,6 +352,16 @@ impl Lab {
                 nic.push_str(",romfile=");
                 "uefi, firmware PXE"
             }
+            (Firmware::Uefi, QemuBoot::Http) => {
+                // No option ROM, and OVMF's PXE off (its fw_cfg knobs, OvmfPkg RUNTIME_CONFIG):
+                // the NIC's only boot options are HTTP boot.
+                nic.push_str(",romfile=");
+                for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
+                    cmd.arg("-fw_cfg")
+                        .arg(format!("name=opt/org.tianocore/{knob},string=no"));
+                }
+                "uefi, firmware HTTP"
+            }
         };
         cmd.arg("-device").arg(nic);
         if node.firmware == Firmware::Uefi {

@@ -1,5 +1,5 @@
-//! End to end: QEMU machines with real firmware (SeaBIOS with QEMU's iPXE ROM, OVMF with and
-//! without it) install through seed's DHCP → TFTP/HTTP → iPXE → kernel + initrd → user-data →
+//! End to end: QEMU machines with real firmware (SeaBIOS with QEMU's iPXE ROM, OVMF with it,
+//! with its own PXE client and with its HTTP boot client) install through seed's DHCP → TFTP/HTTP → iPXE → kernel + initrd → user-data →
 //! events → installed callback, and come back through the network to their local disk. The
 //! installer is the stand-in of `tests/installer` (a Debian kernel and a busybox initrd that
 //! does subiquity's network part). Everything runs inside network namespaces `seed lab`
@@ -281,13 +281,14 @@ fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
             node("bios-chain", 12, "bios", "ipxe: seed"),
             node("uefi-rom", 13, "uefi", ""),
             node("uefi-pxe", 14, "uefi", "qemu: { boot: pxe }"),
+            node("uefi-http", 17, "uefi", "qemu: { boot: http }"),
             node("broken", 15, "bios", "kernel_args: [seed.test=fail]"),
             node("silent", 16, "bios", "kernel_args: [seed.test=silent]"),
         ]
         .concat();
-        // 120 s: under software emulation with six machines on two cores the slowest step
-        // (UEFI firmware to the first script) stays well below it.
-        let lab = LabDir::new("", "progress_timeout: 120, phone_home_timeout: 0", &nodes);
+        // 60 s: under software emulation with seven machines on two cores the longest quiet
+        // stretch of a healthy node (UEFI firmware to its first script) took about 20 s here.
+        let lab = LabDir::new("", "progress_timeout: 60, phone_home_timeout: 0", &nodes);
         let t0 = Instant::now();
         let out = lab
             .seed()
@@ -328,6 +329,14 @@ fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
             console.contains("NBP filename is ipxe.efi"),
             "uefi-pxe did not PXE-boot ipxe.efi:\n{console}"
         );
+        // OVMF's HTTP boot client, PXE off: ipxe.efi by the URL seed's DHCP gave it.
+        assert_installed_and_back(&lab, "uefi-http", "SNP");
+        let console = lab.console("uefi-http");
+        assert!(
+            console.contains("URI: http://10.10.10.1:8080/ipxe/ipxe.efi")
+                && !console.contains("Start PXE"),
+            "uefi-http did not HTTP-boot ipxe.efi:\n{console}"
+        );
 
         // The installer reported a failure: the node is failed with its words.
         assert_eq!(lab.state_of("broken"), "failed");
@@ -336,7 +345,7 @@ fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
         // The installer went quiet after fetching its documents: failed by the timeout.
         assert_eq!(lab.state_of("silent"), "failed");
         let silent = kinds_and_details(&lab.events("silent"));
-        assert!(silent.contains("no progress for 120 s"), "{silent}");
+        assert!(silent.contains("no progress for 60 s"), "{silent}");
         assert!(!silent.contains("-> installed"), "{silent}");
 
         // The summary names every node with its times.
@@ -346,6 +355,7 @@ fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
             ("bios-chain", "installed"),
             ("uefi-rom", "installed"),
             ("uefi-pxe", "installed"),
+            ("uefi-http", "installed"),
             ("broken", "FAILED"),
             ("silent", "FAILED"),
         ] {
@@ -356,7 +366,7 @@ fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
                 "summary lacks `{name} … {result}`:\n{stdout}"
             );
         }
-        assert!(stdout.contains("lab: 4 of 6 installed"), "{stdout}");
+        assert!(stdout.contains("lab: 5 of 7 installed"), "{stdout}");
     }
     before.assert_restored("after seed lab run");
 }

@@ -387,6 +387,9 @@ pub enum QemuBoot {
     /// UEFI only: a NIC without option ROM, so OVMF's own PXE client fetches seed's ipxe.efi
     /// over TFTP.
     Pxe,
+    /// UEFI only: a NIC without option ROM and OVMF's PXE switched off, so its HTTP boot client
+    /// fetches seed's ipxe.efi by the URL DHCP gives it.
+    Http,
 }
 
 /// How a node boots.

@@ -844,13 +844,14 @@ fn nodes(
             (wire::DriverWire::Qemu, q) => {
                 let boot = match q.as_ref().and_then(|q| q.boot) {
                     Some(wire::QemuBootWire::Pxe) => QemuBoot::Pxe,
+                    Some(wire::QemuBootWire::Http) => QemuBoot::Http,
                     _ => QemuBoot::Rom,
                 };
-                if boot == QemuBoot::Pxe && firmware == Firmware::Bios {
+                if boot != QemuBoot::Rom && firmware == Firmware::Bios {
                     v.problem(
                         line,
                         at("qemu.boot"),
-                        "`pxe` is for UEFI nodes: SeaBIOS has no PXE client without the NIC's iPXE ROM",
+                        "`pxe` and `http` are for UEFI nodes: SeaBIOS has no network boot client without the NIC's iPXE ROM",
                     );
                 }
                 let memory_mib = q.as_ref().and_then(|q| q.memory).unwrap_or(512);

@@ -373,7 +373,8 @@ pub enum IpxeWire {
 #[serde(deny_unknown_fields)]
 pub struct QemuWire {
     /// `rom` (the NIC's iPXE option ROM, default), `pxe` (UEFI only: no option ROM, so the
-    /// firmware's own PXE client fetches seed's binary over TFTP).
+    /// firmware's own PXE client fetches seed's binary over TFTP), `http` (UEFI only: the
+    /// firmware's HTTP boot client, PXE switched off).
     pub boot: Option<QemuBootWire>,
     /// Memory in MiB (default 512; an Ubuntu live-server ISO needs about 8192).
     pub memory: Option<u32>,
@@ -386,6 +387,7 @@ pub struct QemuWire {
 pub enum QemuBootWire {
     Rom,
     Pxe,
+    Http,
 }
 
 /// `nodes[].bmc:`.
