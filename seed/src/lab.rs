@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Firmware, Node, QemuBoot};
+use crate::config::{Config, Firmware, IpxePolicy, Node, QemuBoot};
 use crate::power;
 
 /// Why a lab could not be brought up or down. Messages name the step and the node.
@@ -363,6 +363,10 @@ impl Lab {
                 "uefi, firmware HTTP"
             }
         };
+        let boot = match node.ipxe {
+            IpxePolicy::Seed => format!("{boot}, seed's iPXE"),
+            IpxePolicy::Any => boot.to_string(),
+        };
         cmd.arg("-device").arg(nic);
         if node.firmware == Firmware::Uefi {
             let (code, vars) = ovmf()?;
@@ -379,6 +383,28 @@ impl Lab {
                     "if=pflash,format=raw,unit=1,file={}",
                     own_vars.display()
                 ));
+        }
+        if vm.disk_gib > 0 {
+            // A fresh sparse disk per lab: the install target, with the serial the node's disk
+            // match names (subiquity matches by it), so an installer finds what a rack has.
+            let disk = self.dir.join(format!("{}.disk.raw", node.name));
+            File::create(&disk)
+                .and_then(|f| f.set_len(u64::from(vm.disk_gib) << 30))
+                .map_err(|e| step(format!("{}: create {}", node.name, disk.display()), e))?;
+            let mut device = String::from("virtio-blk-pci,drive=disk");
+            if let Some(serial) = node.disk.serial.as_deref().filter(|s| {
+                s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            }) {
+                device.push_str(&format!(",serial={serial}"));
+            }
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=none,id=disk,format=raw,file={}",
+                    disk.display()
+                ))
+                .arg("-device")
+                .arg(device);
         }
         let log_path = self.dir.join(format!("{}.qemu.log", node.name));
         let log = File::create(&log_path)
@@ -413,7 +439,7 @@ impl Lab {
         }
         Ok(Machine {
             node: node.name.clone(),
-            boot: boot.to_string(),
+            boot,
             console,
         })
     }
@@ -463,7 +489,7 @@ pub fn down(state_dir: &Path) -> Result<Option<String>, LabError> {
 }
 
 /// Kills every process in `netns` (SIGTERM, then SIGKILL after a grace), reaps `children`,
-/// deletes the namespace (and with it the bridge and taps) and the QMP sockets.
+/// deletes the namespace (and with it the bridge and taps), the QMP sockets and the disks.
 fn teardown(netns: &str, dir: &Path, mut children: Vec<Child>) -> Result<(), LabError> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
@@ -509,7 +535,12 @@ fn teardown(netns: &str, dir: &Path, mut children: Vec<Child>) -> Result<(), Lab
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "qmp") {
+            // Sockets and disks go with the lab; consoles and logs stay for reading.
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.ends_with(".qmp") || name.ends_with(".disk.raw") {
                 let _ = fs::remove_file(path);
             }
         }

@@ -376,6 +376,8 @@ pub struct QemuNode {
     pub boot: QemuBoot,
     /// Memory in MiB.
     pub memory_mib: u32,
+    /// Its install disk in GiB (a sparse file; 0: none).
+    pub disk_gib: u32,
 }
 
 /// How a lab machine's firmware network-boots.

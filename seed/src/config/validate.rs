@@ -862,7 +862,19 @@ fn nodes(
                         format!("{memory_mib} MiB is outside 128-65536"),
                     );
                 }
-                Some(QemuNode { boot, memory_mib })
+                let disk_gib = q.as_ref().and_then(|q| q.disk).unwrap_or(20);
+                if disk_gib > 16384 {
+                    v.problem(
+                        line,
+                        at("qemu.disk"),
+                        format!("{disk_gib} GiB is more than 16384"),
+                    );
+                }
+                Some(QemuNode {
+                    boot,
+                    memory_mib,
+                    disk_gib,
+                })
             }
             (_, Some(_)) => {
                 v.problem(

@@ -378,6 +378,8 @@ pub struct QemuWire {
     pub boot: Option<QemuBootWire>,
     /// Memory in MiB (default 512; an Ubuntu live-server ISO needs about 8192).
     pub memory: Option<u32>,
+    /// Size of its (sparse) install disk in GiB (default 20; 0: none).
+    pub disk: Option<u32>,
 }
 
 /// `nodes[].qemu.boot:`.
