@@ -57,23 +57,22 @@ struct HostView {
 
 impl HostView {
     fn now() -> Self {
-        let lines = |program: &str, args: &[&str]| -> BTreeSet<String> {
+        // The `field`th word of every line `program` prints.
+        let words = |program: &str, args: &[&str], field: usize| -> BTreeSet<String> {
             let out = Command::new(program)
                 .args(args)
                 .output()
                 .unwrap_or_else(|e| panic!("{program}: {e}"));
             String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
-                .filter(|l| !l.is_empty())
+                .filter_map(|l| l.split_whitespace().nth(field).map(str::to_string))
                 .collect()
         };
         Self {
-            netns: lines("ip", &["netns", "list"]),
-            links: lines("ip", &["-o", "link", "show"])
-                .into_iter()
-                .collect::<BTreeSet<_>>(),
-            qemu: lines("pgrep", &["-f", "qemu-system"]),
+            netns: words("ip", &["netns", "list"], 0),
+            // `ip -o link`: "7: tap0: <…> …" — the name, so a tap left on the host shows.
+            links: words("ip", &["-o", "link", "show"], 1),
+            qemu: words("pgrep", &["-f", "qemu-system"], 0),
         }
     }
 
@@ -372,7 +371,7 @@ fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
 }
 
 #[test]
-fn proxy_dhcp_beside_dnsmasq_installs_a_uefi_node() {
+fn proxy_dhcp_beside_dnsmasq_installs_uefi_nodes() {
     let _one = one_lab_at_a_time();
     let installer = installer();
     let before = HostView::now();
@@ -380,7 +379,12 @@ fn proxy_dhcp_beside_dnsmasq_installs_a_uefi_node() {
         let mut lab = LabDir::new(
             "  dhcp: { proxy: true }",
             "progress_timeout: 300, phone_home_timeout: 0",
-            &node("uefi-proxy", 31, "uefi", "qemu: { boot: pxe }"),
+            &[
+                node("uefi-proxy", 31, "uefi", "qemu: { boot: pxe }"),
+                // The ROM is iPXE, but this node wants seed's own: snponly.efi over TFTP.
+                node("uefi-chain", 32, "uefi", "ipxe: seed"),
+            ]
+            .concat(),
         );
         let netns = "seedt-lab-proxy";
         let out = lab
@@ -422,6 +426,7 @@ fn proxy_dhcp_beside_dnsmasq_installs_a_uefi_node() {
             ])
             .args(["--dhcp-range=10.10.10.100,10.10.10.149,255.255.255.0,1h"])
             .arg(format!("--dhcp-host={},10.10.10.31", mac(31)))
+            .arg(format!("--dhcp-host={},10.10.10.32", mac(32)))
             .args(["--dhcp-authoritative", "--log-dhcp", "--pid-file="])
             .arg(format!("--dhcp-leasefile={}", leases.display()))
             .stdout(Stdio::null())
@@ -432,7 +437,7 @@ fn proxy_dhcp_beside_dnsmasq_installs_a_uefi_node() {
 
         let out = lab
             .seed()
-            .args(["provision", "uefi-proxy"])
+            .args(["provision", "uefi-proxy", "uefi-chain"])
             .output()
             .expect("seed provision");
         assert!(
@@ -441,50 +446,58 @@ fn proxy_dhcp_beside_dnsmasq_installs_a_uefi_node() {
             describe(&out)
         );
 
-        // Follow the node through seed's API, from inside the lab.
+        // Follow the nodes through seed's API, from inside the lab.
         let api = |path: &str| -> serde_json::Value {
             let out = Command::new("ip")
                 .args(["netns", "exec", netns, "curl", "-sf", "--max-time", "5"])
-                .arg(format!(
-                    "http://10.10.10.1:8080/api/v1/nodes/uefi-proxy{path}"
-                ))
+                .arg(format!("http://10.10.10.1:8080/api/v1/nodes/{path}"))
                 .output()
                 .expect("curl");
             serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
         };
         let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let events = api("/events");
-            let back = events.as_array().is_some_and(|events| {
-                events
-                    .iter()
-                    .any(|e| e["kind"] == seed::provision::LOCAL_BOOT)
-            });
-            if back {
-                break;
+        for name in ["uefi-proxy", "uefi-chain"] {
+            loop {
+                let events = api(&format!("{name}/events"));
+                let back = events.as_array().is_some_and(|events| {
+                    events
+                        .iter()
+                        .any(|e| e["kind"] == seed::provision::LOCAL_BOOT)
+                });
+                if back {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} did not install and come back in 300 s: {} / {events}\nconsole:\n{}",
+                    api(name),
+                    lab.console(name)
+                );
+                assert!(
+                    dnsmasq.child().try_wait().expect("dnsmasq").is_none(),
+                    "dnsmasq exited"
+                );
+                std::thread::sleep(Duration::from_millis(500));
             }
-            assert!(
-                Instant::now() < deadline,
-                "uefi-proxy did not install and come back in 300 s: {} / {events}\nconsole:\n{}",
-                api(""),
-                lab.console("uefi-proxy")
-            );
-            assert!(
-                dnsmasq.child().try_wait().expect("dnsmasq").is_none(),
-                "dnsmasq exited"
-            );
-            std::thread::sleep(Duration::from_millis(500));
+            assert_eq!(api(name)["state"], "installed", "{}", api(name));
+            assert_installed_and_back(&lab, name, "SNP");
         }
-        assert_eq!(api("")["state"], "installed", "{}", api(""));
-        assert_installed_and_back(&lab, "uefi-proxy", "SNP");
-        // The address came from dnsmasq, the boot file from seed.
+        // The addresses came from dnsmasq, the boot files from seed.
         let leases = std::fs::read_to_string(&leases).unwrap_or_default();
-        assert!(
-            leases.contains(&format!("{} 10.10.10.31", mac(31))),
-            "dnsmasq leased nothing to the node: {leases}"
-        );
+        for (suffix, address) in [(31, "10.10.10.31"), (32, "10.10.10.32")] {
+            assert!(
+                leases.contains(&format!("{} {address}", mac(suffix))),
+                "dnsmasq leased nothing to {}: {leases}",
+                mac(suffix)
+            );
+        }
         let console = lab.console("uefi-proxy");
         assert!(console.contains("NBP filename is ipxe.efi"), "{console}");
+        let chain = kinds_and_details(&lab.events("uefi-chain"));
+        assert!(
+            chain.contains("iPXE `virtio-net` is not seed's; chainloading snponly.efi"),
+            "{chain}"
+        );
 
         let out = lab.seed().args(["lab", "down"]).output().expect("lab down");
         assert!(out.status.success(), "lab down: {}", describe(&out));
