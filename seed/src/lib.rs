@@ -22,5 +22,6 @@ pub mod plan;
 pub mod power;
 pub mod provision;
 pub mod ra;
+pub mod redfish;
 pub mod store;
 pub mod tftp;

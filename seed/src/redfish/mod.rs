@@ -1,0 +1,459 @@
+//! A small typed Redfish client: what seed needs of a BMC and no more. The service root names
+//! the Systems collection and the session service; a session (`X-Auth-Token`) is opened once
+//! and deleted when the client is dropped, so BMCs with few session slots (iDRAC) do not run
+//! out; without a session service the client sends Basic auth on every call.
+//!
+//! Parsing is lenient on purpose: only the fields seed reads are declared, enum values stay
+//! strings (real BMCs send values the schema does not know), vendor extras are ignored.
+//!
+//! Every call has a timeout; a 503 is retried, honouring `Retry-After`; 401, 403 and 404 are
+//! errors that say what was asked. Credentials never appear in an error or a log line.
+
+mod model;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::blocking::{Client as Http, RequestBuilder, Response};
+use reqwest::header::{ETAG, HeaderValue, IF_MATCH, LOCATION, RETRY_AFTER};
+use serde_json::{Value, json};
+
+use crate::config::Secret;
+pub use model::{Boot, ResetAction, ServiceRoot, System};
+
+/// Why a Redfish call failed. Names the BMC and what was asked, never a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum RedfishError {
+    /// No answer in time, or no connection.
+    #[error("{bmc}: {what}: {why}")]
+    Unreachable {
+        /// The BMC's address.
+        bmc: String,
+        /// What was asked.
+        what: String,
+        /// Timeout or connection error.
+        why: String,
+    },
+    /// The BMC refused the credentials (401) or the action (403).
+    #[error("{bmc}: {what}: {status}: check the node's bmc.username and password")]
+    Denied {
+        /// The BMC's address.
+        bmc: String,
+        /// What was asked.
+        what: String,
+        /// 401 or 403.
+        status: StatusCode,
+    },
+    /// Any other refusal, with the BMC's own message when it sent one.
+    #[error("{bmc}: {what}: {status}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Refused {
+        /// The BMC's address.
+        bmc: String,
+        /// What was asked.
+        what: String,
+        /// The status.
+        status: StatusCode,
+        /// The Redfish error message, if any.
+        message: Option<String>,
+    },
+    /// The BMC's answer did not have what seed needs.
+    #[error("{bmc}: {what}: {why}")]
+    Unexpected {
+        /// The BMC's address.
+        bmc: String,
+        /// What was asked.
+        what: String,
+        /// What was missing or malformed.
+        why: String,
+    },
+}
+
+/// How to reach and authenticate to a BMC.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `https://10.1.0.31` (or `http://` for an emulator in a test).
+    pub base: String,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+    /// Timeout of one call.
+    pub timeout: Duration,
+    /// How long 503s are retried in all.
+    pub retry_for: Duration,
+}
+
+/// How the client authenticates.
+enum Auth {
+    /// `X-Auth-Token`, and the session to delete at the end.
+    Session {
+        token: HeaderValue,
+        location: String,
+    },
+    /// Basic auth on every call (no session service).
+    Basic,
+}
+
+/// A client for one BMC, logged in.
+pub struct Client {
+    http: Http,
+    endpoint: Endpoint,
+    root: ServiceRoot,
+    auth: Auth,
+}
+
+impl Client {
+    /// Reads the service root and logs in (a session where the BMC has a session service).
+    pub fn connect(endpoint: Endpoint, http: Http) -> Result<Self, RedfishError> {
+        let mut client = Self {
+            http,
+            endpoint,
+            root: ServiceRoot::default(),
+            auth: Auth::Basic,
+        };
+        // The service root needs no authentication (Redfish spec, "Service root").
+        client.root = client.get_json("/redfish/v1/", "read the service root")?;
+        if let Some(sessions) = client.root.sessions_path() {
+            client.auth = client.login(&sessions)?;
+        }
+        Ok(client)
+    }
+
+    /// Whether the client holds a session (else it sends Basic auth).
+    pub fn has_session(&self) -> bool {
+        matches!(self.auth, Auth::Session { .. })
+    }
+
+    fn login(&self, sessions: &str) -> Result<Auth, RedfishError> {
+        let what = "open a session";
+        let body = json!({
+            "UserName": self.endpoint.username,
+            "Password": self.endpoint.password.expose(),
+        });
+        let response = self.send(what, || {
+            self.http
+                .post(self.url(sessions))
+                .json(&body)
+                .timeout(self.endpoint.timeout)
+        })?;
+        let token = response
+            .headers()
+            .get("X-Auth-Token")
+            .cloned()
+            .ok_or_else(|| self.unexpected(what, "no X-Auth-Token in the answer"))?;
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_default();
+        Ok(Auth::Session { token, location })
+    }
+
+    /// The systems this BMC manages.
+    pub fn systems(&self) -> Result<Vec<String>, RedfishError> {
+        let path = self
+            .root
+            .systems
+            .as_ref()
+            .map(|l| l.id.clone())
+            .ok_or_else(|| self.unexpected("list systems", "the service root names no Systems"))?;
+        let collection: model::Collection = self.get_json(&path, "list systems")?;
+        Ok(collection.members.into_iter().map(|m| m.id).collect())
+    }
+
+    /// The one system to act on: the only member, or the one whose UUID or serial number is
+    /// `hint` when the BMC manages several.
+    pub fn system(&self, hint: Option<&str>) -> Result<(String, System), RedfishError> {
+        let members = self.systems()?;
+        let mut found = Vec::new();
+        for path in &members {
+            let system: System = self.get_json(path, "read a system")?;
+            if members.len() == 1 {
+                return Ok((path.clone(), system));
+            }
+            let matches = hint.is_some_and(|h| {
+                system
+                    .uuid
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(h))
+                    || system.serial.as_deref() == Some(h)
+            });
+            if matches {
+                found.push((path.clone(), system));
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(self.unexpected(
+                "choose a system",
+                format!(
+                    "{} systems and none matches {}",
+                    members.len(),
+                    hint.unwrap_or("(no UUID or serial configured)")
+                ),
+            )),
+            n => Err(self.unexpected("choose a system", format!("{n} systems match"))),
+        }
+    }
+
+    /// Resets `system` with `wanted`, or what the BMC allows instead: a BMC without
+    /// `ForceRestart` gets `ForceOff` then `On`; `On` falls back to `ForceOn`. A 202 with a task
+    /// monitor is followed until the task ends.
+    pub fn reset(&self, system: &System, wanted: ResetKind) -> Result<(), RedfishError> {
+        let action = system.actions.reset.as_ref().ok_or_else(|| {
+            self.unexpected("reset", "the system has no ComputerSystem.Reset action")
+        })?;
+        let allows = |v: &str| action.allowed.is_empty() || action.allowed.iter().any(|a| a == v);
+        let plan: Vec<&str> = match wanted {
+            ResetKind::On if allows("On") => vec!["On"],
+            ResetKind::On if allows("ForceOn") => vec!["ForceOn"],
+            ResetKind::ForceOff if allows("ForceOff") => vec!["ForceOff"],
+            ResetKind::GracefulShutdown if allows("GracefulShutdown") => vec!["GracefulShutdown"],
+            ResetKind::ForceRestart if allows("ForceRestart") => vec!["ForceRestart"],
+            ResetKind::ForceRestart if allows("ForceOff") && allows("On") => vec!["ForceOff", "On"],
+            _ => {
+                return Err(self.unexpected(
+                    "reset",
+                    format!("{wanted:?} is not among {:?}", action.allowed),
+                ));
+            }
+        };
+        let target = action.target.clone();
+        for reset_type in plan {
+            let what = format!("reset {reset_type}");
+            let body = json!({ "ResetType": reset_type });
+            let response = self.send(&what, || {
+                self.authed(self.http.post(self.url(&target)))
+                    .json(&body)
+                    .timeout(self.endpoint.timeout)
+            })?;
+            self.follow_task(&what, response)?;
+        }
+        Ok(())
+    }
+
+    /// Boot from `target` (`Pxe`, `UefiHttp`) once, in `mode` (`UEFI`, `Legacy`) where the BMC
+    /// lists the mode. Sends `If-Match` with the resource's ETag when it has one, and writes
+    /// to the `@Redfish.Settings` object when the BMC asks for pending settings.
+    pub fn boot_once(
+        &self,
+        path: &str,
+        target: &str,
+        mode: Option<&str>,
+    ) -> Result<(), RedfishError> {
+        let what = format!("set the next boot to {target}");
+        let response = self.send(&what, || {
+            self.authed(self.http.get(self.url(path)))
+                .timeout(self.endpoint.timeout)
+        })?;
+        let etag = response.headers().get(ETAG).cloned();
+        let system: System = response
+            .json()
+            .map_err(|e| self.unexpected(&what, format!("the system is not JSON: {e}")))?;
+        if !system.boot.allowed_targets.is_empty()
+            && !system.boot.allowed_targets.iter().any(|t| t == target)
+        {
+            return Err(self.unexpected(
+                &what,
+                format!("{target} is not among {:?}", system.boot.allowed_targets),
+            ));
+        }
+        let mut boot = json!({
+            "BootSourceOverrideTarget": target,
+            "BootSourceOverrideEnabled": "Once",
+        });
+        if let Some(mode) = mode
+            && system.boot.mode.is_some()
+        {
+            boot["BootSourceOverrideMode"] = json!(mode);
+        }
+        // Where the BMC applies settings at the next boot, it says so (Redfish spec,
+        // "Settings resource"): PATCH the settings object instead.
+        let (patch_path, etag) = match system.settings_path() {
+            Some(settings) => (settings, None),
+            None => (path.to_string(), etag),
+        };
+        let body = json!({ "Boot": boot });
+        let response = self.send(&what, || {
+            let mut request = self
+                .authed(self.http.patch(self.url(&patch_path)))
+                .json(&body)
+                .timeout(self.endpoint.timeout);
+            if let Some(etag) = &etag {
+                request = request.header(IF_MATCH, etag.clone());
+            }
+            request
+        })?;
+        self.follow_task(&what, response)?;
+        Ok(())
+    }
+
+    /// Follows a 202's task monitor until it stops answering 202 (bounded by `retry_for`).
+    fn follow_task(&self, what: &str, response: Response) -> Result<(), RedfishError> {
+        if response.status() != StatusCode::ACCEPTED {
+            return Ok(());
+        }
+        let Some(monitor) = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string)
+        else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + self.endpoint.retry_for;
+        loop {
+            let response = self.send(what, || {
+                self.authed(self.http.get(self.url(&monitor)))
+                    .timeout(self.endpoint.timeout)
+            })?;
+            if response.status() != StatusCode::ACCEPTED {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(self.unexpected(what, format!("task {monitor} still running")));
+            }
+            std::thread::sleep(retry_after(&response).unwrap_or(Duration::from_secs(1)));
+        }
+    }
+
+    /// GET `path` as `T`.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> Result<T, RedfishError> {
+        let response = self.send(what, || {
+            self.authed(self.http.get(self.url(path)))
+                .timeout(self.endpoint.timeout)
+        })?;
+        response
+            .json()
+            .map_err(|e| self.unexpected(what, format!("{path} is not the JSON expected: {e}")))
+    }
+
+    fn authed(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.auth {
+            Auth::Session { token, .. } => request.header("X-Auth-Token", token.clone()),
+            Auth::Basic => request.basic_auth(
+                &self.endpoint.username,
+                Some(self.endpoint.password.expose()),
+            ),
+        }
+    }
+
+    /// Sends what `build` makes, retrying 503s (honouring `Retry-After`, else backing off)
+    /// until `retry_for` has passed; maps refusals to errors.
+    fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, RedfishError> {
+        let deadline = Instant::now() + self.endpoint.retry_for;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let response = build().send().map_err(|e| RedfishError::Unreachable {
+                bmc: self.bmc(),
+                what: what.to_string(),
+                // reqwest's message names the URL, never the Authorization header.
+                why: if e.is_timeout() {
+                    format!("no answer within {:?}", self.endpoint.timeout)
+                } else {
+                    e.to_string()
+                },
+            })?;
+            let status = response.status();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                let wait = retry_after(&response).unwrap_or(backoff);
+                if Instant::now() + wait <= deadline {
+                    std::thread::sleep(wait);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+            if status.is_success() {
+                return Ok(response);
+            }
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(RedfishError::Denied {
+                    bmc: self.bmc(),
+                    what: what.to_string(),
+                    status,
+                });
+            }
+            let message = response
+                .json::<Value>()
+                .ok()
+                .and_then(|v| model::error_message(&v));
+            return Err(RedfishError::Refused {
+                bmc: self.bmc(),
+                what: what.to_string(),
+                status,
+                message,
+            });
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.endpoint.base.trim_end_matches('/'))
+        }
+    }
+
+    fn bmc(&self) -> String {
+        self.endpoint.base.clone()
+    }
+
+    fn unexpected(&self, what: &str, why: impl Into<String>) -> RedfishError {
+        RedfishError::Unexpected {
+            bmc: self.bmc(),
+            what: what.to_string(),
+            why: why.into(),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Give the session slot back; a BMC that forgets it times it out anyway.
+        if let Auth::Session { token, location } = &self.auth
+            && !location.is_empty()
+        {
+            let _ = self
+                .http
+                .delete(self.url(location))
+                .header("X-Auth-Token", token.clone())
+                .timeout(self.endpoint.timeout)
+                .send();
+        }
+    }
+}
+
+/// What a reset should achieve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetKind {
+    /// Power on.
+    On,
+    /// Hard power off.
+    ForceOff,
+    /// Ask the OS to shut down.
+    GracefulShutdown,
+    /// Hard reset (or off and on).
+    ForceRestart,
+}
+
+/// `Retry-After` in seconds (RFC 9110 10.2.3; BMCs send seconds, not dates).
+fn retry_after(response: &Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(60)))
+}

@@ -1,0 +1,142 @@
+//! The parts of Redfish resources seed reads. Lenient: every field is optional or defaulted,
+//! enum values are strings, unknown fields are ignored (serde's default).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// `{"@odata.id": …}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Link {
+    /// The resource's path.
+    #[serde(rename = "@odata.id")]
+    pub id: String,
+}
+
+/// `/redfish/v1/`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServiceRoot {
+    /// The Systems collection.
+    #[serde(rename = "Systems")]
+    pub systems: Option<Link>,
+    /// The session service.
+    #[serde(rename = "SessionService")]
+    pub session_service: Option<Link>,
+    /// `Links.Sessions`: where sessions are created.
+    #[serde(rename = "Links", default)]
+    pub links: RootLinks,
+}
+
+/// `Links` of the service root.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RootLinks {
+    /// The sessions collection.
+    #[serde(rename = "Sessions")]
+    pub sessions: Option<Link>,
+}
+
+impl ServiceRoot {
+    /// Where to POST a new session, if the BMC has a session service.
+    pub fn sessions_path(&self) -> Option<String> {
+        self.session_service.as_ref()?;
+        Some(
+            self.links
+                .sessions
+                .as_ref()
+                .map(|l| l.id.clone())
+                .unwrap_or_else(|| "/redfish/v1/SessionService/Sessions".to_string()),
+        )
+    }
+}
+
+/// A collection's members.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Collection {
+    /// Members.
+    #[serde(rename = "Members", default)]
+    pub members: Vec<Link>,
+}
+
+/// A `ComputerSystem`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct System {
+    /// `Id`.
+    #[serde(rename = "Id", default)]
+    pub id: String,
+    /// `PowerState`: `On`, `Off`, `PoweringOn`, … (kept as the BMC says it).
+    #[serde(rename = "PowerState")]
+    pub power_state: Option<String>,
+    /// `UUID`.
+    #[serde(rename = "UUID")]
+    pub uuid: Option<String>,
+    /// `SerialNumber`.
+    #[serde(rename = "SerialNumber")]
+    pub serial: Option<String>,
+    /// `Boot`.
+    #[serde(rename = "Boot", default)]
+    pub boot: Boot,
+    /// `Actions`.
+    #[serde(rename = "Actions", default)]
+    pub actions: Actions,
+    /// `@Redfish.Settings`: present when the BMC applies changes through a settings object.
+    #[serde(rename = "@Redfish.Settings")]
+    pub settings: Option<Value>,
+}
+
+impl System {
+    /// The settings object to PATCH instead of the system, if the BMC asks for one.
+    pub fn settings_path(&self) -> Option<String> {
+        self.settings
+            .as_ref()?
+            .get("SettingsObject")?
+            .get("@odata.id")?
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+/// `Boot` of a system.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Boot {
+    /// `BootSourceOverrideTarget`.
+    #[serde(rename = "BootSourceOverrideTarget")]
+    pub target: Option<String>,
+    /// `BootSourceOverrideEnabled`: `Once`, `Continuous`, `Disabled`.
+    #[serde(rename = "BootSourceOverrideEnabled")]
+    pub enabled: Option<String>,
+    /// `BootSourceOverrideMode`: `UEFI`, `Legacy` (absent where the BMC has no choice).
+    #[serde(rename = "BootSourceOverrideMode")]
+    pub mode: Option<String>,
+    /// The targets the BMC allows.
+    #[serde(rename = "BootSourceOverrideTarget@Redfish.AllowableValues", default)]
+    pub allowed_targets: Vec<String>,
+}
+
+/// `Actions` of a system.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Actions {
+    /// `#ComputerSystem.Reset`.
+    #[serde(rename = "#ComputerSystem.Reset")]
+    pub reset: Option<ResetAction>,
+}
+
+/// `#ComputerSystem.Reset`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ResetAction {
+    /// Where to POST.
+    pub target: String,
+    /// The reset types the BMC allows (empty: it does not say).
+    #[serde(rename = "ResetType@Redfish.AllowableValues", default)]
+    pub allowed: Vec<String>,
+}
+
+/// The message of a Redfish error body (`error.message`, or the first extended message).
+pub fn error_message(body: &Value) -> Option<String> {
+    let error = body.get("error")?;
+    error
+        .get("@Message.ExtendedInfo")
+        .and_then(|i| i.get(0))
+        .and_then(|i| i.get("Message"))
+        .or_else(|| error.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}

@@ -1,0 +1,437 @@
+//! Fault tests against an in-process fake BMC (a few dozen lines of HTTP/1.1 on a loopback
+//! socket): what real BMCs do that the emulator does not.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::SecretRef;
+
+/// One request the fake saw.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// What the fake answers.
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+fn reply(status: u16, body: Value) -> Reply {
+    Reply {
+        status,
+        headers: Vec::new(),
+        body: body.to_string(),
+    }
+}
+
+type Handler = dyn Fn(&Seen, usize) -> Option<Reply> + Send + Sync;
+
+/// A fake BMC on 127.0.0.1: `handler` gets each request and how many came before it; `None`
+/// means "never answer".
+struct FakeBmc {
+    base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FakeBmc {
+    fn start(handler: impl Fn(&Seen, usize) -> Option<Reply> + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let handler: Arc<Handler> = Arc::new(handler);
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let handler = Arc::clone(&handler);
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || serve(stream, &*handler, &log));
+            }
+        });
+        Self { base, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn endpoint(&self, password: &str) -> Endpoint {
+        Endpoint {
+            base: self.base.clone(),
+            username: "root".into(),
+            password: secret(password),
+            timeout: Duration::from_millis(800),
+            retry_for: Duration::from_secs(5),
+        }
+    }
+}
+
+fn secret(value: &str) -> Secret {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pw");
+    std::fs::write(&path, value).unwrap();
+    SecretRef::File(path).resolve().unwrap()
+}
+
+fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Seen>>) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or_default().to_string(),
+            parts.next().unwrap_or_default().to_string(),
+        );
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let seen = Seen {
+            method,
+            path,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        let count = {
+            let mut log = log.lock().unwrap();
+            log.push(seen.clone());
+            log.len() - 1
+        };
+        let Some(r) = handler(&seen, count) else {
+            // Never answer: hold the connection open.
+            std::thread::sleep(Duration::from_secs(30));
+            return;
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            r.status,
+            r.body.len()
+        );
+        for (k, v) in &r.headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(&r.body);
+        if writer.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().build().unwrap()
+}
+
+/// A plain BMC: one system, sessions unless `sessions` is false, and these extras.
+fn bmc(sessions: bool, system: Value) -> impl Fn(&Seen, usize) -> Option<Reply> {
+    move |req: &Seen, _| {
+        Some(match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/redfish/v1/") => {
+                let mut root = json!({ "Systems": { "@odata.id": "/redfish/v1/Systems" } });
+                if sessions {
+                    root["SessionService"] = json!({ "@odata.id": "/redfish/v1/SessionService" });
+                    root["Links"] = json!({ "Sessions": { "@odata.id": "/redfish/v1/SessionService/Sessions" } });
+                }
+                reply(200, root)
+            }
+            ("POST", "/redfish/v1/SessionService/Sessions") => {
+                let body: Value = serde_json::from_str(&req.body).unwrap_or_default();
+                if body["Password"] != "s3cret-pw" {
+                    return Some(reply(401, json!({})));
+                }
+                Reply {
+                    status: 201,
+                    headers: vec![
+                        ("X-Auth-Token", "tok-1".into()),
+                        ("Location", "/redfish/v1/SessionService/Sessions/1".into()),
+                    ],
+                    body: "{}".into(),
+                }
+            }
+            ("GET", "/redfish/v1/Systems") => reply(
+                200,
+                json!({ "Members": [ { "@odata.id": "/redfish/v1/Systems/1" } ] }),
+            ),
+            ("GET", "/redfish/v1/Systems/1") => reply(200, system.clone()),
+            _ => reply(200, json!({})),
+        })
+    }
+}
+
+fn system(allowed_resets: &[&str]) -> Value {
+    json!({
+        "Id": "1",
+        "PowerState": "On",
+        "Boot": {
+            "BootSourceOverrideTarget": "None",
+            "BootSourceOverrideTarget@Redfish.AllowableValues": ["None", "Pxe", "Hdd", "UefiHttp"],
+            "BootSourceOverrideMode": "UEFI"
+        },
+        "Actions": { "#ComputerSystem.Reset": {
+            "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+            "ResetType@Redfish.AllowableValues": allowed_resets
+        } }
+    })
+}
+
+#[test]
+fn a_session_is_opened_reused_and_deleted() {
+    let fake = FakeBmc::start(bmc(true, system(&["On", "ForceOff", "ForceRestart"])));
+    {
+        let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+        assert!(client.has_session());
+        let (_, sys) = client.system(None).unwrap();
+        client.reset(&sys, ResetKind::ForceRestart).unwrap();
+    }
+    let seen = fake.seen();
+    let authed: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.path.starts_with("/redfish/v1/Systems"))
+        .collect();
+    assert!(
+        authed.iter().all(
+            |s| s.headers.get("x-auth-token").map(String::as_str) == Some("tok-1")
+                && !s.headers.contains_key("authorization")
+        ),
+        "{authed:?}"
+    );
+    let reset = seen
+        .iter()
+        .find(|s| s.path.ends_with("ComputerSystem.Reset"))
+        .unwrap();
+    assert_eq!(reset.body, r#"{"ResetType":"ForceRestart"}"#);
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("DELETE", "/redfish/v1/SessionService/Sessions/1"),
+        "the session is given back"
+    );
+}
+
+#[test]
+fn without_a_session_service_basic_auth_is_sent() {
+    let fake = FakeBmc::start(bmc(false, system(&[])));
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    assert!(!client.has_session());
+    client.system(None).unwrap();
+    let seen = fake.seen();
+    let get = seen
+        .iter()
+        .find(|s| s.path == "/redfish/v1/Systems")
+        .unwrap();
+    // "root:s3cret-pw" in base64.
+    assert_eq!(
+        get.headers.get("authorization").map(String::as_str),
+        Some("Basic cm9vdDpzM2NyZXQtcHc=")
+    );
+}
+
+#[test]
+fn wrong_credentials_are_a_clear_error_without_the_password() {
+    let fake = FakeBmc::start(bmc(true, system(&[])));
+    let err = Client::connect(fake.endpoint("wrong-pw-value"), http())
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("401"), "{text}");
+    assert!(text.contains("open a session"), "{text}");
+    assert!(text.contains("bmc.username and password"), "{text}");
+    assert!(!text.contains("wrong-pw-value"), "{text}");
+    assert!(!format!("{err:?}").contains("wrong-pw-value"));
+}
+
+#[test]
+fn a_503_with_retry_after_is_retried() {
+    let inner = bmc(false, system(&[]));
+    let fake = FakeBmc::start(move |req, n| {
+        if req.path == "/redfish/v1/Systems" && n < 3 {
+            return Some(Reply {
+                status: 503,
+                headers: vec![("Retry-After", "1".into())],
+                body: "{}".into(),
+            });
+        }
+        inner(req, n)
+    });
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(client.systems().unwrap(), ["/redfish/v1/Systems/1"]);
+    // It waited as told (at least one Retry-After of 1 s) instead of hammering.
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let tries = fake
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/redfish/v1/Systems")
+        .count();
+    assert!(tries >= 2, "{tries}");
+}
+
+#[test]
+fn a_bmc_that_never_answers_times_out_with_a_clear_error() {
+    let fake = FakeBmc::start(|_, _| None);
+    let started = std::time::Instant::now();
+    let err = Client::connect(fake.endpoint("s3cret-pw"), http())
+        .err()
+        .expect("times out");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let text = err.to_string();
+    assert!(text.contains("read the service root"), "{text}");
+    assert!(text.contains("no answer within"), "{text}");
+}
+
+#[test]
+fn the_boot_override_sends_if_match_when_the_bmc_gives_an_etag() {
+    let inner = bmc(false, system(&[]));
+    let fake = FakeBmc::start(move |req, n| {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/redfish/v1/Systems/1") => {
+                let mut r = inner(req, n)?;
+                r.headers.push(("ETag", "W/\"abc\"".into()));
+                Some(r)
+            }
+            // This BMC refuses a PATCH without the ETag (as some iLOs do).
+            ("PATCH", "/redfish/v1/Systems/1") => Some(
+                if req.headers.get("if-match").map(String::as_str) == Some("W/\"abc\"") {
+                    reply(204, json!({}))
+                } else {
+                    reply(412, json!({ "error": { "message": "ETag required" } }))
+                },
+            ),
+            _ => inner(req, n),
+        }
+    });
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    client
+        .boot_once("/redfish/v1/Systems/1", "Pxe", Some("UEFI"))
+        .unwrap();
+    let patch = fake
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "PATCH")
+        .unwrap();
+    let body: Value = serde_json::from_str(&patch.body).unwrap();
+    assert_eq!(
+        body,
+        json!({ "Boot": {
+            "BootSourceOverrideTarget": "Pxe",
+            "BootSourceOverrideEnabled": "Once",
+            "BootSourceOverrideMode": "UEFI"
+        } })
+    );
+    // A target the BMC does not list is refused before anything is sent.
+    let err = client
+        .boot_once("/redfish/v1/Systems/1", "Usb", None)
+        .unwrap_err();
+    assert!(err.to_string().contains("Usb is not among"), "{err}");
+}
+
+#[test]
+fn a_412_is_reported_with_the_bmcs_message() {
+    let inner = bmc(false, system(&[]));
+    let fake = FakeBmc::start(move |req, n| {
+        if req.method == "PATCH" {
+            return Some(reply(
+                412,
+                json!({ "error": { "@Message.ExtendedInfo": [ { "Message": "The ETag does not match." } ] } }),
+            ));
+        }
+        inner(req, n)
+    });
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let err = client
+        .boot_once("/redfish/v1/Systems/1", "Pxe", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("412"), "{err}");
+    assert!(err.contains("The ETag does not match."), "{err}");
+}
+
+#[test]
+fn vendor_values_the_schema_does_not_know_are_kept() {
+    let mut sys = system(&["On", "ForceOff", "Nmi", "OemPowerDance"]);
+    sys["PowerState"] = json!("Quiescing");
+    sys["Boot"]["BootSourceOverrideTarget"] = json!("OemNicBoot");
+    sys["Oem"] = json!({ "Vendor": { "Anything": [1, 2, 3] } });
+    let fake = FakeBmc::start(bmc(false, sys));
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let (_, sys) = client.system(None).unwrap();
+    assert_eq!(sys.power_state.as_deref(), Some("Quiescing"));
+    assert_eq!(sys.boot.target.as_deref(), Some("OemNicBoot"));
+}
+
+#[test]
+fn no_force_restart_means_force_off_then_on() {
+    let fake = FakeBmc::start(bmc(false, system(&["On", "ForceOff", "GracefulShutdown"])));
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let (_, sys) = client.system(None).unwrap();
+    client.reset(&sys, ResetKind::ForceRestart).unwrap();
+    let resets: Vec<String> = fake
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.ends_with("ComputerSystem.Reset"))
+        .map(|s| s.body)
+        .collect();
+    assert_eq!(
+        resets,
+        [r#"{"ResetType":"ForceOff"}"#, r#"{"ResetType":"On"}"#]
+    );
+}
+
+#[test]
+fn a_202_task_monitor_is_followed_to_its_end() {
+    let inner = bmc(false, system(&["On", "ForceOff", "ForceRestart"]));
+    let fake = FakeBmc::start(move |req, n| match req.path.as_str() {
+        "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset" => Some(Reply {
+            status: 202,
+            headers: vec![("Location", "/redfish/v1/TaskService/Tasks/7".into())],
+            body: "{}".into(),
+        }),
+        "/redfish/v1/TaskService/Tasks/7" => {
+            let polls = n;
+            Some(Reply {
+                status: if polls < 6 { 202 } else { 200 },
+                headers: vec![("Retry-After", "0".into())],
+                body: "{}".into(),
+            })
+        }
+        _ => inner(req, n),
+    });
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let (_, sys) = client.system(None).unwrap();
+    client.reset(&sys, ResetKind::ForceRestart).unwrap();
+    let polls = fake
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/redfish/v1/TaskService/Tasks/7")
+        .count();
+    assert!(polls >= 2, "the task monitor was polled {polls} times");
+}
