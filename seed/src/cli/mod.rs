@@ -4,6 +4,7 @@ mod check;
 mod debug;
 mod images;
 mod lab;
+mod power;
 mod provision;
 mod render;
 mod serve;
@@ -65,6 +66,9 @@ enum Command {
     Images(images::ImagesCommand),
     /// Run seed: open the state store and serve until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Switch nodes on, off or through a restart, or show their power (Redfish; QMP in the lab).
+    #[command(subcommand)]
+    Power(power::PowerCommand),
     /// A virtual rack of QEMU machines that installs through seed (needs root, QEMU, OVMF).
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -116,6 +120,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
         Command::Lab(cmd) => lab::run(&global, cmd),
+        Command::Power(cmd) => power::run(&global, cmd),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

@@ -121,9 +121,10 @@ pub(crate) fn start(
     let power = match power::controller(node, state_dir) {
         Ok(controller) => {
             controller
-                .cycle()
+                .network_boot_once()
+                .and_then(|()| controller.cycle())
                 .with_context(|| format!("{name}: provisioning, but it could not be started"))?;
-            "started from its firmware (power cycle)".to_string()
+            "started from its firmware (network boot once, power cycle)".to_string()
         }
         Err(PowerError::Unsupported { why, .. }) => why,
         Err(e) => return Err(e.into()),

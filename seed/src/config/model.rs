@@ -415,6 +415,10 @@ pub struct Bmc {
     pub username: Option<String>,
     /// Where the password is.
     pub password: Option<SecretRef>,
+    /// The Redfish service's base URL (`https://<address>` unless configured).
+    pub endpoint: String,
+    /// Which system, when the BMC manages several (Id, UUID or serial).
+    pub system: Option<String>,
 }
 
 /// How seed switches a node on and off.

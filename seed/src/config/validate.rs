@@ -926,6 +926,14 @@ fn nodes(
                 },
                 username: w.bmc.username.clone(),
                 password: w.bmc.password.as_ref().map(secret_ref),
+                endpoint: match &w.bmc.endpoint {
+                    Some(url) => {
+                        check_url(v, line, &at("bmc.endpoint"), url);
+                        url.trim_end_matches('/').to_string()
+                    }
+                    None => format!("https://{}", w.bmc.address),
+                },
+                system: w.bmc.system.clone(),
             },
             macs,
             console: w.console.clone(),

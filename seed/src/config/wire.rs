@@ -404,6 +404,11 @@ pub struct BmcWire {
     pub username: Option<String>,
     /// Where the BMC password is; never the password itself.
     pub password: Option<SecretRefWire>,
+    /// The Redfish service's URL when it is not `https://<address>` (a port, a proxy, an
+    /// emulator).
+    pub endpoint: Option<String>,
+    /// Which system, when the BMC manages several: its Id, UUID or serial number.
+    pub system: Option<String>,
 }
 
 /// Power drivers.

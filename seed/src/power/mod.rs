@@ -3,6 +3,7 @@
 //! below it speak QMP or Redfish.
 
 pub mod qemu;
+pub mod redfish;
 
 use std::path::Path;
 
@@ -59,6 +60,10 @@ pub trait Power {
     fn off(&self) -> Result<(), PowerError>;
     /// Start it from its firmware again: a hard reset when it runs, power on when it does not.
     fn cycle(&self) -> Result<(), PowerError>;
+    /// Make its next boot (only) a network boot. Lab machines always boot the NIC first.
+    fn network_boot_once(&self) -> Result<(), PowerError> {
+        Ok(())
+    }
 }
 
 /// The power controller of `node`; `state_dir` is where lab machines' QMP sockets are.
@@ -68,10 +73,7 @@ pub fn controller(node: &Node, state_dir: &Path) -> Result<Box<dyn Power>, Power
             &node.name,
             qemu::socket(state_dir, &node.name),
         ))),
-        PowerDriver::Redfish => Err(PowerError::Unsupported {
-            node: node.name.clone(),
-            why: "the redfish driver is not built yet; network-boot it by hand".into(),
-        }),
+        PowerDriver::Redfish => Ok(Box::new(redfish::RedfishPower::new(node))),
         PowerDriver::Manual => Err(PowerError::Unsupported {
             node: node.name.clone(),
             why: "manual power driver: network-boot it by hand".into(),

@@ -1,0 +1,121 @@
+//! The `redfish` power driver: a node's BMC over [`crate::redfish`]. Each action connects,
+//! acts and gives its session back.
+
+use std::time::Duration;
+
+use super::{Power, PowerError, PowerState};
+use crate::config::{Firmware, Node};
+use crate::redfish::{Client, Endpoint, RedfishError, ResetKind, System};
+
+/// Per-call timeout: BMCs answer in well under a second when healthy, some take seconds.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a busy BMC (503) is retried in all.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// One node's BMC.
+pub struct RedfishPower {
+    node: String,
+    endpoint: Result<Endpoint, String>,
+    system_hint: Option<String>,
+    firmware: Firmware,
+}
+
+impl RedfishPower {
+    /// The BMC of `node` (its credentials are read now; a missing one fails each action).
+    pub fn new(node: &Node) -> Self {
+        let endpoint = match (&node.bmc.username, &node.bmc.password) {
+            (Some(username), Some(password)) => password
+                .resolve()
+                .map(|password| Endpoint {
+                    base: node.bmc.endpoint.clone(),
+                    username: username.clone(),
+                    password,
+                    timeout: CALL_TIMEOUT,
+                    retry_for: RETRY_FOR,
+                })
+                .map_err(|e| format!("BMC password: {e}")),
+            _ => Err("the redfish driver needs bmc.username and bmc.password".into()),
+        };
+        Self {
+            node: node.name.clone(),
+            endpoint,
+            system_hint: node.bmc.system.clone(),
+            firmware: node.firmware,
+        }
+    }
+
+    fn failed(&self, action: &'static str, why: impl std::fmt::Display) -> PowerError {
+        PowerError::Failed {
+            node: self.node.clone(),
+            action,
+            why: why.to_string(),
+        }
+    }
+
+    /// Connects and finds the node's system.
+    fn connect(&self, action: &'static str) -> Result<(Client, String, System), PowerError> {
+        let endpoint = self.endpoint.clone().map_err(|e| self.failed(action, e))?;
+        let http = reqwest::blocking::Client::builder()
+            .build()
+            .map_err(|e| self.failed(action, format!("HTTP client: {e}")))?;
+        let client = Client::connect(endpoint, http).map_err(|e| self.redfish(action, e))?;
+        let (path, system) = client
+            .system(self.system_hint.as_deref())
+            .map_err(|e| self.redfish(action, e))?;
+        Ok((client, path, system))
+    }
+
+    fn redfish(&self, action: &'static str, e: RedfishError) -> PowerError {
+        self.failed(action, e)
+    }
+}
+
+impl Power for RedfishPower {
+    fn status(&self) -> Result<PowerState, PowerError> {
+        let (_, _, system) = self.connect("power status")?;
+        // `PoweringOn` runs already; `PoweringOff`, `Paused` and vendor states do not boot.
+        Ok(match system.power_state.as_deref() {
+            Some("On" | "PoweringOn") => PowerState::On,
+            _ => PowerState::Off,
+        })
+    }
+
+    fn on(&self) -> Result<(), PowerError> {
+        let (client, _, system) = self.connect("power on")?;
+        if matches!(system.power_state.as_deref(), Some("On" | "PoweringOn")) {
+            return Ok(());
+        }
+        client
+            .reset(&system, ResetKind::On)
+            .map_err(|e| self.redfish("power on", e))
+    }
+
+    fn off(&self) -> Result<(), PowerError> {
+        let (client, _, system) = self.connect("power off")?;
+        client
+            .reset(&system, ResetKind::ForceOff)
+            .map_err(|e| self.redfish("power off", e))
+    }
+
+    fn cycle(&self) -> Result<(), PowerError> {
+        let (client, _, system) = self.connect("power cycle")?;
+        let kind = match system.power_state.as_deref() {
+            Some("On" | "PoweringOn") => ResetKind::ForceRestart,
+            _ => ResetKind::On,
+        };
+        client
+            .reset(&system, kind)
+            .map_err(|e| self.redfish("power cycle", e))
+    }
+
+    fn network_boot_once(&self) -> Result<(), PowerError> {
+        let (client, path, _) = self.connect("boot override")?;
+        let mode = match self.firmware {
+            Firmware::Uefi => "UEFI",
+            Firmware::Bios => "Legacy",
+        };
+        client
+            .boot_once(&path, "Pxe", Some(mode))
+            .map_err(|e| self.redfish("boot override", e))
+    }
+}
