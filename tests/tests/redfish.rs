@@ -30,8 +30,95 @@ struct Emulator {
     dir: tempfile::TempDir,
 }
 
+/// A fresh self-signed certificate for 127.0.0.1 in `dir`: (certificate, key).
+fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=bmc", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {}", describe(&out));
+    (cert, key)
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, in `dir`: (CA, certificate, key).
+fn ca_signed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, _) = self_signed(dir, "ca");
+    let (cert, key, csr, ext) = (
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+        dir.join("leaf.csr"),
+        dir.join("leaf.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    for args in [
+        vec![
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=bmc", "-keyout",
+        ],
+        vec!["x509", "-req", "-days", "2", "-CAcreateserial", "-in"],
+    ] {
+        let mut cmd = Command::new("openssl");
+        cmd.args(&args);
+        if args[0] == "req" {
+            cmd.arg(&key).arg("-out").arg(&csr);
+        } else {
+            cmd.arg(&csr)
+                .arg("-CA")
+                .arg(&ca)
+                .arg("-CAkey")
+                .arg(dir.join("ca.key"))
+                .arg("-extfile")
+                .arg(&ext)
+                .arg("-out")
+                .arg(&cert);
+        }
+        let out = cmd.output().expect("openssl");
+        assert!(out.status.success(), "openssl: {}", describe(&out));
+    }
+    (ca, cert, key)
+}
+
+/// The SHA-256 of a PEM certificate, as openssl computes it (lowercase hex, no colons).
+fn sha256_of(cert: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split('=')
+        .nth(1)
+        .expect("a fingerprint")
+        .trim()
+        .replace(':', "")
+        .to_ascii_lowercase()
+}
+
 impl Emulator {
     fn start() -> Self {
+        Self::start_with(None, None)
+    }
+
+    /// Over TLS with `cert` and `key`, on `port` if given.
+    fn start_tls(cert: PathBuf, key: PathBuf, port: Option<u16>) -> Self {
+        Self::start_with(Some((cert, key)), port)
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>, port: Option<u16>) -> Self {
         let binary = std::env::var_os("SEED_SUSHY_EMULATOR")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join("target/ci-venv/bin/sushy-emulator"));
@@ -71,21 +158,40 @@ impl Emulator {
             ),
         )
         .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let process = Command::new(&binary)
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        // The certificate lives as long as the emulator's directory.
+        let tls = tls.map(|(cert, key)| {
+            let (c, k) = (dir.path().join("bmc.pem"), dir.path().join("bmc.key"));
+            std::fs::copy(cert, &c).unwrap();
+            std::fs::copy(key, &k).unwrap();
+            (c, k)
+        });
+        let mut command = Command::new(&binary);
+        command
             .arg("--config")
             .arg(dir.path().join("emulator.conf"))
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some((cert, key)) = &tls {
+            command
+                .arg("--ssl-certificate")
+                .arg(cert)
+                .arg("--ssl-key")
+                .arg(key);
+        }
+        let process = command
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("emulator.log")).unwrap())
             .spawn()
             .expect("start sushy-emulator");
         let mut process = KillOnDrop::new(process);
-        let base = format!("http://127.0.0.1:{port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while curl(&base, "/redfish/v1/").is_none() {
             assert!(
@@ -101,6 +207,10 @@ impl Emulator {
             base,
             dir,
         }
+    }
+
+    fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     /// A system as the emulator sees it.
@@ -127,6 +237,11 @@ impl Emulator {
 
     /// A config with two redfish nodes on this emulator.
     fn config(&self) -> PathBuf {
+        self.config_with("")
+    }
+
+    /// The same with more `bmc:` keys (e.g. `tls: { … }`) on every node.
+    fn config_with(&self, bmc_extra: &str) -> PathBuf {
         let text = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
         let head = &text[..text.find("\nnodes:").unwrap()];
         let tail = &text[text.find("\ninstall:").unwrap()..];
@@ -136,7 +251,7 @@ impl Emulator {
                 "  - name: cmp{i}\n    role: {role}\n    firmware: {firmware}\n    \
                  bmc: {{ address: 10.10.0.{n}, driver: redfish, username: admin, \
                  password: {{ env: SEED_TEST_BMC_PASSWORD }}, endpoint: \"{base}\", \
-                 system: {uuid} }}\n    macs: [\"52:54:00:10:00:{n}\"]\n",
+                 system: {uuid}{bmc_extra} }}\n    macs: [\"52:54:00:10:00:{n}\"]\n",
                 i = n - 10,
                 base = self.base,
                 uuid = uuid(n)
@@ -149,8 +264,9 @@ impl Emulator {
 }
 
 fn curl(base: &str, path: &str) -> Option<serde_json::Value> {
+    // The test's own reads of the emulator skip verification (-k); seed's never do.
     let out = Command::new("curl")
-        .args(["-sf", "--max-time", "5", "-u"])
+        .args(["-skf", "--max-time", "5", "-u"])
         .arg(format!("admin:{PASSWORD}"))
         .arg(format!("{base}{path}"))
         .output()
@@ -265,4 +381,65 @@ fn provision_sets_a_one_time_pxe_boot_and_powers_on() {
         stderr.contains("401") && stderr.contains("bmc.username and password"),
         "{stderr}"
     );
+}
+
+#[test]
+fn tls_is_verified_and_a_pinned_certificate_may_not_change() {
+    let certs = tempfile::tempdir().unwrap();
+    // A BMC with its factory self-signed certificate.
+    let (cert, key) = self_signed(certs.path(), "factory");
+    let emu = Emulator::start_tls(cert.clone(), key, None);
+    let state = tempfile::tempdir().unwrap();
+    let status = |config: &Path| {
+        let out = run_seed(config, state.path(), PASSWORD, &["power", "status", "cmp1"]);
+        assert_no_secret(&out);
+        out
+    };
+
+    // By default it is refused: no silent "accept anything".
+    let out = status(&emu.config());
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
+
+    // Pinned by its fingerprint: accepted; a wrong pin: refused.
+    let right = sha256_of(&cert);
+    let pinned = emu.config_with(&format!(", tls: {{ fingerprint: \"sha256:{right}\" }}"));
+    let out = status(&pinned);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "cmp1: off\n");
+    let wrong = emu.config_with(&format!(
+        ", tls: {{ fingerprint: \"sha256:{}\" }}",
+        "ab".repeat(32)
+    ));
+    let out = status(&wrong);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not the pinned one"),
+        "{}",
+        describe(&out)
+    );
+
+    // First use: recorded, then kept.
+    let first_use = emu.config_with(", tls: { fingerprint: first-use }");
+    assert!(status(&first_use).status.success());
+    let pin_file = state.path().join("bmc-pins/cmp1.sha256");
+    assert_eq!(std::fs::read_to_string(&pin_file).unwrap().trim(), right);
+    assert!(status(&first_use).status.success());
+
+    // The BMC comes back on the same address with another certificate (one from the site's
+    // CA): the first-use pin refuses it; trusting the CA file accepts it.
+    let port = emu.port();
+    drop(emu);
+    let (ca, cert, key) = ca_signed(certs.path());
+    let emu = Emulator::start_tls(cert, key, Some(port));
+    let out = status(&emu.config_with(", tls: { fingerprint: first-use }"));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not the pinned one") && stderr.contains(&right),
+        "{stderr}"
+    );
+    let out = status(&emu.config_with(&format!(", tls: {{ ca_file: {} }}", ca.display())));
+    assert!(out.status.success(), "{}", describe(&out));
 }

@@ -419,6 +419,22 @@ pub struct Bmc {
     pub endpoint: String,
     /// Which system, when the BMC manages several (Id, UUID or serial).
     pub system: Option<String>,
+    /// How its certificate is trusted.
+    pub tls: BmcTls,
+}
+
+/// How a BMC's certificate is trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BmcTls {
+    /// The system's root certificates.
+    #[default]
+    System,
+    /// The CA certificate(s) in this PEM file.
+    CaFile(PathBuf),
+    /// Exactly the certificate with this SHA-256 (lowercase hex).
+    Fingerprint(String),
+    /// The first certificate seen, recorded in the state directory.
+    FirstUse,
 }
 
 /// How seed switches a node on and off.

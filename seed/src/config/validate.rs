@@ -13,9 +13,9 @@ use serde_saphyr::Spanned;
 
 use super::Problem;
 use super::model::{
-    Bmc, Bond, Config, DhcpSettings, DiskMatch, Firmware, Install, IpxePolicy, Lifecycle, Link,
-    Node, OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Role, SecretRef, SeedHost,
-    Zone,
+    Bmc, BmcTls, Bond, Config, DhcpSettings, DiskMatch, Firmware, Install, IpxePolicy, Lifecycle,
+    Link, Node, OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Role, SecretRef,
+    SeedHost, Zone,
 };
 use super::wire::{self, ConfigFile};
 use crate::net::{Ipv4Net, MacAddr};
@@ -934,6 +934,7 @@ fn nodes(
                     None => format!("https://{}", w.bmc.address),
                 },
                 system: w.bmc.system.clone(),
+                tls: bmc_tls(v, line, &at("bmc.tls"), w.bmc.tls.as_ref()),
             },
             macs,
             console: w.console.clone(),
@@ -953,6 +954,47 @@ fn nodes(
         });
     }
     out
+}
+
+fn bmc_tls(
+    v: &mut Validator,
+    line: Option<u64>,
+    field: &str,
+    w: Option<&wire::BmcTlsWire>,
+) -> BmcTls {
+    let Some(w) = w else {
+        return BmcTls::System;
+    };
+    match (&w.ca_file, &w.fingerprint) {
+        (Some(_), Some(_)) | (None, None) => {
+            v.problem(line, field, "give one of `ca_file` and `fingerprint`");
+            BmcTls::System
+        }
+        (Some(path), None) => BmcTls::CaFile(path.clone()),
+        (None, Some(f)) if f == "first-use" => BmcTls::FirstUse,
+        (None, Some(f)) => {
+            let hex: String = f
+                .strip_prefix("sha256:")
+                .or_else(|| f.strip_prefix("SHA256:"))
+                .unwrap_or(f)
+                .chars()
+                .filter(|c| *c != ':')
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                BmcTls::Fingerprint(hex)
+            } else {
+                v.problem(
+                    line,
+                    format!("{field}.fingerprint"),
+                    format!(
+                        "`{f}` is not `sha256:` and 64 hex digits (colons allowed), nor `first-use`"
+                    ),
+                );
+                BmcTls::System
+            }
+        }
+    }
 }
 
 fn seed_in_provisioning_zone(v: &mut Validator, line: Option<u64>, config: &Config) {

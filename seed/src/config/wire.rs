@@ -409,6 +409,19 @@ pub struct BmcWire {
     pub endpoint: Option<String>,
     /// Which system, when the BMC manages several: its Id, UUID or serial number.
     pub system: Option<String>,
+    /// How its certificate is trusted (default: the system's root certificates).
+    pub tls: Option<BmcTlsWire>,
+}
+
+/// `nodes[].bmc.tls:` — one of the two.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcTlsWire {
+    /// A PEM file with the CA certificate(s) the BMC's certificate chains to.
+    pub ca_file: Option<PathBuf>,
+    /// `sha256:<hex>` of the one certificate to accept, or `first-use` to record the first
+    /// one seen and refuse any other after.
+    pub fingerprint: Option<String>,
 }
 
 /// Power drivers.

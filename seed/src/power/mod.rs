@@ -73,7 +73,7 @@ pub fn controller(node: &Node, state_dir: &Path) -> Result<Box<dyn Power>, Power
             &node.name,
             qemu::socket(state_dir, &node.name),
         ))),
-        PowerDriver::Redfish => Ok(Box::new(redfish::RedfishPower::new(node))),
+        PowerDriver::Redfish => Ok(Box::new(redfish::RedfishPower::new(node, state_dir))),
         PowerDriver::Manual => Err(PowerError::Unsupported {
             node: node.name.clone(),
             why: "manual power driver: network-boot it by hand".into(),

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use super::{Power, PowerError, PowerState};
-use crate::config::{Firmware, Node};
+use std::path::Path;
+
+use crate::config::{BmcTls, Firmware, Node};
+use crate::redfish::tls::{self, Trust};
 use crate::redfish::{Client, Endpoint, RedfishError, ResetKind, System};
 
 /// Per-call timeout: BMCs answer in well under a second when healthy, some take seconds.
@@ -16,13 +19,25 @@ const RETRY_FOR: Duration = Duration::from_secs(60);
 pub struct RedfishPower {
     node: String,
     endpoint: Result<Endpoint, String>,
+    trust: Trust,
     system_hint: Option<String>,
     firmware: Firmware,
 }
 
 impl RedfishPower {
     /// The BMC of `node` (its credentials are read now; a missing one fails each action).
-    pub fn new(node: &Node) -> Self {
+    /// A first-use pin is recorded under `state_dir`.
+    pub fn new(node: &Node, state_dir: &Path) -> Self {
+        let trust = match &node.bmc.tls {
+            BmcTls::System => Trust::System,
+            BmcTls::CaFile(path) => Trust::CaFile(path.clone()),
+            BmcTls::Fingerprint(hex) => Trust::Pinned(hex.clone()),
+            BmcTls::FirstUse => Trust::FirstUse(
+                state_dir
+                    .join("bmc-pins")
+                    .join(format!("{}.sha256", node.name)),
+            ),
+        };
         let endpoint = match (&node.bmc.username, &node.bmc.password) {
             (Some(username), Some(password)) => password
                 .resolve()
@@ -39,6 +54,7 @@ impl RedfishPower {
         Self {
             node: node.name.clone(),
             endpoint,
+            trust,
             system_hint: node.bmc.system.clone(),
             firmware: node.firmware,
         }
@@ -55,9 +71,7 @@ impl RedfishPower {
     /// Connects and finds the node's system.
     fn connect(&self, action: &'static str) -> Result<(Client, String, System), PowerError> {
         let endpoint = self.endpoint.clone().map_err(|e| self.failed(action, e))?;
-        let http = reqwest::blocking::Client::builder()
-            .build()
-            .map_err(|e| self.failed(action, format!("HTTP client: {e}")))?;
+        let http = tls::client(&self.trust).map_err(|e| self.failed(action, e))?;
         let client = Client::connect(endpoint, http).map_err(|e| self.redfish(action, e))?;
         let (path, system) = client
             .system(self.system_hint.as_deref())

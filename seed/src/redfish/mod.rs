@@ -10,6 +10,7 @@
 //! errors that say what was asked. Credentials never appear in an error or a log line.
 
 mod model;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -359,11 +360,12 @@ impl Client {
             let response = build().send().map_err(|e| RedfishError::Unreachable {
                 bmc: self.bmc(),
                 what: what.to_string(),
-                // reqwest's message names the URL, never the Authorization header.
+                // reqwest's messages name the URL, never the Authorization header; the causes
+                // (a refused certificate, a refused connection) are what the operator needs.
                 why: if e.is_timeout() {
                     format!("no answer within {:?}", self.endpoint.timeout)
                 } else {
-                    e.to_string()
+                    causes(&e)
                 },
             })?;
             let status = response.status();
@@ -456,4 +458,19 @@ fn retry_after(response: &Response) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|s| Duration::from_secs(s.min(60)))
+}
+
+/// An error and its causes, `: `-joined.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
