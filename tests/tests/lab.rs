@@ -365,7 +365,7 @@ fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
                 "summary lacks `{name} … {result}`:\n{stdout}"
             );
         }
-        assert!(stdout.contains("lab: 5 of 7 installed"), "{stdout}");
+        assert!(stdout.contains("5 of 7 installed"), "{stdout}");
     }
     before.assert_restored("after seed lab run");
 }
@@ -437,11 +437,15 @@ fn proxy_dhcp_beside_dnsmasq_installs_uefi_nodes() {
 
         let out = lab
             .seed()
-            .args(["provision", "uefi-proxy", "uefi-chain"])
+            // Follows both until installed (bounded), as on a rack.
+            .args(["provision", "uefi-proxy", "uefi-chain", "--timeout", "300"])
             .output()
             .expect("seed provision");
+        let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("power cycle"),
+            out.status.success()
+                && stdout.matches("power cycle").count() == 2
+                && stdout.contains("2 of 2 installed"),
             "{}",
             describe(&out)
         );

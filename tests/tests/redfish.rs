@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::http::{HttpSeed, post, post_json};
 use common::{KillOnDrop, describe, repo_root, seed};
 
 /// The BMC password of the tests, and its bcrypt hash for the emulator's htpasswd file.
@@ -332,19 +333,15 @@ fn power_status_on_off_cycle_reach_the_emulator() {
     assert_eq!(emu.system(12)["PowerState"], "Off");
 }
 
-#[test]
-fn provision_sets_a_one_time_pxe_boot_and_powers_on() {
-    let emu = Emulator::start();
-    let config = emu.config();
-    let state = tempfile::tempdir().unwrap();
-    // The node's image must be registered before it can be provisioned.
+/// Registers a (dummy) image: a node's image must exist before it can be provisioned.
+fn add_image(config: &Path, state: &Path) {
     let image = tempfile::tempdir().unwrap();
     for f in ["vmlinuz", "initrd"] {
         std::fs::write(image.path().join(f), f).unwrap();
     }
     let out = run_seed(
-        &config,
-        state.path(),
+        config,
+        state,
         PASSWORD,
         &[
             "images",
@@ -357,8 +354,21 @@ fn provision_sets_a_one_time_pxe_boot_and_powers_on() {
         ],
     );
     assert!(out.status.success(), "{}", describe(&out));
+}
 
-    let out = run_seed(&config, state.path(), PASSWORD, &["provision", "--all"]);
+#[test]
+fn provision_sets_a_one_time_pxe_boot_and_powers_on() {
+    let emu = Emulator::start();
+    let config = emu.config();
+    let state = tempfile::tempdir().unwrap();
+    add_image(&config, state.path());
+
+    let out = run_seed(
+        &config,
+        state.path(),
+        PASSWORD,
+        &["provision", "--all", "--no-wait"],
+    );
     assert_no_secret(&out);
     assert!(out.status.success(), "{}", describe(&out));
     for n in [11u8, 12] {
@@ -442,4 +452,106 @@ fn tls_is_verified_and_a_pinned_certificate_may_not_change() {
     );
     let out = status(&emu.config_with(&format!(", tls: {{ ca_file: {} }}", ca.display())));
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// `seed provision --all` follows the rack to the end: every node through the Redfish steps,
+/// then (the installer's callbacks played by the test over HTTP) installed, exit 0; with one
+/// node's callbacks missing, that node fails after its timeout and the exit is 1.
+#[test]
+fn provision_all_waits_for_the_rack_and_fails_a_silent_node() {
+    let emu = Emulator::start();
+    let config = emu.config();
+    let state = tempfile::tempdir().unwrap();
+    add_image(&config, state.path());
+    let http = HttpSeed::start(&config, state.path());
+
+    for (round, silent) in [(1, None), (2, Some("cmp2"))] {
+        let mut args = vec!["provision", "--all", "--parallel", "2", "--timeout", "20"];
+        if round == 2 {
+            args.push("--force");
+        }
+        let child = seed()
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(&args)
+            .env("SEED_TEST_BMC_PASSWORD", PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let run = KillOnDrop::new(child);
+        // Play the installer of every node but the silent one, once it is provisioning.
+        let mut pending: Vec<&str> = ["cmp1", "cmp2"]
+            .into_iter()
+            .filter(|n| Some(*n) != silent)
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {pending:?} never provisioning"
+            );
+            let store = seed::store::Store::open(state.path()).unwrap();
+            pending.retain(|name| {
+                // This round's provisioning, not the last round's installed node.
+                let Some(p) = store
+                    .provisioning(name)
+                    .unwrap()
+                    .filter(|p| p.state.to_string() == "provisioning")
+                else {
+                    return true;
+                };
+                let base = http.url(&format!("/nodes/{}", p.token));
+                let event = r#"{"event_type":"start","name":"subiquity/Install","description":"test","origin":"curtin"}"#;
+                assert_eq!(post_json(&format!("{base}/events"), event).status, 200);
+                assert_eq!(post(&format!("{base}/installed")).status, 200);
+                false
+            });
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let out = run.wait_with_output();
+        assert_no_secret(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // Both went through the Redfish steps.
+        assert!(
+            stdout.matches("network boot once, power cycle").count() == 2,
+            "round {round}: {}",
+            describe(&out)
+        );
+        match silent {
+            None => {
+                assert!(out.status.success(), "round {round}: {}", describe(&out));
+                assert!(stdout.contains("2 of 2 installed"), "{stdout}");
+            }
+            Some(node) => {
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "round {round}: {}",
+                    describe(&out)
+                );
+                assert!(stdout.contains("1 of 2 installed"), "{stdout}");
+                assert!(
+                    stdout
+                        .lines()
+                        .any(|l| l.starts_with(node) && l.contains("FAILED")),
+                    "{stdout}"
+                );
+                let store = seed::store::Store::open(state.path()).unwrap();
+                let record = store.node(node).unwrap().unwrap();
+                assert_eq!(record.state.to_string(), "failed");
+                assert!(
+                    record
+                        .last_event
+                        .is_some_and(|e| e.detail.contains("not done 20 s after it was started")),
+                );
+                assert_eq!(
+                    store.node("cmp1").unwrap().unwrap().state.to_string(),
+                    "installed"
+                );
+            }
+        }
+    }
 }

@@ -2,25 +2,21 @@
 //! [`crate::lab`]). `run` is up, provision every machine, follow each until it is installed and
 //! network-booted again into its local disk (or failed), a summary with per-node times, down.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::Global;
-use super::provision::{How, open_nodes, start};
-use super::table::Table;
+use super::follow::{self, Until};
+use super::provision::{How, open_nodes};
 use crate::config::Config;
 use crate::lab::{self, Accel, Lab};
-use crate::lifecycle::NodeState;
 use crate::power;
-use crate::provision::LOCAL_BOOT;
-use crate::store::{Store, now_ms};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -207,28 +203,8 @@ fn catch_signals() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How one node's install went.
-#[derive(Debug, Default)]
-struct Progress {
-    started: Option<Instant>,
-    /// When it was provisioned (ms since the epoch): older local boots do not count.
-    started_ms: i64,
-    installed: Option<Duration>,
-    local_boot: Option<Duration>,
-    failed: Option<Duration>,
-    last_seen: Option<(NodeState, i64)>,
-    last_event: String,
-    start_error: Option<String>,
-}
-
-impl Progress {
-    fn done(&self) -> bool {
-        self.local_boot.is_some() || self.failed.is_some() || self.start_error.is_some()
-    }
-}
-
-/// Provisions every machine and follows them; true when every one installed and came back to
-/// its disk.
+/// Provisions every machine and follows them until each is back on its local disk (or
+/// failed); true when every one installed.
 fn follow(
     lab: &Lab,
     config: &Arc<Config>,
@@ -236,127 +212,34 @@ fn follow(
     timeout: Duration,
 ) -> anyhow::Result<bool> {
     let nodes = open_nodes(config, state_dir)?;
-    let store = Store::open(state_dir)?;
-    let t0 = Instant::now();
-    let mut progress: BTreeMap<String, Progress> = BTreeMap::new();
-    for m in &lab.machines {
-        let p = progress.entry(m.node.clone()).or_default();
-        p.started = Some(Instant::now());
-        p.started_ms = now_ms();
-        let how = How {
+    // Done machines stop: under software emulation they would take CPU from the rest (a UEFI
+    // machine keeps looking for something to boot).
+    let stop = |name: &str| {
+        if let Some(node) = config.node(name)
+            && let Ok(controller) = power::controller(node, state_dir)
+            && let Err(e) = controller.off()
+        {
+            println!("{name}: {e}");
+        }
+    };
+    let plan = follow::Plan {
+        nodes: lab
+            .machines
+            .iter()
+            .map(|m| (m.node.clone(), m.boot.clone()))
+            .collect(),
+        how: How {
             source: "lab",
             force: true,
             power: true,
-        };
-        match start(&nodes, config, state_dir, &m.node, &how) {
-            Ok(line) => println!("{:>7}  {line}", secs(t0.elapsed())),
-            Err(e) => {
-                println!("{:>7}  {e:#}", secs(t0.elapsed()));
-                p.start_error = Some(format!("{e:#}"));
-            }
-        }
-    }
-    let deadline = t0 + timeout;
-    let mut interrupted = false;
-    while !progress.values().all(Progress::done) {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            println!("lab: interrupted; tearing down");
-            interrupted = true;
-            break;
-        }
-        if Instant::now() > deadline {
-            println!("lab: {} s passed; giving up on the rest", timeout.as_secs());
-            break;
-        }
-        for (name, p) in progress.iter_mut().filter(|(_, p)| !p.done()) {
-            let Some(record) = store.node(name)? else {
-                continue;
-            };
-            let event_id = record.last_event.as_ref().map_or(0, |e| e.id);
-            if p.last_seen != Some((record.state, event_id)) {
-                p.last_seen = Some((record.state, event_id));
-                if let Some(e) = &record.last_event {
-                    p.last_event = format!("{}: {}", e.kind, e.detail);
-                }
-                println!(
-                    "{:>7}  {name:<12} {:<13} {}",
-                    secs(t0.elapsed()),
-                    record.state.to_string(),
-                    p.last_event
-                );
-            }
-            let since = p.started.map(|s| s.elapsed()).unwrap_or_default();
-            match record.state {
-                NodeState::Failed => p.failed = Some(since),
-                NodeState::Installed | NodeState::Deployed => {
-                    p.installed.get_or_insert(since);
-                    let events = store.events(Some(name), 20)?;
-                    if events
-                        .iter()
-                        .any(|e| e.kind == LOCAL_BOOT && e.at >= p.started_ms)
-                    {
-                        p.local_boot = Some(since);
-                    }
-                }
-                _ => {}
-            }
-            if p.done() {
-                // Done machines stop: under software emulation they would take CPU from the
-                // rest (a UEFI machine keeps looking for something to boot).
-                if let Some(node) = config.node(name)
-                    && let Ok(controller) = power::controller(node, state_dir)
-                    && let Err(e) = controller.off()
-                {
-                    println!("{name}: {e}");
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let mut table = Table::new(&[
-        "NODE",
-        "BOOT",
-        "RESULT",
-        "INSTALLED",
-        "LOCAL BOOT",
-        "LAST EVENT",
-    ]);
-    let mut ok = !interrupted;
-    for m in &lab.machines {
-        let p = &progress[&m.node];
-        let result = if p.local_boot.is_some() {
-            "installed"
-        } else if p.failed.is_some() || p.start_error.is_some() {
-            ok = false;
-            "FAILED"
-        } else {
-            ok = false;
-            "NOT DONE"
-        };
-        let last = p
-            .start_error
-            .clone()
-            .unwrap_or_else(|| p.last_event.clone());
-        table.row(vec![
-            m.node.clone(),
-            m.boot.clone(),
-            result.to_string(),
-            p.installed.map_or("-".into(), secs),
-            p.local_boot.map_or("-".into(), secs),
-            last,
-        ]);
-    }
-    print!("{}", table.render());
-    println!(
-        "lab: {} of {} installed in {}; consoles in {}",
-        progress.values().filter(|p| p.local_boot.is_some()).count(),
-        progress.len(),
-        secs(t0.elapsed()),
-        lab::dir(state_dir).display()
-    );
+        },
+        until: Until::LocalBoot,
+        parallel: lab.machines.len(),
+        timeout,
+        interrupted: &INTERRUPTED,
+        on_done: &stop,
+    };
+    let ok = follow::run(&nodes, config, state_dir, &plan)?;
+    println!("lab: consoles in {}", lab::dir(state_dir).display());
     Ok(ok)
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
 }

@@ -2,6 +2,7 @@
 
 mod check;
 mod debug;
+mod follow;
 mod images;
 mod lab;
 mod power;

@@ -9,12 +9,15 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 
 use super::Global;
-use crate::config::Config;
+use super::follow::{self, Until};
+use crate::config::{Config, Firmware, PowerDriver};
 use crate::power::{self, PowerError};
 use crate::provision::{NodeError, Nodes, Provisioner};
 use crate::store::Store;
@@ -31,8 +34,18 @@ pub struct ProvisionArgs {
     #[arg(long)]
     force: bool,
     /// Only mark the nodes; leave their power alone (they are network-booted another way).
+    /// Implies --no-wait.
     #[arg(long)]
     no_power: bool,
+    /// Return once the nodes are started instead of following them until installed.
+    #[arg(long)]
+    no_wait: bool,
+    /// How many nodes install at once (a rack pulls its images through one management link).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
+    /// Seconds one node may take from its start until installed; then it is failed.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
 }
 
 pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
@@ -49,6 +62,40 @@ pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     }
     let state_dir = global.state_dir(Some(&config));
     let nodes = open_nodes(&config, &state_dir)?;
+    if !(args.no_wait || args.no_power) {
+        let never = AtomicBool::new(false);
+        let plan = follow::Plan {
+            nodes: names
+                .iter()
+                .map(|n| {
+                    let label = config.node(n).map_or(String::new(), |node| {
+                        format!(
+                            "{}, {}",
+                            firmware_name(node.firmware),
+                            driver_name(node.bmc.driver)
+                        )
+                    });
+                    (n.clone(), label)
+                })
+                .collect(),
+            how: How {
+                source: "cli",
+                force: args.force,
+                power: true,
+            },
+            until: Until::Installed,
+            parallel: usize::from(args.parallel),
+            timeout: Duration::from_secs(args.timeout),
+            interrupted: &never,
+            on_done: &|_| {},
+        };
+        let ok = follow::run(&nodes, &config, &state_dir, &plan)?;
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let mut failed = false;
     for name in &names {
         let how = How {
@@ -69,6 +116,21 @@ pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn firmware_name(f: Firmware) -> &'static str {
+    match f {
+        Firmware::Uefi => "uefi",
+        Firmware::Bios => "bios",
+    }
+}
+
+fn driver_name(d: PowerDriver) -> &'static str {
+    match d {
+        PowerDriver::Redfish => "redfish",
+        PowerDriver::Qemu => "qemu",
+        PowerDriver::Manual => "manual",
+    }
 }
 
 /// The decisions over the store of `state_dir`.

@@ -1,0 +1,223 @@
+//! Provision nodes and follow them to the end: `seed provision` (until installed) and `seed lab
+//! run` (until back on the local disk). At most `parallel` nodes install at once; each gets its
+//! own timeout; progress is printed as seed's store records it (a line per change), and a
+//! summary table at the end.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::provision::{How, start};
+use super::table::Table;
+use crate::config::Config;
+use crate::lifecycle::NodeState;
+use crate::provision::{LOCAL_BOOT, Nodes};
+use crate::store::{Store, now_ms};
+
+/// When a node is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// Installed (or deployed).
+    Installed,
+    /// Installed and network-booted again into its local disk (the lab's stand-in installer
+    /// leaves no OS to phone home).
+    LocalBoot,
+}
+
+/// What to do and how long to wait.
+pub(crate) struct Plan<'a> {
+    /// The nodes, in order, each with a label for the summary (how it boots).
+    pub nodes: Vec<(String, String)>,
+    /// How they are provisioned.
+    pub how: How,
+    /// When a node counts as done.
+    pub until: Until,
+    /// How many install at once.
+    pub parallel: usize,
+    /// How long one node may take from its start.
+    pub timeout: Duration,
+    /// Set by a signal handler: stop following.
+    pub interrupted: &'a AtomicBool,
+    /// Called once per node when it is done (the lab stops its machine).
+    pub on_done: &'a dyn Fn(&str),
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    started: Option<Instant>,
+    /// When it was provisioned (ms since the epoch): older local boots do not count.
+    started_ms: i64,
+    installed: Option<Duration>,
+    local_boot: Option<Duration>,
+    failed: Option<Duration>,
+    last_seen: Option<(NodeState, i64)>,
+    last_event: String,
+    error: Option<String>,
+}
+
+impl Progress {
+    fn done(&self, until: Until) -> bool {
+        self.failed.is_some()
+            || self.error.is_some()
+            || match until {
+                Until::Installed => self.installed.is_some(),
+                Until::LocalBoot => self.local_boot.is_some(),
+            }
+    }
+
+    fn ok(&self, until: Until) -> bool {
+        self.failed.is_none()
+            && self.error.is_none()
+            && match until {
+                Until::Installed => self.installed.is_some(),
+                Until::LocalBoot => self.local_boot.is_some(),
+            }
+    }
+}
+
+/// Provisions and follows `plan.nodes`; true when every one is done without failing.
+pub(crate) fn run(
+    nodes: &Nodes,
+    config: &Config,
+    state_dir: &Path,
+    plan: &Plan<'_>,
+) -> anyhow::Result<bool> {
+    let mut store = Store::open(state_dir)?;
+    let t0 = Instant::now();
+    let stamp = || format!("{:>7}", secs(t0.elapsed()));
+    let mut queue: VecDeque<&str> = plan.nodes.iter().map(|(n, _)| n.as_str()).collect();
+    let mut progress: BTreeMap<String, Progress> = BTreeMap::new();
+    let mut interrupted = false;
+    let mut timed_out = false;
+    loop {
+        // Start nodes while there is room.
+        let active = progress.values().filter(|p| !p.done(plan.until)).count();
+        for _ in active..plan.parallel.max(1) {
+            let Some(name) = queue.pop_front() else {
+                break;
+            };
+            let p = progress.entry(name.to_string()).or_default();
+            p.started = Some(Instant::now());
+            p.started_ms = now_ms();
+            match start(nodes, config, state_dir, name, &plan.how) {
+                Ok(line) => println!("{}  {line}", stamp()),
+                Err(e) => {
+                    println!("{}  {e:#}", stamp());
+                    p.error = Some(format!("{e:#}"));
+                    (plan.on_done)(name);
+                }
+            }
+        }
+        if queue.is_empty() && progress.values().all(|p| p.done(plan.until)) {
+            break;
+        }
+        if plan.interrupted.load(Ordering::SeqCst) {
+            println!("interrupted; stopping");
+            interrupted = true;
+            break;
+        }
+        for (name, p) in progress.iter_mut().filter(|(_, p)| !p.done(plan.until)) {
+            let Some(record) = store.node(name)? else {
+                continue;
+            };
+            let event_id = record.last_event.as_ref().map_or(0, |e| e.id);
+            if p.last_seen != Some((record.state, event_id)) {
+                p.last_seen = Some((record.state, event_id));
+                if let Some(e) = &record.last_event {
+                    p.last_event = format!("{}: {}", e.kind, e.detail);
+                }
+                println!(
+                    "{}  {name:<12} {:<13} {}",
+                    stamp(),
+                    record.state.to_string(),
+                    p.last_event
+                );
+            }
+            let since = p.started.map(|s| s.elapsed()).unwrap_or_default();
+            match record.state {
+                NodeState::Failed => p.failed = Some(since),
+                NodeState::Installed | NodeState::Deployed => {
+                    p.installed.get_or_insert(since);
+                    if plan.until == Until::LocalBoot
+                        && store
+                            .events(Some(name), 20)?
+                            .iter()
+                            .any(|e| e.kind == LOCAL_BOOT && e.at >= p.started_ms)
+                    {
+                        p.local_boot = Some(since);
+                    }
+                }
+                _ => {}
+            }
+            if !p.done(plan.until) && since > plan.timeout {
+                // Out of time: failed, in the store too, so the API and status agree.
+                let why = format!("not done {} s after it was started", plan.timeout.as_secs());
+                if record.state != NodeState::Installed {
+                    store.transition(name, NodeState::Failed, "cli", &why, false)?;
+                }
+                println!("{}  {name:<12} {:<13} {why}", stamp(), "failed");
+                p.failed = Some(since);
+                timed_out = true;
+            }
+            if p.done(plan.until) {
+                (plan.on_done)(name);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mut table = Table::new(&[
+        "NODE",
+        "BOOT",
+        "RESULT",
+        "INSTALLED",
+        "LOCAL BOOT",
+        "LAST EVENT",
+    ]);
+    let mut ok = !interrupted;
+    for (name, label) in &plan.nodes {
+        let Some(p) = progress.get(name) else {
+            ok = false;
+            table.row(vec![
+                name.clone(),
+                label.clone(),
+                "NOT STARTED".into(),
+                "-".into(),
+                "-".into(),
+                String::new(),
+            ]);
+            continue;
+        };
+        let result = if p.ok(plan.until) {
+            "installed"
+        } else if p.failed.is_some() || p.error.is_some() {
+            ok = false;
+            "FAILED"
+        } else {
+            ok = false;
+            "NOT DONE"
+        };
+        let last = p.error.clone().unwrap_or_else(|| p.last_event.clone());
+        table.row(vec![
+            name.clone(),
+            label.clone(),
+            result.to_string(),
+            p.installed.map_or("-".into(), secs),
+            p.local_boot.map_or("-".into(), secs),
+            last,
+        ]);
+    }
+    print!("{}", table.render());
+    println!(
+        "{} of {} installed in {}{}",
+        progress.values().filter(|p| p.ok(plan.until)).count(),
+        plan.nodes.len(),
+        secs(t0.elapsed()),
+        if timed_out { " (some timed out)" } else { "" }
+    );
+    Ok(ok)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
