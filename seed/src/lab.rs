@@ -225,27 +225,20 @@ impl Lab {
         let cidr = format!("{}/{}", config.seed.address, zone.subnet.prefix());
         let ns = opts.netns.as_str();
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", ns, "link", "add", bridge, "type", "bridge"])?;
         // No STP listening/learning delay: firmware sends its first DHCPDISCOVER at once.
+        let mtu = zone.mtu.to_string();
         ip(&[
             "-n",
             ns,
             "link",
-            "set",
+            "add",
             bridge,
+            "mtu",
+            &mtu,
             "type",
             "bridge",
             "forward_delay",
             "0",
-        ])?;
-        ip(&[
-            "-n",
-            ns,
-            "link",
-            "set",
-            bridge,
-            "mtu",
-            &zone.mtu.to_string(),
         ])?;
         ip(&["-n", ns, "addr", "add", &cidr, "dev", bridge])?;
         ip(&["-n", ns, "link", "set", bridge, "up"])?;
