@@ -135,6 +135,47 @@ fn wait_output(mut child: Child, limit: Duration) -> Option<(Option<i32>, String
     }
 }
 
+/// How a process the lab just started came out of the wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Started {
+    /// It answers.
+    Ready,
+    /// It exited first.
+    Exited,
+    /// It did not answer within the limit.
+    Late,
+}
+
+impl std::fmt::Display for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ready => "ready",
+            Self::Exited => "exited",
+            Self::Late => "not ready after 20 s",
+        })
+    }
+}
+
+/// Polls `ready` until it holds, `child` exits, or 20 s pass.
+fn wait_started(mut child: Option<&mut Child>, mut ready: impl FnMut() -> bool) -> Started {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if ready() {
+            return Started::Ready;
+        }
+        if child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+        {
+            return Started::Exited;
+        }
+        if Instant::now() > deadline {
+            return Started::Late;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Where a lab keeps its files: consoles, QMP sockets, UEFI variable stores, seed's log.
 pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("lab")
@@ -276,35 +317,19 @@ impl Lab {
             .map_err(|e| step(format!("start {}", opts.seed_bin.display()), e))?;
         self.children.push(child);
         // Ready once the HTTP server runs: DHCP and TFTP are bound before it starts.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = fs::read_to_string(&log_path).unwrap_or_default();
-            if log.contains("HTTP server running") {
-                return Ok(());
-            }
-            let exited = self
-                .children
-                .last_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || Instant::now() > deadline {
-                let tail: Vec<&str> = log.lines().rev().take(8).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                return Err(step(
-                    "seed serve in the lab",
-                    format!(
-                        "{} (log {}):\n{}",
-                        if exited.is_some() {
-                            "exited"
-                        } else {
-                            "not ready after 20 s"
-                        },
-                        log_path.display(),
-                        tail.join("\n")
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let started = wait_started(self.children.last_mut(), || {
+            fs::read_to_string(&log_path).is_ok_and(|log| log.contains("HTTP server running"))
+        });
+        if started == Started::Ready {
+            return Ok(());
         }
+        let log = fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(8)..].join("\n");
+        Err(step(
+            "seed serve in the lab",
+            format!("{started} (log {}):\n{tail}", log_path.display()),
+        ))
     }
 
     fn start_machine(
@@ -410,25 +435,16 @@ impl Lab {
             .map_err(|e| step(format!("{}: start {}", node.name, opts.qemu.display()), e))?;
         self.children.push(child);
         // QMP answers once QEMU is ready; `power on` needs it.
-        let deadline = Instant::now() + Duration::from_secs(20);
         let controller = power::qemu::Qmp::new(&node.name, qmp.clone());
-        loop {
-            use power::Power;
-            if controller.status().is_ok() {
-                break;
-            }
-            let exited = self
-                .children
-                .last_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || Instant::now() > deadline {
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                return Err(step(
-                    format!("{}: QEMU", node.name),
-                    format!("did not start ({}): {}", log_path.display(), log.trim()),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let started = wait_started(self.children.last_mut(), || {
+            power::Power::status(&controller).is_ok()
+        });
+        if started != Started::Ready {
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(step(
+                format!("{}: QEMU", node.name),
+                format!("{started} ({}): {}", log_path.display(), log.trim()),
+            ));
         }
         Ok(Machine {
             node: node.name.clone(),

@@ -174,6 +174,19 @@ impl Global {
     }
 }
 
+/// The nodes a command names (`--all`: every node of the config), each checked to exist.
+fn select_nodes(config: &Config, names: &[String], all: bool) -> anyhow::Result<Vec<String>> {
+    if all {
+        return Ok(config.nodes.iter().map(|n| n.name.clone()).collect());
+    }
+    for name in names {
+        if config.node(name).is_none() {
+            anyhow::bail!("no node named {name} in {}", config.source.display());
+        }
+    }
+    Ok(names.to_vec())
+}
+
 fn load_config(path: &Path) -> anyhow::Result<Config> {
     config::load(path).with_context(|| format!("config {} is not usable", path.display()))
 }

@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use super::Global;
-use crate::power;
+use super::{Global, select_nodes};
+use crate::power::{self, Power, PowerError};
 
 #[derive(Debug, Subcommand)]
 pub enum PowerCommand {
@@ -31,37 +30,36 @@ pub struct Nodes {
     all: bool,
 }
 
+impl PowerCommand {
+    fn nodes(&self) -> &Nodes {
+        match self {
+            Self::Status(n) | Self::On(n) | Self::Off(n) | Self::Cycle(n) => n,
+        }
+    }
+
+    /// Does it to one node; what happened, for a line of output.
+    fn apply(&self, power: &dyn Power) -> Result<String, PowerError> {
+        match self {
+            Self::Status(_) => power.status().map(|s| s.to_string()),
+            Self::On(_) => power.on().map(|()| "switched on".to_string()),
+            Self::Off(_) => power.off().map(|()| "switched off".to_string()),
+            Self::Cycle(_) => power.cycle().map(|()| "restarted".to_string()),
+        }
+    }
+}
+
 pub fn run(global: &Global, cmd: PowerCommand) -> anyhow::Result<ExitCode> {
     let config = global.load_config()?;
     let state_dir = global.state_dir(Some(&config));
-    let (which, verb) = match &cmd {
-        PowerCommand::Status(n) => (n, "status"),
-        PowerCommand::On(n) => (n, "on"),
-        PowerCommand::Off(n) => (n, "off"),
-        PowerCommand::Cycle(n) => (n, "cycle"),
-    };
-    let names: Vec<String> = if which.all {
-        config.nodes.iter().map(|n| n.name.clone()).collect()
-    } else {
-        which.nodes.clone()
-    };
-    let mut nodes = Vec::new();
-    for name in &names {
-        match config.node(name) {
-            Some(node) => nodes.push(node),
-            None => bail!("no node named {name} in {}", config.source.display()),
-        }
-    }
+    let which = cmd.nodes();
+    let names = select_nodes(&config, &which.nodes, which.all)?;
     let mut failed = false;
-    for node in nodes {
-        let result = power::controller(node, &state_dir).and_then(|c| match verb {
-            "status" => c.status().map(|s| s.to_string()),
-            "on" => c.on().map(|()| "switched on".to_string()),
-            "off" => c.off().map(|()| "switched off".to_string()),
-            _ => c.cycle().map(|()| "restarted".to_string()),
-        });
-        match result {
-            Ok(line) => println!("{}: {line}", node.name),
+    for name in &names {
+        let Some(node) = config.node(name) else {
+            continue;
+        };
+        match power::controller(node, &state_dir).and_then(|c| cmd.apply(c.as_ref())) {
+            Ok(line) => println!("{name}: {line}"),
             Err(e) => {
                 eprintln!("{e}");
                 failed = true;

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 
-use super::Global;
 use super::follow::{self, Until};
+use super::{Global, select_nodes};
 use crate::config::{Config, Firmware, PowerDriver};
 use crate::power::{self, PowerError};
 use crate::provision::{NodeError, Nodes, Provisioner};
@@ -50,16 +50,7 @@ pub struct ProvisionArgs {
 
 pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     let config = Arc::new(global.load_config()?);
-    let names: Vec<String> = if args.all {
-        config.nodes.iter().map(|n| n.name.clone()).collect()
-    } else {
-        args.nodes.clone()
-    };
-    for name in &names {
-        if config.node(name).is_none() {
-            bail!("no node named {name} in {}", config.source.display());
-        }
-    }
+    let names = select_nodes(&config, &args.nodes, args.all)?;
     let state_dir = global.state_dir(Some(&config));
     let nodes = open_nodes(&config, &state_dir)?;
     if !(args.no_wait || args.no_power) {
