@@ -421,6 +421,29 @@ pub struct Bmc {
     pub system: Option<String>,
     /// How its certificate is trusted.
     pub tls: BmcTls,
+    /// What its one-time boot override asks the firmware for.
+    pub boot: NetBoot,
+}
+
+/// How a node's firmware network-boots when seed asks its BMC for one network boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetBoot {
+    /// PXE (Redfish `Pxe`): DHCP, then TFTP.
+    #[default]
+    Pxe,
+    /// UEFI HTTP boot (Redfish `UefiHttp`): DHCP, then the boot file by HTTP.
+    Http,
+}
+
+impl NetBoot {
+    /// The Redfish `BootSourceOverrideTarget` value.
+    pub fn redfish_target(self) -> &'static str {
+        match self {
+            Self::Pxe => "Pxe",
+            Self::Http => "UefiHttp",
+        }
+    }
 }
 
 /// How a BMC's certificate is trusted.

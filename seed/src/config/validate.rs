@@ -14,8 +14,8 @@ use serde_saphyr::Spanned;
 use super::Problem;
 use super::model::{
     Bmc, BmcTls, Bond, Config, DhcpSettings, DiskMatch, Firmware, Install, IpxePolicy, Lifecycle,
-    Link, Node, OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Role, SecretRef,
-    SeedHost, Zone,
+    Link, NetBoot, Node, OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Role,
+    SecretRef, SeedHost, Zone,
 };
 use super::wire::{self, ConfigFile};
 use crate::net::{Ipv4Net, MacAddr};
@@ -935,6 +935,19 @@ fn nodes(
                 },
                 system: w.bmc.system.clone(),
                 tls: bmc_tls(v, line, &at("bmc.tls"), w.bmc.tls.as_ref()),
+                boot: match w.bmc.boot {
+                    Some(wire::NetBootWire::Http) => {
+                        if firmware == Firmware::Bios {
+                            v.problem(
+                                line,
+                                at("bmc.boot"),
+                                "`http` (UEFI HTTP boot) needs firmware: uefi",
+                            );
+                        }
+                        NetBoot::Http
+                    }
+                    _ => NetBoot::Pxe,
+                },
             },
             macs,
             console: w.console.clone(),

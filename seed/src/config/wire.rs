@@ -411,6 +411,17 @@ pub struct BmcWire {
     pub system: Option<String>,
     /// How its certificate is trusted (default: the system's root certificates).
     pub tls: Option<BmcTlsWire>,
+    /// What the one-time boot override asks for: `pxe` (default) or `http` (UEFI HTTP boot).
+    pub boot: Option<NetBootWire>,
+}
+
+/// `nodes[].bmc.boot:`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum NetBootWire {
+    Pxe,
+    Http,
 }
 
 /// `nodes[].bmc.tls:` — one of the two.

@@ -1,5 +1,5 @@
 //! Power control: switch a node on, off or through a reset, whatever its driver is. `seed
-//! provision`, `seed lab` and (with the Redfish work) `seed power` ask this module; the drivers
+//! provision`, `seed preflight`, `seed lab` and `seed power` ask this module; the drivers
 //! below it speak QMP or Redfish.
 
 pub mod qemu;
@@ -30,7 +30,7 @@ impl std::fmt::Display for PowerState {
 /// Why a power action failed. Every message names the node.
 #[derive(Debug, thiserror::Error)]
 pub enum PowerError {
-    /// The driver cannot do this (manual nodes; Redfish until it is built).
+    /// The driver cannot do this (manual nodes).
     #[error("{node}: {why}")]
     Unsupported {
         /// The node.
@@ -50,6 +50,30 @@ pub enum PowerError {
     },
 }
 
+/// What a node's controller reports about its machine: what a provision depends on, for
+/// [`crate::preflight`]. A field the controller does not know stays empty.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// The power state as the controller says it (`On`, `Off`, `PoweringOn`, …).
+    pub power: String,
+    /// The one-time boot targets the BMC allows (empty: it does not say).
+    pub boot_targets: Vec<String>,
+    /// The boot override modes the BMC allows (empty: it does not say).
+    pub boot_modes: Vec<String>,
+    /// Whether the next boot verifies signatures (`None`: not reported).
+    pub secure_boot: Option<bool>,
+    /// Installed memory in GiB.
+    pub memory_gib: Option<f64>,
+    /// The system's Id at its BMC.
+    pub id: Option<String>,
+    /// The system's UUID.
+    pub uuid: Option<String>,
+    /// The system's serial number.
+    pub serial: Option<String>,
+    /// The MACs of its NICs as the BMC writes them (empty: none reported).
+    pub macs: Vec<String>,
+}
+
 /// One node's power controller.
 pub trait Power {
     /// Whether the machine runs.
@@ -63,6 +87,17 @@ pub trait Power {
     /// Make its next boot (only) a network boot. Lab machines always boot the NIC first.
     fn network_boot_once(&self) -> Result<(), PowerError> {
         Ok(())
+    }
+    /// What the controller knows about the machine. Lab machines report their power only.
+    fn inventory(&self) -> Result<Inventory, PowerError> {
+        let power = match self.status()? {
+            PowerState::On => "On",
+            PowerState::Off => "Off",
+        };
+        Ok(Inventory {
+            power: power.to_string(),
+            ..Inventory::default()
+        })
     }
 }
 

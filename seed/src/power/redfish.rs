@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use super::{Power, PowerError, PowerState};
+use super::{Inventory, Power, PowerError, PowerState};
 use std::path::Path;
 
-use crate::config::{BmcTls, Firmware, Node};
+use crate::config::{BmcTls, Firmware, NetBoot, Node};
 use crate::redfish::tls::{self, Trust};
 use crate::redfish::{Client, Endpoint, RedfishError, ResetKind, System};
 
@@ -21,7 +21,9 @@ pub struct RedfishPower {
     endpoint: Result<Endpoint, String>,
     trust: Trust,
     system_hint: Option<String>,
+    macs: Vec<String>,
     firmware: Firmware,
+    boot: NetBoot,
 }
 
 impl RedfishPower {
@@ -56,7 +58,9 @@ impl RedfishPower {
             endpoint,
             trust,
             system_hint: node.bmc.system.clone(),
+            macs: node.macs.iter().map(ToString::to_string).collect(),
             firmware: node.firmware,
+            boot: node.bmc.boot,
         }
     }
 
@@ -74,7 +78,7 @@ impl RedfishPower {
         let http = tls::client(&self.trust).map_err(|e| self.failed(action, e))?;
         let client = Client::connect(endpoint, http).map_err(|e| self.redfish(action, e))?;
         let (path, system) = client
-            .system(self.system_hint.as_deref())
+            .system(self.system_hint.as_deref(), &self.macs)
             .map_err(|e| self.redfish(action, e))?;
         Ok((client, path, system))
     }
@@ -129,7 +133,27 @@ impl Power for RedfishPower {
             Firmware::Bios => "Legacy",
         };
         client
-            .boot_once(&path, "Pxe", Some(mode))
+            .boot_once(&path, self.boot.redfish_target(), Some(mode))
             .map_err(|e| self.redfish("boot override", e))
+    }
+
+    fn inventory(&self) -> Result<Inventory, PowerError> {
+        let action = "read the system";
+        let (client, _, system) = self.connect(action)?;
+        let secure_boot = client
+            .secure_boot(&system)
+            .map_err(|e| self.redfish(action, e))?;
+        let macs = client.macs(&system).map_err(|e| self.redfish(action, e))?;
+        Ok(Inventory {
+            power: system.power_state.clone().unwrap_or_default(),
+            boot_targets: system.boot.allowed_targets.clone(),
+            boot_modes: system.boot.allowed_modes.clone(),
+            secure_boot: secure_boot.and_then(|s| s.on()),
+            memory_gib: system.memory.total_gib,
+            id: Some(system.id.clone()).filter(|i| !i.is_empty()),
+            uuid: system.uuid.clone(),
+            serial: system.serial.clone(),
+            macs,
+        })
     }
 }

@@ -23,7 +23,7 @@ use reqwest::header::{ETAG, HeaderValue, IF_MATCH, LOCATION, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use crate::config::Secret;
-pub use model::{Boot, ResetAction, ServiceRoot, System};
+pub use model::{Boot, EthernetInterface, ResetAction, SecureBoot, ServiceRoot, System};
 
 /// Why a Redfish call failed. Names the BMC and what was asked, never a credential.
 #[derive(Debug, thiserror::Error)]
@@ -166,9 +166,14 @@ impl Client {
         Ok(collection.members.into_iter().map(|m| m.id).collect())
     }
 
-    /// The one system to act on: the only member, or the one whose UUID or serial number is
-    /// `hint` when the BMC manages several.
-    pub fn system(&self, hint: Option<&str>) -> Result<(String, System), RedfishError> {
+    /// The one system to act on: the only member; when the BMC manages several (a chassis
+    /// manager, a multi-node enclosure), the one whose Id, UUID or serial number is `hint`, or
+    /// without a hint the one with a NIC whose MAC is among `macs`.
+    pub fn system(
+        &self,
+        hint: Option<&str>,
+        macs: &[String],
+    ) -> Result<(String, System), RedfishError> {
         let members = self.systems()?;
         let mut found = Vec::new();
         for path in &members {
@@ -176,28 +181,76 @@ impl Client {
             if members.len() == 1 {
                 return Ok((path.clone(), system));
             }
-            let matches = hint.is_some_and(|h| {
-                system
-                    .uuid
-                    .as_deref()
-                    .is_some_and(|u| u.eq_ignore_ascii_case(h))
-                    || system.serial.as_deref() == Some(h)
-            });
+            let matches = match hint {
+                Some(h) => {
+                    system.id == h
+                        || system
+                            .uuid
+                            .as_deref()
+                            .is_some_and(|u| u.eq_ignore_ascii_case(h))
+                        || system.serial.as_deref() == Some(h)
+                }
+                None => self
+                    .macs(&system)?
+                    .iter()
+                    .any(|m| macs.iter().any(|c| same_mac(m, c))),
+            };
             if matches {
                 found.push((path.clone(), system));
             }
         }
+        let wanted = match hint {
+            Some(h) => h.to_string(),
+            None if macs.is_empty() => "(no bmc.system and no MAC configured)".to_string(),
+            None => format!("a NIC with MAC {}", macs.join(" or ")),
+        };
         match found.len() {
             1 => Ok(found.remove(0)),
             0 => Err(self.unexpected(
                 "choose a system",
                 format!(
-                    "{} systems and none matches {}",
-                    members.len(),
-                    hint.unwrap_or("(no UUID or serial configured)")
+                    "{} systems and none matches {wanted}: set bmc.system to its Id, UUID or serial",
+                    members.len()
                 ),
             )),
-            n => Err(self.unexpected("choose a system", format!("{n} systems match"))),
+            n => Err(self.unexpected(
+                "choose a system",
+                format!("{n} systems match {wanted}: set bmc.system to its Id, UUID or serial"),
+            )),
+        }
+    }
+
+    /// The MAC addresses `system`'s NICs report (`MACAddress`, and `PermanentMACAddress` where
+    /// it differs), as the BMC writes them; empty when the BMC lists no NICs.
+    pub fn macs(&self, system: &System) -> Result<Vec<String>, RedfishError> {
+        let Some(link) = &system.ethernet_interfaces else {
+            return Ok(Vec::new());
+        };
+        let collection: model::Collection = self.get_json(&link.id, "list the system's NICs")?;
+        let mut macs: Vec<String> = Vec::new();
+        for member in collection.members {
+            let nic: EthernetInterface = self.get_json(&member.id, "read a NIC")?;
+            for mac in [nic.mac, nic.permanent_mac].into_iter().flatten() {
+                if !mac.is_empty() && !macs.iter().any(|m| same_mac(m, &mac)) {
+                    macs.push(mac);
+                }
+            }
+        }
+        Ok(macs)
+    }
+
+    /// `system`'s Secure Boot resource; `None` where the BMC has none (BIOS-only systems,
+    /// older BMCs).
+    pub fn secure_boot(&self, system: &System) -> Result<Option<SecureBoot>, RedfishError> {
+        let Some(link) = &system.secure_boot else {
+            return Ok(None);
+        };
+        match self.get_json(&link.id, "read Secure Boot") {
+            Ok(secure_boot) => Ok(Some(secure_boot)),
+            Err(RedfishError::Refused { status, .. }) if status == StatusCode::NOT_FOUND => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -278,6 +331,7 @@ impl Client {
             Some(settings) => (settings, None),
             None => (path.to_string(), etag),
         };
+        tracing::info!(bmc = %self.endpoint.base, path = %patch_path, %boot, "one-time boot override");
         let body = json!({ "Boot": boot });
         let response = self.send(&what, || {
             let mut request = self
@@ -458,6 +512,19 @@ fn retry_after(response: &Response) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|s| Duration::from_secs(s.min(60)))
+}
+
+/// Whether two MAC addresses are the same, whatever their case and separators (BMCs write
+/// `AA:BB:…`, `aa-bb-…` or `aabb.cc…`).
+pub fn same_mac(a: &str, b: &str) -> bool {
+    let hex = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_hexdigit)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let a = hex(a);
+    a.len() == 12 && a == hex(b)
 }
 
 /// An error and its causes, `: `-joined.

@@ -80,6 +80,57 @@ pub struct System {
     /// `@Redfish.Settings`: present when the BMC applies changes through a settings object.
     #[serde(rename = "@Redfish.Settings")]
     pub settings: Option<Value>,
+    /// `MemorySummary`.
+    #[serde(rename = "MemorySummary", default)]
+    pub memory: MemorySummary,
+    /// `SecureBoot`: the link to its Secure Boot resource (UEFI systems).
+    #[serde(rename = "SecureBoot")]
+    pub secure_boot: Option<Link>,
+    /// `EthernetInterfaces`: the link to its NICs.
+    #[serde(rename = "EthernetInterfaces")]
+    pub ethernet_interfaces: Option<Link>,
+}
+
+/// `MemorySummary` of a system.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MemorySummary {
+    /// `TotalSystemMemoryGiB` (a number; some BMCs send a fraction).
+    #[serde(rename = "TotalSystemMemoryGiB")]
+    pub total_gib: Option<f64>,
+}
+
+/// A `SecureBoot` resource.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SecureBoot {
+    /// `SecureBootEnable`: whether it is enabled for the next boot.
+    #[serde(rename = "SecureBootEnable")]
+    pub enable: Option<bool>,
+    /// `SecureBootCurrentBoot`: `Enabled` or `Disabled`, for the running boot.
+    #[serde(rename = "SecureBootCurrentBoot")]
+    pub current_boot: Option<String>,
+}
+
+impl SecureBoot {
+    /// Whether the next boot verifies signatures: `SecureBootEnable` (what the next boot
+    /// does) where the BMC says it, else the current boot's state.
+    pub fn on(&self) -> Option<bool> {
+        self.enable.or_else(|| {
+            self.current_boot
+                .as_deref()
+                .map(|s| s.eq_ignore_ascii_case("Enabled"))
+        })
+    }
+}
+
+/// An `EthernetInterface`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EthernetInterface {
+    /// `MACAddress`: the address in use.
+    #[serde(rename = "MACAddress")]
+    pub mac: Option<String>,
+    /// `PermanentMACAddress`: the burned-in address.
+    #[serde(rename = "PermanentMACAddress")]
+    pub permanent_mac: Option<String>,
 }
 
 impl System {
@@ -109,6 +160,9 @@ pub struct Boot {
     /// The targets the BMC allows.
     #[serde(rename = "BootSourceOverrideTarget@Redfish.AllowableValues", default)]
     pub allowed_targets: Vec<String>,
+    /// The modes the BMC allows (often absent).
+    #[serde(rename = "BootSourceOverrideMode@Redfish.AllowableValues", default)]
+    pub allowed_modes: Vec<String>,
 }
 
 /// `Actions` of a system.

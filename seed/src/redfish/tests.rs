@@ -209,7 +209,7 @@ fn a_session_is_opened_reused_and_deleted() {
     {
         let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
         assert!(client.has_session());
-        let (_, sys) = client.system(None).unwrap();
+        let (_, sys) = client.system(None, &[]).unwrap();
         client.reset(&sys, ResetKind::ForceRestart).unwrap();
     }
     let seen = fake.seen();
@@ -242,7 +242,7 @@ fn without_a_session_service_basic_auth_is_sent() {
     let fake = FakeBmc::start(bmc(false, system(&[])));
     let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
     assert!(!client.has_session());
-    client.system(None).unwrap();
+    client.system(None, &[]).unwrap();
     let seen = fake.seen();
     let get = seen
         .iter()
@@ -383,7 +383,7 @@ fn vendor_values_the_schema_does_not_know_are_kept() {
     sys["Oem"] = json!({ "Vendor": { "Anything": [1, 2, 3] } });
     let fake = FakeBmc::start(bmc(false, sys));
     let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
-    let (_, sys) = client.system(None).unwrap();
+    let (_, sys) = client.system(None, &[]).unwrap();
     assert_eq!(sys.power_state.as_deref(), Some("Quiescing"));
     assert_eq!(sys.boot.target.as_deref(), Some("OemNicBoot"));
 }
@@ -392,7 +392,7 @@ fn vendor_values_the_schema_does_not_know_are_kept() {
 fn no_force_restart_means_force_off_then_on() {
     let fake = FakeBmc::start(bmc(false, system(&["On", "ForceOff", "GracefulShutdown"])));
     let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
-    let (_, sys) = client.system(None).unwrap();
+    let (_, sys) = client.system(None, &[]).unwrap();
     client.reset(&sys, ResetKind::ForceRestart).unwrap();
     let resets: Vec<String> = fake
         .seen()
@@ -426,7 +426,7 @@ fn a_202_task_monitor_is_followed_to_its_end() {
         _ => inner(req, n),
     });
     let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
-    let (_, sys) = client.system(None).unwrap();
+    let (_, sys) = client.system(None, &[]).unwrap();
     client.reset(&sys, ResetKind::ForceRestart).unwrap();
     let polls = fake
         .seen()
@@ -434,4 +434,82 @@ fn a_202_task_monitor_is_followed_to_its_end() {
         .filter(|s| s.path == "/redfish/v1/TaskService/Tasks/7")
         .count();
     assert!(polls >= 2, "the task monitor was polled {polls} times");
+}
+
+/// A chassis manager with two systems: without `bmc.system` the one with the node's MAC is
+/// chosen (the BMC writes MACs its own way); Secure Boot and memory are read from it.
+#[test]
+fn of_several_systems_the_one_with_the_nodes_mac_is_chosen() {
+    let fake = FakeBmc::start(|req: &Seen, _| {
+        let sys = |n: u8| {
+            json!({
+                "Id": format!("Node{n}"),
+                "PowerState": "Off",
+                "MemorySummary": { "TotalSystemMemoryGiB": 4 * n },
+                "SecureBoot": { "@odata.id": format!("/redfish/v1/Systems/{n}/SecureBoot") },
+                "EthernetInterfaces": { "@odata.id": format!("/redfish/v1/Systems/{n}/EthernetInterfaces") },
+            })
+        };
+        Some(match req.path.as_str() {
+            "/redfish/v1/" => reply(
+                200,
+                json!({ "Systems": { "@odata.id": "/redfish/v1/Systems" } }),
+            ),
+            "/redfish/v1/Systems" => reply(
+                200,
+                json!({ "Members": [
+                    { "@odata.id": "/redfish/v1/Systems/1" },
+                    { "@odata.id": "/redfish/v1/Systems/2" } ] }),
+            ),
+            "/redfish/v1/Systems/1" => reply(200, sys(1)),
+            "/redfish/v1/Systems/2" => reply(200, sys(2)),
+            p if p.ends_with("/EthernetInterfaces") => {
+                let n = &p["/redfish/v1/Systems/".len()..][..1];
+                reply(
+                    200,
+                    json!({ "Members": [ { "@odata.id": format!("/redfish/v1/Systems/{n}/EthernetInterfaces/NIC.1") } ] }),
+                )
+            }
+            "/redfish/v1/Systems/1/EthernetInterfaces/NIC.1" => {
+                reply(200, json!({ "MACAddress": "3C-EC-EF-10-00-21" }))
+            }
+            "/redfish/v1/Systems/2/EthernetInterfaces/NIC.1" => reply(
+                200,
+                json!({ "MACAddress": "", "PermanentMACAddress": "3CECEF100022" }),
+            ),
+            "/redfish/v1/Systems/2/SecureBoot" => reply(
+                200,
+                json!({ "SecureBootEnable": true, "SecureBootCurrentBoot": "Enabled" }),
+            ),
+            _ => reply(404, json!({ "error": { "message": "no such resource" } })),
+        })
+    });
+    let client = Client::connect(fake.endpoint("x"), http()).unwrap();
+    let (path, sys) = client
+        .system(None, &["3c:ec:ef:10:00:22".to_string()])
+        .unwrap();
+    assert_eq!(
+        (path.as_str(), sys.id.as_str()),
+        ("/redfish/v1/Systems/2", "Node2")
+    );
+    assert_eq!(sys.memory.total_gib, Some(8.0));
+    assert_eq!(client.secure_boot(&sys).unwrap().unwrap().on(), Some(true));
+    // System 1 has no SecureBoot resource behind its link (404): not reported.
+    let (_, one) = client
+        .system(None, &["3c:ec:ef:10:00:21".to_string()])
+        .unwrap();
+    assert_eq!(one.id, "Node1");
+    assert!(client.secure_boot(&one).unwrap().is_none());
+    // By Id, and no match at all: the error says what to configure.
+    let (_, by_id) = client.system(Some("Node1"), &[]).unwrap();
+    assert_eq!(by_id.id, "Node1");
+    let e = client
+        .system(None, &["aa:bb:cc:dd:ee:ff".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("2 systems and none matches a NIC with MAC aa:bb:cc:dd:ee:ff")
+            && e.contains("bmc.system"),
+        "{e}"
+    );
 }
