@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod net;
 pub mod plan;
 pub mod power;
+pub mod preflight;
 pub mod provision;
 pub mod ra;
 pub mod redfish;

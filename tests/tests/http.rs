@@ -323,8 +323,9 @@ fn callbacks_move_the_state_and_show_in_status_the_api_and_metrics() {
     lab.add_image();
     let seed = lab.start();
 
-    // The API provisions with the bearer token only.
-    let provision_url = seed.url("/api/v1/nodes/cmp1/provision");
+    // The API provisions with the bearer token only. These machines are played with curl:
+    // power=false only marks (tests/tests/redfish.rs provisions through a BMC).
+    let provision_url = seed.url("/api/v1/nodes/cmp1/provision?power=false");
     let no_auth = curl(&["-X", "POST", &provision_url]);
     assert_eq!(no_auth.status, 401, "{}", no_auth.text());
     let wrong = curl(&[

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http::{HttpSeed, post, post_json};
+use common::http::{API_TOKEN, HttpSeed, curl as http_curl, post, post_json};
 use common::{KillOnDrop, describe, repo_root, seed};
 
 /// The BMC password of the tests, and its bcrypt hash for the emulator's htpasswd file.
@@ -29,6 +29,51 @@ struct Emulator {
     _process: KillOnDrop,
     base: String,
     dir: tempfile::TempDir,
+}
+
+/// One system of the emulator's fake driver.
+struct Fake {
+    uuid: String,
+    name: String,
+    mac: String,
+    secure_boot: bool,
+}
+
+impl Fake {
+    /// The fake driver's Python dict.
+    fn python(&self) -> String {
+        format!(
+            "{{'uuid': '{}', 'name': '{}', 'power_state': 'Off', 'secure_boot': {}, \
+             'nics': [{{'mac': '{}', 'ip': '10.10.10.1'}}]}}",
+            self.uuid,
+            self.name,
+            if self.secure_boot { "True" } else { "False" },
+            self.mac
+        )
+    }
+}
+
+/// cmp1 and cmp2 of the tests' two-node config (UUIDs `uuid(11)`, `uuid(12)`).
+fn two_systems(secure_boot_on_cmp1: bool) -> Vec<Fake> {
+    [11u8, 12]
+        .iter()
+        .map(|n| Fake {
+            uuid: uuid(*n),
+            name: format!("cmp{}", n - 10),
+            mac: format!("52:54:00:10:00:{n}"),
+            secure_boot: secure_boot_on_cmp1 && *n == 11,
+        })
+        .collect()
+}
+
+/// The example rack (examples/osism-rack.yaml): its nodes' names and MACs, in order.
+fn example_rack() -> Vec<(String, String)> {
+    let config = seed::config::load(&repo_root().join("examples/osism-rack.yaml")).unwrap();
+    config
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.macs[0].to_string()))
+        .collect()
 }
 
 /// A fresh self-signed certificate for 127.0.0.1 in `dir`: (certificate, key).
@@ -111,15 +156,15 @@ fn sha256_of(cert: &Path) -> String {
 
 impl Emulator {
     fn start() -> Self {
-        Self::start_with(None, None)
+        Self::start_with(&two_systems(false), None, None)
     }
 
     /// Over TLS with `cert` and `key`, on `port` if given.
     fn start_tls(cert: PathBuf, key: PathBuf, port: Option<u16>) -> Self {
-        Self::start_with(Some((cert, key)), port)
+        Self::start_with(&two_systems(false), Some((cert, key)), port)
     }
 
-    fn start_with(tls: Option<(PathBuf, PathBuf)>, port: Option<u16>) -> Self {
+    fn start_with(systems: &[Fake], tls: Option<(PathBuf, PathBuf)>, port: Option<u16>) -> Self {
         let binary = std::env::var_os("SEED_SUSHY_EMULATOR")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join("target/ci-venv/bin/sushy-emulator"));
@@ -135,17 +180,7 @@ impl Emulator {
             format!("admin:{PASSWORD_BCRYPT}\n"),
         )
         .unwrap();
-        let systems: Vec<String> = [11u8, 12]
-            .iter()
-            .map(|n| {
-                format!(
-                    "{{'uuid': '{}', 'name': 'cmp{}', 'power_state': 'Off', \
-                     'nics': [{{'mac': '52:54:00:10:00:{n}', 'ip': '10.10.10.{n}'}}]}}",
-                    uuid(*n),
-                    n - 10
-                )
-            })
-            .collect();
+        let systems: Vec<String> = systems.iter().map(Fake::python).collect();
         std::fs::write(
             dir.path().join("emulator.conf"),
             format!(
@@ -214,26 +249,67 @@ impl Emulator {
         self.base.rsplit(':').next().unwrap().parse().unwrap()
     }
 
-    /// A system as the emulator sees it.
+    /// A system of the two-node config as the emulator sees it.
     fn system(&self, n: u8) -> serde_json::Value {
-        curl(&self.base, &format!("/redfish/v1/Systems/{}", uuid(n))).expect("read system")
+        self.system_by(&uuid(n))
     }
 
-    /// Polls the system until `field` is `want`.
+    /// A system by its UUID or name.
+    fn system_by(&self, id: &str) -> serde_json::Value {
+        curl(&self.base, &format!("/redfish/v1/Systems/{id}")).expect("read system")
+    }
+
+    /// Polls system `n` of the two-node config until `pointer` is `want`.
     fn wait_for(&self, n: u8, pointer: &str, want: &str) {
+        self.wait_for_by(&uuid(n), pointer, want);
+    }
+
+    /// Polls the system with this UUID until `pointer` is `want` (the fake driver applies
+    /// power after 1-11 s).
+    fn wait_for_by(&self, id: &str, pointer: &str, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let system = self.system(n);
+            let system = self.system_by(id);
             if system.pointer(pointer).and_then(|v| v.as_str()) == Some(want) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "cmp{}: {pointer} is not {want} after 30 s: {system}",
-                n - 10
+                "{id}: {pointer} is not {want} after 30 s: {system}"
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// The emulator's request log (werkzeug's access lines).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("emulator.log")).unwrap_or_default()
+    }
+
+    /// The example rack (examples/osism-rack.yaml) with every BMC pointing at this emulator
+    /// and no `bmc.system`: each node's system is the one with its MAC.
+    fn rack_config(&self) -> PathBuf {
+        let text = std::fs::read_to_string(repo_root().join("examples/osism-rack.yaml")).unwrap();
+        let mut out = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("    bmc: { address: ") {
+                let address = rest.split(',').next().unwrap();
+                out.push_str(&format!(
+                    "    bmc: {{ address: {address}, driver: redfish, username: admin, \
+                     password: {{ env: SEED_TEST_BMC_PASSWORD }}, endpoint: \"{}\" }}\n",
+                    self.base
+                ));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+                if line == "seed:" {
+                    out.push_str("  api_token: { env: SEED_TEST_API_TOKEN }\n");
+                }
+            }
+        }
+        let path = self.dir.path().join("rack.yaml");
+        std::fs::write(&path, out).unwrap();
+        path
     }
 
     /// A config with two redfish nodes on this emulator.
@@ -243,6 +319,11 @@ impl Emulator {
 
     /// The same with more `bmc:` keys (e.g. `tls: { … }`) on every node.
     fn config_with(&self, bmc_extra: &str) -> PathBuf {
+        self.config_each(|_| bmc_extra.to_string())
+    }
+
+    /// The same with more `bmc:` keys per node (by its number, 11 or 12).
+    fn config_each(&self, bmc_extra: impl Fn(u8) -> String) -> PathBuf {
         let text = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
         let head = &text[..text.find("\nnodes:").unwrap()];
         let tail = &text[text.find("\ninstall:").unwrap()..];
@@ -252,12 +333,18 @@ impl Emulator {
                 "  - name: cmp{i}\n    role: {role}\n    firmware: {firmware}\n    \
                  bmc: {{ address: 10.10.0.{n}, driver: redfish, username: admin, \
                  password: {{ env: SEED_TEST_BMC_PASSWORD }}, endpoint: \"{base}\", \
-                 system: {uuid}{bmc_extra} }}\n    macs: [\"52:54:00:10:00:{n}\"]\n",
+                 system: {uuid}{extra} }}\n    macs: [\"52:54:00:10:00:{n}\"]\n",
                 i = n - 10,
+                extra = bmc_extra(n),
                 base = self.base,
                 uuid = uuid(n)
             ));
         }
+        let head = head.replacen(
+            "seed:\n",
+            "seed:\n  api_token: { env: SEED_TEST_API_TOKEN }\n",
+            1,
+        );
         let path = self.dir.path().join("seed.yaml");
         std::fs::write(&path, format!("{head}{nodes}{tail}")).unwrap();
         path
@@ -377,6 +464,38 @@ fn provision_sets_a_one_time_pxe_boot_and_powers_on() {
     }
     assert_eq!(emu.system(11)["Boot"]["BootSourceOverrideMode"], "UEFI");
 
+    // A node that boots by UEFI HTTP gets that override instead. (The emulator accepts it but
+    // records `Pxe` when no HttpBootUri comes with it, so seed's log line is what shows it.)
+    let http_boot = emu.config_each(|n| {
+        if n == 11 {
+            ", boot: http".into()
+        } else {
+            String::new()
+        }
+    });
+    // (A new store: in this one cmp1 is still provisioning, and is not started twice.)
+    let fresh = tempfile::tempdir().unwrap();
+    add_image(&http_boot, fresh.path());
+    let out = run_seed(
+        &http_boot,
+        fresh.path(),
+        PASSWORD,
+        &["-v", "provision", "cmp1", "--no-wait"],
+    );
+    assert_no_secret(&out);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("network boot once"),
+        "{}",
+        describe(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("one-time boot override")
+            && stderr.contains(r#""BootSourceOverrideTarget":"UefiHttp""#),
+        "{stderr}"
+    );
+
     // Wrong credentials: the error says 401 and what to check, and names no secret.
     let out = run_seed(
         &config,
@@ -454,19 +573,35 @@ fn tls_is_verified_and_a_pinned_certificate_may_not_change() {
     assert!(out.status.success(), "{}", describe(&out));
 }
 
-/// `seed provision --all` follows the rack to the end: every node through the Redfish steps,
-/// then (the installer's callbacks played by the test over HTTP) installed, exit 0; with one
-/// node's callbacks missing, that node fails after its timeout and the exit is 1.
+/// `seed provision --all` on the example rack (examples/osism-rack.yaml, eleven nodes, one
+/// emulator that manages all their systems and finds each by its MAC) follows the rack to the
+/// end: every node through preflight and the Redfish steps, then (the installer's callbacks
+/// played by the test over HTTP) installed, exit 0; with one node's callbacks missing, that
+/// node fails after its timeout, the others are installed and the exit is 1.
 #[test]
-fn provision_all_waits_for_the_rack_and_fails_a_silent_node() {
-    let emu = Emulator::start();
-    let config = emu.config();
+fn provision_all_installs_the_example_rack_and_fails_a_silent_node() {
+    let rack = example_rack();
+    assert_eq!(rack.len(), 11, "the example rack changed: {rack:?}");
+    let systems: Vec<Fake> = rack
+        .iter()
+        .enumerate()
+        .map(|(i, (_, mac))| Fake {
+            uuid: format!("22222222-0000-0000-0000-0000000000{i:02}"),
+            // Not the node's name: seed must find the system by MAC.
+            name: format!("bmc-system-{i}"),
+            mac: mac.clone(),
+            secure_boot: false,
+        })
+        .collect();
+    let emu = Emulator::start_with(&systems, None, None);
+    let config = emu.rack_config();
     let state = tempfile::tempdir().unwrap();
     add_image(&config, state.path());
     let http = HttpSeed::start(&config, state.path());
+    let names: Vec<&str> = rack.iter().map(|(n, _)| n.as_str()).collect();
 
-    for (round, silent) in [(1, None), (2, Some("cmp2"))] {
-        let mut args = vec!["provision", "--all", "--parallel", "2", "--timeout", "20"];
+    for (round, silent) in [(1, None), (2, Some("net2"))] {
+        let mut args = vec!["provision", "--all", "--parallel", "4", "--timeout", "30"];
         if round == 2 {
             args.push("--force");
         }
@@ -483,11 +618,12 @@ fn provision_all_waits_for_the_rack_and_fails_a_silent_node() {
             .unwrap();
         let run = KillOnDrop::new(child);
         // Play the installer of every node but the silent one, once it is provisioning.
-        let mut pending: Vec<&str> = ["cmp1", "cmp2"]
-            .into_iter()
+        let mut pending: Vec<&str> = names
+            .iter()
+            .copied()
             .filter(|n| Some(*n) != silent)
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while !pending.is_empty() {
             assert!(
                 Instant::now() < deadline,
@@ -514,16 +650,24 @@ fn provision_all_waits_for_the_rack_and_fails_a_silent_node() {
         let out = run.wait_with_output();
         assert_no_secret(&out);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        // Both went through the Redfish steps.
-        assert!(
-            stdout.matches("network boot once, power cycle").count() == 2,
+        // Every node went through the Redfish steps (stdout is a pipe: plain lines).
+        assert_eq!(
+            stdout.matches("network boot once, power cycle").count(),
+            11,
             "round {round}: {}",
             describe(&out)
         );
+        assert!(!stdout.contains('\u{1b}'), "no terminal escapes in a pipe");
         match silent {
             None => {
                 assert!(out.status.success(), "round {round}: {}", describe(&out));
-                assert!(stdout.contains("2 of 2 installed"), "{stdout}");
+                assert!(stdout.contains("11 of 11 installed"), "{stdout}");
+                // What the emulator saw: a PXE boot in UEFI mode, and power on, everywhere.
+                for fake in &systems {
+                    emu.wait_for_by(&fake.uuid, "/Boot/BootSourceOverrideTarget", "Pxe");
+                    emu.wait_for_by(&fake.uuid, "/Boot/BootSourceOverrideMode", "UEFI");
+                    emu.wait_for_by(&fake.uuid, "/PowerState", "On");
+                }
             }
             Some(node) => {
                 assert_eq!(
@@ -532,7 +676,7 @@ fn provision_all_waits_for_the_rack_and_fails_a_silent_node() {
                     "round {round}: {}",
                     describe(&out)
                 );
-                assert!(stdout.contains("1 of 2 installed"), "{stdout}");
+                assert!(stdout.contains("10 of 11 installed"), "{stdout}");
                 assert!(
                     stdout
                         .lines()
@@ -545,13 +689,145 @@ fn provision_all_waits_for_the_rack_and_fails_a_silent_node() {
                 assert!(
                     record
                         .last_event
-                        .is_some_and(|e| e.detail.contains("not done 20 s after it was started")),
+                        .is_some_and(|e| e.detail.contains("not done 30 s after it was started")),
                 );
-                assert_eq!(
-                    store.node("cmp1").unwrap().unwrap().state.to_string(),
-                    "installed"
-                );
+                for name in names.iter().filter(|n| **n != node) {
+                    assert_eq!(
+                        store.node(name).unwrap().unwrap().state.to_string(),
+                        "installed",
+                        "{name}"
+                    );
+                }
             }
         }
     }
+    assert!(
+        !http.log().contains(PASSWORD),
+        "a password leaked into the log"
+    );
+}
+
+/// `seed preflight` reads what a provision depends on; a node with Secure Boot on is refused
+/// by `seed provision` and by the API before its BMC is touched, and the API provisions the
+/// other node through the same path as the CLI (the emulator sees the PXE override and power).
+#[test]
+fn preflight_refuses_secure_boot_and_the_api_provisions_through_the_bmc() {
+    let emu = Emulator::start_with(&two_systems(true), None, None);
+    let config = emu.config();
+    let state = tempfile::tempdir().unwrap();
+    add_image(&config, state.path());
+    let seed = |args: &[&str]| {
+        let out = run_seed(&config, state.path(), PASSWORD, args);
+        assert_no_secret(&out);
+        out
+    };
+
+    let out = seed(&["preflight", "--role", "compute"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cmp1 = &stdout[..stdout.find("\ncmp2").expect("a block per node")];
+    assert!(
+        cmp1.lines()
+            .any(|l| l.contains("ERROR") && l.contains("secure boot") && l.contains("unsigned")),
+        "{stdout}"
+    );
+    let cmp2 = &stdout[stdout.find("\ncmp2").unwrap()..];
+    assert!(!cmp2.contains("ERROR"), "{stdout}");
+    assert!(
+        cmp2.contains("52:54:00:10:00:12 reported by the BMC"),
+        "{stdout}"
+    );
+    assert!(cmp2.contains("Pxe once is allowed"), "{stdout}");
+    assert!(stdout.contains("1 of 2 ready; refused: cmp1"), "{stdout}");
+    for (role, says) in [
+        ("storage", "role storage has no nodes"),
+        ("nosuch", "no role named nosuch"),
+    ] {
+        let out = seed(&["preflight", "--role", role]);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{}",
+            describe(&out)
+        );
+    }
+
+    // provision runs the same checks first: cmp1 is refused and its BMC left alone.
+    let out = seed(&["provision", "cmp1", "--no-wait"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cmp1: preflight refused: secure boot: on"),
+        "{stderr}"
+    );
+    let store = seed::store::Store::open(state.path()).unwrap();
+    assert_ne!(
+        store.node("cmp1").unwrap().map(|r| r.state.to_string()),
+        Some("provisioning".to_string())
+    );
+    let touched = |log: &str| {
+        log.lines().any(|l| {
+            l.contains(&uuid(11)) && (l.contains("\"PATCH ") || l.contains("ComputerSystem.Reset"))
+        })
+    };
+    assert!(
+        !touched(&emu.log()),
+        "cmp1's BMC was changed:\n{}",
+        emu.log()
+    );
+
+    // The API: the same path, with the BMC password from serve's environment.
+    let http = HttpSeed::start_with_env(
+        &config,
+        state.path(),
+        &[("SEED_TEST_BMC_PASSWORD", PASSWORD)],
+    );
+    let bearer = format!("Authorization: Bearer {API_TOKEN}");
+    let api = |node: &str| {
+        http_curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &bearer,
+            &http.url(&format!("/api/v1/nodes/{node}/provision")),
+        ])
+    };
+    let ok = api("cmp2");
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["started"], true);
+    assert!(
+        ok.json()["power"]
+            .as_str()
+            .unwrap()
+            .contains("network boot once, power cycle"),
+        "{}",
+        ok.text()
+    );
+    emu.wait_for(12, "/Boot/BootSourceOverrideTarget", "Pxe");
+    emu.wait_for(12, "/PowerState", "On");
+    let refused = api("cmp1");
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    let body = refused.json();
+    assert!(
+        body["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["check"] == "secure boot" && f["level"] == "error"),
+        "{body}"
+    );
+    assert!(
+        !touched(&emu.log()),
+        "cmp1's BMC was changed:\n{}",
+        emu.log()
+    );
+
+    // --no-preflight is the operator's override: cmp1 is provisioned anyway.
+    let out = seed(&["provision", "cmp1", "--no-wait", "--no-preflight"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    emu.wait_for(11, "/Boot/BootSourceOverrideTarget", "Pxe");
+    assert!(
+        !http.log().contains(PASSWORD),
+        "a password leaked into the log"
+    );
 }

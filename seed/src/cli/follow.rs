@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::provision::{How, start};
+use super::progress::Screen;
+use super::provision::lines;
 use super::table::Table;
-use crate::config::Config;
 use crate::lifecycle::NodeState;
-use crate::provision::{LOCAL_BOOT, Nodes};
+use crate::provision::{How, LOCAL_BOOT, Nodes, start};
 use crate::store::{Store, now_ms};
 
 /// When a node is done.
@@ -77,13 +77,9 @@ impl Progress {
 }
 
 /// Provisions and follows `plan.nodes`; true when every one is done without failing.
-pub(crate) fn run(
-    nodes: &Nodes,
-    config: &Config,
-    state_dir: &Path,
-    plan: &Plan<'_>,
-) -> anyhow::Result<bool> {
+pub(crate) fn run(nodes: &Nodes, state_dir: &Path, plan: &Plan<'_>) -> anyhow::Result<bool> {
     let mut store = Store::open(state_dir)?;
+    let mut screen = Screen::stdout();
     let t0 = Instant::now();
     let stamp = || format!("{:>7}", secs(t0.elapsed()));
     let mut queue: VecDeque<&str> = plan.nodes.iter().map(|(n, _)| n.as_str()).collect();
@@ -100,11 +96,13 @@ pub(crate) fn run(
             let p = progress.entry(name.to_string()).or_default();
             p.started = Some(Instant::now());
             p.started_ms = now_ms();
-            match start(nodes, config, state_dir, name, &plan.how) {
-                Ok(line) => println!("{}  {line}", stamp()),
+            match start(nodes, state_dir, name, &plan.how) {
+                Ok(started) => lines(&started)
+                    .iter()
+                    .for_each(|l| screen.log(&format!("{}  {l}", stamp()))),
                 Err(e) => {
-                    println!("{}  {e:#}", stamp());
-                    p.error = Some(format!("{e:#}"));
+                    screen.log(&format!("{}  {e}", stamp()));
+                    p.error = Some(e.to_string());
                     (plan.on_done)(name);
                 }
             }
@@ -113,7 +111,7 @@ pub(crate) fn run(
             break;
         }
         if plan.interrupted.load(Ordering::SeqCst) {
-            println!("interrupted; stopping");
+            screen.log("interrupted; stopping");
             interrupted = true;
             break;
         }
@@ -127,12 +125,12 @@ pub(crate) fn run(
                 if let Some(e) = &record.last_event {
                     p.last_event = format!("{}: {}", e.kind, e.detail);
                 }
-                println!(
+                screen.change(&format!(
                     "{}  {name:<12} {:<13} {}",
                     stamp(),
                     record.state.to_string(),
                     p.last_event
-                );
+                ));
             }
             let since = p.started.map(|s| s.elapsed()).unwrap_or_default();
             match record.state {
@@ -156,7 +154,8 @@ pub(crate) fn run(
                 if record.state != NodeState::Installed {
                     store.transition(name, NodeState::Failed, "cli", &why, false)?;
                 }
-                println!("{}  {name:<12} {:<13} {why}", stamp(), "failed");
+                screen.log(&format!("{}  {name:<12} {:<13} {why}", stamp(), "failed"));
+                p.last_event = why;
                 p.failed = Some(since);
                 timed_out = true;
             }
@@ -164,8 +163,10 @@ pub(crate) fn run(
                 (plan.on_done)(name);
             }
         }
+        screen.rows(rows(plan, &progress));
         std::thread::sleep(Duration::from_millis(250));
     }
+    screen.finish();
     let mut table = Table::new(&[
         "NODE",
         "BOOT",
@@ -216,6 +217,36 @@ pub(crate) fn run(
         if timed_out { " (some timed out)" } else { "" }
     );
     Ok(ok)
+}
+
+/// The live block: a line per node with its state, time since its start and last event.
+fn rows(plan: &Plan<'_>, progress: &BTreeMap<String, Progress>) -> Vec<String> {
+    plan.nodes
+        .iter()
+        .map(|(name, _)| {
+            let Some(p) = progress.get(name) else {
+                return format!("{name:<12} {:<13}", "waiting");
+            };
+            let state = if p.error.is_some() {
+                "not started".to_string()
+            } else if p.failed.is_some() {
+                "failed".to_string()
+            } else if p.local_boot.is_some() {
+                "local-boot".to_string()
+            } else {
+                p.last_seen
+                    .map_or("starting".to_string(), |(s, _)| s.to_string())
+            };
+            // Whole seconds: the block changes (and is redrawn) once a second, not per poll.
+            let elapsed = match (p.started, p.failed.or(p.local_boot).or(p.installed)) {
+                (_, Some(at)) if p.done(plan.until) => format!("{}s", at.as_secs()),
+                (Some(start), _) => format!("{}s", start.elapsed().as_secs()),
+                (None, _) => String::new(),
+            };
+            let last = p.error.as_deref().unwrap_or(&p.last_event);
+            format!("{name:<12} {state:<13} {elapsed:>7}  {last}")
+        })
+        .collect()
 }
 
 fn secs(d: Duration) -> String {

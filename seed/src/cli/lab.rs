@@ -13,10 +13,11 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::Global;
 use super::follow::{self, Until};
-use super::provision::{How, open_nodes};
+use super::provision::open_nodes;
 use crate::config::Config;
 use crate::lab::{self, Accel, Lab};
 use crate::power;
+use crate::provision::How;
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -232,6 +233,7 @@ fn follow(
             source: "lab",
             force: true,
             power: true,
+            preflight: true,
         },
         until: Until::LocalBoot,
         parallel: lab.machines.len(),
@@ -239,7 +241,7 @@ fn follow(
         interrupted: &INTERRUPTED,
         on_done: &stop,
     };
-    let ok = follow::run(&nodes, config, state_dir, &plan)?;
+    let ok = follow::run(&nodes, state_dir, &plan)?;
     println!("lab: consoles in {}", lab::dir(state_dir).display());
     Ok(ok)
 }

@@ -6,6 +6,8 @@ mod follow;
 mod images;
 mod lab;
 mod power;
+mod preflight;
+mod progress;
 mod provision;
 mod render;
 mod serve;
@@ -60,8 +62,11 @@ enum Command {
     Check(check::CheckArgs),
     /// Print a node's autoinstall documents (user-data, meta-data, netplan), or write every node's.
     Render(render::RenderArgs),
-    /// Mark nodes for installation: their next network boot installs them.
+    /// Install nodes: preflight, mark, one network boot, power cycle, follow until installed.
     Provision(provision::ProvisionArgs),
+    /// Check what a provision depends on, as each node's BMC reports it (Secure Boot, boot
+    /// targets, memory, UUID/serial/MACs); exit 1 if a node would be refused.
+    Preflight(preflight::PreflightArgs),
     /// Register and list the images nodes install from.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -117,6 +122,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&global, args),
         Command::Render(args) => render::run(&global, args),
         Command::Provision(args) => provision::run(&global, args),
+        Command::Preflight(args) => preflight::run(&global, args),
         Command::Images(cmd) => images::run(&global, cmd),
         Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
@@ -174,17 +180,67 @@ impl Global {
     }
 }
 
-/// The nodes a command names (`--all`: every node of the config), each checked to exist.
-fn select_nodes(config: &Config, names: &[String], all: bool) -> anyhow::Result<Vec<String>> {
-    if all {
-        return Ok(config.nodes.iter().map(|n| n.name.clone()).collect());
-    }
-    for name in names {
-        if config.node(name).is_none() {
-            anyhow::bail!("no node named {name} in {}", config.source.display());
+/// Which nodes a command acts on: names, `--role`, or `--all`.
+#[derive(Debug, Args)]
+struct Selection {
+    /// The nodes.
+    #[arg(required_unless_present_any = ["all", "role"])]
+    nodes: Vec<String>,
+    /// Every node of this role (repeatable).
+    #[arg(long, conflicts_with = "all")]
+    role: Vec<String>,
+    /// Every node of the config.
+    #[arg(long, conflicts_with = "nodes")]
+    all: bool,
+}
+
+impl Selection {
+    /// The nodes, in config order for `--role`/`--all`, each checked to exist.
+    fn names(&self, config: &Config) -> anyhow::Result<Vec<String>> {
+        if self.all {
+            return Ok(config.nodes.iter().map(|n| n.name.clone()).collect());
         }
+        for role in &self.role {
+            if !config.roles.iter().any(|r| &r.name == role) {
+                anyhow::bail!(
+                    "no role named {role} in {} (roles: {})",
+                    config.source.display(),
+                    config
+                        .roles
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        let mut names: Vec<String> = Vec::new();
+        for name in &self.nodes {
+            if config.node(name).is_none() {
+                anyhow::bail!("no node named {name} in {}", config.source.display());
+            }
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        for role in &self.role {
+            let members: Vec<&str> = config
+                .nodes
+                .iter()
+                .filter(|n| &n.role == role)
+                .map(|n| n.name.as_str())
+                .collect();
+            if members.is_empty() {
+                anyhow::bail!("role {role} has no nodes in {}", config.source.display());
+            }
+            for name in members {
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        Ok(names)
     }
-    Ok(names.to_vec())
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {

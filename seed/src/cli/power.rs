@@ -1,11 +1,11 @@
-//! `seed power status|on|off|cycle NODE…|--all`: a node's power through its driver (Redfish, or
+//! `seed power status|on|off|cycle NODE…|--role R|--all`: a node's power through its driver (Redfish, or
 //! QMP for lab machines). One line per node; exit 1 if any failed.
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{Global, select_nodes};
+use super::{Global, Selection};
 use crate::power::{self, Power, PowerError};
 
 #[derive(Debug, Subcommand)]
@@ -22,12 +22,8 @@ pub enum PowerCommand {
 
 #[derive(Debug, Args)]
 pub struct Nodes {
-    /// The nodes.
-    #[arg(required_unless_present = "all")]
-    nodes: Vec<String>,
-    /// Every node of the config.
-    #[arg(long, conflicts_with = "nodes")]
-    all: bool,
+    #[command(flatten)]
+    which: Selection,
 }
 
 impl PowerCommand {
@@ -51,8 +47,7 @@ impl PowerCommand {
 pub fn run(global: &Global, cmd: PowerCommand) -> anyhow::Result<ExitCode> {
     let config = global.load_config()?;
     let state_dir = global.state_dir(Some(&config));
-    let which = cmd.nodes();
-    let names = select_nodes(&config, &which.nodes, which.all)?;
+    let names = cmd.nodes().which.names(&config)?;
     let mut failed = false;
     for name in &names {
         let Some(node) = config.node(name) else {

@@ -1,10 +1,10 @@
 //! `seed provision`: mark nodes for installation and network-boot them, through the same
 //! decision as the API's `POST /api/v1/nodes/<name>/provision`.
 //!
-//! Marking is the part every power driver shares: the node gets a new secret token and
-//! instance id and the state `provisioning`, and its next network boot installs it. Then its
-//! power driver starts it from its firmware: `qemu` (lab machines) over QMP; `redfish` comes
-//! with the Redfish work; `manual` nodes are network-booted by hand.
+//! The work is [`crate::provision::start`]: preflight, mark (a new secret token and instance
+//! id, the state `provisioning`: the node's next network boot installs it), one network boot
+//! and a power cycle through its driver (`redfish`, or QMP for lab machines; `manual` nodes
+//! are network-booted by hand). This module parses, follows and prints.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -16,20 +16,15 @@ use anyhow::Context;
 use clap::Args;
 
 use super::follow::{self, Until};
-use super::{Global, select_nodes};
+use super::{Global, Selection};
 use crate::config::{Config, Firmware, PowerDriver};
-use crate::power::{self, PowerError};
-use crate::provision::{NodeError, Nodes, Provisioner};
+use crate::provision::{How, Nodes, Provisioner, Started, start};
 use crate::store::Store;
 
 #[derive(Debug, Args)]
 pub struct ProvisionArgs {
-    /// Nodes to install.
-    #[arg(required_unless_present = "all")]
-    nodes: Vec<String>,
-    /// Every node of the config.
-    #[arg(long, conflicts_with = "nodes")]
-    all: bool,
+    #[command(flatten)]
+    which: Selection,
     /// Reinstall nodes that are installed, deployed or failed (new token and instance id).
     #[arg(long)]
     force: bool,
@@ -37,6 +32,10 @@ pub struct ProvisionArgs {
     /// Implies --no-wait.
     #[arg(long)]
     no_power: bool,
+    /// Skip the preflight checks (Secure Boot, boot targets, MACs, …) that otherwise refuse
+    /// a node whose BMC reports a problem.
+    #[arg(long)]
+    no_preflight: bool,
     /// Return once the nodes are started instead of following them until installed.
     #[arg(long)]
     no_wait: bool,
@@ -50,9 +49,15 @@ pub struct ProvisionArgs {
 
 pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     let config = Arc::new(global.load_config()?);
-    let names = select_nodes(&config, &args.nodes, args.all)?;
+    let names = args.which.names(&config)?;
     let state_dir = global.state_dir(Some(&config));
     let nodes = open_nodes(&config, &state_dir)?;
+    let how = How {
+        source: "cli",
+        force: args.force,
+        power: !args.no_power,
+        preflight: !args.no_preflight,
+    };
     if !(args.no_wait || args.no_power) {
         let never = AtomicBool::new(false);
         let plan = follow::Plan {
@@ -69,18 +74,14 @@ pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
                     (n.clone(), label)
                 })
                 .collect(),
-            how: How {
-                source: "cli",
-                force: args.force,
-                power: true,
-            },
+            how,
             until: Until::Installed,
             parallel: usize::from(args.parallel),
             timeout: Duration::from_secs(args.timeout),
             interrupted: &never,
             on_done: &|_| {},
         };
-        let ok = follow::run(&nodes, &config, &state_dir, &plan)?;
+        let ok = follow::run(&nodes, &state_dir, &plan)?;
         return Ok(if ok {
             ExitCode::SUCCESS
         } else {
@@ -89,15 +90,10 @@ pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     }
     let mut failed = false;
     for name in &names {
-        let how = How {
-            source: "cli",
-            force: args.force,
-            power: !args.no_power,
-        };
-        match start(&nodes, &config, &state_dir, name, &how) {
-            Ok(line) => println!("{line}"),
+        match start(&nodes, &state_dir, name, &how) {
+            Ok(started) => lines(&started).iter().for_each(|l| println!("{l}")),
             Err(e) => {
-                eprintln!("{e:#}");
+                eprintln!("{e}");
                 failed = true;
             }
         }
@@ -135,55 +131,23 @@ pub(crate) fn open_nodes(config: &Arc<Config>, state_dir: &Path) -> anyhow::Resu
     ))
 }
 
-/// How [`start`] provisions a node.
-pub(crate) struct How {
-    /// Who asks (`cli`, `lab`), for the events.
-    pub source: &'static str,
-    /// Reinstall a finished node.
-    pub force: bool,
-    /// Start it from its firmware through its power driver.
-    pub power: bool,
-}
-
-/// Provision one node and network-boot it; a line for the operator.
-pub(crate) fn start(
-    nodes: &Nodes,
-    config: &Config,
-    state_dir: &Path,
-    name: &str,
-    how: &How,
-) -> anyhow::Result<String> {
-    let node = config
-        .node(name)
-        .with_context(|| format!("no node named {name} in {}", config.source.display()))?;
-    let p = nodes
-        .provision(name, how.source, how.force)
-        .map_err(|e: NodeError| anyhow::anyhow!("{name}: {e}"))?;
-    if !p.started {
-        return Ok(format!(
-            "{name}: already {} (instance {}); not started again",
-            p.state, p.instance_id
-        ));
-    }
-    if !how.power {
-        return Ok(format!(
-            "{name}: provisioning (instance {}); power left alone (--no-power)",
-            p.instance_id
-        ));
-    }
-    let power = match power::controller(node, state_dir) {
-        Ok(controller) => {
-            controller
-                .network_boot_once()
-                .and_then(|()| controller.cycle())
-                .with_context(|| format!("{name}: provisioning, but it could not be started"))?;
-            "started from its firmware (network boot once, power cycle)".to_string()
-        }
-        Err(PowerError::Unsupported { why, .. }) => why,
-        Err(e) => return Err(e.into()),
-    };
-    Ok(format!(
-        "{name}: provisioning (instance {}); {power}",
-        p.instance_id
-    ))
+/// The operator's lines for a started node: the outcome, then each preflight warning.
+pub(crate) fn lines(s: &Started) -> Vec<String> {
+    let mut lines = vec![if s.started {
+        format!(
+            "{}: provisioning (instance {}); {}",
+            s.node, s.instance_id, s.power
+        )
+    } else {
+        format!(
+            "{}: already {} (instance {}); not started again",
+            s.node, s.state, s.instance_id
+        )
+    }];
+    lines.extend(
+        s.warnings
+            .iter()
+            .map(|w| format!("{}: warning: {w}", s.node)),
+    );
+    lines
 }

@@ -143,6 +143,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             metrics: Arc::clone(&metrics),
             images: http::files::Root::new(catalogue.root()),
             api_token,
+            state_dir: state_dir.clone(),
         });
         let http_task = tokio::spawn(http::serve(http_listener, app, stopped(stop_rx.clone())));
         let lifecycle = config.seed.lifecycle;

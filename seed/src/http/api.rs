@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::{App, decide};
 use crate::lifecycle::NodeState;
-use crate::provision::NodeError;
+use crate::provision::{How, NodeError, StartError, start};
 use crate::store::{Event, NodeRecord};
 
 pub(super) fn routes() -> Router<Arc<App>> {
@@ -95,9 +95,23 @@ struct Provisioned {
     instance_id: String,
     /// False when the node was already provisioning or installing (nothing was restarted).
     started: bool,
+    /// What was done to its power.
+    power: String,
+    /// Preflight warnings (`check: message`).
+    warnings: Vec<String>,
 }
 
-/// `POST /api/v1/nodes/<name>/provision[?force=true]`: the same path as `seed provision`.
+/// A preflight finding as the API shows it.
+#[derive(Debug, Serialize)]
+struct FindingView {
+    level: String,
+    check: &'static str,
+    message: String,
+}
+
+/// `POST /api/v1/nodes/<name>/provision[?force=true][&power=false][&preflight=false]`: the
+/// same path as `seed provision` ([`crate::provision::start`]): preflight, mark, one network
+/// boot and a power cycle through the node's BMC. `power=false` only marks it.
 async fn provision(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -107,16 +121,61 @@ async fn provision(
     if let Some(refusal) = unauthorized(&app, &headers) {
         return refusal;
     }
-    let force = query.get("force").is_some_and(|v| v == "true" || v == "1");
-    match decide(&app, move |nodes| nodes.provision(&name, "api", force)).await {
-        Ok(p) => Json(Provisioned {
-            node: p.node,
-            state: p.state,
-            instance_id: p.instance_id,
-            started: p.started,
+    let flag =
+        |key: &str, default: bool| query.get(key).map_or(default, |v| v == "true" || v == "1");
+    let how = How {
+        source: "api",
+        force: flag("force", false),
+        power: flag("power", true),
+        preflight: flag("preflight", true),
+    };
+    let nodes = Arc::clone(&app.nodes);
+    let state_dir = app.state_dir.clone();
+    // Redfish and QMP calls block: the blocking pool, like the store calls.
+    let result = tokio::task::spawn_blocking(move || start(&nodes, &state_dir, &name, &how))
+        .await
+        .unwrap_or_else(|e| {
+            Err(StartError::Node(NodeError::Internal(format!(
+                "request task failed: {e}"
+            ))))
+        });
+    match result {
+        Ok(s) => Json(Provisioned {
+            node: s.node,
+            state: s.state,
+            instance_id: s.instance_id,
+            started: s.started,
+            power: s.power,
+            warnings: s.warnings,
         })
         .into_response(),
-        Err(e) => e.into_response(),
+        Err(StartError::Node(e)) => e.into_response(),
+        Err(StartError::Preflight(report)) => {
+            let error = StartError::Preflight(report.clone()).to_string();
+            let findings: Vec<FindingView> = report
+                .findings
+                .into_iter()
+                .map(|f| FindingView {
+                    level: f.level.to_string().to_ascii_lowercase(),
+                    check: f.check,
+                    message: f.message,
+                })
+                .collect();
+            (
+                StatusCode::CONFLICT,
+                Json(serde_json::json!({ "error": error, "findings": findings })),
+            )
+                .into_response()
+        }
+        Err(e @ StartError::Power { .. }) => {
+            // The node is marked; its BMC did not start it. 502: the upstream (the BMC) failed.
+            tracing::warn!(error = %e, "provision: power failed");
+            (
+                StatusCode::BAD_GATEWAY,
+                Json(serde_json::json!({ "error": e.to_string(), "state": "provisioning" })),
+            )
+                .into_response()
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod files;
 mod node;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub struct App {
     pub images: files::Root,
     /// The bearer token mutating API calls must carry; `None` refuses them.
     pub api_token: Option<Secret>,
+    /// The state directory (BMC certificate pins, lab QMP sockets) for power actions.
+    pub state_dir: PathBuf,
 }
 
 /// The routes.

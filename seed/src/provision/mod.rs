@@ -3,8 +3,10 @@
 //! It holds no sockets and sends nothing (pixiecore's `Booter`, matchbox's core).
 
 mod nodes;
+pub mod start;
 
 pub use nodes::{Document, InstallerEvent, LOCAL_BOOT, NodeError, Nodes, Report};
+pub use start::{How, StartError, Started, start};
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

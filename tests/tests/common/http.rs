@@ -21,9 +21,15 @@ impl HttpSeed {
     /// Start `seed serve --no-dhcp --no-tftp --http-listen 127.0.0.1:0` and wait until it says
     /// where it listens. Its log is `<state>.log`.
     pub fn start(config: &Path, state: &Path) -> Self {
+        Self::start_with_env(config, state, &[])
+    }
+
+    /// The same with more environment variables (a BMC password the config names).
+    pub fn start_with_env(config: &Path, state: &Path, env: &[(&str, &str)]) -> Self {
         let log = state.with_extension("log");
         let file = std::fs::File::create(&log).unwrap();
         let child = seed()
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(config)
             .arg("--state-dir")

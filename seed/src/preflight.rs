@@ -1,0 +1,405 @@
+//! Preflight: before a node is provisioned, read what the provision depends on from its BMC
+//! and say plainly what is wrong. `seed preflight` prints the report; `seed provision` and the
+//! API's provision call run the same checks first and refuse a node with an error.
+//!
+//! The checks are a pure function of the node's config and what its controller reports
+//! ([`Inventory`]), so they are tested without a BMC.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::config::{Firmware, NetBoot, Node, PowerDriver};
+use crate::power::{self, Inventory, PowerError};
+use crate::redfish::same_mac;
+
+/// casper copies the live-server ISO (2.6–3.2 GB) into RAM; with the installer and the
+/// target's page cache on top, nodes need about 6–8 GB (DESIGN.md, "what the field teaches").
+pub const MIN_MEMORY_GIB: f64 = 8.0;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// As it should be.
+    Ok,
+    /// Worth knowing; the provision goes ahead.
+    Warning,
+    /// The provision would fail (or install the wrong machine): refused.
+    Error,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ok => "ok",
+            Self::Warning => "warning",
+            Self::Error => "ERROR",
+        })
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// How bad.
+    pub level: Level,
+    /// What was checked (`power`, `boot`, `secure boot`, `memory`, `identity`, `macs`).
+    pub check: &'static str,
+    /// What was found, and what to do about it.
+    pub message: String,
+}
+
+/// A node's preflight.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The node.
+    pub node: String,
+    /// Every check, in order.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// The findings at `level`.
+    pub fn at(&self, level: Level) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.level == level)
+    }
+
+    /// Whether a provision must not go ahead.
+    pub fn refuses(&self) -> bool {
+        self.at(Level::Error).next().is_some()
+    }
+
+    /// The errors, `; `-joined: what a refused provision says.
+    pub fn errors(&self) -> String {
+        self.at(Level::Error)
+            .map(|f| format!("{}: {}", f.check, f.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Runs the checks of `node` against its controller. A controller that cannot be reached is
+/// an error finding (a provision could not start the node either); a manual node has nothing
+/// to read.
+pub fn run(node: &Node, state_dir: &Path) -> Report {
+    let inventory = power::controller(node, state_dir).and_then(|c| c.inventory());
+    match inventory {
+        Ok(inventory) => check(node, &inventory),
+        Err(PowerError::Unsupported { why, .. }) => Report {
+            node: node.name.clone(),
+            findings: vec![Finding {
+                level: Level::Ok,
+                check: "power",
+                message: format!("nothing to read ({why})"),
+            }],
+        },
+        Err(e) => Report {
+            node: node.name.clone(),
+            findings: vec![Finding {
+                level: Level::Error,
+                check: "bmc",
+                // The error names the node already; the report does too.
+                message: match e {
+                    PowerError::Failed { action, why, .. } => format!("{action}: {why}"),
+                    other => other.to_string(),
+                },
+            }],
+        },
+    }
+}
+
+/// The checks of `node` against what its controller reports.
+pub fn check(node: &Node, inv: &Inventory) -> Report {
+    let redfish = node.bmc.driver == PowerDriver::Redfish;
+    let mut findings = Vec::new();
+    let mut add = |level, check, message: String| {
+        findings.push(Finding {
+            level,
+            check,
+            message,
+        });
+    };
+
+    add(
+        Level::Ok,
+        "power",
+        match inv.power.as_str() {
+            "" => "the BMC does not report it; seed will restart or power on".to_string(),
+            "On" | "PoweringOn" => format!("{}: seed will restart it", inv.power),
+            other => format!("{other}: seed will power it on"),
+        },
+    );
+
+    if redfish {
+        let target = node.bmc.boot.redfish_target();
+        if inv.boot_targets.is_empty() {
+            add(
+                Level::Ok,
+                "boot",
+                format!("the BMC lists no override targets; seed will ask for {target} once"),
+            );
+        } else if !inv.boot_targets.iter().any(|t| t == target) {
+            add(
+                Level::Error,
+                "boot",
+                format!(
+                    "the BMC allows a one-time boot from {} but not {target}{}",
+                    inv.boot_targets.join(", "),
+                    if node.bmc.boot == NetBoot::Http {
+                        " (UEFI HTTP boot): set bmc.boot: pxe, or enable HTTP boot in the firmware"
+                    } else {
+                        ": enable PXE on the boot NIC in the firmware setup"
+                    }
+                ),
+            );
+        } else {
+            add(Level::Ok, "boot", format!("{target} once is allowed"));
+        }
+        let mode = match node.firmware {
+            Firmware::Uefi => "UEFI",
+            Firmware::Bios => "Legacy",
+        };
+        if !inv.boot_modes.is_empty() && !inv.boot_modes.iter().any(|m| m == mode) {
+            add(
+                Level::Error,
+                "boot",
+                format!(
+                    "the config says firmware: {}, the BMC offers boot mode {} only: fix the \
+                     node's firmware in the config",
+                    match node.firmware {
+                        Firmware::Uefi => "uefi",
+                        Firmware::Bios => "bios",
+                    },
+                    inv.boot_modes.join(", "),
+                ),
+            );
+        }
+    }
+
+    match inv.secure_boot {
+        Some(true) => add(
+            Level::Error,
+            "secure boot",
+            "on: seed's iPXE (Debian's ipxe.efi and snponly.efi) is unsigned and the firmware \
+             will refuse to start it; switch Secure Boot off (firmware setup, or PATCH \
+             SecureBoot.SecureBootEnable=false) and run again"
+                .to_string(),
+        ),
+        Some(false) => add(Level::Ok, "secure boot", "off".to_string()),
+        None if redfish && node.firmware == Firmware::Uefi => add(
+            Level::Warning,
+            "secure boot",
+            "the BMC does not report it: if it is on, the node will not start seed's unsigned \
+             iPXE"
+                .to_string(),
+        ),
+        None => {}
+    }
+
+    match inv.memory_gib {
+        Some(gib) if gib < MIN_MEMORY_GIB => add(
+            Level::Warning,
+            "memory",
+            format!(
+                "{gib} GiB: casper loads the live ISO (2.6-3.2 GB) into RAM; under \
+                 {MIN_MEMORY_GIB} GiB the installer may run out of memory"
+            ),
+        ),
+        Some(gib) => add(Level::Ok, "memory", format!("{gib} GiB")),
+        None if redfish => add(
+            Level::Ok,
+            "memory",
+            "the BMC does not report it (nodes need 8 GiB for the live ISO)".to_string(),
+        ),
+        None => {}
+    }
+
+    if let Some(hint) = &node.bmc.system {
+        let named = inv.id.as_deref() == Some(hint.as_str())
+            || inv
+                .uuid
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(hint))
+            || inv.serial.as_deref() == Some(hint.as_str());
+        if named {
+            add(Level::Ok, "identity", format!("bmc.system {hint} found"));
+        } else {
+            add(
+                Level::Error,
+                "identity",
+                format!(
+                    "bmc.system is {hint}, but the BMC's system is Id {}, UUID {}, serial {}: \
+                     a wrong bmc.address, or a replaced board",
+                    inv.id.as_deref().unwrap_or("-"),
+                    inv.uuid.as_deref().unwrap_or("-"),
+                    inv.serial.as_deref().unwrap_or("-"),
+                ),
+            );
+        }
+    } else if redfish {
+        let known: Vec<String> = [
+            ("Id", &inv.id),
+            ("UUID", &inv.uuid),
+            ("serial", &inv.serial),
+        ]
+        .into_iter()
+        .filter_map(|(what, v)| v.as_ref().map(|v| format!("{what} {v}")))
+        .collect();
+        add(
+            Level::Ok,
+            "identity",
+            if known.is_empty() {
+                "the BMC reports no Id, UUID or serial".to_string()
+            } else {
+                known.join(", ")
+            },
+        );
+    }
+
+    if !inv.macs.is_empty() && !node.macs.is_empty() {
+        let known: Vec<String> = node
+            .macs
+            .iter()
+            .map(ToString::to_string)
+            .filter(|m| inv.macs.iter().any(|r| same_mac(r, m)))
+            .collect();
+        if known.is_empty() {
+            add(
+                Level::Error,
+                "macs",
+                format!(
+                    "none of the node's MACs ({}) is among the {} the BMC reports ({}): a wrong \
+                     bmc.address or a wrong MAC; the node would boot without its reservation",
+                    node.macs
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    inv.macs.len(),
+                    inv.macs.join(", ")
+                ),
+            );
+        } else {
+            add(
+                Level::Ok,
+                "macs",
+                format!("{} reported by the BMC", known.join(", ")),
+            );
+        }
+    } else if redfish {
+        add(
+            Level::Ok,
+            "macs",
+            "the BMC reports no NICs; not compared".to_string(),
+        );
+    }
+
+    Report {
+        node: node.name.clone(),
+        findings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::config;
+
+    fn rack() -> config::Config {
+        config::parse(config::EXAMPLE, Path::new("example.yaml")).unwrap()
+    }
+
+    fn healthy() -> Inventory {
+        Inventory {
+            power: "Off".into(),
+            boot_targets: vec!["None".into(), "Pxe".into(), "Hdd".into()],
+            boot_modes: vec![],
+            secure_boot: Some(false),
+            memory_gib: Some(256.0),
+            id: Some("System.Embedded.1".into()),
+            uuid: Some("4c4c4544-0000".into()),
+            serial: Some("ABC123".into()),
+            macs: vec!["3C:EC:EF:10:00:21".into(), "3c:ec:ef:10:00:99".into()],
+        }
+    }
+
+    fn levels(report: &Report) -> Vec<(&'static str, Level)> {
+        report.findings.iter().map(|f| (f.check, f.level)).collect()
+    }
+
+    #[test]
+    fn a_healthy_node_passes_with_every_check_named() {
+        let config = rack();
+        let report = check(config.node("cmp1").unwrap(), &healthy());
+        assert!(!report.refuses(), "{report:?}");
+        assert_eq!(
+            levels(&report),
+            vec![
+                ("power", Level::Ok),
+                ("boot", Level::Ok),
+                ("secure boot", Level::Ok),
+                ("memory", Level::Ok),
+                ("identity", Level::Ok),
+                ("macs", Level::Ok),
+            ]
+        );
+    }
+
+    #[test]
+    fn secure_boot_on_refuses_and_says_why() {
+        let config = rack();
+        let inv = Inventory {
+            secure_boot: Some(true),
+            ..healthy()
+        };
+        let report = check(config.node("cmp1").unwrap(), &inv);
+        assert!(report.refuses());
+        assert!(report.errors().contains("unsigned"), "{}", report.errors());
+    }
+
+    #[test]
+    fn pxe_not_allowed_a_wrong_mac_and_a_wrong_mode_are_errors() {
+        let config = rack();
+        let inv = Inventory {
+            boot_targets: vec!["Hdd".into(), "Cd".into()],
+            boot_modes: vec!["Legacy".into()],
+            macs: vec!["aa:bb:cc:dd:ee:ff".into()],
+            ..healthy()
+        };
+        let report = check(config.node("cmp1").unwrap(), &inv);
+        let errors: Vec<_> = report.at(Level::Error).map(|f| f.check).collect();
+        assert_eq!(errors, vec!["boot", "boot", "macs"], "{report:?}");
+        assert!(report.errors().contains("3c:ec:ef:10:00:21"));
+    }
+
+    #[test]
+    fn little_memory_and_unknown_secure_boot_warn_but_do_not_refuse() {
+        let config = rack();
+        let inv = Inventory {
+            secure_boot: None,
+            memory_gib: Some(4.0),
+            ..healthy()
+        };
+        let report = check(config.node("cmp1").unwrap(), &inv);
+        assert!(!report.refuses());
+        let warnings: Vec<_> = report.at(Level::Warning).map(|f| f.check).collect();
+        assert_eq!(warnings, vec!["secure boot", "memory"]);
+    }
+
+    #[test]
+    fn a_system_hint_must_name_the_bmcs_system() {
+        let mut config = rack();
+        let with_hint = |config: &mut config::Config, hint: &str| {
+            let node = config.nodes.iter_mut().find(|n| n.name == "cmp1").unwrap();
+            node.bmc.system = Some(hint.into());
+            check(config.node("cmp1").unwrap(), &healthy())
+        };
+        let report = with_hint(&mut config, "OTHER-SERIAL");
+        assert!(report.errors().contains("OTHER-SERIAL"), "{report:?}");
+        for hint in ["ABC123", "System.Embedded.1", "4C4C4544-0000"] {
+            let report = with_hint(&mut config, hint);
+            assert!(!report.refuses(), "{hint}: {report:?}");
+        }
+    }
+}
