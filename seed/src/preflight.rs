@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::config::{Firmware, NetBoot, Node, PowerDriver};
-use crate::power::{self, Inventory, PowerError};
+use crate::power::{self, Inventory, Power, PowerError};
 use crate::redfish::same_mac;
 
 /// casper copies the live-server ISO (2.6–3.2 GB) into RAM; with the installer and the
@@ -77,33 +77,41 @@ impl Report {
     }
 }
 
-/// Runs the checks of `node` against its controller. A controller that cannot be reached is
-/// an error finding (a provision could not start the node either); a manual node has nothing
-/// to read.
+/// Runs the checks of `node` against its controller.
 pub fn run(node: &Node, state_dir: &Path) -> Report {
-    let inventory = power::controller(node, state_dir).and_then(|c| c.inventory());
-    match inventory {
+    match power::controller(node, state_dir) {
+        Ok(controller) => of(node, controller.as_ref()),
+        Err(e) => without_controller(node, &e),
+    }
+}
+
+/// Runs the checks of `node` against `controller` (a provision then uses the same one: one
+/// BMC session). A controller that cannot be read is an error finding: a provision could
+/// not start the node either.
+pub fn of(node: &Node, controller: &dyn Power) -> Report {
+    match controller.inventory() {
         Ok(inventory) => check(node, &inventory),
-        Err(PowerError::Unsupported { why, .. }) => Report {
-            node: node.name.clone(),
-            findings: vec![Finding {
-                level: Level::Ok,
-                check: "power",
-                message: format!("nothing to read ({why})"),
-            }],
+        Err(e) => without_controller(node, &e),
+    }
+}
+
+/// The report when there is nothing to read: fine for a manual node, else an error.
+pub fn without_controller(node: &Node, e: &PowerError) -> Report {
+    let finding = match e {
+        PowerError::Unsupported { why, .. } => Finding {
+            level: Level::Ok,
+            check: "power",
+            message: format!("nothing to read ({why})"),
         },
-        Err(e) => Report {
-            node: node.name.clone(),
-            findings: vec![Finding {
-                level: Level::Error,
-                check: "bmc",
-                // The error names the node already; the report does too.
-                message: match e {
-                    PowerError::Failed { action, why, .. } => format!("{action}: {why}"),
-                    other => other.to_string(),
-                },
-            }],
+        PowerError::Failed { .. } => Finding {
+            level: Level::Error,
+            check: "bmc",
+            message: e.detail(),
         },
+    };
+    Report {
+        node: node.name.clone(),
+        findings: vec![finding],
     }
 }
 

@@ -6,13 +6,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::progress::Screen;
 use super::provision::lines;
 use super::table::Table;
 use crate::lifecycle::NodeState;
-use crate::provision::{How, LOCAL_BOOT, Nodes, start};
+use crate::provision::{How, LOCAL_BOOT, Nodes, StartError, Started, start};
 use crate::store::{Store, now_ms};
 
 /// When a node is done.
@@ -54,6 +55,8 @@ struct Progress {
     last_seen: Option<(NodeState, i64)>,
     last_event: String,
     error: Option<String>,
+    /// Its start (preflight, mark, power) is still running.
+    starting: bool,
 }
 
 impl Progress {
@@ -86,86 +89,111 @@ pub(crate) fn run(nodes: &Nodes, state_dir: &Path, plan: &Plan<'_>) -> anyhow::R
     let mut progress: BTreeMap<String, Progress> = BTreeMap::new();
     let mut interrupted = false;
     let mut timed_out = false;
-    loop {
-        // Start nodes while there is room.
-        let active = progress.values().filter(|p| !p.done(plan.until)).count();
-        for _ in active..plan.parallel.max(1) {
-            let Some(name) = queue.pop_front() else {
+    // Nodes start on threads of their own: a BMC takes seconds per call, so a rack's starts
+    // overlap (up to `parallel`) and the progress display keeps moving meanwhile.
+    let (started_tx, started_rx) = mpsc::channel::<(String, Result<Started, StartError>)>();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        loop {
+            // Start nodes while there is room.
+            let active = progress.values().filter(|p| !p.done(plan.until)).count();
+            for _ in active..plan.parallel.max(1) {
+                let Some(name) = queue.pop_front() else {
+                    break;
+                };
+                let p = progress.entry(name.to_string()).or_default();
+                p.started = Some(Instant::now());
+                p.started_ms = now_ms();
+                p.starting = true;
+                let (tx, how) = (started_tx.clone(), plan.how);
+                scope.spawn(move || {
+                    let result = start(nodes, state_dir, name, &how);
+                    // The receiver outlives the scope; a send cannot fail.
+                    let _ = tx.send((name.to_string(), result));
+                });
+            }
+            while let Ok((name, result)) = started_rx.try_recv() {
+                let Some(p) = progress.get_mut(&name) else {
+                    continue;
+                };
+                p.starting = false;
+                match result {
+                    Ok(started) => lines(&started)
+                        .iter()
+                        .for_each(|l| screen.log(&format!("{}  {l}", stamp()))),
+                    Err(e) => {
+                        screen.log(&format!("{}  {e}", stamp()));
+                        p.error = Some(e.to_string());
+                        (plan.on_done)(&name);
+                    }
+                }
+            }
+            if queue.is_empty() && progress.values().all(|p| p.done(plan.until)) {
                 break;
-            };
-            let p = progress.entry(name.to_string()).or_default();
-            p.started = Some(Instant::now());
-            p.started_ms = now_ms();
-            match start(nodes, state_dir, name, &plan.how) {
-                Ok(started) => lines(&started)
-                    .iter()
-                    .for_each(|l| screen.log(&format!("{}  {l}", stamp()))),
-                Err(e) => {
-                    screen.log(&format!("{}  {e}", stamp()));
-                    p.error = Some(e.to_string());
+            }
+            if plan.interrupted.load(Ordering::SeqCst) {
+                screen.log("interrupted; stopping");
+                interrupted = true;
+                break;
+            }
+            // A node still starting is not read yet: its record may be the last round's.
+            for (name, p) in progress
+                .iter_mut()
+                .filter(|(_, p)| !p.done(plan.until) && !p.starting)
+            {
+                let Some(record) = store.node(name)? else {
+                    continue;
+                };
+                let event_id = record.last_event.as_ref().map_or(0, |e| e.id);
+                if p.last_seen != Some((record.state, event_id)) {
+                    p.last_seen = Some((record.state, event_id));
+                    if let Some(e) = &record.last_event {
+                        p.last_event = format!("{}: {}", e.kind, e.detail);
+                    }
+                    screen.change(&format!(
+                        "{}  {name:<12} {:<13} {}",
+                        stamp(),
+                        record.state.to_string(),
+                        p.last_event
+                    ));
+                }
+                let since = p.started.map(|s| s.elapsed()).unwrap_or_default();
+                match record.state {
+                    NodeState::Failed => p.failed = Some(since),
+                    NodeState::Installed | NodeState::Deployed => {
+                        p.installed.get_or_insert(since);
+                        if plan.until == Until::LocalBoot
+                            && store
+                                .events(Some(name), 20)?
+                                .iter()
+                                .any(|e| e.kind == LOCAL_BOOT && e.at >= p.started_ms)
+                        {
+                            p.local_boot = Some(since);
+                        }
+                    }
+                    _ => {}
+                }
+                if !p.done(plan.until) && since > plan.timeout {
+                    // Out of time: failed, in the store too, so the API and status agree.
+                    let why = format!("not done {} s after it was started", plan.timeout.as_secs());
+                    if record.state != NodeState::Installed {
+                        store.transition(name, NodeState::Failed, "cli", &why, false)?;
+                    }
+                    screen.log(&format!("{}  {name:<12} {:<13} {why}", stamp(), "failed"));
+                    p.last_event = why;
+                    p.failed = Some(since);
+                    timed_out = true;
+                }
+                if p.done(plan.until) {
                     (plan.on_done)(name);
                 }
             }
+            screen.rows(rows(plan, &progress));
+            std::thread::sleep(Duration::from_millis(250));
         }
-        if queue.is_empty() && progress.values().all(|p| p.done(plan.until)) {
-            break;
-        }
-        if plan.interrupted.load(Ordering::SeqCst) {
-            screen.log("interrupted; stopping");
-            interrupted = true;
-            break;
-        }
-        for (name, p) in progress.iter_mut().filter(|(_, p)| !p.done(plan.until)) {
-            let Some(record) = store.node(name)? else {
-                continue;
-            };
-            let event_id = record.last_event.as_ref().map_or(0, |e| e.id);
-            if p.last_seen != Some((record.state, event_id)) {
-                p.last_seen = Some((record.state, event_id));
-                if let Some(e) = &record.last_event {
-                    p.last_event = format!("{}: {}", e.kind, e.detail);
-                }
-                screen.change(&format!(
-                    "{}  {name:<12} {:<13} {}",
-                    stamp(),
-                    record.state.to_string(),
-                    p.last_event
-                ));
-            }
-            let since = p.started.map(|s| s.elapsed()).unwrap_or_default();
-            match record.state {
-                NodeState::Failed => p.failed = Some(since),
-                NodeState::Installed | NodeState::Deployed => {
-                    p.installed.get_or_insert(since);
-                    if plan.until == Until::LocalBoot
-                        && store
-                            .events(Some(name), 20)?
-                            .iter()
-                            .any(|e| e.kind == LOCAL_BOOT && e.at >= p.started_ms)
-                    {
-                        p.local_boot = Some(since);
-                    }
-                }
-                _ => {}
-            }
-            if !p.done(plan.until) && since > plan.timeout {
-                // Out of time: failed, in the store too, so the API and status agree.
-                let why = format!("not done {} s after it was started", plan.timeout.as_secs());
-                if record.state != NodeState::Installed {
-                    store.transition(name, NodeState::Failed, "cli", &why, false)?;
-                }
-                screen.log(&format!("{}  {name:<12} {:<13} {why}", stamp(), "failed"));
-                p.last_event = why;
-                p.failed = Some(since);
-                timed_out = true;
-            }
-            if p.done(plan.until) {
-                (plan.on_done)(name);
-            }
-        }
-        screen.rows(rows(plan, &progress));
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        // Leaving the scope waits for starts still under way (each bounded by its driver's
+        // timeouts).
+        Ok(())
+    })?;
     screen.finish();
     let mut table = Table::new(&[
         "NODE",

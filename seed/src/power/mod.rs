@@ -74,6 +74,16 @@ pub struct Inventory {
     pub macs: Vec<String>,
 }
 
+impl PowerError {
+    /// The message without the node's name (for a line that names it already).
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Unsupported { why, .. } => why.clone(),
+            Self::Failed { action, why, .. } => format!("{action}: {why}"),
+        }
+    }
+}
+
 /// One node's power controller.
 pub trait Power {
     /// Whether the machine runs.

@@ -1,6 +1,7 @@
-//! The `redfish` power driver: a node's BMC over [`crate::redfish`]. Each action connects,
-//! acts and gives its session back.
+//! The `redfish` power driver: a node's BMC over [`crate::redfish`]. The first action logs
+//! in; the controller's later actions reuse the session, given back when it is dropped.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{Inventory, Power, PowerError, PowerState};
@@ -24,6 +25,8 @@ pub struct RedfishPower {
     macs: Vec<String>,
     firmware: Firmware,
     boot: NetBoot,
+    /// The session of the first action, reused by the next ones.
+    session: Mutex<Option<(Client, String)>>,
 }
 
 impl RedfishPower {
@@ -61,6 +64,7 @@ impl RedfishPower {
             macs: node.macs.iter().map(ToString::to_string).collect(),
             firmware: node.firmware,
             boot: node.bmc.boot,
+            session: Mutex::new(None),
         }
     }
 
@@ -72,15 +76,52 @@ impl RedfishPower {
         }
     }
 
+    /// Runs `f` with a logged-in client, the system's path and its current resource. The
+    /// first action connects and finds the system; later ones reuse that session (a
+    /// provision's preflight, boot override and restart are one session, given back when the
+    /// controller is dropped) and read the system again. A session the BMC has dropped
+    /// (401) is opened again once.
+    fn with_system<T>(
+        &self,
+        action: &'static str,
+        f: impl Fn(&Client, &str, &System) -> Result<T, RedfishError>,
+    ) -> Result<T, PowerError> {
+        let mut cached = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let reused = cached.is_some();
+        let (client, path) = match cached.take() {
+            Some(session) => session,
+            None => self.connect(action)?,
+        };
+        let attempt = client
+            .get_json::<System>(&path, "read the system")
+            .and_then(|system| f(&client, &path, &system));
+        match attempt {
+            Err(RedfishError::Denied { .. }) if reused => {
+                drop(client);
+                let (client, path) = self.connect(action)?;
+                let result = client
+                    .get_json::<System>(&path, "read the system")
+                    .and_then(|system| f(&client, &path, &system))
+                    .map_err(|e| self.redfish(action, e));
+                *cached = Some((client, path));
+                result
+            }
+            other => {
+                *cached = Some((client, path));
+                other.map_err(|e| self.redfish(action, e))
+            }
+        }
+    }
+
     /// Connects and finds the node's system.
-    fn connect(&self, action: &'static str) -> Result<(Client, String, System), PowerError> {
+    fn connect(&self, action: &'static str) -> Result<(Client, String), PowerError> {
         let endpoint = self.endpoint.clone().map_err(|e| self.failed(action, e))?;
         let http = tls::client(&self.trust).map_err(|e| self.failed(action, e))?;
         let client = Client::connect(endpoint, http).map_err(|e| self.redfish(action, e))?;
-        let (path, system) = client
+        let (path, _) = client
             .system(self.system_hint.as_deref(), &self.macs)
             .map_err(|e| self.redfish(action, e))?;
-        Ok((client, path, system))
+        Ok((client, path))
     }
 
     fn redfish(&self, action: &'static str, e: RedfishError) -> PowerError {
@@ -88,72 +129,71 @@ impl RedfishPower {
     }
 }
 
+/// `PoweringOn` runs already; `PoweringOff`, `Paused` and vendor states do not boot.
+fn runs(system: &System) -> bool {
+    matches!(system.power_state.as_deref(), Some("On" | "PoweringOn"))
+}
+
 impl Power for RedfishPower {
     fn status(&self) -> Result<PowerState, PowerError> {
-        let (_, _, system) = self.connect("power status")?;
-        // `PoweringOn` runs already; `PoweringOff`, `Paused` and vendor states do not boot.
-        Ok(match system.power_state.as_deref() {
-            Some("On" | "PoweringOn") => PowerState::On,
-            _ => PowerState::Off,
+        self.with_system("power status", |_, _, system| {
+            Ok(if runs(system) {
+                PowerState::On
+            } else {
+                PowerState::Off
+            })
         })
     }
 
     fn on(&self) -> Result<(), PowerError> {
-        let (client, _, system) = self.connect("power on")?;
-        if matches!(system.power_state.as_deref(), Some("On" | "PoweringOn")) {
-            return Ok(());
-        }
-        client
-            .reset(&system, ResetKind::On)
-            .map_err(|e| self.redfish("power on", e))
+        self.with_system("power on", |client, _, system| {
+            if runs(system) {
+                return Ok(());
+            }
+            client.reset(system, ResetKind::On)
+        })
     }
 
     fn off(&self) -> Result<(), PowerError> {
-        let (client, _, system) = self.connect("power off")?;
-        client
-            .reset(&system, ResetKind::ForceOff)
-            .map_err(|e| self.redfish("power off", e))
+        self.with_system("power off", |client, _, system| {
+            client.reset(system, ResetKind::ForceOff)
+        })
     }
 
     fn cycle(&self) -> Result<(), PowerError> {
-        let (client, _, system) = self.connect("power cycle")?;
-        let kind = match system.power_state.as_deref() {
-            Some("On" | "PoweringOn") => ResetKind::ForceRestart,
-            _ => ResetKind::On,
-        };
-        client
-            .reset(&system, kind)
-            .map_err(|e| self.redfish("power cycle", e))
+        self.with_system("power cycle", |client, _, system| {
+            let kind = if runs(system) {
+                ResetKind::ForceRestart
+            } else {
+                ResetKind::On
+            };
+            client.reset(system, kind)
+        })
     }
 
     fn network_boot_once(&self) -> Result<(), PowerError> {
-        let (client, path, _) = self.connect("boot override")?;
         let mode = match self.firmware {
             Firmware::Uefi => "UEFI",
             Firmware::Bios => "Legacy",
         };
-        client
-            .boot_once(&path, self.boot.redfish_target(), Some(mode))
-            .map_err(|e| self.redfish("boot override", e))
+        self.with_system("boot override", |client, path, _| {
+            client.boot_once(path, self.boot.redfish_target(), Some(mode))
+        })
     }
 
     fn inventory(&self) -> Result<Inventory, PowerError> {
-        let action = "read the system";
-        let (client, _, system) = self.connect(action)?;
-        let secure_boot = client
-            .secure_boot(&system)
-            .map_err(|e| self.redfish(action, e))?;
-        let macs = client.macs(&system).map_err(|e| self.redfish(action, e))?;
-        Ok(Inventory {
-            power: system.power_state.clone().unwrap_or_default(),
-            boot_targets: system.boot.allowed_targets.clone(),
-            boot_modes: system.boot.allowed_modes.clone(),
-            secure_boot: secure_boot.and_then(|s| s.on()),
-            memory_gib: system.memory.total_gib,
-            id: Some(system.id.clone()).filter(|i| !i.is_empty()),
-            uuid: system.uuid.clone(),
-            serial: system.serial.clone(),
-            macs,
+        self.with_system("read the system", |client, _, system| {
+            Ok(Inventory {
+                power: system.power_state.clone().unwrap_or_default(),
+                boot_targets: system.boot.allowed_targets.clone(),
+                boot_modes: system.boot.allowed_modes.clone(),
+                secure_boot: client.secure_boot(system)?.and_then(|s| s.on()),
+                memory_gib: system.memory.total_gib,
+                id: Some(system.id.clone()).filter(|i| !i.is_empty()),
+                uuid: system.uuid.clone(),
+                serial: system.serial.clone(),
+                macs: client.macs(system)?,
+            })
         })
     }
 }

@@ -52,7 +52,7 @@ pub enum StartError {
     #[error("{}: preflight refused: {}", .0.node, .0.errors())]
     Preflight(Report),
     /// The node is marked, but its power driver could not start it.
-    #[error("{node}: provisioning (instance {instance_id}), but it could not be started: {error}")]
+    #[error("{node}: provisioning (instance {instance_id}), but it could not be started: {}", error.detail())]
     Power {
         /// The node.
         node: String,
@@ -76,9 +76,15 @@ pub fn start(
         .node(name)
         .ok_or_else(|| NodeError::NotFound(format!("no node named {name} in the config")))?
         .clone();
+    // No I/O yet: a Redfish controller logs in at its first action and keeps the session for
+    // the preflight, the boot override and the restart.
+    let controller = power::controller(&node, state_dir);
     let mut warnings = Vec::new();
     if how.power && how.preflight {
-        let report = preflight::run(&node, state_dir);
+        let report = match &controller {
+            Ok(controller) => preflight::of(&node, controller.as_ref()),
+            Err(e) => preflight::without_controller(&node, e),
+        };
         if report.refuses() {
             return Err(StartError::Preflight(report));
         }
@@ -104,7 +110,7 @@ pub fn start(
         started.power = "power left alone".into();
         return Ok(started);
     }
-    started.power = match power::controller(&node, state_dir) {
+    started.power = match controller {
         Ok(controller) => {
             controller
                 .network_boot_once()

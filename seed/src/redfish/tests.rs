@@ -513,3 +513,74 @@ fn of_several_systems_the_one_with_the_nodes_mac_is_chosen() {
         "{e}"
     );
 }
+
+/// The redfish power driver logs in once per controller: a provision's preflight, boot
+/// override and restart share one session (BMCs like iDRAC have few slots). A session the BMC
+/// has dropped meanwhile (401) is opened again, once, and the last one is given back.
+#[test]
+fn the_power_driver_reuses_its_session_and_reopens_a_dropped_one() {
+    use crate::power::Power;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let expired = Arc::new(AtomicBool::new(false));
+    let inner = bmc(true, system(&["On", "ForceOff", "ForceRestart"]));
+    let fake = {
+        let (sessions, expired) = (Arc::clone(&sessions), Arc::clone(&expired));
+        FakeBmc::start(move |req: &Seen, n| {
+            if req.method == "POST" && req.path == "/redfish/v1/SessionService/Sessions" {
+                let mut r = inner(req, n)?;
+                let id = sessions.fetch_add(1, Ordering::SeqCst) + 1;
+                r.headers = vec![
+                    ("X-Auth-Token", format!("tok-{id}")),
+                    (
+                        "Location",
+                        format!("/redfish/v1/SessionService/Sessions/{id}"),
+                    ),
+                ];
+                return Some(r);
+            }
+            let token = req.headers.get("x-auth-token").cloned().unwrap_or_default();
+            if req.path.starts_with("/redfish/v1/Systems")
+                && (token.is_empty() || (token == "tok-1" && expired.load(Ordering::SeqCst)))
+            {
+                return Some(reply(401, json!({})));
+            }
+            inner(req, n)
+        })
+    };
+    let config =
+        crate::config::parse(crate::config::EXAMPLE, std::path::Path::new("x.yaml")).unwrap();
+    let mut node = config.node("cmp1").unwrap().clone();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "s3cret-pw").unwrap();
+    node.bmc.endpoint = fake.base.clone();
+    node.bmc.username = Some("root".into());
+    node.bmc.password = Some(SecretRef::File(dir.path().join("pw")));
+
+    let power = crate::power::redfish::RedfishPower::new(&node, dir.path());
+    let inventory = power.inventory().unwrap();
+    assert_eq!(inventory.power, "On");
+    power.network_boot_once().unwrap();
+    power.cycle().unwrap();
+    assert_eq!(
+        sessions.load(Ordering::SeqCst),
+        1,
+        "one session for all three"
+    );
+
+    expired.store(true, Ordering::SeqCst);
+    assert_eq!(power.status().unwrap(), crate::power::PowerState::On);
+    assert_eq!(
+        sessions.load(Ordering::SeqCst),
+        2,
+        "opened again after the 401"
+    );
+    drop(power);
+    let last = fake.seen().last().cloned().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("DELETE", "/redfish/v1/SessionService/Sessions/2"),
+        "the live session is given back"
+    );
+}
