@@ -584,3 +584,95 @@ fn the_power_driver_reuses_its_session_and_reopens_a_dropped_one() {
         "the live session is given back"
     );
 }
+
+/// A BMC over TLS with one of the test certificates (`testdata/a` or `b`): completes the
+/// handshake and answers every request with an empty service root. Its base URL.
+fn tls_bmc(name: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/redfish/testdata");
+    let cert = CertificateDer::from_pem_file(dir.join(format!("{name}.pem"))).unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let config = Arc::clone(&config);
+            std::thread::spawn(move || {
+                let connection = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(connection, stream);
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => request.push(byte[0]),
+                        _ => return, // a refused handshake ends here
+                    }
+                }
+                let _ = tls.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                      Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+                );
+                let _ = tls.flush();
+            });
+        }
+    });
+    base
+}
+
+/// A pin recorded on first use accepts that certificate again, and refuses another one on
+/// the BMC's address with both fingerprints named; a configured pin does the same; and
+/// without a pin a self-signed certificate is refused.
+#[test]
+fn a_changed_certificate_fingerprint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("cmp1.sha256");
+    let first_use = tls::Trust::FirstUse(record.clone());
+    let connect = |base: &str, trust: &tls::Trust| {
+        let endpoint = Endpoint {
+            base: base.to_string(),
+            username: "root".into(),
+            password: secret("x"),
+            timeout: Duration::from_secs(5),
+            retry_for: Duration::from_secs(5),
+        };
+        Client::connect(endpoint, tls::client(trust).unwrap()).map(|_| ())
+    };
+    let (a, b) = (tls_bmc("a"), tls_bmc("b"));
+
+    let e = connect(&a, &tls::Trust::System).unwrap_err().to_string();
+    assert!(e.contains("certificate"), "{e}");
+
+    connect(&a, &first_use).unwrap();
+    let pinned = std::fs::read_to_string(&record).unwrap().trim().to_string();
+    assert_eq!(pinned.len(), 64, "{pinned}");
+    connect(&a, &first_use).unwrap();
+
+    // The BMC's certificate changed (a new board, or someone in between).
+    let e = connect(&b, &first_use).unwrap_err().to_string();
+    assert!(
+        e.contains("is not the pinned one") && e.contains(&pinned),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap().trim(),
+        pinned,
+        "the pin stays"
+    );
+    let e = connect(&b, &tls::Trust::Pinned(pinned.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not the pinned one"), "{e}");
+    connect(&a, &tls::Trust::Pinned(pinned)).unwrap();
+}
