@@ -416,6 +416,29 @@ fn power_status_on_off_cycle_reach_the_emulator() {
     let out = seed(&["power", "cycle", "cmp1"]);
     assert!(out.status.success(), "{}", describe(&out));
     emu.wait_for(11, "/PowerState", "On");
+
+    // A graceful shutdown (GracefulShutdown; the fake driver turns it off like ForceOff).
+    let resets = || emu.log().matches("ComputerSystem.Reset HTTP").count();
+    let before = resets();
+    let out = seed(&["power", "off", "--graceful", "cmp1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "cmp1: asked to shut down\n"
+    );
+    assert_eq!(resets(), before + 1, "the emulator saw one reset");
+    emu.wait_for(11, "/PowerState", "Off");
+
+    // Nothing seed prints for help names a credential either.
+    for args in [
+        &["--help"][..],
+        &["provision", "--help"],
+        &["power", "on", "--help"],
+        &["preflight", "--help"],
+    ] {
+        let out = seed(args);
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    }
     // cmp2 was never touched.
     assert_eq!(emu.system(12)["PowerState"], "Off");
 }
@@ -765,9 +788,14 @@ fn preflight_refuses_secure_boot_and_the_api_provisions_through_the_bmc() {
         store.node("cmp1").unwrap().map(|r| r.state.to_string()),
         Some("provisioning".to_string())
     );
+    // The emulator's access log (werkzeug colours the request: match without the quote).
     let touched = |log: &str| {
         log.lines().any(|l| {
-            l.contains(&uuid(11)) && (l.contains("\"PATCH ") || l.contains("ComputerSystem.Reset"))
+            l.contains(&format!("PATCH /redfish/v1/Systems/{}", uuid(11)))
+                || l.contains(&format!(
+                    "/redfish/v1/Systems/{}/Actions/ComputerSystem.Reset",
+                    uuid(11)
+                ))
         })
     };
     assert!(
@@ -826,6 +854,11 @@ fn preflight_refuses_secure_boot_and_the_api_provisions_through_the_bmc() {
     let out = seed(&["provision", "cmp1", "--no-wait", "--no-preflight"]);
     assert!(out.status.success(), "{}", describe(&out));
     emu.wait_for(11, "/Boot/BootSourceOverrideTarget", "Pxe");
+    assert!(
+        touched(&emu.log()),
+        "the log check sees a change:\n{}",
+        emu.log()
+    );
     assert!(
         !http.log().contains(PASSWORD),
         "a password leaked into the log"

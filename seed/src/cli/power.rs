@@ -14,8 +14,8 @@ pub enum PowerCommand {
     Status(Nodes),
     /// Switch nodes on.
     On(Nodes),
-    /// Switch nodes off hard.
-    Off(Nodes),
+    /// Switch nodes off hard (--graceful: ask the OS to shut down).
+    Off(OffArgs),
     /// Restart nodes from their firmware (power on those that are off).
     Cycle(Nodes),
 }
@@ -26,10 +26,21 @@ pub struct Nodes {
     which: Selection,
 }
 
+#[derive(Debug, Args)]
+pub struct OffArgs {
+    #[command(flatten)]
+    nodes: Nodes,
+    /// Ask the OS to shut down (Redfish GracefulShutdown, the ACPI button in the lab) instead
+    /// of cutting power; returns once asked.
+    #[arg(long)]
+    graceful: bool,
+}
+
 impl PowerCommand {
     fn nodes(&self) -> &Nodes {
         match self {
-            Self::Status(n) | Self::On(n) | Self::Off(n) | Self::Cycle(n) => n,
+            Self::Status(n) | Self::On(n) | Self::Cycle(n) => n,
+            Self::Off(off) => &off.nodes,
         }
     }
 
@@ -38,6 +49,9 @@ impl PowerCommand {
         match self {
             Self::Status(_) => power.status().map(|s| s.to_string()),
             Self::On(_) => power.on().map(|()| "switched on".to_string()),
+            Self::Off(OffArgs { graceful: true, .. }) => {
+                power.shutdown().map(|()| "asked to shut down".to_string())
+            }
             Self::Off(_) => power.off().map(|()| "switched off".to_string()),
             Self::Cycle(_) => power.cycle().map(|()| "restarted".to_string()),
         }

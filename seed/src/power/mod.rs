@@ -92,6 +92,8 @@ pub trait Power {
     fn on(&self) -> Result<(), PowerError>;
     /// Switch it off hard (no shutdown of the OS: installs are disposable).
     fn off(&self) -> Result<(), PowerError>;
+    /// Ask its OS to shut down (ACPI power button); returns once asked, not once off.
+    fn shutdown(&self) -> Result<(), PowerError>;
     /// Start it from its firmware again: a hard reset when it runs, power on when it does not.
     fn cycle(&self) -> Result<(), PowerError>;
     /// Make its next boot (only) a network boot. Lab machines always boot the NIC first.

@@ -118,6 +118,12 @@ impl Power for Qmp {
         Ok(())
     }
 
+    fn shutdown(&self) -> Result<(), PowerError> {
+        // The ACPI power button; a guest without ACPI handling ignores it.
+        self.run("shutdown", &["system_powerdown"])?;
+        Ok(())
+    }
+
     fn cycle(&self) -> Result<(), PowerError> {
         self.run("power cycle", &["system_reset", "cont"])?;
         Ok(())

@@ -160,6 +160,12 @@ impl Power for RedfishPower {
         })
     }
 
+    fn shutdown(&self) -> Result<(), PowerError> {
+        self.with_system("shutdown", |client, _, system| {
+            client.reset(system, ResetKind::GracefulShutdown)
+        })
+    }
+
     fn cycle(&self) -> Result<(), PowerError> {
         self.with_system("power cycle", |client, _, system| {
             let kind = if runs(system) {
