@@ -1,6 +1,7 @@
 //! `seed images`: the image catalogue in the state directory.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -8,6 +9,9 @@ use clap::{Args, Subcommand};
 
 use super::Global;
 use super::table::Table;
+use crate::config::Config;
+use crate::lifecycle::NodeState;
+use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
@@ -16,8 +20,50 @@ pub enum ImagesCommand {
     /// The files are copied into the state directory (`<state_dir>/images/<name>/`) with their
     /// SHA-256; nodes name the image in `image:` (node, role, or install).
     Add(AddArgs),
-    /// List the registered images.
+    /// Import Ubuntu's live-server ISO: its casper kernel and initrd are read out of it (no
+    /// mount, no root) and the ISO is kept for casper's `url=`.
+    ///
+    /// With `--sha256` (or `--sha256sums`) the ISO is refused, and nothing registered, unless
+    /// it has that SHA-256. A SHA256SUMS file only authenticates the ISO when its signature
+    /// (`SHA256SUMS.gpg` beside it) verifies against `--keyring` (gpgv); without a keyring it
+    /// only catches a damaged download.
+    Import(ImportArgs),
+    /// List the registered images and the disk they take.
     List,
+    /// Remove an image (refused while a node of the config that installs it is provisioning
+    /// or installing).
+    Remove(RemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The ISO (e.g. ubuntu-24.04.1-live-server-amd64.iso).
+    iso: PathBuf,
+    /// Image name [default: ubuntu-<release> from the ISO's .disk/info, e.g. ubuntu-24.04].
+    #[arg(long)]
+    name: Option<String>,
+    /// The SHA-256 the ISO must have.
+    #[arg(long, conflicts_with = "sha256sums")]
+    sha256: Option<String>,
+    /// A SHA256SUMS file that names the ISO.
+    #[arg(long)]
+    sha256sums: Option<PathBuf>,
+    /// The keyring SHA256SUMS.gpg must verify against (e.g.
+    /// /usr/share/keyrings/ubuntu-archive-keyring.gpg).
+    #[arg(long, requires = "sha256sums")]
+    keyring: Option<PathBuf>,
+    /// An extra installer kernel argument (repeat for more).
+    #[arg(long = "arg", value_name = "ARG")]
+    args: Vec<String>,
+    /// Replace an image of the same name.
+    #[arg(long)]
+    replace: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The image.
+    name: String,
 }
 
 #[derive(Debug, Args)]
@@ -65,21 +111,204 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
                 println!("  {}  {:>12}  {}", file.sha256, file.size, file.name);
             }
         }
+        ImagesCommand::Import(args) => return import(&catalogue, args),
         ImagesCommand::List => {
-            let mut table = Table::new(&["IMAGE", "KERNEL", "INITRD", "ISO", "SIZE", "ARGS"]);
+            let mut table = Table::new(&[
+                "IMAGE", "RELEASE", "ARCH", "KERNEL", "INITRD", "ISO", "SIZE", "ARGS",
+            ]);
             for image in catalogue.list()? {
-                let size: u64 = image.files.iter().map(|f| f.size).sum();
                 table.row(vec![
                     image.name.clone(),
+                    image.release.clone().unwrap_or_else(|| "-".into()),
+                    image.arch.clone().unwrap_or_else(|| "-".into()),
                     image.kernel.clone(),
                     image.initrd.clone(),
                     image.iso.clone().unwrap_or_else(|| "-".into()),
-                    format!("{:.1} MiB", size as f64 / 1048576.0),
+                    mib(image.size()),
                     image.kernel_args.join(" "),
                 ]);
             }
             print!("{}", table.render());
+            println!(
+                "images: {} in {}",
+                mib(catalogue.disk_usage()),
+                catalogue.root().display()
+            );
+        }
+        ImagesCommand::Remove(args) => {
+            if let Some(config) = &config {
+                let state_dir = global.state_dir(Some(config));
+                let busy = busy_nodes(config, &state_dir, &args.name)?;
+                if !busy.is_empty() {
+                    anyhow::bail!(
+                        "image {} is being installed on {}: wait, or fail them first",
+                        args.name,
+                        busy.join(", ")
+                    );
+                }
+            }
+            if !catalogue.remove(&args.name)? {
+                anyhow::bail!("no image named {}", args.name);
+            }
+            println!("image {} removed", args.name);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
+}
+
+/// Nodes of `config` that install `image` and are provisioning or installing now.
+fn busy_nodes(config: &Config, state_dir: &Path, image: &str) -> anyhow::Result<Vec<String>> {
+    if !state_dir.join(crate::store::DB_FILE).exists() {
+        return Ok(Vec::new());
+    }
+    let store = Store::open(state_dir)?;
+    let mut busy = Vec::new();
+    for node in config.nodes.iter().filter(|n| n.image == image) {
+        if let Some(record) = store.node(&node.name)?
+            && matches!(
+                record.state,
+                NodeState::Provisioning | NodeState::Installing
+            )
+        {
+            busy.push(node.name.clone());
+        }
+    }
+    Ok(busy)
+}
+
+fn import(catalogue: &images::Catalogue, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let file_name = args
+        .iso
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sha256 = match (&args.sha256, &args.sha256sums) {
+        (Some(hex), _) => {
+            let hex = hex.trim().to_ascii_lowercase();
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                anyhow::bail!("--sha256 {hex}: not 64 hex digits");
+            }
+            Some(hex)
+        }
+        (None, Some(sums)) => {
+            match &args.keyring {
+                Some(keyring) => verify_signature(sums, keyring)?,
+                None => eprintln!(
+                    "warning: {} is not authenticated without --keyring: it only catches a damaged download",
+                    sums.display()
+                ),
+            }
+            let text = std::fs::read_to_string(sums)
+                .with_context(|| format!("cannot read {}", sums.display()))?;
+            Some(
+                images::sha256_from_sums(&text, &file_name).with_context(|| {
+                    format!("{} has no SHA-256 for {file_name}", sums.display())
+                })?,
+            )
+        }
+        (None, None) => None,
+    };
+    let mut meter = Meter::new();
+    let image = catalogue
+        .import(images::Import {
+            iso: args.iso.clone(),
+            name: args.name.clone(),
+            sha256: sha256.clone(),
+            kernel_args: args.args,
+            replace: args.replace,
+            progress: &mut |what, done, total| meter.show(what, done, total),
+        })
+        .with_context(|| format!("cannot import {}", args.iso.display()))?;
+    meter.done();
+    println!(
+        "image {} imported{} in {}",
+        image.name,
+        image
+            .label
+            .as_deref()
+            .map(|l| format!(" ({l})"))
+            .unwrap_or_default(),
+        catalogue.root().join(&image.name).display()
+    );
+    if sha256.is_some() {
+        println!("  the ISO's SHA-256 matches");
+    }
+    for file in &image.files {
+        println!("  {}  {:>12}  {}", file.sha256, file.size, file.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gpgv --keyring KEY SHA256SUMS.gpg SHA256SUMS`: the detached signature beside the sums file.
+fn verify_signature(sums: &Path, keyring: &Path) -> anyhow::Result<()> {
+    let mut signature = sums.as_os_str().to_owned();
+    signature.push(".gpg");
+    let signature = PathBuf::from(signature);
+    if !signature.exists() {
+        anyhow::bail!(
+            "{} is missing: a SHA256SUMS file is only trusted with its signature",
+            signature.display()
+        );
+    }
+    let out = std::process::Command::new("gpgv")
+        .arg("--keyring")
+        .arg(keyring)
+        .arg(&signature)
+        .arg(sums)
+        .output()
+        .context("cannot run gpgv (apt-get install gpgv)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{}: the signature does not verify against {}: {}",
+            sums.display(),
+            keyring.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Progress of a long copy: on a terminal one line rewritten in place; elsewhere a line per
+/// quarter.
+struct Meter {
+    tty: bool,
+    last: Option<(String, u64)>,
+}
+
+impl Meter {
+    fn new() -> Self {
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+        }
+    }
+
+    fn show(&mut self, what: &str, done: u64, total: u64) {
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
+        let step = if self.tty { percent } else { percent / 25 * 25 };
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(w, s)| w == what && *s == step)
+        {
+            return;
+        }
+        let line = format!("{what}: {percent:>3}% of {}", mib(total));
+        if self.tty {
+            eprint!("\r\x1b[K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+        self.last = Some((what.to_string(), step));
+    }
+
+    fn done(&self) {
+        if self.tty && self.last.is_some() {
+            eprintln!();
+        }
+    }
 }
