@@ -17,6 +17,7 @@ pub mod lab;
 pub mod leases;
 pub mod lifecycle;
 pub mod metrics;
+pub mod mirror;
 pub mod net;
 pub mod plan;
 pub mod power;
@@ -26,3 +27,18 @@ pub mod ra;
 pub mod redfish;
 pub mod store;
 pub mod tftp;
+
+/// An error and its causes, `: `-joined.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -81,6 +81,12 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(secret) => Some(secret.resolve().context("seed.api_token")?),
         None => None,
     };
+    let apt = match &config.mirror {
+        Some(mirror) => Some(http::apt::Apt::new(
+            crate::mirror::Mirror::new(mirror).context("APT mirror")?,
+        )),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let provisioner = Arc::new(Provisioner::new(Arc::clone(&config)));
     let catalogue = images::Catalogue::new(state_dir.join("images"));
@@ -144,6 +150,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             images: http::files::Root::new(catalogue.root()),
             api_token,
             state_dir: state_dir.clone(),
+            apt,
         });
         let http_task = tokio::spawn(http::serve(http_listener, app, stopped(stop_rx.clone())));
         let lifecycle = config.seed.lifecycle;

@@ -26,6 +26,29 @@ pub struct Config {
     pub nodes: Vec<Node>,
     /// Autoinstall settings; `None` when the config has no `install:` section.
     pub install: Option<Install>,
+    /// The APT mirror; `None` when the config has no `mirror:` section.
+    pub mirror: Option<Mirror>,
+}
+
+/// The APT mirror under `/apt/`.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// Where proxied files are cached.
+    pub cache_dir: PathBuf,
+    /// The repositories, by prefix.
+    pub repos: Vec<MirrorRepo>,
+}
+
+/// One repository under `/apt/<prefix>/`: a static directory, a caching proxy, or both (the
+/// directory first).
+#[derive(Debug, Clone)]
+pub struct MirrorRepo {
+    /// The path segment under `/apt/`.
+    pub prefix: String,
+    /// A mirror directory served as it is.
+    pub static_dir: Option<PathBuf>,
+    /// Upstream base URLs (no trailing `/`), tried in order.
+    pub upstream: Vec<String>,
 }
 
 /// What every node installs.

@@ -14,8 +14,8 @@ use serde_saphyr::Spanned;
 use super::Problem;
 use super::model::{
     Bmc, BmcTls, Bond, Config, DhcpSettings, DiskMatch, Firmware, Install, IpxePolicy, Lifecycle,
-    Link, NetBoot, Node, OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Role,
-    SecretRef, SeedHost, Zone,
+    Link, Mirror, MirrorRepo, NetBoot, Node, OperatorUser, Pool, Ports, PowerDriver, QemuBoot,
+    QemuNode, Role, SecretRef, SeedHost, Zone,
 };
 use super::wire::{self, ConfigFile};
 use crate::net::{Ipv4Net, MacAddr};
@@ -74,6 +74,23 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
     };
     let nodes = nodes(&mut v, &file.nodes, &roles, &zones, &links, &default_image);
     let install = file.install.as_ref().map(|i| install(&mut v, i, &seed));
+    let mirror = file.mirror.as_ref().map(|m| mirror(&mut v, m, &seed));
+    if let (Some(install), Some(mirror)) = (&install, &mirror) {
+        // The nodes' apt source is seed's own /apt/<prefix>: that prefix must exist.
+        let own = format!("{}/apt/", seed.url);
+        if let Some(prefix) = install.apt_mirror.strip_prefix(&own)
+            && !mirror.repos.iter().any(|r| r.prefix == prefix)
+        {
+            v.problem(
+                file.install.as_ref().and_then(line_of),
+                "install.apt_mirror",
+                format!(
+                    "{} is seed's own mirror, but mirror.repos has no prefix `{prefix}`",
+                    install.apt_mirror
+                ),
+            );
+        }
+    }
     let config = Config {
         source: source.to_path_buf(),
         seed,
@@ -82,6 +99,7 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
         roles,
         nodes,
         install,
+        mirror,
     };
     seed_in_provisioning_zone(&mut v, line_of(&file.seed), &config);
 
@@ -1094,6 +1112,55 @@ fn check_url(v: &mut Validator, line: Option<u64>, field: &str, url: &str) {
             field,
             format!("`{url}` is not a plain http:// or https:// URL (no spaces, quotes or shell characters)"),
         );
+    }
+}
+
+fn mirror(v: &mut Validator, item: &Spanned<wire::MirrorWire>, seed: &SeedHost) -> Mirror {
+    let (w, line) = (&item.value, line_of(item));
+    let mut repos: Vec<MirrorRepo> = Vec::new();
+    for r in &w.repos {
+        let at = format!("mirror.repos[{}]", r.prefix);
+        let plain = !r.prefix.is_empty()
+            && !r.prefix.starts_with('.')
+            && r.prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !plain {
+            v.problem(
+                line,
+                format!("{at}.prefix"),
+                "a prefix is one path segment of a-z, A-Z, 0-9, `-`, `_`, `.` (not starting with `.`)",
+            );
+        }
+        if repos.iter().any(|o| o.prefix == r.prefix) {
+            v.problem(line, format!("{at}.prefix"), "given twice");
+        }
+        if r.static_dir.is_none() && r.upstream.is_empty() {
+            v.problem(
+                line,
+                at.clone(),
+                "needs `static` (a mirror directory), `upstream` (URLs to cache from), or both",
+            );
+        }
+        for url in &r.upstream {
+            check_url(v, line, &format!("{at}.upstream"), url);
+        }
+        repos.push(MirrorRepo {
+            prefix: r.prefix.clone(),
+            static_dir: r.static_dir.clone(),
+            upstream: r
+                .upstream
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
+        });
+    }
+    Mirror {
+        cache_dir: w
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| seed.state_dir.join("apt")),
+        repos,
     }
 }
 

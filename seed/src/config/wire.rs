@@ -28,6 +28,32 @@ pub struct ConfigFile {
     pub nodes: Vec<Spanned<NodeWire>>,
     /// What every node installs: operator account, locale, disk layout, templates.
     pub install: Option<Spanned<InstallWire>>,
+    /// The APT mirror under `/apt/`.
+    pub mirror: Option<Spanned<MirrorWire>>,
+}
+
+/// `mirror:` — APT repositories served under `/apt/<prefix>/`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorWire {
+    /// Where proxied files are cached (default `<state_dir>/apt`).
+    pub cache_dir: Option<PathBuf>,
+    /// The repositories.
+    pub repos: Vec<MirrorRepoWire>,
+}
+
+/// `mirror.repos[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorRepoWire {
+    /// The path segment under `/apt/` (`ubuntu` → `/apt/ubuntu/`).
+    pub prefix: String,
+    /// A mirror directory served read-only (apt-mirror, debmirror, aptly publish output).
+    #[serde(rename = "static")]
+    pub static_dir: Option<PathBuf>,
+    /// Upstream URLs, tried in order, for a caching proxy.
+    #[serde(default)]
+    pub upstream: Vec<String>,
 }
 
 /// `install:` — settings of the Ubuntu autoinstall.

@@ -10,6 +10,7 @@
 //! accepting and lets requests in flight finish.
 
 mod api;
+pub mod apt;
 mod boot;
 pub mod files;
 mod node;
@@ -42,6 +43,8 @@ pub struct App {
     pub api_token: Option<Secret>,
     /// The state directory (BMC certificate pins, lab QMP sockets) for power actions.
     pub state_dir: PathBuf,
+    /// The APT mirror under `/apt/`, when the config has one.
+    pub apt: Option<apt::Apt>,
 }
 
 /// The routes.
@@ -50,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(boot::routes())
         .merge(node::routes())
         .merge(api::routes())
+        .merge(apt::routes())
         .with_state(app)
 }
 

@@ -419,7 +419,7 @@ impl Client {
                 why: if e.is_timeout() {
                     format!("no answer within {:?}", self.endpoint.timeout)
                 } else {
-                    causes(&e)
+                    crate::error_chain(&e)
                 },
             })?;
             let status = response.status();
@@ -525,19 +525,4 @@ pub fn same_mac(a: &str, b: &str) -> bool {
     };
     let a = hex(a);
     a.len() == 12 && a == hex(b)
-}
-
-/// An error and its causes, `: `-joined.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -1,0 +1,922 @@
+//! The APT mirror under `/apt/<prefix>/`: nodes install without reaching the internet, and
+//! the seed host may itself be offline. A repository is a static directory (what apt-mirror,
+//! debmirror or `aptly publish` write), a caching proxy of upstream URLs, or both (the
+//! directory first).
+//!
+//! The proxy sorts what apt asks for by how it may change:
+//! - packages (`pool/…`) and `by-hash/` files never change: fetched once, verified against
+//!   the size and SHA-256 the indices give (by-hash: the hash in the path), stored, served
+//!   from disk. Concurrent requests for a file share one upstream download.
+//! - a suite's `InRelease`/`Release` are revalidated with the upstream on every request and
+//!   served from the cache when the upstream is unreachable.
+//! - the indices a Release names (`main/binary-amd64/Packages.xz`, …) are stored under their
+//!   hash (`by-hash/SHA256/<hash>`, as the archive itself publishes them) and served by the
+//!   hash the cached Release gives. When a new Release arrives, the indices clients used under
+//!   the old one are fetched and verified first; only then is the new Release served. So apt
+//!   never gets a Release that names indices the cache does not hold, online or offline.
+//!
+//! Every cache write goes to a temporary file, is synced, and renamed into place: a crash
+//! never leaves a truncated file that is later served as complete.
+
+mod index;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use reqwest::StatusCode;
+use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::config::{Mirror as MirrorConfig, MirrorRepo};
+
+/// How long one upstream connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an upstream may stay silent mid-transfer.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// A Release larger than this is not one.
+const MAX_RELEASE: u64 = 64 << 20;
+
+/// Why a mirror request failed. Messages name the repository path and the upstream.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MirrorError {
+    /// Not in the repository (or the upstream says 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A path apt would never ask for (`..`, hidden names).
+    #[error("{0}")]
+    BadPath(String),
+    /// No upstream answered, and nothing is cached.
+    #[error("{0}")]
+    Upstream(String),
+    /// The upstream sent a file whose size or SHA-256 is not what the indices say.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The cache could not be written or read.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Where the answer to a request is.
+#[derive(Debug)]
+pub enum Answer {
+    /// A file of the repository's static directory (a path relative to it).
+    Static(String),
+    /// A file in the cache (relative to the cache directory).
+    Cached(String),
+    /// A suite's Release file, read whole from the cache: it can be replaced any time, and a
+    /// client must get one version of it.
+    Bytes(Vec<u8>),
+}
+
+/// What a file of the upstream is expected to be.
+#[derive(Debug, Clone)]
+struct Expect {
+    size: Option<u64>,
+    sha256: String,
+}
+
+/// What an upstream GET gave.
+enum Fetched {
+    /// 304: the cached copy is current.
+    NotModified,
+    /// 404 from every upstream.
+    Missing,
+    /// A body, in a synced temporary file.
+    Body {
+        tmp: PathBuf,
+        size: u64,
+        sha256: String,
+        validators: Validators,
+    },
+}
+
+/// What revalidates a cached mutable file (RFC 9110 13.1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Validators {
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+type Flight = Shared<BoxFuture<'static, Result<(), MirrorError>>>;
+
+/// Packages' sizes and hashes of one repository, for the Release files cached when it was
+/// built.
+struct PoolIndex {
+    generation: u64,
+    packages: HashMap<String, (u64, String)>,
+}
+
+/// The mirror: its repositories and its cache.
+pub struct Mirror {
+    repos: HashMap<String, MirrorRepo>,
+    cache: PathBuf,
+    client: reqwest::Client,
+    inflight: Mutex<HashMap<String, Flight>>,
+    pools: Mutex<HashMap<String, Arc<PoolIndex>>>,
+    /// Bumped whenever a Release is replaced: pool indices are rebuilt after.
+    generation: AtomicU64,
+    /// Upstream GETs that returned a body.
+    fetches: AtomicU64,
+    tmp_counter: AtomicU64,
+}
+
+impl Mirror {
+    /// The mirror of `config`: creates the cache directory and empties its temporary files
+    /// (left by a crash: never served, never complete).
+    pub fn new(config: &MirrorConfig) -> Result<Arc<Self>, MirrorError> {
+        let tmp = config.cache_dir.join(".tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| MirrorError::Io(format!("{}: {e}", tmp.display())))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("seed/", env!("CARGO_PKG_VERSION"), " (APT mirror)"))
+            .build()
+            .map_err(|e| MirrorError::Io(format!("HTTP client: {e}")))?;
+        Ok(Arc::new(Self {
+            repos: config
+                .repos
+                .iter()
+                .map(|r| (r.prefix.clone(), r.clone()))
+                .collect(),
+            cache: config.cache_dir.clone(),
+            client,
+            inflight: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            tmp_counter: AtomicU64::new(0),
+        }))
+    }
+
+    /// The cache directory (served for [`Answer::Cached`]).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
+    }
+
+    /// The static directory of each repository that has one.
+    pub fn static_dirs(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.repos
+            .values()
+            .filter_map(|r| Some((r.prefix.as_str(), r.static_dir.as_deref()?)))
+    }
+
+    /// Upstream downloads so far (bodies, not revalidations answered 304).
+    pub fn upstream_fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Answers a request for `path` in repository `prefix`.
+    pub async fn get(self: &Arc<Self>, prefix: &str, path: &str) -> Result<Answer, MirrorError> {
+        let repo = self
+            .repos
+            .get(prefix)
+            .ok_or_else(|| MirrorError::NotFound(format!("no repository /apt/{prefix}/")))?
+            .clone();
+        let path = clean(path)?;
+        if let Some(dir) = &repo.static_dir
+            && dir.join(&path).is_file()
+        {
+            return Ok(Answer::Static(path));
+        }
+        if repo.upstream.is_empty() {
+            return Err(MirrorError::NotFound(format!(
+                "/apt/{prefix}/{path} is not in {}",
+                repo.static_dir
+                    .as_deref()
+                    .map_or("the repository".into(), |d| d.display().to_string())
+            )));
+        }
+        match classify(&path) {
+            Kind::Release { suite, file } => self.release(&repo, &suite, &file).await,
+            Kind::Index { suite, name } => self.index(&repo, &suite, &name).await,
+            Kind::Immutable => self.immutable(&repo, &path).await,
+            Kind::Other => self.other(&repo, &path).await,
+        }
+    }
+
+    /// `dists/<suite>/InRelease|Release|Release.gpg`: revalidated, then served whole.
+    async fn release(
+        self: &Arc<Self>,
+        repo: &MirrorRepo,
+        suite: &str,
+        file: &str,
+    ) -> Result<Answer, MirrorError> {
+        let rel = format!("dists/{suite}/{file}");
+        let dest = format!("{}/{rel}", repo.prefix);
+        let (this, repo2, rel2, dest2) =
+            (Arc::clone(self), repo.clone(), rel.clone(), dest.clone());
+        let consistent = file != "Release.gpg";
+        self.once(format!("revalidate {dest}"), async move {
+            this.refresh(&repo2, &rel2, &dest2, consistent.then_some(suite_of(&rel2)))
+                .await
+        })
+        .await?;
+        let bytes = tokio::fs::read(self.cache.join(&dest))
+            .await
+            .map_err(|e| MirrorError::Io(format!("{dest}: {e}")))?;
+        Ok(Answer::Bytes(bytes))
+    }
+
+    /// A file outside `dists/` and `pool/`: revalidated like a Release, without the
+    /// consistency work.
+    async fn other(self: &Arc<Self>, repo: &MirrorRepo, path: &str) -> Result<Answer, MirrorError> {
+        let dest = format!("{}/{path}", repo.prefix);
+        let (this, repo2, rel2, dest2) = (
+            Arc::clone(self),
+            repo.clone(),
+            path.to_string(),
+            dest.clone(),
+        );
+        self.once(format!("revalidate {dest}"), async move {
+            this.refresh(&repo2, &rel2, &dest2, None).await
+        })
+        .await?;
+        Ok(Answer::Cached(dest))
+    }
+
+    /// Revalidates the mutable file `rel` (cached as `dest`) with the upstream. `suite`: it is
+    /// a suite's Release, so the indices used under the cached one are fetched for the new
+    /// one before it replaces the old. Ok when there is a file to serve.
+    async fn refresh(
+        self: &Arc<Self>,
+        repo: &MirrorRepo,
+        rel: &str,
+        dest: &str,
+        suite: Option<&str>,
+    ) -> Result<(), MirrorError> {
+        let cached = self.cache.join(dest);
+        let have = cached.is_file();
+        let validators = if have {
+            self.read_validators(dest)
+        } else {
+            None
+        };
+        let fetched = match self.fetch(repo, rel, validators.as_ref()).await {
+            Ok(fetched) => fetched,
+            Err(e) if have => {
+                tracing::warn!(path = dest, error = %e, "APT mirror: upstream unreachable, serving the cached copy");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        match fetched {
+            Fetched::NotModified => Ok(()),
+            Fetched::Missing => Err(MirrorError::NotFound(format!(
+                "/apt/{dest}: not found upstream"
+            ))),
+            Fetched::Body {
+                tmp,
+                size,
+                sha256,
+                validators,
+            } => {
+                if let Some(suite) = suite
+                    && have
+                {
+                    let old = read_text(&cached, MAX_RELEASE)?;
+                    let new = read_text(&tmp, MAX_RELEASE)?;
+                    if old != new
+                        && let Err(e) = self.prefetch(repo, suite, &old, &new).await
+                    {
+                        // Keep serving the Release whose indices the cache holds.
+                        let _ = std::fs::remove_file(&tmp);
+                        tracing::warn!(path = dest, error = %e, "APT mirror: a new Release's indices could not be fetched; the cached Release stays");
+                        return Ok(());
+                    }
+                }
+                let _ = (size, sha256);
+                self.commit(&tmp, dest)?;
+                self.write_validators(dest, &validators)?;
+                if suite.is_some() {
+                    self.generation.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Fetches, for the `new` Release of `suite`, every index clients fetched under the `old`
+    /// one (its by-hash file is cached), verified against the new Release.
+    async fn prefetch(
+        self: &Arc<Self>,
+        repo: &MirrorRepo,
+        suite: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), MirrorError> {
+        let old_entries = index::sha256_entries(&index::release_text(old));
+        let new_entries = index::sha256_entries(&index::release_text(new));
+        for used in old_entries
+            .iter()
+            .filter(|e| self.cache.join(by_hash(&repo.prefix, suite, e)).is_file())
+        {
+            let Some(next) = new_entries.iter().find(|e| e.name == used.name) else {
+                continue;
+            };
+            self.index_file(repo, suite, next).await?;
+        }
+        Ok(())
+    }
+
+    /// `dists/<suite>/<name>` by the hash the cached Release gives for it.
+    async fn index(
+        self: &Arc<Self>,
+        repo: &MirrorRepo,
+        suite: &str,
+        name: &str,
+    ) -> Result<Answer, MirrorError> {
+        let release = match self.cached_release(&repo.prefix, suite)? {
+            Some(text) => text,
+            None => {
+                // apt asks for the Release first; a client that did not gets it fetched.
+                self.release(repo, suite, "InRelease").await?;
+                self.cached_release(&repo.prefix, suite)?
+                    .unwrap_or_default()
+            }
+        };
+        let entries = index::sha256_entries(&index::release_text(&release));
+        let Some(entry) = entries.iter().find(|e| e.name == name) else {
+            return Err(MirrorError::NotFound(format!(
+                "/apt/{}/dists/{suite}/{name} is not in the suite's Release",
+                repo.prefix
+            )));
+        };
+        self.index_file(repo, suite, entry).await?;
+        Ok(Answer::Cached(by_hash(&repo.prefix, suite, entry)))
+    }
+
+    /// Makes the index `entry` of `suite` cached under its hash: fetched by name, verified;
+    /// if the upstream has moved on meanwhile, by hash.
+    async fn index_file(
+        self: &Arc<Self>,
+        repo: &MirrorRepo,
+        suite: &str,
+        entry: &index::Entry,
+    ) -> Result<(), MirrorError> {
+        let dest = by_hash(&repo.prefix, suite, entry);
+        if self.cache.join(&dest).is_file() {
+            return Ok(());
+        }
+        let expect = Expect {
+            size: Some(entry.size),
+            sha256: entry.sha256.clone(),
+        };
+        let by_name = format!("dists/{suite}/{}", entry.name);
+        let by_hash_path = dest
+            .strip_prefix(&format!("{}/", repo.prefix))
+            .unwrap_or(&dest)
+            .to_string();
+        let (this, repo2, dest2) = (Arc::clone(self), repo.clone(), dest.clone());
+        self.once(dest.clone(), async move {
+            match this.download(&repo2, &by_name, &dest2, Some(&expect)).await {
+                Err(MirrorError::Mismatch(first)) => this
+                    .download(&repo2, &by_hash_path, &dest2, Some(&expect))
+                    .await
+                    .map_err(|_| MirrorError::Mismatch(first)),
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// `pool/…` and `by-hash/…`: from the cache, else downloaded once and verified.
+    async fn immutable(
+        self: &Arc<Self>,
+        repo: &MirrorRepo,
+        path: &str,
+    ) -> Result<Answer, MirrorError> {
+        let dest = format!("{}/{path}", repo.prefix);
+        if self.cache.join(&dest).is_file() {
+            return Ok(Answer::Cached(dest));
+        }
+        let expect = match by_hash_sha256(path) {
+            Some(sha256) => Some(Expect { size: None, sha256 }),
+            None if path.starts_with("pool/") => self.pool_entry(&repo.prefix, path).await,
+            None => None,
+        };
+        if expect.is_none() {
+            tracing::info!(
+                path = dest,
+                "APT mirror: no index names this file; cached unverified"
+            );
+        }
+        let (this, repo2, path2, dest2) = (
+            Arc::clone(self),
+            repo.clone(),
+            path.to_string(),
+            dest.clone(),
+        );
+        self.once(dest.clone(), async move {
+            this.download(&repo2, &path2, &dest2, expect.as_ref()).await
+        })
+        .await?;
+        Ok(Answer::Cached(dest))
+    }
+
+    /// The size and SHA-256 the cached Packages indices give for a package.
+    async fn pool_entry(self: &Arc<Self>, prefix: &str, path: &str) -> Option<Expect> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let current = self
+            .pools
+            .lock()
+            .ok()
+            .and_then(|p| p.get(prefix).cloned())
+            .filter(|p| p.generation == generation);
+        let pool = match current {
+            Some(pool) => pool,
+            None => {
+                let (cache, prefix2) = (self.cache.clone(), prefix.to_string());
+                let packages = tokio::task::spawn_blocking(move || pool_index(&cache, &prefix2))
+                    .await
+                    .unwrap_or_default();
+                let pool = Arc::new(PoolIndex {
+                    generation,
+                    packages,
+                });
+                if let Ok(mut pools) = self.pools.lock() {
+                    pools.insert(prefix.to_string(), Arc::clone(&pool));
+                }
+                pool
+            }
+        };
+        pool.packages.get(path).map(|(size, sha256)| Expect {
+            size: Some(*size),
+            sha256: sha256.clone(),
+        })
+    }
+
+    /// Runs `work` once for `key` however many requests wait for it. The work runs as a task
+    /// of its own: a client that goes away does not abort a download others wait for.
+    async fn once(
+        self: &Arc<Self>,
+        key: String,
+        work: impl std::future::Future<Output = Result<(), MirrorError>> + Send + 'static,
+    ) -> Result<(), MirrorError> {
+        let flight = {
+            let mut inflight = self
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match inflight.get(&key) {
+                Some(flight) => flight.clone(),
+                None => {
+                    let this = Arc::clone(self);
+                    let k = key.clone();
+                    let task = tokio::spawn(async move {
+                        let result = work.await;
+                        this.inflight
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .remove(&k);
+                        result
+                    });
+                    let flight = async move {
+                        task.await
+                            .unwrap_or_else(|e| Err(MirrorError::Io(format!("mirror task: {e}"))))
+                    }
+                    .boxed()
+                    .shared();
+                    inflight.insert(key, flight.clone());
+                    flight
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// Downloads `rel` into the cache as `dest`, refusing it when it is not `expect`.
+    async fn download(
+        self: &Arc<Self>,
+        repo: &MirrorRepo,
+        rel: &str,
+        dest: &str,
+        expect: Option<&Expect>,
+    ) -> Result<(), MirrorError> {
+        match self.fetch(repo, rel, None).await? {
+            Fetched::Body {
+                tmp, size, sha256, ..
+            } => {
+                if let Some(expect) = expect
+                    && (expect.sha256 != sha256 || expect.size.is_some_and(|s| s != size))
+                {
+                    let _ = std::fs::remove_file(&tmp);
+                    tracing::warn!(path = rel, got = %sha256, want = %expect.sha256, "APT mirror: upstream file does not match the index; refused");
+                    return Err(MirrorError::Mismatch(format!(
+                        "/apt/{}/{rel}: the upstream's file ({size} bytes, SHA-256 {sha256}) is \
+                         not what the index says ({}SHA-256 {}); not served",
+                        repo.prefix,
+                        expect
+                            .size
+                            .map(|s| format!("{s} bytes, "))
+                            .unwrap_or_default(),
+                        expect.sha256
+                    )));
+                }
+                self.commit(&tmp, dest)
+            }
+            Fetched::Missing => Err(MirrorError::NotFound(format!(
+                "/apt/{}/{rel}: not found upstream",
+                repo.prefix
+            ))),
+            Fetched::NotModified => Ok(()),
+        }
+    }
+
+    /// GETs `rel` from the repository's upstreams in order (the next on a connection error or
+    /// a 5xx), into a synced temporary file.
+    async fn fetch(
+        &self,
+        repo: &MirrorRepo,
+        rel: &str,
+        validators: Option<&Validators>,
+    ) -> Result<Fetched, MirrorError> {
+        let mut errors = Vec::new();
+        let mut missing = false;
+        for base in &repo.upstream {
+            let url = format!("{base}/{rel}");
+            let mut request = self.client.get(&url);
+            if let Some(v) = validators {
+                if let Some(etag) = &v.etag {
+                    request = request.header(IF_NONE_MATCH, etag);
+                }
+                if let Some(date) = &v.last_modified {
+                    request = request.header(IF_MODIFIED_SINCE, date);
+                }
+            }
+            let mut response = match request.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(format!("{url}: {}", crate::error_chain(&e)));
+                    continue;
+                }
+            };
+            match response.status() {
+                StatusCode::NOT_MODIFIED if validators.is_some() => {
+                    return Ok(Fetched::NotModified);
+                }
+                StatusCode::NOT_FOUND | StatusCode::GONE => {
+                    missing = true;
+                    continue;
+                }
+                s if s.is_success() => {}
+                s => {
+                    errors.push(format!("{url}: {s}"));
+                    continue;
+                }
+            }
+            let header = |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let validators = Validators {
+                etag: header(ETAG),
+                last_modified: header(LAST_MODIFIED),
+            };
+            let tmp = self.cache.join(".tmp").join(format!(
+                "{}-{}",
+                std::process::id(),
+                self.tmp_counter.fetch_add(1, Ordering::Relaxed)
+            ));
+            let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", tmp.display()));
+            let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        hasher.update(&chunk);
+                        size += chunk.len() as u64;
+                        file.write_all(&chunk).await.map_err(io)?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        drop(file);
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        return Err(MirrorError::Upstream(format!(
+                            "{url}: the transfer broke off after {size} bytes: {}",
+                            crate::error_chain(&e)
+                        )));
+                    }
+                }
+            }
+            file.sync_all().await.map_err(io)?;
+            self.fetches.fetch_add(1, Ordering::Relaxed);
+            return Ok(Fetched::Body {
+                tmp,
+                size,
+                sha256: hex(&hasher.finalize()),
+                validators,
+            });
+        }
+        if missing && errors.is_empty() {
+            return Ok(Fetched::Missing);
+        }
+        Err(MirrorError::Upstream(format!(
+            "/apt/{}/{rel}: no upstream answered: {}",
+            repo.prefix,
+            errors.join("; ")
+        )))
+    }
+
+    /// Renames a synced temporary file into the cache as `dest` and syncs its directory.
+    fn commit(&self, tmp: &Path, dest: &str) -> Result<(), MirrorError> {
+        let path = self.cache.join(dest);
+        let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", path.display()));
+        let parent = path.parent().unwrap_or(&self.cache);
+        std::fs::create_dir_all(parent).map_err(io)?;
+        std::fs::rename(tmp, &path).map_err(io)?;
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
+
+    fn validators_path(&self, dest: &str) -> PathBuf {
+        self.cache.join(".meta").join(format!("{dest}.json"))
+    }
+
+    fn read_validators(&self, dest: &str) -> Option<Validators> {
+        let text = std::fs::read(self.validators_path(dest)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn write_validators(&self, dest: &str, v: &Validators) -> Result<(), MirrorError> {
+        let path = self.validators_path(dest);
+        let tmp = self.cache.join(".tmp").join(format!(
+            "meta-{}-{}",
+            std::process::id(),
+            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", path.display()));
+        let text = serde_json::to_vec(v).map_err(|e| MirrorError::Io(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(io)?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// The cached InRelease (else Release) of `suite`.
+    fn cached_release(&self, prefix: &str, suite: &str) -> Result<Option<String>, MirrorError> {
+        for file in ["InRelease", "Release"] {
+            let path = self.cache.join(prefix).join("dists").join(suite).join(file);
+            if path.is_file() {
+                return read_text(&path, MAX_RELEASE).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Bytes in the cache.
+    pub fn disk_usage(&self) -> u64 {
+        disk_usage(&self.cache)
+    }
+}
+
+/// Bytes under `dir`.
+pub fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// What kind of repository file a path is.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    /// `dists/<suite>/InRelease|Release|Release.gpg`.
+    Release { suite: String, file: String },
+    /// Another file of `dists/<suite>/`, named by the Release.
+    Index { suite: String, name: String },
+    /// `pool/…` or a `by-hash/` file: never changes.
+    Immutable,
+    /// Anything else (revalidated).
+    Other,
+}
+
+fn classify(path: &str) -> Kind {
+    if let Some((suite, name)) = path.strip_prefix("dists/").and_then(|r| r.split_once('/')) {
+        if matches!(name, "InRelease" | "Release" | "Release.gpg") {
+            return Kind::Release {
+                suite: suite.into(),
+                file: name.into(),
+            };
+        }
+        if name.contains("/by-hash/") {
+            return Kind::Immutable;
+        }
+        return Kind::Index {
+            suite: suite.into(),
+            name: name.into(),
+        };
+    }
+    if path.starts_with("pool/") {
+        return Kind::Immutable;
+    }
+    Kind::Other
+}
+
+/// The suite of `dists/<suite>/…`.
+fn suite_of(rel: &str) -> &str {
+    rel.strip_prefix("dists/")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default()
+}
+
+/// Where an index is cached: `<prefix>/dists/<suite>/<dir>/by-hash/SHA256/<hash>`.
+fn by_hash(prefix: &str, suite: &str, entry: &index::Entry) -> String {
+    let dir = entry.name.rsplit_once('/').map_or("", |(d, _)| d);
+    let dir = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    format!(
+        "{prefix}/dists/{suite}/{dir}by-hash/SHA256/{}",
+        entry.sha256
+    )
+}
+
+/// The SHA-256 in a `…/by-hash/SHA256/<hex>` path.
+fn by_hash_sha256(path: &str) -> Option<String> {
+    let (_, hash) = path.rsplit_once("/by-hash/SHA256/")?;
+    (hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| hash.to_ascii_lowercase())
+}
+
+/// A request path made safe to join under the cache: plain segments only.
+fn clean(path: &str) -> Result<String, MirrorError> {
+    let ok = !path.is_empty()
+        && path.split('/').all(|s| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && s.chars().all(|c| c.is_ascii_graphic() && c != '\\')
+        });
+    if ok {
+        Ok(path.to_string())
+    } else {
+        Err(MirrorError::BadPath(format!(
+            "`{path}` is not a repository path"
+        )))
+    }
+}
+
+fn read_text(path: &Path, limit: u64) -> Result<String, MirrorError> {
+    let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", path.display()));
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > limit {
+        return Err(MirrorError::Io(format!(
+            "{}: {len} bytes is not a Release",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Every package the cached Packages indices of `prefix` name (one compression per
+/// directory: the first cached of plain, .gz, .xz).
+fn pool_index(cache: &Path, prefix: &str) -> HashMap<String, (u64, String)> {
+    let mut packages = HashMap::new();
+    let dists = cache.join(prefix).join("dists");
+    let Ok(suites) = std::fs::read_dir(&dists) else {
+        return packages;
+    };
+    for suite in suites.flatten() {
+        let suite_name = suite.file_name().to_string_lossy().into_owned();
+        let release = ["InRelease", "Release"]
+            .iter()
+            .map(|f| suite.path().join(f))
+            .find(|p| p.is_file());
+        let Some(text) = release.and_then(|p| read_text(&p, MAX_RELEASE).ok()) else {
+            continue;
+        };
+        let mut entries: Vec<index::Entry> = index::sha256_entries(&index::release_text(&text))
+            .into_iter()
+            .filter(|e| index::is_packages(&e.name))
+            .collect();
+        // Plain before .gz before .xz: the cheapest to read first.
+        entries.sort_by_key(|e| {
+            (
+                e.name.rsplit_once('/').map(|(d, _)| d.to_string()),
+                e.name.len(),
+            )
+        });
+        let mut done: Vec<String> = Vec::new();
+        for entry in entries {
+            let dir = entry
+                .name
+                .rsplit_once('/')
+                .map_or("", |(d, _)| d)
+                .to_string();
+            if done.contains(&dir) {
+                continue;
+            }
+            let file = cache.join(by_hash(prefix, &suite_name, &entry));
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            match index::decompress(&entry.name, &bytes) {
+                Ok(text) => {
+                    index::add_packages(&text, &mut packages);
+                    done.push(dir);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "APT mirror: unreadable Packages index")
+                }
+            }
+        }
+    }
+    packages
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn paths_are_sorted_by_how_they_change() {
+        assert_eq!(
+            classify("dists/noble/InRelease"),
+            Kind::Release {
+                suite: "noble".into(),
+                file: "InRelease".into()
+            }
+        );
+        assert_eq!(
+            classify("dists/noble-security/main/binary-amd64/Packages.xz"),
+            Kind::Index {
+                suite: "noble-security".into(),
+                name: "main/binary-amd64/Packages.xz".into()
+            }
+        );
+        assert_eq!(
+            classify("dists/noble/main/binary-amd64/by-hash/SHA256/ab"),
+            Kind::Immutable
+        );
+        assert_eq!(
+            classify("pool/main/h/hello/hello_1_amd64.deb"),
+            Kind::Immutable
+        );
+        assert_eq!(classify("ls-lR.gz"), Kind::Other);
+    }
+
+    #[test]
+    fn paths_that_leave_the_repository_are_refused() {
+        for bad in [
+            "",
+            "../x",
+            "pool/../../etc/passwd",
+            "pool//x",
+            ".tmp/x",
+            "pool/.meta",
+        ] {
+            assert!(clean(bad).is_err(), "{bad}");
+        }
+        assert!(clean("pool/main/a/a_1+b~2_all.deb").is_ok());
+    }
+
+    #[test]
+    fn indices_are_cached_under_their_hash() {
+        let entry = index::Entry {
+            sha256: "ab".repeat(32),
+            size: 1,
+            name: "main/binary-amd64/Packages.xz".into(),
+        };
+        assert_eq!(
+            by_hash("ubuntu", "noble", &entry),
+            format!(
+                "ubuntu/dists/noble/main/binary-amd64/by-hash/SHA256/{}",
+                "ab".repeat(32)
+            )
+        );
+        assert_eq!(
+            by_hash_sha256(&by_hash("u", "s", &entry)),
+            Some("ab".repeat(32))
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! The APT mirror against real `apt-get`: a signed repository built with dpkg-deb,
+//! apt-ftparchive and a throwaway gpg key; seed serves it as a static directory and as a
+//! caching proxy of a plain HTTP server (python3 -m http.server) on loopback. apt runs with its
+//! own config file (`APT_CONFIG`) and directories, so the host's apt setup is untouched.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::http::HttpSeed;
+use common::{KillOnDrop, describe, repo_root};
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", describe(&out));
+    out
+}
+
+/// A signed repository: `repo/` with `pool/` and `dists/stable/`, and its keyring.
+struct Repo {
+    dir: PathBuf,
+    gnupg: PathBuf,
+    keyring: PathBuf,
+}
+
+impl Repo {
+    fn new(base: &Path) -> Self {
+        let repo = Self {
+            dir: base.join("repo"),
+            gnupg: base.join("gnupg"),
+            keyring: base.join("keyring.gpg"),
+        };
+        std::fs::create_dir_all(&repo.gnupg).unwrap();
+        std::fs::set_permissions(
+            &repo.gnupg,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        repo.gpg(&[
+            "--quick-gen-key",
+            "seed mirror test <t@invalid>",
+            "ed25519",
+            "sign",
+            "1d",
+        ]);
+        let key = repo.gpg(&["--export"]);
+        std::fs::write(&repo.keyring, key.stdout).unwrap();
+        repo
+    }
+
+    fn gpg(&self, args: &[&str]) -> Output {
+        run(Command::new("gpg")
+            .env("GNUPGHOME", &self.gnupg)
+            .args([
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args))
+    }
+
+    /// Adds package `name` (an `all` .deb carrying `size` bytes of payload).
+    fn add(&self, name: &str, size: usize) -> PathBuf {
+        let build = self.dir.parent().unwrap().join("build").join(name);
+        std::fs::create_dir_all(build.join("DEBIAN")).unwrap();
+        std::fs::create_dir_all(build.join("usr/share/seedtest")).unwrap();
+        std::fs::write(
+            build.join("DEBIAN/control"),
+            format!(
+                "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: seed <t@invalid>\n\
+                 Description: seed mirror test package\n"
+            ),
+        )
+        .unwrap();
+        let payload: Vec<u8> = (0..size)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8 ^ name.len() as u8)
+            .collect();
+        std::fs::write(build.join("usr/share/seedtest").join(name), payload).unwrap();
+        let pool = self.dir.join(format!("pool/main/s/{name}"));
+        std::fs::create_dir_all(&pool).unwrap();
+        let deb = pool.join(format!("{name}_1.0_all.deb"));
+        run(Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "--build"])
+            .arg(&build)
+            .arg(&deb));
+        deb
+    }
+
+    /// (Re)writes Packages (plain, .gz, .xz), Release, InRelease and Release.gpg.
+    fn publish(&self) {
+        let binary = self.dir.join("dists/stable/main/binary-amd64");
+        std::fs::create_dir_all(&binary).unwrap();
+        let packages = run(Command::new("apt-ftparchive")
+            .args(["packages", "pool"])
+            .current_dir(&self.dir));
+        std::fs::write(binary.join("Packages"), &packages.stdout).unwrap();
+        for (tool, ext) in [("gzip", "gz"), ("xz", "xz")] {
+            let _ = std::fs::remove_file(binary.join(format!("Packages.{ext}")));
+            run(Command::new(tool)
+                .args(["-k", "-f"])
+                .arg(binary.join("Packages")));
+        }
+        let dists = self.dir.join("dists/stable");
+        for f in ["Release", "InRelease", "Release.gpg"] {
+            let _ = std::fs::remove_file(dists.join(f));
+        }
+        let release = run(Command::new("apt-ftparchive")
+            .args([
+                "-o",
+                "APT::FTPArchive::Release::Suite=stable",
+                "-o",
+                "APT::FTPArchive::Release::Codename=stable",
+                "-o",
+                "APT::FTPArchive::Release::Architectures=amd64",
+                "-o",
+                "APT::FTPArchive::Release::Components=main",
+                "release",
+                "dists/stable",
+            ])
+            .current_dir(&self.dir));
+        std::fs::write(dists.join("Release"), &release.stdout).unwrap();
+        let r = dists.join("Release");
+        self.gpg(&[
+            "--clearsign",
+            "-o",
+            dists.join("InRelease").to_str().unwrap(),
+            r.to_str().unwrap(),
+        ]);
+        self.gpg(&[
+            "-abs",
+            "-o",
+            dists.join("Release.gpg").to_str().unwrap(),
+            r.to_str().unwrap(),
+        ]);
+    }
+}
+
+/// An apt client of its own: config, sources, lists and cache in `dir`.
+struct Apt {
+    dir: PathBuf,
+}
+
+impl Apt {
+    fn new(dir: &Path, url: &str, keyring: &Path) -> Self {
+        for d in [
+            "empty",
+            "state/lists/partial",
+            "cache/archives/partial",
+            "log",
+        ] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("status"), "").unwrap();
+        std::fs::write(
+            dir.join("sources.list"),
+            format!("deb [signed-by={}] {url} stable main\n", keyring.display()),
+        )
+        .unwrap();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("apt.conf"),
+            format!(
+                "Dir::Etc::SourceList \"{d}/sources.list\";\n\
+                 Dir::Etc::SourceParts \"{d}/empty\";\n\
+                 Dir::Etc::Parts \"{d}/empty\";\n\
+                 Dir::Etc::Preferences \"{d}/empty/none\";\n\
+                 Dir::Etc::PreferencesParts \"{d}/empty\";\n\
+                 Dir::Etc::Trusted \"{d}/empty/none.gpg\";\n\
+                 Dir::Etc::TrustedParts \"{d}/empty\";\n\
+                 Dir::State \"{d}/state\";\n\
+                 Dir::State::status \"{d}/status\";\n\
+                 Dir::Cache \"{d}/cache\";\n\
+                 Dir::Log \"{d}/log\";\n\
+                 APT::Architecture \"amd64\";\n\
+                 APT::Architectures {{ \"amd64\"; }};\n\
+                 Acquire::Languages \"none\";\n\
+                 Acquire::http::Proxy \"false\";\n\
+                 Acquire::Retries \"0\";\n\
+                 APT::Sandbox::User \"root\";\n\
+                 Debug::NoLocking \"true\";\n"
+            ),
+        )
+        .unwrap();
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn command(&self, args: &[&str], cwd: &Path) -> Command {
+        let mut cmd = Command::new("apt-get");
+        cmd.env("APT_CONFIG", self.dir.join("apt.conf"))
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .args(["-q", "-y"])
+            .args(args)
+            .current_dir(cwd);
+        cmd
+    }
+
+    fn get(&self, args: &[&str], cwd: &Path) -> Output {
+        self.command(args, cwd).output().unwrap()
+    }
+}
+
+/// `python3 -m http.server` serving `dir` on loopback; its request log.
+struct Upstream {
+    process: Option<KillOnDrop>,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Upstream {
+    fn start(dir: &Path, log: PathBuf) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let process = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python3");
+        let mut process = KillOnDrop::new(process);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                process.child().try_wait().unwrap().is_none(),
+                "http.server exited"
+            );
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            process: Some(process),
+            port,
+            log,
+        }
+    }
+
+    /// How often the upstream was asked for `path` (GET, any status).
+    fn gets(&self, path: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("\"GET /{path} ")))
+            .count()
+    }
+
+    fn stop(&mut self) {
+        self.process.take();
+    }
+}
+
+fn config(base: &Path, repo: &Path, upstream_port: u16) -> PathBuf {
+    let mut text = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
+    text.push_str(&format!(
+        "\nmirror:\n  cache_dir: {}\n  repos:\n    - prefix: static\n      static: {}\n    \
+         - prefix: ubuntu\n      upstream: [\"http://127.0.0.1:{upstream_port}\"]\n",
+        base.join("cache").display(),
+        repo.display()
+    ));
+    let path = base.join("seed.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn apt_installs_from_the_mirror_static_proxied_and_offline() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let repo = Repo::new(base);
+    let mut debs = std::collections::HashMap::new();
+    for (name, size) in [
+        ("seedtest-a", 200_000),
+        ("seedtest-b", 300_000),
+        ("seedtest-c", 50_000),
+    ] {
+        debs.insert(name, repo.add(name, size));
+    }
+    repo.publish();
+    let mut upstream = Upstream::start(&repo.dir, base.join("upstream.log"));
+    let state = base.join("state");
+    let seed = HttpSeed::start(&config(base, &repo.dir, upstream.port), &state);
+    let downloads = base.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let deb_name = |name: &str| format!("{name}_1.0_all.deb");
+
+    // Static: apt-get update and download straight from the directory.
+    let static_apt = Apt::new(
+        &base.join("apt-static"),
+        &seed.url("/apt/static"),
+        &repo.keyring,
+    );
+    let out = static_apt.get(&["update"], &downloads);
+    assert!(out.status.success(), "static update: {}", describe(&out));
+    let out = static_apt.get(&["download", "seedtest-a"], &downloads);
+    assert!(out.status.success(), "static download: {}", describe(&out));
+    assert_eq!(
+        std::fs::read(downloads.join(deb_name("seedtest-a"))).unwrap(),
+        std::fs::read(&debs["seedtest-a"]).unwrap()
+    );
+    assert_eq!(
+        upstream.gets("dists/stable/InRelease"),
+        0,
+        "static mode asks no upstream"
+    );
+
+    // Proxy: the same through the cache.
+    let proxy = Apt::new(
+        &base.join("apt-proxy"),
+        &seed.url("/apt/ubuntu"),
+        &repo.keyring,
+    );
+    let out = proxy.get(&["update"], &downloads);
+    assert!(out.status.success(), "proxy update: {}", describe(&out));
+    let here = base.join("dl-proxy");
+    std::fs::create_dir_all(&here).unwrap();
+    let out = proxy.get(&["download", "seedtest-a"], &here);
+    assert!(out.status.success(), "proxy download: {}", describe(&out));
+    assert_eq!(
+        std::fs::read(here.join(deb_name("seedtest-a"))).unwrap(),
+        std::fs::read(&debs["seedtest-a"]).unwrap()
+    );
+
+    // 50 apt-get downloads of one uncached package at once: one upstream fetch.
+    let b = "pool/main/s/seedtest-b/seedtest-b_1.0_all.deb";
+    assert_eq!(upstream.gets(b), 0);
+    let mut clients = Vec::new();
+    for i in 0..50 {
+        let cwd = base.join(format!("dl-{i}"));
+        std::fs::create_dir_all(&cwd).unwrap();
+        let child = proxy
+            .command(&["download", "seedtest-b"], &cwd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        clients.push((cwd, KillOnDrop::new(child)));
+    }
+    let want_b = std::fs::read(&debs["seedtest-b"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (cwd, client) in clients {
+        let out = client.wait_with_output();
+        assert!(Instant::now() < deadline, "50 downloads took over 120 s");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            cwd.display(),
+            describe(&out)
+        );
+        assert!(std::fs::read(cwd.join(deb_name("seedtest-b"))).unwrap() == want_b);
+    }
+    assert_eq!(
+        upstream.gets(b),
+        1,
+        "exactly one upstream fetch for 50 clients"
+    );
+
+    // A corrupted upstream package (same size, other bytes) is refused, not cached.
+    let c = &debs["seedtest-c"];
+    let mut bytes = std::fs::read(c).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(c, bytes).unwrap();
+    let out = proxy.get(&["download", "seedtest-c"], &here);
+    assert!(
+        !out.status.success(),
+        "a corrupted package was accepted: {}",
+        describe(&out)
+    );
+    assert!(
+        seed.log().contains("does not match the index"),
+        "seed says why: {}",
+        seed.log()
+    );
+    assert!(
+        !base
+            .join("cache/ubuntu/pool/main/s/seedtest-c")
+            .join(deb_name("seedtest-c"))
+            .exists()
+    );
+
+    // The upstream publishes a new suite (seedtest-d added): the first update after fetches
+    // the indices the cache used before the new Release is served.
+    repo.add("seedtest-d", 10_000);
+    repo.publish();
+    let out = proxy.get(&["update"], &downloads);
+    assert!(
+        out.status.success(),
+        "update after publish: {}",
+        describe(&out)
+    );
+
+    // The upstream goes away: a new client still updates and downloads from the cache, and
+    // sees the new suite (its Release and indices are both in the cache).
+    upstream.stop();
+    let offline = Apt::new(
+        &base.join("apt-offline"),
+        &seed.url("/apt/ubuntu"),
+        &repo.keyring,
+    );
+    let out = offline.get(&["update"], &downloads);
+    assert!(out.status.success(), "offline update: {}", describe(&out));
+    assert!(
+        seed.log().contains("upstream unreachable, serving the cached copy"),
+        "{}",
+        seed.log()
+    );
+    // The indices are cached under their hashes, as the archive publishes them.
+    let by_hash = base.join("cache/ubuntu/dists/stable/main/binary-amd64/by-hash/SHA256");
+    assert!(
+        std::fs::read_dir(&by_hash).unwrap().count() >= 2,
+        "the old and the new Packages index"
+    );
+    let there = base.join("dl-offline");
+    std::fs::create_dir_all(&there).unwrap();
+    for name in ["seedtest-a", "seedtest-b"] {
+        let out = offline.get(&["download", name], &there);
+        assert!(
+            out.status.success(),
+            "offline download {name}: {}",
+            describe(&out)
+        );
+        assert_eq!(
+            std::fs::read(there.join(deb_name(name))).unwrap(),
+            std::fs::read(&debs[name]).unwrap()
+        );
+    }
+    let out = offline
+        .command(&["--print-uris", "download", "seedtest-d"], &there)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("seedtest-d_1.0_all.deb"),
+        "the new suite's package is known offline: {}",
+        describe(&out)
+    );
+}
