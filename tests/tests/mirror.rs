@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http::HttpSeed;
-use common::{KillOnDrop, describe, repo_root};
+use common::{KillOnDrop, describe, repo_root, seed as seed_command};
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -297,7 +297,8 @@ fn apt_installs_from_the_mirror_static_proxied_and_offline() {
     repo.publish();
     let mut upstream = Upstream::start(&repo.dir, base.join("upstream.log"));
     let state = base.join("state");
-    let seed = HttpSeed::start(&config(base, &repo.dir, upstream.port), &state);
+    let config = config(base, &repo.dir, upstream.port);
+    let seed = HttpSeed::start(&config, &state);
     let downloads = base.join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     let deb_name = |name: &str| format!("{name}_1.0_all.deb");
@@ -419,7 +420,8 @@ fn apt_installs_from_the_mirror_static_proxied_and_offline() {
     let out = offline.get(&["update"], &downloads);
     assert!(out.status.success(), "offline update: {}", describe(&out));
     assert!(
-        seed.log().contains("upstream unreachable, serving the cached copy"),
+        seed.log()
+            .contains("upstream unreachable, serving the cached copy"),
         "{}",
         seed.log()
     );
@@ -453,4 +455,130 @@ fn apt_installs_from_the_mirror_static_proxied_and_offline() {
         "the new suite's package is known offline: {}",
         describe(&out)
     );
+
+    // The seed host's disk use shows in `seed status`.
+    let out = seed_command()
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let disk = stdout
+        .lines()
+        .find(|l| l.starts_with("disk: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        disk.contains("APT mirror cache") && !disk.contains("APT mirror cache 0 B"),
+        "{disk}"
+    );
+}
+
+/// An upstream that sends half of every file and then stalls: a download in progress.
+const STALLING_UPSTREAM: &str = r#"
+import http.server, os, sys, time
+root = sys.argv[2]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        data = open(os.path.join(root, self.path.lstrip("/")), "rb").read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        time.sleep(60)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+/// seed killed (SIGKILL) in the middle of caching a package leaves no file that a later seed
+/// would serve as complete: the next start clears the partial download and fetches it anew.
+#[test]
+fn a_crash_mid_download_never_leaves_a_truncated_package() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let repo = base.join("repo");
+    let rel = "pool/main/x/xpkg/xpkg_1.0_all.deb";
+    std::fs::create_dir_all(repo.join("pool/main/x/xpkg")).unwrap();
+    let payload: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(repo.join(rel), &payload).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stalling = Command::new("python3")
+        .args(["-c", STALLING_UPSTREAM, &port.to_string()])
+        .arg(&repo)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stalling = KillOnDrop::new(stalling);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the stalling upstream did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state = base.join("state");
+    let mut seed = HttpSeed::start(&config(base, &repo, port), &state);
+    let url = seed.url(&format!("/apt/ubuntu/{rel}"));
+    let client = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "30", &url])
+        .spawn()
+        .unwrap();
+    let _client = KillOnDrop::new(client);
+    // Wait until half the package is in seed's temporary file, then kill seed hard.
+    let tmp = base.join("cache/.tmp");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let written: u64 = std::fs::read_dir(&tmp)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if written >= 500_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no download in progress ({written} bytes)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = seed.pid();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    drop(seed);
+    let cached = base.join("cache/ubuntu").join(rel);
+    assert!(!cached.exists(), "a partial download is in the cache");
+
+    // The next seed, with a working upstream: the partial file is gone and the package is
+    // fetched whole.
+    let upstream = Upstream::start(&repo, base.join("upstream.log"));
+    let seed = HttpSeed::start(&config(base, &repo, upstream.port), &state);
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the partial download was cleared at start"
+    );
+    let reply = common::http::curl(&[&seed.url(&format!("/apt/ubuntu/{rel}"))]);
+    assert_eq!(reply.status, 200);
+    assert!(reply.body == payload, "the package is whole");
+    assert!(std::fs::read(&cached).unwrap() == payload);
 }

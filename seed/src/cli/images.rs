@@ -124,14 +124,14 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
                     image.kernel.clone(),
                     image.initrd.clone(),
                     image.iso.clone().unwrap_or_else(|| "-".into()),
-                    mib(image.size()),
+                    super::table::size(image.size()),
                     image.kernel_args.join(" "),
                 ]);
             }
             print!("{}", table.render());
             println!(
                 "images: {} in {}",
-                mib(catalogue.disk_usage()),
+                super::table::size(catalogue.disk_usage()),
                 catalogue.root().display()
             );
         }
@@ -154,10 +154,6 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
 /// Nodes of `config` that install `image` and are provisioning or installing now.
@@ -297,7 +293,7 @@ impl Meter {
         {
             return;
         }
-        let line = format!("{what}: {percent:>3}% of {}", mib(total));
+        let line = format!("{what}: {percent:>3}% of {}", super::table::size(total));
         if self.tty {
             eprint!("\r\x1b[K{line}");
         } else {

@@ -64,9 +64,19 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
         row.last_event = record.last_event;
     }
     let discovered = store.discovered()?;
+    // What the seed host's disk holds: images and the APT mirror's cache.
+    let images_bytes = images::Catalogue::new(state_dir.join("images")).disk_usage();
+    let mirror_bytes = config
+        .as_ref()
+        .and_then(|c| c.mirror.as_ref())
+        .map(|m| crate::mirror::disk_usage(&m.cache_dir));
     if args.json {
         let rows: Vec<&Row> = rows.values().collect();
-        let json = serde_json::json!({ "nodes": rows, "discovered": discovered });
+        let json = serde_json::json!({
+            "nodes": rows,
+            "discovered": discovered,
+            "disk": { "images_bytes": images_bytes, "mirror_cache_bytes": mirror_bytes },
+        });
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -100,6 +110,14 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
         ]);
     }
     print!("{}", table.render());
+    println!(
+        "\ndisk: images {}{}",
+        super::table::size(images_bytes),
+        mirror_bytes.map_or(String::new(), |b| format!(
+            ", APT mirror cache {}",
+            super::table::size(b)
+        ))
+    );
     if !discovered.is_empty() {
         println!(
             "\nDiscovered in DHCP, not in the config (adopt one by adding a node with its MAC):"

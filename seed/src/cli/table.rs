@@ -46,6 +46,21 @@ impl Table {
     }
 }
 
+/// A size for people: `512 B`, `3.4 KiB`, `1.2 MiB`, `2.9 GiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +70,12 @@ mod tests {
         let mut t = Table::new(&["A", "LONGER"]);
         t.row(vec!["wide cell".into(), "x".into()]);
         assert_eq!(t.render(), "A          LONGER\nwide cell  x\n");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(3 * 1024 + 512), "3.5 KiB");
+        assert_eq!(size(5 << 30), "5.0 GiB");
     }
 }
