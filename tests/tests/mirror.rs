@@ -373,6 +373,11 @@ fn apt_installs_from_the_mirror_static_proxied_and_offline() {
         1,
         "exactly one upstream fetch for 50 clients"
     );
+    let metrics = common::http::curl(&[&seed.url("/metrics")]).text();
+    assert!(
+        metrics.contains("seed_apt_upstream_fetches_total "),
+        "{metrics}"
+    );
 
     // A corrupted upstream package (same size, other bytes) is refused, not cached.
     let c = &debs["seedtest-c"];

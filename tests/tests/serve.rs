@@ -129,7 +129,7 @@ fn status_without_config_reads_the_store_alone() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "NODE  ROLE  STATE  FOR  SINCE (UTC)  LAST EVENT\n"
+        "NODE  ROLE  STATE  FOR  SINCE (UTC)  LAST EVENT\n\ndisk: images 0 B\n"
     );
 }
 
@@ -165,8 +165,11 @@ fn provision_marks_nodes_once_and_reinstalls_only_with_force() {
         .args(["images", "list"])
         .output()
         .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
     assert!(
-        String::from_utf8_lossy(&listed.stdout).contains("ubuntu-24.04  vmlinuz  initrd"),
+        text.lines().any(|l| l.starts_with("ubuntu-24.04 ")
+            && l.contains("vmlinuz  initrd")
+            && l.contains("13 B")),
         "{}",
         describe(&listed)
     );

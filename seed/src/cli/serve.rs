@@ -45,6 +45,17 @@ pub struct ServeArgs {
 }
 
 pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // The runtime and the signal listeners first: a SIGTERM while seed starts (a process
+    // manager stopping it at once) is then a graceful stop, not the default action's kill.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+        .context("cannot start the async runtime")?;
+    let shutdown = {
+        let _enter = runtime.enter();
+        Shutdown::listen()?
+    };
     let config = Arc::new(global.load_config()?);
     let state_dir = global.state_dir(Some(&config));
     let mut store = Store::open(&state_dir)
@@ -83,7 +94,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let apt = match &config.mirror {
         Some(mirror) => Some(http::apt::Apt::new(
-            crate::mirror::Mirror::new(mirror).context("APT mirror")?,
+            crate::mirror::Mirror::new(mirror, &state_dir).context("APT mirror")?,
         )),
         None => None,
     };
@@ -109,11 +120,6 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         "seed ready; waiting for SIGINT or SIGTERM"
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(BLOCKING_THREADS)
-        .build()
-        .context("cannot start the async runtime")?;
     let signal = runtime.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -169,7 +175,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             every,
             stopped(stop_rx.clone()),
         ));
-        let signal = shutdown_signal().await?;
+        let signal = shutdown.wait().await;
         tracing::info!(signal, "shutting down");
         let _ = stop_tx.send(true);
         let _ = stall_task.await;
@@ -294,13 +300,28 @@ fn interface_addresses(iface: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
         .collect())
 }
 
-/// Resolves with the name of the first of SIGINT or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGINT and SIGTERM, listened for from the start.
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Starts listening (inside the runtime's context).
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    /// Resolves with the name of the first of SIGINT or SIGTERM (also one that came while
+    /// seed started).
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -33,10 +33,20 @@ pub struct Config {
 /// The APT mirror under `/apt/`.
 #[derive(Debug, Clone)]
 pub struct Mirror {
-    /// Where proxied files are cached.
-    pub cache_dir: PathBuf,
+    /// Where proxied files are cached, if the config says; see [`Mirror::cache_dir`].
+    pub cache_dir: Option<PathBuf>,
     /// The repositories, by prefix.
     pub repos: Vec<MirrorRepo>,
+}
+
+impl Mirror {
+    /// The cache directory: the configured one, else `apt/` in the state directory in use
+    /// (which `--state-dir` may override).
+    pub fn cache_dir(&self, state_dir: &Path) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("apt"))
+    }
 }
 
 /// One repository under `/apt/<prefix>/`: a static directory, a caching proxy, or both (the

@@ -74,7 +74,7 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
     };
     let nodes = nodes(&mut v, &file.nodes, &roles, &zones, &links, &default_image);
     let install = file.install.as_ref().map(|i| install(&mut v, i, &seed));
-    let mirror = file.mirror.as_ref().map(|m| mirror(&mut v, m, &seed));
+    let mirror = file.mirror.as_ref().map(|m| mirror(&mut v, m));
     if let (Some(install), Some(mirror)) = (&install, &mirror) {
         // The nodes' apt source is seed's own /apt/<prefix>: that prefix must exist.
         let own = format!("{}/apt/", seed.url);
@@ -1115,7 +1115,7 @@ fn check_url(v: &mut Validator, line: Option<u64>, field: &str, url: &str) {
     }
 }
 
-fn mirror(v: &mut Validator, item: &Spanned<wire::MirrorWire>, seed: &SeedHost) -> Mirror {
+fn mirror(v: &mut Validator, item: &Spanned<wire::MirrorWire>) -> Mirror {
     let (w, line) = (&item.value, line_of(item));
     let mut repos: Vec<MirrorRepo> = Vec::new();
     for r in &w.repos {
@@ -1156,10 +1156,7 @@ fn mirror(v: &mut Validator, item: &Spanned<wire::MirrorWire>, seed: &SeedHost) 
         });
     }
     Mirror {
-        cache_dir: w
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| seed.state_dir.join("apt")),
+        cache_dir: w.cache_dir.clone(),
         repos,
     }
 }

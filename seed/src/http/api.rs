@@ -227,14 +227,26 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     })
     .await;
     match counts {
-        Ok(counts) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            app.metrics.render(&counts),
-        )
-            .into_response(),
+        Ok(counts) => {
+            let mut text = app.metrics.render(&counts);
+            if let Some(apt) = &app.apt {
+                let _ = writeln!(
+                    text,
+                    "# HELP seed_apt_upstream_fetches_total Files the APT mirror downloaded from its upstreams.\n\
+                     # TYPE seed_apt_upstream_fetches_total counter\n\
+                     seed_apt_upstream_fetches_total {}",
+                    apt.mirror.upstream_fetches()
+                );
+            }
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

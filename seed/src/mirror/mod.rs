@@ -119,7 +119,7 @@ pub struct Mirror {
     cache: PathBuf,
     client: reqwest::Client,
     inflight: Mutex<HashMap<String, Flight>>,
-    pools: Mutex<HashMap<String, Arc<PoolIndex>>>,
+    pools: tokio::sync::Mutex<HashMap<String, Arc<PoolIndex>>>,
     /// Bumped whenever a Release is replaced: pool indices are rebuilt after.
     generation: AtomicU64,
     /// Upstream GETs that returned a body.
@@ -128,10 +128,11 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// The mirror of `config`: creates the cache directory and empties its temporary files
+    /// The mirror of `config` (its cache in `state_dir` unless configured): creates the cache directory and empties its temporary files
     /// (left by a crash: never served, never complete).
-    pub fn new(config: &MirrorConfig) -> Result<Arc<Self>, MirrorError> {
-        let tmp = config.cache_dir.join(".tmp");
+    pub fn new(config: &MirrorConfig, state_dir: &Path) -> Result<Arc<Self>, MirrorError> {
+        let cache = config.cache_dir(state_dir);
+        let tmp = cache.join(".tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)
             .map_err(|e| MirrorError::Io(format!("{}: {e}", tmp.display())))?;
@@ -147,10 +148,10 @@ impl Mirror {
                 .iter()
                 .map(|r| (r.prefix.clone(), r.clone()))
                 .collect(),
-            cache: config.cache_dir.clone(),
+            cache,
             client,
             inflight: Mutex::new(HashMap::new()),
-            pools: Mutex::new(HashMap::new()),
+            pools: tokio::sync::Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             tmp_counter: AtomicU64::new(0),
@@ -294,7 +295,7 @@ impl Mirror {
                     }
                 }
                 let _ = (size, sha256);
-                self.commit(&tmp, dest)?;
+                self.commit(tmp, dest).await?;
                 self.write_validators(dest, &validators)?;
                 if suite.is_some() {
                     self.generation.fetch_add(1, Ordering::SeqCst);
@@ -422,16 +423,17 @@ impl Mirror {
         Ok(Answer::Cached(dest))
     }
 
-    /// The size and SHA-256 the cached Packages indices give for a package.
+    /// The size and SHA-256 the cached Packages indices give for a package. The table is
+    /// built once per Release generation, by one request while the others wait (parsing
+    /// Ubuntu's universe index is seconds of CPU and tens of MiB).
     async fn pool_entry(self: &Arc<Self>, prefix: &str, path: &str) -> Option<Expect> {
+        let mut pools = self.pools.lock().await;
         let generation = self.generation.load(Ordering::SeqCst);
-        let current = self
-            .pools
-            .lock()
-            .ok()
-            .and_then(|p| p.get(prefix).cloned())
-            .filter(|p| p.generation == generation);
-        let pool = match current {
+        let fresh = pools
+            .get(prefix)
+            .filter(|p| p.generation == generation)
+            .cloned();
+        let pool = match fresh {
             Some(pool) => pool,
             None => {
                 let (cache, prefix2) = (self.cache.clone(), prefix.to_string());
@@ -442,12 +444,11 @@ impl Mirror {
                     generation,
                     packages,
                 });
-                if let Ok(mut pools) = self.pools.lock() {
-                    pools.insert(prefix.to_string(), Arc::clone(&pool));
-                }
+                pools.insert(prefix.to_string(), Arc::clone(&pool));
                 pool
             }
         };
+        drop(pools);
         pool.packages.get(path).map(|(size, sha256)| Expect {
             size: Some(*size),
             sha256: sha256.clone(),
@@ -521,7 +522,7 @@ impl Mirror {
                         expect.sha256
                     )));
                 }
-                self.commit(&tmp, dest)
+                self.commit(tmp, dest).await
             }
             Fetched::Missing => Err(MirrorError::NotFound(format!(
                 "/apt/{}/{rel}: not found upstream",
@@ -630,16 +631,22 @@ impl Mirror {
         )))
     }
 
-    /// Renames a synced temporary file into the cache as `dest` and syncs its directory.
-    fn commit(&self, tmp: &Path, dest: &str) -> Result<(), MirrorError> {
+    /// Renames a synced temporary file into the cache as `dest` and syncs its directory (on
+    /// the blocking pool: an fsync must not stall the runtime's thread).
+    async fn commit(&self, tmp: PathBuf, dest: &str) -> Result<(), MirrorError> {
         let path = self.cache.join(dest);
-        let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", path.display()));
-        let parent = path.parent().unwrap_or(&self.cache);
-        std::fs::create_dir_all(parent).map_err(io)?;
-        std::fs::rename(tmp, &path).map_err(io)?;
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io)
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || {
+            let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", path.display()));
+            let parent = path.parent().unwrap_or(&cache);
+            std::fs::create_dir_all(parent).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io)
+        })
+        .await
+        .unwrap_or_else(|e| Err(MirrorError::Io(format!("cache write: {e}"))))
     }
 
     fn validators_path(&self, dest: &str) -> PathBuf {
