@@ -275,10 +275,7 @@ impl Mirror {
                 "/apt/{dest}: not found upstream"
             ))),
             Fetched::Body {
-                tmp,
-                size,
-                sha256,
-                validators,
+                tmp, validators, ..
             } => {
                 if let Some(suite) = suite
                     && have
@@ -294,7 +291,6 @@ impl Mirror {
                         return Ok(());
                     }
                 }
-                let _ = (size, sha256);
                 self.commit(tmp, dest).await?;
                 self.write_validators(dest, &validators)?;
                 if suite.is_some() {
