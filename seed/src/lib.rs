@@ -27,6 +27,7 @@ pub mod ra;
 pub mod redfish;
 pub mod store;
 pub mod tftp;
+pub mod tree;
 
 /// An error and its causes, `: `-joined.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 
 use crate::metrics::{Metrics, TftpOutcome};
+use crate::tree::{OpenError, Tree};
 
 const RRQ: u16 = 1;
 const WRQ: u16 = 2;
@@ -41,7 +42,7 @@ const MAX_FILE: u64 = 64 << 20;
 #[derive(Debug, Clone, Default)]
 pub struct Files {
     embedded: BTreeMap<String, &'static [u8]>,
-    root: Option<PathBuf>,
+    root: Option<Arc<Tree>>,
 }
 
 /// An open file to serve: embedded bytes, or a file read block by block (memory stays at one
@@ -100,7 +101,10 @@ impl Files {
             .iter()
             .map(|b| (b.name.to_string(), b.bytes))
             .collect();
-        Self { embedded, root }
+        Self {
+            embedded,
+            root: root.map(|r| Arc::new(Tree::new(r))),
+        }
     }
 
     /// The file `name`, or why not. Names are relative; `..`, absolute paths, NUL bytes and
@@ -126,17 +130,16 @@ impl Files {
         let Some(root) = &self.root else {
             return refuse(ERR_NOT_FOUND, format!("{name}: no such file"));
         };
-        let (Ok(root), Ok(full)) = (root.canonicalize(), root.join(path).canonicalize()) else {
-            return refuse(ERR_NOT_FOUND, format!("{name}: no such file"));
+        let file = match root.open(name) {
+            Ok(file) => file,
+            Err(OpenError::Leaves) => {
+                return refuse(ERR_ACCESS, format!("{name}: path leaves the TFTP root"));
+            }
+            Err(OpenError::Missing) => {
+                return refuse(ERR_NOT_FOUND, format!("{name}: no such file"));
+            }
+            Err(OpenError::Io(e)) => return refuse(ERR_ACCESS, format!("{name}: {e}")),
         };
-        // canonicalize() resolved every symlink: what is not under the root left it.
-        if !full.starts_with(&root) {
-            return refuse(ERR_ACCESS, format!("{name}: path leaves the TFTP root"));
-        }
-        let file = std::fs::File::open(&full).map_err(|e| Refusal {
-            code: ERR_ACCESS,
-            message: format!("{name}: {e}"),
-        })?;
         match file.metadata() {
             Ok(m) if !m.is_file() => refuse(ERR_NOT_FOUND, format!("{name}: not a file")),
             Ok(m) if m.len() > MAX_FILE => refuse(

@@ -7,14 +7,16 @@
 //! Range), which every client handles.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
+use crate::tree::{OpenError, Tree};
 
 /// What a `Range` header asked for, resolved against a file of known length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,21 +85,11 @@ pub fn parse_range(value: &str, len: u64) -> Range {
     }
 }
 
-/// Whether `relative` is a plain relative path: no `..`, no absolute path, no NUL byte.
-fn plain(relative: &str) -> bool {
-    !relative.is_empty()
-        && !relative.contains('\0')
-        && Path::new(relative)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-}
-
-/// A directory files are served from. Its descriptor is kept open, so a request costs one
-/// `openat2` instead of an open and close of the directory as well (bench/http).
+/// A directory files are served from: a [`Tree`] (every open stays beneath it, one openat2
+/// against a kept-open descriptor, bench/http) and the small files read in the last second.
 #[derive(Debug)]
 pub struct Root {
-    path: PathBuf,
-    dir: RwLock<Option<Arc<std::fs::File>>>,
+    tree: Tree,
     small: std::sync::Mutex<std::collections::HashMap<String, (Instant, Opened)>>,
 }
 
@@ -105,8 +97,7 @@ impl Root {
     /// Serve from `path`; it need not exist yet (the image catalogue creates it on first add).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
-            path: path.into(),
-            dir: RwLock::new(None),
+            tree: Tree::new(path),
             small: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -130,64 +121,22 @@ impl Root {
 
     /// The directory's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.tree.path()
     }
 
-    fn dir(&self, fresh: bool) -> std::io::Result<Arc<std::fs::File>> {
-        if !fresh && let Some(dir) = self.dir.read().ok().and_then(|d| d.clone()) {
-            return Ok(dir);
-        }
-        let dir = Arc::new(std::fs::File::open(&self.path)?);
-        if let Ok(mut slot) = self.dir.write() {
-            *slot = Some(Arc::clone(&dir));
-        }
-        Ok(dir)
-    }
-
-    /// Open `relative` for reading if it stays inside the root: no `..`, absolute paths, NUL
-    /// bytes, or symlinks that lead out. openat2(RESOLVE_BENEATH) has the kernel check every
-    /// step in one call (Linux 5.6+); older kernels get the same answer from canonicalize().
+    /// Open `relative` for reading if it stays inside the root. A name that leads out is
+    /// answered like a missing one: nothing about the outside shows.
     pub fn open(&self, relative: &str) -> std::io::Result<std::fs::File> {
-        if !plain(relative) {
-            return Err(not_found());
-        }
-        let opened = match open_beneath(&*self.dir(false)?, relative) {
-            // The directory may have been replaced since it was opened: look again, once.
-            Err(nix::errno::Errno::ENOENT) => open_beneath(&*self.dir(true)?, relative),
-            opened => opened,
-        };
-        match opened {
+        match self.tree.open(relative) {
             Ok(file) => Ok(file),
-            // A kernel before 5.6: resolve the old way.
-            Err(nix::errno::Errno::ENOSYS) => self.open_canonical(relative),
-            // The path leaves the root through a symlink.
-            Err(nix::errno::Errno::EXDEV) => Err(not_found()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn open_canonical(&self, relative: &str) -> std::io::Result<std::fs::File> {
-        let root = self.path.canonicalize()?;
-        let full = root.join(relative).canonicalize()?;
-        // canonicalize() resolved every symlink: what is not under the root left it.
-        if full.starts_with(&root) {
-            std::fs::File::open(full)
-        } else {
-            Err(not_found())
+            Err(OpenError::Leaves | OpenError::Missing) => Err(not_found()),
+            Err(OpenError::Io(e)) => Err(e),
         }
     }
 }
 
 fn not_found() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
-}
-
-fn open_beneath(dir: &std::fs::File, relative: &str) -> nix::Result<std::fs::File> {
-    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(dir, relative, how).map(std::fs::File::from)
 }
 
 /// A validator that changes whenever the file does: size and modification time, as nginx
