@@ -565,6 +565,19 @@ pub fn parse_disk_info(info: &str) -> (Option<String>, Option<String>) {
     (release, arch)
 }
 
+/// The name an import of `iso` gets without `--name`: from its `.disk/info`.
+pub fn default_name_of(iso: &Path) -> Result<Option<String>, Error> {
+    let iso = Iso::open(iso)?;
+    let Some(info) = iso.find(".disk/info")? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&iso.read(&info, 4096)?).into_owned();
+    Ok(match parse_disk_info(text.trim()) {
+        (Some(release), arch) => Some(default_name(&release, arch.as_deref())),
+        (None, _) => None,
+    })
+}
+
 /// `ubuntu-24.04` for `24.04.1` on amd64 (what nodes install by default), `ubuntu-24.04-arm64`
 /// elsewhere.
 fn default_name(release: &str, arch: Option<&str>) -> String {

@@ -215,4 +215,36 @@ fn provision_marks_nodes_once_and_reinstalls_only_with_force() {
     let unknown = provision(&["nosuch"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no node named nosuch"));
+
+    // The image two nodes are installing from can be neither replaced nor removed now.
+    let images = |args: &[&str]| {
+        seed_with("examples/osism-rack.yaml", state.path())
+            .arg("images")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let kernel = state.path().join("vmlinuz");
+    let initrd = state.path().join("initrd");
+    for args in [
+        vec![
+            "add",
+            "ubuntu-24.04",
+            "--replace",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+        ],
+        vec!["remove", "ubuntu-24.04"],
+    ] {
+        let out = images(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("image ubuntu-24.04 is being installed on cmp3, stor1"),
+            "{stderr}"
+        );
+    }
+    assert!(state.path().join("images/ubuntu-24.04/image.json").exists());
 }

@@ -92,6 +92,9 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
     let catalogue = images::Catalogue::new(global.state_dir(config.as_ref()).join("images"));
     match command {
         ImagesCommand::Add(args) => {
+            if args.replace {
+                not_in_use(global, config.as_ref(), &args.name, "replaced")?;
+            }
             let new = images::NewImage {
                 name: args.name.clone(),
                 kernel: args.kernel,
@@ -111,7 +114,19 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
                 println!("  {}  {:>12}  {}", file.sha256, file.size, file.name);
             }
         }
-        ImagesCommand::Import(args) => return import(&catalogue, args),
+        ImagesCommand::Import(mut args) => {
+            if args.replace {
+                // The name the import will have, to check before anything is replaced.
+                if args.name.is_none() {
+                    args.name = images::default_name_of(&args.iso)
+                        .with_context(|| format!("cannot import {}", args.iso.display()))?;
+                }
+                if let Some(name) = &args.name {
+                    not_in_use(global, config.as_ref(), name, "replaced")?;
+                }
+            }
+            return import(&catalogue, args);
+        }
         ImagesCommand::List => {
             let mut table = Table::new(&[
                 "IMAGE", "RELEASE", "ARCH", "KERNEL", "INITRD", "ISO", "SIZE", "ARGS",
@@ -136,17 +151,7 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
             );
         }
         ImagesCommand::Remove(args) => {
-            if let Some(config) = &config {
-                let state_dir = global.state_dir(Some(config));
-                let busy = busy_nodes(config, &state_dir, &args.name)?;
-                if !busy.is_empty() {
-                    anyhow::bail!(
-                        "image {} is being installed on {}: wait, or fail them first",
-                        args.name,
-                        busy.join(", ")
-                    );
-                }
-            }
+            not_in_use(global, config.as_ref(), &args.name, "removed")?;
             if !catalogue.remove(&args.name)? {
                 anyhow::bail!("no image named {}", args.name);
             }
@@ -154,6 +159,27 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to take `image` away while a node of the config is installing from it: its kernel,
+/// initrd and ISO must stay what its installer started with.
+fn not_in_use(
+    global: &Global,
+    config: Option<&Config>,
+    image: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    let Some(config) = config else {
+        return Ok(());
+    };
+    let busy = busy_nodes(config, &global.state_dir(Some(config)), image)?;
+    if busy.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "image {image} is being installed on {}: it cannot be {what} now; wait, or fail those nodes first",
+        busy.join(", ")
+    )
 }
 
 /// Nodes of `config` that install `image` and are provisioning or installing now.
