@@ -138,6 +138,16 @@ fn an_imported_iso_is_served_byte_identical_whatever_its_names() {
         );
     }
 
+    // The API lists it, with what it takes on disk.
+    let api = curl(&[&http.url("/api/v1/images")]).json();
+    assert_eq!(api["images"][0]["name"], "ubuntu-24.04", "{api}");
+    assert_eq!(api["images"][0]["release"], "24.04.1", "{api}");
+    assert!(
+        api["disk"]["images_bytes"].as_u64().unwrap() > 8_000_000,
+        "{api}"
+    );
+    drop(http);
+
     // Removed: gone from the list and from disk.
     let out = images(&state, &["remove", "ubuntu-24.04"]);
     assert!(out.status.success(), "{}", describe(&out));

@@ -24,6 +24,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/api/v1/nodes/{name}", get(node))
         .route("/api/v1/nodes/{name}/events", get(events))
         .route("/api/v1/nodes/{name}/provision", post(provision))
+        .route("/api/v1/images", get(images_list))
         .route("/metrics", get(metrics))
         .route("/", get(status_page))
 }
@@ -251,6 +252,31 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// `GET /api/v1/images`: the image catalogue (records with sizes and hashes) and what the seed
+/// host's disk holds for images and the APT mirror's cache.
+async fn images_list(State(app): State<Arc<App>>) -> Response {
+    let root = app.images.path().to_path_buf();
+    let mirror = app.apt.as_ref().map(|apt| Arc::clone(&apt.mirror));
+    let listed = tokio::task::spawn_blocking(move || {
+        let catalogue = images::Catalogue::new(root);
+        catalogue.list().map(|list| {
+            serde_json::json!({
+                "images": list,
+                "disk": {
+                    "images_bytes": catalogue.disk_usage(),
+                    "mirror_cache_bytes": mirror.map(|m| m.disk_usage()),
+                },
+            })
+        })
+    })
+    .await;
+    match listed {
+        Ok(Ok(json)) => Json(json).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 /// A page an operator can leave open: every node, its state and its last event.
 async fn status_page(State(app): State<Arc<App>>) -> Response {
     let records = match decide(&app, |nodes| nodes.list()).await {
@@ -279,7 +305,7 @@ async fn status_page(State(app): State<Arc<App>>) -> Response {
             escape(&last)
         );
     }
-    page.push_str("</table><p><a href=\"/api/v1/nodes\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>\n");
+    page.push_str("</table><p><a href=\"/api/v1/nodes\">JSON</a> · <a href=\"/api/v1/images\">images</a> · <a href=\"/metrics\">metrics</a></p></body></html>\n");
     Html(page).into_response()
 }
 
