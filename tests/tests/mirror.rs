@@ -497,10 +497,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 "#;
 
-/// seed killed (SIGKILL) in the middle of caching a package leaves no file that a later seed
-/// would serve as complete: the next start clears the partial download and fetches it anew.
+/// A package is streamed to its clients while seed downloads it; seed killed (SIGKILL) in the
+/// middle of caching it leaves no file that a later seed would serve as complete: the next
+/// start clears the partial download and fetches it anew.
 #[test]
-fn a_crash_mid_download_never_leaves_a_truncated_package() {
+fn a_download_is_streamed_as_it_grows_and_a_crash_leaves_no_truncated_package() {
     let base = tempfile::tempdir().unwrap();
     let base = base.path();
     let repo = base.join("repo");
@@ -561,6 +562,29 @@ fn a_crash_mid_download_never_leaves_a_truncated_package() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A client that joins now gets what is there at once (the download is streamed as it
+    // grows), not silence until the upstream finishes: apt would time out on a large package.
+    let joined = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "3",
+            "-w",
+            "%{size_download}",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let got: u64 = String::from_utf8_lossy(&joined.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        got >= 500_000,
+        "a joining client got {got} bytes while the upstream stalls"
+    );
     let pid = seed.pid();
     assert!(
         Command::new("kill")
@@ -585,5 +609,14 @@ fn a_crash_mid_download_never_leaves_a_truncated_package() {
     let reply = common::http::curl(&[&seed.url(&format!("/apt/ubuntu/{rel}"))]);
     assert_eq!(reply.status, 200);
     assert!(reply.body == payload, "the package is whole");
+    // The client may have its last byte before seed has verified and renamed the file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cached.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the package never reached the cache"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(std::fs::read(&cached).unwrap() == payload);
 }

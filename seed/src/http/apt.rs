@@ -3,17 +3,19 @@
 //! ranges and ETags as images.
 
 use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::{App, files};
-use crate::mirror::{Answer, Mirror, MirrorError};
+use crate::mirror::{Answer, Growing, Mirror, MirrorError};
 
 /// The mirror and the directories it answers from.
 pub struct Apt {
@@ -83,17 +85,92 @@ async fn apt_file(
             )
                 .into_response()
         }
-        Err(e) => {
-            let status = match &e {
-                MirrorError::NotFound(_) => StatusCode::NOT_FOUND,
-                MirrorError::BadPath(_) => StatusCode::BAD_REQUEST,
-                MirrorError::Upstream(_) | MirrorError::Mismatch(_) => StatusCode::BAD_GATEWAY,
-                MirrorError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            if status != StatusCode::NOT_FOUND {
-                tracing::warn!(prefix, path, error = %e, "APT mirror request failed");
-            }
-            (status, format!("{e}\n")).into_response()
-        }
+        Ok(Answer::Growing(download)) => growing(download, &method, &prefix, &path).await,
+        Err(e) => error(&prefix, &path, &e),
     }
+}
+
+/// A download in progress, streamed as it grows: headers once the upstream answered (with
+/// Content-Length when it gave one), then every byte as it is flushed to the temporary file.
+/// A download that fails, also one whose bytes all went out but did not verify, aborts the
+/// connection, so the client never takes it for complete.
+async fn growing(mut download: Growing, method: &Method, prefix: &str, path: &str) -> Response {
+    let first = download
+        .progress
+        .wait_for(|p| p.total.is_some() || p.written > 0 || p.end.is_some())
+        .await
+        .map(|p| p.clone());
+    let total = match first {
+        Ok(p) => match p.end {
+            Some(Err(e)) if p.written == 0 => return error(prefix, path, &e),
+            _ => p.total,
+        },
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let mut headers = vec![(header::CONTENT_TYPE, "application/octet-stream".to_string())];
+    if let Some(total) = total {
+        headers.push((header::CONTENT_LENGTH, total.to_string()));
+    }
+    if method == Method::HEAD {
+        return (headers_map(headers), Body::empty()).into_response();
+    }
+    let stream =
+        futures_util::stream::unfold((download, 0u64, false), |(mut d, sent, over)| async move {
+            if over {
+                return None;
+            }
+            loop {
+                let p = d.progress.borrow_and_update().clone();
+                if sent < p.written {
+                    let n = (p.written - sent).min(CHUNK);
+                    let file = Arc::clone(&d.file);
+                    let read = tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; n as usize];
+                        file.read_exact_at(&mut buf, sent).map(|()| buf)
+                    })
+                    .await;
+                    return Some(match read {
+                        Ok(Ok(buf)) => (Ok(Bytes::from(buf)), (d, sent + n, false)),
+                        Ok(Err(e)) => (Err(e), (d, sent, true)),
+                        Err(e) => (Err(std::io::Error::other(e.to_string())), (d, sent, true)),
+                    });
+                }
+                match p.end {
+                    Some(Ok(())) => return None,
+                    Some(Err(e)) => {
+                        return Some((Err(std::io::Error::other(e.to_string())), (d, sent, true)));
+                    }
+                    None => {
+                        if d.progress.changed().await.is_err() {
+                            let gone = std::io::Error::other("the download ended without a result");
+                            return Some((Err(gone), (d, sent, true)));
+                        }
+                    }
+                }
+            }
+        });
+    (headers_map(headers), Body::from_stream(stream)).into_response()
+}
+
+/// Bytes per read of a growing file.
+const CHUNK: u64 = 64 << 10;
+
+fn headers_map(headers: Vec<(header::HeaderName, String)>) -> HeaderMap {
+    headers
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, HeaderValue::from_str(&v).ok()?)))
+        .collect()
+}
+
+fn error(prefix: &str, path: &str, e: &MirrorError) -> Response {
+    let status = match e {
+        MirrorError::NotFound(_) => StatusCode::NOT_FOUND,
+        MirrorError::BadPath(_) => StatusCode::BAD_REQUEST,
+        MirrorError::Upstream(_) | MirrorError::Mismatch(_) => StatusCode::BAD_GATEWAY,
+        MirrorError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status != StatusCode::NOT_FOUND {
+        tracing::warn!(prefix, path, error = %e, "APT mirror request failed");
+    }
+    (status, format!("{e}\n")).into_response()
 }

@@ -73,6 +73,38 @@ pub enum Answer {
     /// A suite's Release file, read whole from the cache: it can be replaced any time, and a
     /// client must get one version of it.
     Bytes(Vec<u8>),
+    /// A file being downloaded: served as it grows, so the first clients do not wait for a
+    /// large package in silence (apt gives up on a connection that stays quiet for its
+    /// `Acquire::http::Timeout`).
+    Growing(Growing),
+}
+
+/// A download in progress, readable while it is written.
+#[derive(Debug, Clone)]
+pub struct Growing {
+    /// The temporary file, opened for reading (positioned reads; the rename into the cache at
+    /// the end does not disturb it).
+    pub file: Arc<std::fs::File>,
+    /// How far the download is.
+    pub progress: tokio::sync::watch::Receiver<Progress>,
+}
+
+/// How far a download is.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Bytes in the temporary file (flushed: readable).
+    pub written: u64,
+    /// The size, once the upstream said it (or the index did).
+    pub total: Option<u64>,
+    /// Set at the end: verified and in the cache, or why not (a client that got every byte
+    /// of a file that then failed verification sees its connection aborted).
+    pub end: Option<Result<(), MirrorError>>,
+}
+
+/// Where [`Mirror::fetch`] writes a download others read as it grows.
+struct Sink {
+    tmp: PathBuf,
+    progress: tokio::sync::watch::Sender<Progress>,
 }
 
 /// What a file of the upstream is expected to be.
@@ -119,6 +151,8 @@ pub struct Mirror {
     cache: PathBuf,
     client: reqwest::Client,
     inflight: Mutex<HashMap<String, Flight>>,
+    /// Downloads of immutable files in progress, by cache path.
+    growing: Mutex<HashMap<String, Growing>>,
     pools: tokio::sync::Mutex<HashMap<String, Arc<PoolIndex>>>,
     /// Bumped whenever a Release is replaced: pool indices are rebuilt after.
     generation: AtomicU64,
@@ -151,6 +185,7 @@ impl Mirror {
             cache,
             client,
             inflight: Mutex::new(HashMap::new()),
+            growing: Mutex::new(HashMap::new()),
             pools: tokio::sync::Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
@@ -261,7 +296,7 @@ impl Mirror {
         } else {
             None
         };
-        let fetched = match self.fetch(repo, rel, validators.as_ref()).await {
+        let fetched = match self.fetch(repo, rel, validators.as_ref(), None).await {
             Ok(fetched) => fetched,
             Err(e) if have => {
                 tracing::warn!(path = dest, error = %e, "APT mirror: upstream unreachable, serving the cached copy");
@@ -374,9 +409,12 @@ impl Mirror {
             .to_string();
         let (this, repo2, dest2) = (Arc::clone(self), repo.clone(), dest.clone());
         self.once(dest.clone(), async move {
-            match this.download(&repo2, &by_name, &dest2, Some(&expect)).await {
+            match this
+                .download(&repo2, &by_name, &dest2, Some(&expect), None)
+                .await
+            {
                 Err(MirrorError::Mismatch(first)) => this
-                    .download(&repo2, &by_hash_path, &dest2, Some(&expect))
+                    .download(&repo2, &by_hash_path, &dest2, Some(&expect), None)
                     .await
                     .map_err(|_| MirrorError::Mismatch(first)),
                 other => other,
@@ -406,17 +444,73 @@ impl Mirror {
                 "APT mirror: no index names this file; cached unverified"
             );
         }
-        let (this, repo2, path2, dest2) = (
+        self.start_download(repo, path, &dest, expect)
+    }
+
+    /// Joins the download of `path` in progress, or starts it (one per file however many
+    /// clients ask). Checked under the lock the finished download takes to leave the table: a
+    /// file is either in the table or in the cache, never fetched twice.
+    fn start_download(
+        self: &Arc<Self>,
+        repo: &MirrorRepo,
+        path: &str,
+        dest: &str,
+        expect: Option<Expect>,
+    ) -> Result<Answer, MirrorError> {
+        let mut growing = self
+            .growing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(download) = growing.get(dest) {
+            return Ok(Answer::Growing(download.clone()));
+        }
+        if self.cache.join(dest).is_file() {
+            return Ok(Answer::Cached(dest.to_string()));
+        }
+        let tmp = self.tmp_path("get");
+        let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", tmp.display()));
+        std::fs::File::create(&tmp).map_err(io)?;
+        let reader = Arc::new(std::fs::File::open(&tmp).map_err(io)?);
+        let (tx, rx) = tokio::sync::watch::channel(Progress {
+            total: expect.as_ref().and_then(|e| e.size),
+            ..Progress::default()
+        });
+        let download = Growing {
+            file: reader,
+            progress: rx,
+        };
+        growing.insert(dest.to_string(), download.clone());
+        drop(growing);
+        let (this, repo, path, dest) = (
             Arc::clone(self),
             repo.clone(),
             path.to_string(),
-            dest.clone(),
+            dest.to_string(),
         );
-        self.once(dest.clone(), async move {
-            this.download(&repo2, &path2, &dest2, expect.as_ref()).await
-        })
-        .await?;
-        Ok(Answer::Cached(dest))
+        tokio::spawn(async move {
+            let sink = Sink { tmp, progress: tx };
+            let result = this
+                .download(&repo, &path, &dest, expect.as_ref(), Some(&sink))
+                .await;
+            if result.is_err() {
+                let _ = std::fs::remove_file(&sink.tmp);
+            }
+            // In the cache (or failed) before it leaves the table: see above.
+            this.growing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&dest);
+            sink.progress.send_modify(|p| p.end = Some(result));
+        });
+        Ok(Answer::Growing(download))
+    }
+
+    fn tmp_path(&self, what: &str) -> PathBuf {
+        self.cache.join(".tmp").join(format!(
+            "{what}-{}-{}",
+            std::process::id(),
+            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     /// The size and SHA-256 the cached Packages indices give for a package. The table is
@@ -497,8 +591,9 @@ impl Mirror {
         rel: &str,
         dest: &str,
         expect: Option<&Expect>,
+        sink: Option<&Sink>,
     ) -> Result<(), MirrorError> {
-        match self.fetch(repo, rel, None).await? {
+        match self.fetch(repo, rel, None, sink).await? {
             Fetched::Body {
                 tmp, size, sha256, ..
             } => {
@@ -529,12 +624,14 @@ impl Mirror {
     }
 
     /// GETs `rel` from the repository's upstreams in order (the next on a connection error or
-    /// a 5xx), into a synced temporary file.
+    /// a 5xx, as long as nothing was written), into a synced temporary file: `sink`'s, with
+    /// progress announced after each flushed chunk, or a new one.
     async fn fetch(
         &self,
         repo: &MirrorRepo,
         rel: &str,
         validators: Option<&Validators>,
+        sink: Option<&Sink>,
     ) -> Result<Fetched, MirrorError> {
         let mut errors = Vec::new();
         let mut missing = false;
@@ -581,13 +678,16 @@ impl Mirror {
                 etag: header(ETAG),
                 last_modified: header(LAST_MODIFIED),
             };
-            let tmp = self.cache.join(".tmp").join(format!(
-                "{}-{}",
-                std::process::id(),
-                self.tmp_counter.fetch_add(1, Ordering::Relaxed)
-            ));
+            let tmp = match sink {
+                Some(sink) => sink.tmp.clone(),
+                None => self.tmp_path("get"),
+            };
             let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", tmp.display()));
             let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+            if let Some(sink) = sink {
+                let total = response.content_length();
+                sink.progress.send_modify(|p| p.total = p.total.or(total));
+            }
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             loop {
@@ -596,11 +696,18 @@ impl Mirror {
                         hasher.update(&chunk);
                         size += chunk.len() as u64;
                         file.write_all(&chunk).await.map_err(io)?;
+                        if let Some(sink) = sink {
+                            // Readers pread the file: the bytes must be in it first.
+                            file.flush().await.map_err(io)?;
+                            sink.progress.send_modify(|p| p.written = size);
+                        }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         drop(file);
-                        let _ = tokio::fs::remove_file(&tmp).await;
+                        if sink.is_none() {
+                            let _ = tokio::fs::remove_file(&tmp).await;
+                        }
                         return Err(MirrorError::Upstream(format!(
                             "{url}: the transfer broke off after {size} bytes: {}",
                             crate::error_chain(&e)
@@ -656,11 +763,7 @@ impl Mirror {
 
     fn write_validators(&self, dest: &str, v: &Validators) -> Result<(), MirrorError> {
         let path = self.validators_path(dest);
-        let tmp = self.cache.join(".tmp").join(format!(
-            "meta-{}-{}",
-            std::process::id(),
-            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = self.tmp_path("meta");
         let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", path.display()));
         let text = serde_json::to_vec(v).map_err(|e| MirrorError::Io(e.to_string()))?;
         std::fs::write(&tmp, text).map_err(io)?;
