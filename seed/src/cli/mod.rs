@@ -243,6 +243,64 @@ impl Selection {
     }
 }
 
+/// `f` over `items` on up to `parallel` threads (BMCs take seconds per call; a rack's worth
+/// should not add up), the results in the items' order.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    parallel: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    use std::sync::Mutex;
+    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let next = Mutex::new(0usize);
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.clamp(1, items.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = {
+                        let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
+                        *next += 1;
+                        *next - 1
+                    };
+                    let Some(item) = items.get(i) else { break };
+                    let result = f(item);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .filter_map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect()
+}
+
 fn load_config(path: &Path) -> anyhow::Result<Config> {
     config::load(path).with_context(|| format!("config {} is not usable", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn in_parallel_keeps_the_order_and_the_bound() {
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let items: Vec<u32> = (0..20).collect();
+        let out = in_parallel(&items, 3, |i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            running.fetch_sub(1, Ordering::SeqCst);
+            i * 2
+        });
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert!(most.load(Ordering::SeqCst) <= 3);
+        assert!(in_parallel(&Vec::<u32>::new(), 4, |i| *i).is_empty());
+    }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{Global, Selection};
+use super::{Global, Selection, in_parallel};
 use crate::power::{self, Power, PowerError};
 
 #[derive(Debug, Subcommand)]
@@ -24,6 +24,9 @@ pub enum PowerCommand {
 pub struct Nodes {
     #[command(flatten)]
     which: Selection,
+    /// How many BMCs are asked at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
 }
 
 #[derive(Debug, Args)]
@@ -62,13 +65,14 @@ pub fn run(global: &Global, cmd: PowerCommand) -> anyhow::Result<ExitCode> {
     let config = global.load_config()?;
     let state_dir = global.state_dir(Some(&config));
     let names = cmd.nodes().which.names(&config)?;
+    let nodes: Vec<_> = names.iter().filter_map(|n| config.node(n)).collect();
+    let results = in_parallel(&nodes, usize::from(cmd.nodes().parallel), |node| {
+        power::controller(node, &state_dir).and_then(|c| cmd.apply(c.as_ref()))
+    });
     let mut failed = false;
-    for name in &names {
-        let Some(node) = config.node(name) else {
-            continue;
-        };
-        match power::controller(node, &state_dir).and_then(|c| cmd.apply(c.as_ref())) {
-            Ok(line) => println!("{name}: {line}"),
+    for (node, result) in nodes.iter().zip(results) {
+        match result {
+            Ok(line) => println!("{}: {line}", node.name),
             Err(e) => {
                 eprintln!("{e}");
                 failed = true;

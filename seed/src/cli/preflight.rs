@@ -3,11 +3,10 @@
 //! be refused.
 
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use clap::Args;
 
-use super::{Global, Selection};
+use super::{Global, Selection, in_parallel};
 use crate::preflight::{self, Level, Report};
 
 #[derive(Debug, Args)]
@@ -24,30 +23,11 @@ pub fn run(global: &Global, args: PreflightArgs) -> anyhow::Result<ExitCode> {
     let state_dir = global.state_dir(Some(&config));
     let names = args.which.names(&config)?;
     let nodes: Vec<_> = names.iter().filter_map(|n| config.node(n)).collect();
-    let reports: Vec<Mutex<Option<Report>>> = nodes.iter().map(|_| Mutex::new(None)).collect();
-    let next = Mutex::new(0usize);
-    std::thread::scope(|scope| {
-        for _ in 0..usize::from(args.parallel).min(nodes.len()) {
-            scope.spawn(|| {
-                loop {
-                    let i = {
-                        let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
-                        let i = *next;
-                        *next += 1;
-                        i
-                    };
-                    let Some(node) = nodes.get(i) else { break };
-                    let report = preflight::run(node, &state_dir);
-                    *reports[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
-                }
-            });
-        }
+    let reports = in_parallel(&nodes, usize::from(args.parallel), |node| {
+        preflight::run(node, &state_dir)
     });
     let mut refused = Vec::new();
-    for report in reports
-        .into_iter()
-        .filter_map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()))
-    {
+    for report in reports {
         print!("{}", render(&report));
         if report.refuses() {
             refused.push(report.node.clone());
