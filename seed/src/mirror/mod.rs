@@ -19,6 +19,9 @@
 //! never leaves a truncated file that is later served as complete.
 
 mod index;
+mod layout;
+
+use layout::{Kind, by_hash, by_hash_sha256, classify, clean, suite_of};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -805,86 +808,6 @@ pub fn disk_usage(dir: &Path) -> u64 {
         .sum()
 }
 
-/// What kind of repository file a path is.
-#[derive(Debug, PartialEq, Eq)]
-enum Kind {
-    /// `dists/<suite>/InRelease|Release|Release.gpg`.
-    Release { suite: String, file: String },
-    /// Another file of `dists/<suite>/`, named by the Release.
-    Index { suite: String, name: String },
-    /// `pool/…` or a `by-hash/` file: never changes.
-    Immutable,
-    /// Anything else (revalidated).
-    Other,
-}
-
-fn classify(path: &str) -> Kind {
-    if let Some((suite, name)) = path.strip_prefix("dists/").and_then(|r| r.split_once('/')) {
-        if matches!(name, "InRelease" | "Release" | "Release.gpg") {
-            return Kind::Release {
-                suite: suite.into(),
-                file: name.into(),
-            };
-        }
-        if name.contains("/by-hash/") {
-            return Kind::Immutable;
-        }
-        return Kind::Index {
-            suite: suite.into(),
-            name: name.into(),
-        };
-    }
-    if path.starts_with("pool/") {
-        return Kind::Immutable;
-    }
-    Kind::Other
-}
-
-/// The suite of `dists/<suite>/…`.
-fn suite_of(rel: &str) -> &str {
-    rel.strip_prefix("dists/")
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_default()
-}
-
-/// Where an index is cached: `<prefix>/dists/<suite>/<dir>/by-hash/SHA256/<hash>`.
-fn by_hash(prefix: &str, suite: &str, entry: &index::Entry) -> String {
-    let dir = entry.name.rsplit_once('/').map_or("", |(d, _)| d);
-    let dir = if dir.is_empty() {
-        String::new()
-    } else {
-        format!("{dir}/")
-    };
-    format!(
-        "{prefix}/dists/{suite}/{dir}by-hash/SHA256/{}",
-        entry.sha256
-    )
-}
-
-/// The SHA-256 in a `…/by-hash/SHA256/<hex>` path.
-fn by_hash_sha256(path: &str) -> Option<String> {
-    let (_, hash) = path.rsplit_once("/by-hash/SHA256/")?;
-    (hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()))
-        .then(|| hash.to_ascii_lowercase())
-}
-
-/// A request path made safe to join under the cache: plain segments only.
-fn clean(path: &str) -> Result<String, MirrorError> {
-    let ok = !path.is_empty()
-        && path.split('/').all(|s| {
-            !s.is_empty()
-                && !s.starts_with('.')
-                && s.chars().all(|c| c.is_ascii_graphic() && c != '\\')
-        });
-    if ok {
-        Ok(path.to_string())
-    } else {
-        Err(MirrorError::BadPath(format!(
-            "`{path}` is not a repository path"
-        )))
-    }
-}
-
 fn read_text(path: &Path, limit: u64) -> Result<String, MirrorError> {
     let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", path.display()));
     let len = std::fs::metadata(path).map_err(io)?.len();
@@ -956,73 +879,4 @@ fn pool_index(cache: &Path, prefix: &str) -> HashMap<String, (u64, String)> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-
-    #[test]
-    fn paths_are_sorted_by_how_they_change() {
-        assert_eq!(
-            classify("dists/noble/InRelease"),
-            Kind::Release {
-                suite: "noble".into(),
-                file: "InRelease".into()
-            }
-        );
-        assert_eq!(
-            classify("dists/noble-security/main/binary-amd64/Packages.xz"),
-            Kind::Index {
-                suite: "noble-security".into(),
-                name: "main/binary-amd64/Packages.xz".into()
-            }
-        );
-        assert_eq!(
-            classify("dists/noble/main/binary-amd64/by-hash/SHA256/ab"),
-            Kind::Immutable
-        );
-        assert_eq!(
-            classify("pool/main/h/hello/hello_1_amd64.deb"),
-            Kind::Immutable
-        );
-        assert_eq!(classify("ls-lR.gz"), Kind::Other);
-    }
-
-    #[test]
-    fn paths_that_leave_the_repository_are_refused() {
-        for bad in [
-            "",
-            "../x",
-            "pool/../../etc/passwd",
-            "pool//x",
-            ".tmp/x",
-            "pool/.meta",
-        ] {
-            assert!(clean(bad).is_err(), "{bad}");
-        }
-        assert!(clean("pool/main/a/a_1+b~2_all.deb").is_ok());
-    }
-
-    #[test]
-    fn indices_are_cached_under_their_hash() {
-        let entry = index::Entry {
-            sha256: "ab".repeat(32),
-            size: 1,
-            name: "main/binary-amd64/Packages.xz".into(),
-        };
-        assert_eq!(
-            by_hash("ubuntu", "noble", &entry),
-            format!(
-                "ubuntu/dists/noble/main/binary-amd64/by-hash/SHA256/{}",
-                "ab".repeat(32)
-            )
-        );
-        assert_eq!(
-            by_hash_sha256(&by_hash("u", "s", &entry)),
-            Some("ab".repeat(32))
-        );
-    }
 }
