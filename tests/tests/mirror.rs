@@ -417,6 +417,17 @@ fn apt_installs_from_the_mirror_static_proxied_and_offline() {
     // The upstream goes away: a new client still updates and downloads from the cache, and
     // sees the new suite (its Release and indices are both in the cache).
     upstream.stop();
+    // In its place, a host that takes connections and drops them (a dead proxy, a firewall
+    // resetting): the count of connections shows whether seed still asks it.
+    let dropper = std::net::TcpListener::bind(("127.0.0.1", upstream.port)).unwrap();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for stream in dropper.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
     let offline = Apt::new(
         &base.join("apt-offline"),
         &seed.url("/apt/ubuntu"),
@@ -427,6 +438,27 @@ fn apt_installs_from_the_mirror_static_proxied_and_offline() {
     assert!(
         seed.log()
             .contains("upstream unreachable, serving the cached copy"),
+        "{}",
+        seed.log()
+    );
+    let after_first = asked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(after_first >= 1, "the first revalidation asks the upstream");
+    // Within the next minute revalidations do not ask a failed upstream again: the cache
+    // answers at once.
+    let out = offline.get(&["update"], &downloads);
+    assert!(
+        out.status.success(),
+        "second offline update: {}",
+        describe(&out)
+    );
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        after_first,
+        "a failed upstream was asked again"
+    );
+    assert!(
+        seed.log()
+            .contains("revalidations serve the cache without asking it"),
         "{}",
         seed.log()
     );

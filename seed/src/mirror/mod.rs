@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
@@ -43,6 +43,10 @@ use crate::config::{Mirror as MirrorConfig, MirrorRepo};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an upstream may stay silent mid-transfer.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a revalidation waits for the upstream before serving the cached copy.
+const REVALIDATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long revalidations skip an upstream after it failed.
+const DOWN_FOR: Duration = Duration::from_secs(60);
 /// A Release larger than this is not one.
 const MAX_RELEASE: u64 = 64 << 20;
 
@@ -154,6 +158,8 @@ pub struct Mirror {
     cache: PathBuf,
     client: reqwest::Client,
     inflight: Mutex<HashMap<String, Flight>>,
+    /// Upstreams that failed, and when.
+    down: Mutex<HashMap<String, Instant>>,
     /// Downloads of immutable files in progress, by cache path.
     growing: Mutex<HashMap<String, Growing>>,
     pools: tokio::sync::Mutex<HashMap<String, Arc<PoolIndex>>>,
@@ -189,6 +195,7 @@ impl Mirror {
             client,
             inflight: Mutex::new(HashMap::new()),
             growing: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
             pools: tokio::sync::Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
@@ -508,6 +515,35 @@ impl Mirror {
         Ok(Answer::Growing(download))
     }
 
+    /// Whether `base` failed less than [`DOWN_FOR`] ago.
+    fn is_down(&self, base: &str) -> bool {
+        self.down
+            .lock()
+            .ok()
+            .and_then(|d| d.get(base).copied())
+            .is_some_and(|at| at.elapsed() < DOWN_FOR)
+    }
+
+    fn mark_down(&self, base: &str) {
+        if let Ok(mut down) = self.down.lock()
+            && down.insert(base.to_string(), Instant::now()).is_none()
+        {
+            tracing::warn!(
+                upstream = base,
+                "APT mirror: upstream unreachable; revalidations serve the cache without asking it for {} s",
+                DOWN_FOR.as_secs()
+            );
+        }
+    }
+
+    fn mark_up(&self, base: &str) {
+        if let Ok(mut down) = self.down.lock()
+            && down.remove(base).is_some()
+        {
+            tracing::info!(upstream = base, "APT mirror: upstream answers again");
+        }
+    }
+
     fn tmp_path(&self, what: &str) -> PathBuf {
         self.cache.join(".tmp").join(format!(
             "{what}-{}-{}",
@@ -638,9 +674,23 @@ impl Mirror {
     ) -> Result<Fetched, MirrorError> {
         let mut errors = Vec::new();
         let mut missing = false;
+        // A revalidation has a cached copy to fall back on: it does not wait long, and skips an
+        // upstream that just failed (an offline seed host answers apt at once, not after a
+        // timeout per suite per client).
+        let revalidating = validators.is_some();
         for base in &repo.upstream {
             let url = format!("{base}/{rel}");
+            if revalidating && self.is_down(base) {
+                errors.push(format!(
+                    "{base}: failed less than {} s ago",
+                    DOWN_FOR.as_secs()
+                ));
+                continue;
+            }
             let mut request = self.client.get(&url);
+            if revalidating {
+                request = request.timeout(REVALIDATE_TIMEOUT);
+            }
             if let Some(v) = validators {
                 if let Some(etag) = &v.etag {
                     request = request.header(IF_NONE_MATCH, etag);
@@ -652,20 +702,25 @@ impl Mirror {
             let mut response = match request.send().await {
                 Ok(r) => r,
                 Err(e) => {
+                    self.mark_down(base);
                     errors.push(format!("{url}: {}", crate::error_chain(&e)));
                     continue;
                 }
             };
             match response.status() {
                 StatusCode::NOT_MODIFIED if validators.is_some() => {
+                    self.mark_up(base);
                     return Ok(Fetched::NotModified);
                 }
                 StatusCode::NOT_FOUND | StatusCode::GONE => {
                     missing = true;
                     continue;
                 }
-                s if s.is_success() => {}
+                s if s.is_success() => self.mark_up(base),
                 s => {
+                    if s.is_server_error() {
+                        self.mark_down(base);
+                    }
                     errors.push(format!("{url}: {s}"));
                     continue;
                 }
@@ -711,6 +766,7 @@ impl Mirror {
                         if sink.is_none() {
                             let _ = tokio::fs::remove_file(&tmp).await;
                         }
+                        self.mark_down(base);
                         return Err(MirrorError::Upstream(format!(
                             "{url}: the transfer broke off after {size} bytes: {}",
                             crate::error_chain(&e)
