@@ -472,20 +472,7 @@ impl Catalogue {
 
     /// Bytes under the catalogue, images and leftovers alike.
     pub fn disk_usage(&self) -> u64 {
-        fn walk(dir: &Path) -> u64 {
-            let Ok(entries) = fs::read_dir(dir) else {
-                return 0;
-            };
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        walk(&self.root)
+        disk_usage(&self.root)
     }
 
     fn fill(
@@ -519,6 +506,21 @@ impl Catalogue {
         write_record(staging, &image)?;
         Ok(image)
     }
+}
+
+/// Bytes in the files under `dir` (0 when it does not exist).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn now() -> u64 {

@@ -69,7 +69,7 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mirror_bytes = config
         .as_ref()
         .and_then(|c| c.mirror.as_ref())
-        .map(|m| crate::mirror::disk_usage(&m.cache_dir(&state_dir)));
+        .map(|m| images::disk_usage(&m.cache_dir(&state_dir)));
     if args.json {
         let rows: Vec<&Row> = rows.values().collect();
         let json = serde_json::json!({

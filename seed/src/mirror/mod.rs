@@ -845,23 +845,8 @@ impl Mirror {
 
     /// Bytes in the cache.
     pub fn disk_usage(&self) -> u64 {
-        disk_usage(&self.cache)
+        images::disk_usage(&self.cache)
     }
-}
-
-/// Bytes under `dir`.
-pub fn disk_usage(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => disk_usage(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 fn read_text(path: &Path, limit: u64) -> Result<String, MirrorError> {
