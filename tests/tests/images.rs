@@ -220,33 +220,8 @@ fn checksums_are_enforced_and_bad_isos_register_nothing() {
     assert_eq!(entries(&state), Vec::<String>::new());
 
     // A SHA256SUMS signed by a (throwaway) key: verified with gpgv against its keyring.
-    let gnupg = dir.path().join("gnupg");
-    std::fs::create_dir(&gnupg).unwrap();
-    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let gpg = |args: &[&str]| {
-        let out = Command::new("gpg")
-            .env("GNUPGHOME", &gnupg)
-            .args([
-                "--batch",
-                "--yes",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .output()
-            .expect("gpg");
-        assert!(out.status.success(), "gpg {args:?}: {}", describe(&out));
-        out
-    };
-    gpg(&[
-        "--quick-gen-key",
-        "seed test <test@invalid>",
-        "ed25519",
-        "sign",
-        "1d",
-    ]);
+    let key = common::gpg::Key::new(dir.path(), "seed test <test@invalid>");
+    let gpg = |args: &[&str]| key.gpg(args);
     let sums = dir.path().join("SHA256SUMS");
     std::fs::write(
         &sums,
@@ -264,9 +239,7 @@ fn checksums_are_enforced_and_bad_isos_register_nothing() {
         signature.to_str().unwrap(),
         sums.to_str().unwrap(),
     ]);
-    let keyring = dir.path().join("keyring.gpg");
-    let exported = gpg(&["--export"]);
-    std::fs::write(&keyring, exported.stdout).unwrap();
+    let keyring = key.keyring.clone();
     let sums_arg = sums.to_str().unwrap();
     let keyring_arg = keyring.to_str().unwrap();
     let out = images(

@@ -20,50 +20,25 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// A signed repository: `repo/` with `pool/` and `dists/stable/`, and its keyring.
+/// A signed repository: `repo/` with `pool/` and `dists/stable/`, and its key.
 struct Repo {
     dir: PathBuf,
-    gnupg: PathBuf,
+    key: common::gpg::Key,
     keyring: PathBuf,
 }
 
 impl Repo {
     fn new(base: &Path) -> Self {
-        let repo = Self {
+        let key = common::gpg::Key::new(base, "seed mirror test <t@invalid>");
+        Self {
             dir: base.join("repo"),
-            gnupg: base.join("gnupg"),
-            keyring: base.join("keyring.gpg"),
-        };
-        std::fs::create_dir_all(&repo.gnupg).unwrap();
-        std::fs::set_permissions(
-            &repo.gnupg,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
-        repo.gpg(&[
-            "--quick-gen-key",
-            "seed mirror test <t@invalid>",
-            "ed25519",
-            "sign",
-            "1d",
-        ]);
-        let key = repo.gpg(&["--export"]);
-        std::fs::write(&repo.keyring, key.stdout).unwrap();
-        repo
+            keyring: key.keyring.clone(),
+            key,
+        }
     }
 
     fn gpg(&self, args: &[&str]) -> Output {
-        run(Command::new("gpg")
-            .env("GNUPGHOME", &self.gnupg)
-            .args([
-                "--batch",
-                "--yes",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args))
+        self.key.gpg(args)
     }
 
     /// Adds package `name` (an `all` .deb carrying `size` bytes of payload).

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod gpg;
 pub mod http;
 pub mod netns;
 pub mod pcap;
