@@ -4,6 +4,7 @@
 //! refused), `validate` turns it into the domain model in `model` and collects every problem,
 //! each naming the file, line, field and node.
 
+mod keys;
 mod model;
 mod validate;
 pub mod wire;
@@ -90,6 +91,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validate config text; `path` is only used in messages.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let name = path.display().to_string();
+    // Every unknown field at once (serde would stop at the first), before anything else: a
+    // misspelt key also makes a field look missing, which would only add noise.
+    let unknown = keys::unknown_fields(text);
+    if !unknown.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: unknown,
+        });
+    }
     let file: wire::ConfigFile = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.render_with_options(serde_saphyr::render_options! { source_name: Some(&name) }),
