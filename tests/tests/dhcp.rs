@@ -293,6 +293,7 @@ fn big_rack(ns: &Netns, dir: &std::path::Path) -> std::path::PathBuf {
 
 /// perfdhcp's summary lines.
 fn perfdhcp(ns: &Netns, args: &[&str]) -> (std::process::Output, String) {
+    common::need("perfdhcp");
     let out = ns
         .in_cli("timeout")
         .args(["60", "perfdhcp", "-4", "-l", &ns.cli_if])
@@ -417,6 +418,7 @@ fn sigkill_during_load_loses_no_acked_lease_and_hands_out_no_address_twice() {
     // Load from 1,500 clients (a fixed random seed, so the second run reuses the MACs); kill
     // seed with SIGKILL once ACKs are flowing.
     let capture = Capture::start(&ns, &dir.path().join("before.pcap"));
+    common::need("perfdhcp");
     let load = common::KillOnDrop::new(
         ns.in_cli("timeout")
             .args([

@@ -574,7 +574,7 @@ fn memory_stays_small_while_200_slow_clients_download_a_256_mib_image() {
     let clients: Vec<common::KillOnDrop> = (0..CLIENTS)
         .map(|_| {
             common::KillOnDrop::new(
-                std::process::Command::new("curl")
+                std::process::Command::new(common::need("curl"))
                     .args([
                         "-s",
                         "--limit-rate",

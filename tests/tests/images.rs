@@ -46,7 +46,7 @@ fn tree(dir: &Path, big: u64) -> PathBuf {
 
 /// `xorriso -as mkisofs` with `flags` over `src`.
 fn iso(src: &Path, out: &Path, flags: &[&str]) {
-    let result = Command::new("xorriso")
+    let result = Command::new(common::need("xorriso"))
         .args(["-as", "mkisofs", "-V", "Ubuntu-Server 24.04.1 LTS amd64"])
         .args(flags)
         .arg("-o")
@@ -168,7 +168,10 @@ fn entries(state: &Path) -> Vec<String> {
 }
 
 fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    let out = Command::new(common::need("sha256sum"))
+        .arg(path)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()

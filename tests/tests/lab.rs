@@ -6,7 +6,7 @@
 //! creates; the tests read seed's store and API, and check that no namespace, tap or QEMU
 //! process is left behind, also when `seed lab run` is interrupted.
 //!
-//! Needs root, QEMU, OVMF and dnsmasq (`.ci/run` installs them). The labs run one at a time:
+//! Needs root, QEMU, OVMF and dnsmasq (`tests/setup` installs them). The labs run one at a time:
 //! under software emulation on two cores, more machines at once only make each slower.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
@@ -29,7 +29,7 @@ fn one_lab_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LAB.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The stand-in installer, built once (`tests/installer/build`; `.ci/run` builds it first).
+/// The stand-in installer, built once (`tests/installer/build`; `tests/setup` builds it first).
 fn installer() -> PathBuf {
     static BUILT: Mutex<bool> = Mutex::new(false);
     let dir = repo_root().join("target/lab-installer");
@@ -46,51 +46,131 @@ fn installer() -> PathBuf {
     dir
 }
 
-/// What the host looks like from outside a lab: its namespaces, its links and its QEMU
-/// processes. A test run must leave all three as it found them.
-#[derive(Debug, PartialEq, Eq)]
-struct HostView {
-    netns: BTreeSet<String>,
-    links: BTreeSet<String>,
-    qemu: BTreeSet<String>,
+/// What one lab started, found again from outside it: the processes whose command line names
+/// the lab's directory (`seed serve`, QEMU, dnsmasq: their configs, consoles, sockets and
+/// leases live there), the network namespaces it was given, and host links with a lab's
+/// names (a tap or bridge that escaped its namespace). A test checks only these, so another
+/// VM, namespace or link on the machine, started or stopped meanwhile, cannot fail it.
+struct Footprint {
+    dir: String,
+    netns: Vec<String>,
+    links_before: BTreeSet<String>,
 }
 
-impl HostView {
-    fn now() -> Self {
-        // The `field`th word of every line `program` prints.
-        let words = |program: &str, args: &[&str], field: usize| -> BTreeSet<String> {
-            let out = Command::new(program)
-                .args(args)
-                .output()
-                .unwrap_or_else(|e| panic!("{program}: {e}"));
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(field).map(str::to_string))
-                .collect()
-        };
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    processes: Vec<String>,
+    netns: Vec<String>,
+    links: BTreeSet<String>,
+}
+
+impl Footprint {
+    fn of(dir: &std::path::Path, netns: &[&str]) -> Self {
         Self {
-            netns: words("ip", &["netns", "list"], 0),
-            // `ip -o link`: "7: tap0: <…> …" — the name, so a tap left on the host shows.
-            links: words("ip", &["-o", "link", "show"], 1),
-            qemu: words("pgrep", &["-f", "qemu-system"], 0),
+            dir: dir.display().to_string(),
+            netns: netns.iter().map(|n| n.to_string()).collect(),
+            links_before: lab_links(),
         }
     }
 
-    /// Waits (bounded) until the host is back to `self`.
-    fn assert_restored(&self, what: &str) {
+    /// Command lines of live processes that name the lab's directory.
+    fn processes(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
+                continue;
+            }
+            // A process may end between readdir and read: then it is not there.
+            let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmdline.contains(&self.dir) {
+                found.push(format!(
+                    "{}: {}",
+                    entry.file_name().to_string_lossy(),
+                    cmdline.trim()
+                ));
+            }
+        }
+        found
+    }
+
+    fn seen(&self) -> Seen {
+        let all: BTreeSet<String> = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Seen {
+            processes: self.processes(),
+            netns: self
+                .netns
+                .iter()
+                .filter(|n| all.contains(*n))
+                .cloned()
+                .collect(),
+            links: lab_links(),
+        }
+    }
+
+    /// Waits (bounded) until nothing of the lab is left.
+    fn assert_gone(&self, what: &str) {
+        let gone = Seen {
+            processes: Vec::new(),
+            netns: Vec::new(),
+            links: self.links_before.clone(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let now = Self::now();
-            if now == *self {
+            let now = self.seen();
+            if now == gone {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{what}: the host is not as before\nbefore: {self:?}\nafter:  {now:?}"
+                "{what}: the lab left something behind: {now:#?} (links before: {:?})",
+                self.links_before
             );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// The host's links with the names a lab gives its own (`seedbr0`, `tapN`, `site0`): outside
+/// the lab's namespace, one of them is a leak.
+fn lab_links() -> BTreeSet<String> {
+    let out = Command::new(common::need("ip"))
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    // `ip -o link`: "7: tap0: <…> …" (a veth peer shows as "site0@if3:").
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|name| {
+            name.trim_end_matches(':')
+                .split('@')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .filter(|name| {
+            ["seedbr", "tap", "site"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
+        .collect()
 }
 
 /// A lab's files, and `seed lab down` plus the removal of extra namespaces when dropped, so a
@@ -273,7 +353,7 @@ fn assert_installed_and_back(lab: &LabDir, node: &str, chip: &str) {
 fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
     let _one = one_lab_at_a_time();
     let installer = installer();
-    let before = HostView::now();
+    let footprint;
     {
         let nodes = [
             node("bios-rom", 11, "bios", ""),
@@ -288,6 +368,7 @@ fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
         // 60 s: under software emulation with seven machines on two cores the longest quiet
         // stretch of a healthy node (UEFI firmware to its first script) took about 20 s here.
         let lab = LabDir::new("", "progress_timeout: 60, phone_home_timeout: 0", &nodes);
+        footprint = Footprint::of(lab.dir.path(), &["seedt-lab-rack"]);
         let t0 = Instant::now();
         let out = lab
             .seed()
@@ -367,14 +448,14 @@ fn a_rack_installs_over_every_boot_path_and_broken_nodes_fail() {
         }
         assert!(stdout.contains("5 of 7 installed"), "{stdout}");
     }
-    before.assert_restored("after seed lab run");
+    footprint.assert_gone("after seed lab run");
 }
 
 #[test]
 fn proxy_dhcp_beside_dnsmasq_installs_uefi_nodes() {
     let _one = one_lab_at_a_time();
     let installer = installer();
-    let before = HostView::now();
+    let footprint;
     {
         let mut lab = LabDir::new(
             "  dhcp: { proxy: true }",
@@ -387,6 +468,7 @@ fn proxy_dhcp_beside_dnsmasq_installs_uefi_nodes() {
             .concat(),
         );
         let netns = "seedt-lab-proxy";
+        footprint = Footprint::of(lab.dir.path(), &[netns, "seedt-lab-proxy-site"]);
         let out = lab
             .seed()
             .args(["lab", "up", "--netns", netns, "--installer"])
@@ -507,20 +589,36 @@ fn proxy_dhcp_beside_dnsmasq_installs_uefi_nodes() {
         assert!(out.status.success(), "lab down: {}", describe(&out));
         drop(dnsmasq);
     }
-    before.assert_restored("after seed lab up/provision/down");
+    footprint.assert_gone("after seed lab up/provision/down");
 }
 
 #[test]
 fn an_interrupted_lab_run_leaves_nothing_behind() {
     let _one = one_lab_at_a_time();
     let installer = installer();
-    let before = HostView::now();
+    let footprint;
+    let mut during_lab;
     {
         let lab = LabDir::new(
             "",
             "progress_timeout: 300, phone_home_timeout: 0",
             &node("bios-rom", 41, "bios", ""),
         );
+        // Another VM on this machine, none of this lab's business: it runs before the lab and
+        // stops during it, and a second one starts during it and outlives it. Neither may
+        // count for or against what the lab leaves behind.
+        let unrelated = || {
+            let child = Command::new(common::need("qemu-system-x86_64"))
+                .args(["-machine", "none", "-display", "none", "-S", "-nodefaults"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("an unrelated QEMU");
+            KillOnDrop::new(child)
+        };
+        let mut before_lab = unrelated();
+        footprint = Footprint::of(lab.dir.path(), &["seedt-lab-int"]);
         let stdout_path = lab.dir.path().join("run.out");
         let child = lab
             .seed()
@@ -541,9 +639,16 @@ fn an_interrupted_lab_run_leaves_nothing_behind() {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(
-            HostView::now().qemu.len() > before.qemu.len(),
-            "no QEMU runs"
+            footprint
+                .processes()
+                .iter()
+                .any(|p| p.contains("qemu-system")),
+            "no QEMU of this lab runs: {:#?}",
+            footprint.processes()
         );
+        let _ = before_lab.child().kill();
+        let _ = before_lab.child().wait();
+        during_lab = unrelated();
         let pid = run.child().id().to_string();
         assert!(
             Command::new("kill")
@@ -568,14 +673,18 @@ fn an_interrupted_lab_run_leaves_nothing_behind() {
         assert!(stdout.contains("interrupted"), "{stdout}");
         assert!(stdout.contains("lab: torn down"), "{stdout}");
     }
-    before.assert_restored("after an interrupted seed lab run");
+    footprint.assert_gone("after an interrupted seed lab run");
+    assert!(
+        during_lab.child().try_wait().expect("wait").is_none(),
+        "the unrelated QEMU must still run: the lab's teardown is not to touch it"
+    );
 }
 
 #[test]
 fn lab_needs_a_config_with_qemu_nodes() {
     let _one = one_lab_at_a_time();
-    let before = HostView::now();
     let state = tempfile::tempdir().unwrap();
+    let footprint = Footprint::of(state.path(), &["seedt-lab-none"]);
     let out = seed()
         .arg("--config")
         .arg(repo_root().join("examples/osism-rack.yaml"))
@@ -587,5 +696,5 @@ fn lab_needs_a_config_with_qemu_nodes() {
     let text = describe(&out);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("no node with `bmc.driver: qemu`"), "{text}");
-    before.assert_restored("after a refused lab");
+    footprint.assert_gone("after a refused lab");
 }

@@ -61,7 +61,7 @@ impl Repo {
         let pool = self.dir.join(format!("pool/main/s/{name}"));
         std::fs::create_dir_all(&pool).unwrap();
         let deb = pool.join(format!("{name}_1.0_all.deb"));
-        run(Command::new("dpkg-deb")
+        run(Command::new(common::need("dpkg-deb"))
             .args(["--root-owner-group", "-Zgzip", "--build"])
             .arg(&build)
             .arg(&deb));
@@ -72,7 +72,7 @@ impl Repo {
     fn publish(&self) {
         let binary = self.dir.join("dists/stable/main/binary-amd64");
         std::fs::create_dir_all(&binary).unwrap();
-        let packages = run(Command::new("apt-ftparchive")
+        let packages = run(Command::new(common::need("apt-ftparchive"))
             .args(["packages", "pool"])
             .current_dir(&self.dir));
         std::fs::write(binary.join("Packages"), &packages.stdout).unwrap();
@@ -86,7 +86,7 @@ impl Repo {
         for f in ["Release", "InRelease", "Release.gpg"] {
             let _ = std::fs::remove_file(dists.join(f));
         }
-        let release = run(Command::new("apt-ftparchive")
+        let release = run(Command::new(common::need("apt-ftparchive"))
             .args([
                 "-o",
                 "APT::FTPArchive::Release::Suite=stable",
@@ -169,7 +169,7 @@ impl Apt {
     }
 
     fn command(&self, args: &[&str], cwd: &Path) -> Command {
-        let mut cmd = Command::new("apt-get");
+        let mut cmd = Command::new(common::need("apt-get"));
         cmd.env("APT_CONFIG", self.dir.join("apt.conf"))
             .env_remove("http_proxy")
             .env_remove("HTTP_PROXY")
@@ -198,7 +198,7 @@ impl Upstream {
             .local_addr()
             .unwrap()
             .port();
-        let process = Command::new("python3")
+        let process = Command::new(common::need("python3"))
             .args([
                 "-m",
                 "http.server",
@@ -524,7 +524,7 @@ fn a_download_is_streamed_as_it_grows_and_a_crash_leaves_no_truncated_package() 
         .local_addr()
         .unwrap()
         .port();
-    let stalling = Command::new("python3")
+    let stalling = Command::new(common::need("python3"))
         .args(["-c", STALLING_UPSTREAM, &port.to_string()])
         .arg(&repo)
         .stdout(Stdio::null())
@@ -543,7 +543,7 @@ fn a_download_is_streamed_as_it_grows_and_a_crash_leaves_no_truncated_package() 
     let state = base.join("state");
     let mut seed = HttpSeed::start(&config(base, &repo, port), &state);
     let url = seed.url(&format!("/apt/ubuntu/{rel}"));
-    let client = Command::new("curl")
+    let client = Command::new(common::need("curl"))
         .args(["-s", "-o", "/dev/null", "--max-time", "30", &url])
         .spawn()
         .unwrap();
@@ -571,7 +571,7 @@ fn a_download_is_streamed_as_it_grows_and_a_crash_leaves_no_truncated_package() 
     }
     // A client that joins now gets what is there at once (the download is streamed as it
     // grows), not silence until the upstream finishes: apt would time out on a large package.
-    let joined = Command::new("curl")
+    let joined = Command::new(common::need("curl"))
         .args([
             "-s",
             "-o",

@@ -3,7 +3,7 @@
 //! driver applies power changes after a random 1-11 s, so power is polled with a deadline, and
 //! it always reports `BootSourceOverrideEnabled: Continuous`, so only the target is asserted.
 //!
-//! The emulator comes from a venv `.ci/run` creates (`target/ci-venv`, `pip install
+//! The emulator comes from a venv `tests/setup` creates (`target/ci-venv`, `pip install
 //! sushy-tools`); `SEED_SUSHY_EMULATOR` names another one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
@@ -82,7 +82,7 @@ fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),
     );
-    let out = Command::new("openssl")
+    let out = Command::new(common::need("openssl"))
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         ])
@@ -117,7 +117,7 @@ fn ca_signed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         ],
         vec!["x509", "-req", "-days", "2", "-CAcreateserial", "-in"],
     ] {
-        let mut cmd = Command::new("openssl");
+        let mut cmd = Command::new(common::need("openssl"));
         cmd.args(&args);
         if args[0] == "req" {
             cmd.arg(&key).arg("-out").arg(&csr);
@@ -140,7 +140,7 @@ fn ca_signed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 /// The SHA-256 of a PEM certificate, as openssl computes it (lowercase hex, no colons).
 fn sha256_of(cert: &Path) -> String {
-    let out = Command::new("openssl")
+    let out = Command::new(common::need("openssl"))
         .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
         .arg(cert)
         .output()
@@ -171,7 +171,7 @@ impl Emulator {
         assert!(
             binary.exists(),
             "{} is missing: `python3 -m venv target/ci-venv && target/ci-venv/bin/pip install \
-             sushy-tools` (.ci/run does it)",
+             sushy-tools` (tests/setup does it)",
             binary.display()
         );
         let dir = tempfile::tempdir().unwrap();
@@ -353,7 +353,7 @@ impl Emulator {
 
 fn curl(base: &str, path: &str) -> Option<serde_json::Value> {
     // The test's own reads of the emulator skip verification (-k); seed's never do.
-    let out = Command::new("curl")
+    let out = Command::new(common::need("curl"))
         .args(["-skf", "--max-time", "5", "-u"])
         .arg(format!("admin:{PASSWORD}"))
         .arg(format!("{base}{path}"))

@@ -22,6 +22,7 @@ fn started() -> (Netns, tempfile::TempDir, common::netns::Seed) {
 
 /// `atftp` fetching `name` into `out` with blksize 1468 and windowsize 8.
 fn atftp_get(ns: &Netns, name: &str, out: &std::path::Path) -> std::process::Output {
+    common::need("atftp");
     ns.in_cli("timeout")
         .args([
             "60",

@@ -34,7 +34,9 @@ impl Key {
 
     /// Runs gpg with this key's home, unattended; asserts it succeeded.
     pub fn gpg(&self, args: &[&str]) -> Output {
-        let out = Command::new("gpg")
+        // gpg cannot make or use a secret key without its agent (a Recommends of gpg).
+        super::need("gpg-agent");
+        let out = Command::new(super::need("gpg"))
             .env("GNUPGHOME", &self.home)
             .args([
                 "--batch",

@@ -143,7 +143,7 @@ impl Reply {
 pub fn curl(args: &[&str]) -> Reply {
     let dir = tempfile::tempdir().unwrap();
     let headers = dir.path().join("headers");
-    let out: Output = Command::new("curl")
+    let out: Output = Command::new(super::need("curl"))
         .args(["-s", "--max-time", "60", "-D"])
         .arg(&headers)
         .args(args)

@@ -32,6 +32,73 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The Debian package each program a test runs comes from (`tests/setup` installs them all).
+const PACKAGES: &[(&str, &str)] = &[
+    ("apt-ftparchive", "apt-utils"),
+    ("apt-get", "apt"),
+    ("atftp", "atftp"),
+    ("busybox", "busybox"),
+    ("cloud-init", "cloud-init"),
+    ("curl", "curl"),
+    ("dhclient", "isc-dhcp-client"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("dpkg-deb", "dpkg"),
+    ("gpg", "gpg"),
+    ("gpg-agent", "gpg-agent"),
+    ("gpgv", "gpgv"),
+    ("ip", "iproute2"),
+    ("netplan", "netplan.io"),
+    ("openssl", "openssl"),
+    ("ovs-vsctl", "openvswitch-switch"),
+    ("perfdhcp", "kea-admin"),
+    ("python3", "python3"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("rdisc6", "ndisc6"),
+    ("sha256sum", "coreutils"),
+    ("tcpdump", "tcpdump"),
+    ("timeout", "coreutils"),
+    ("udhcpc", "udhcpc"),
+    ("xorriso", "xorriso"),
+    ("xz", "xz-utils"),
+];
+
+/// The absolute path of `program`, a peer or validator a test runs, or a panic that names the
+/// Debian package to install: a missing tool is a setup problem the message must make obvious,
+/// not a bare `NotFound` (or a parse error of its empty output) from deep inside a test.
+pub fn need(program: &str) -> PathBuf {
+    let package = PACKAGES
+        .iter()
+        .find(|(p, _)| *p == program)
+        .map(|(_, package)| *package)
+        .unwrap_or_else(|| panic!("tests/common: add `{program}` and its package to PACKAGES"));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    // Root's PATH has the sbin directories; a sudo'd or minimal environment may not.
+    let extra = [PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
+    std::env::split_paths(&path)
+        .chain(extra)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(candidate)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "`{program}` is not installed: install the Debian package `{package}` \
+                 (tests/setup installs everything the tests need)"
+            )
+        })
+}
+
+/// Says, past the test harness's output capture, that a check did not run and why, so a
+/// skip shows in every `cargo test` run and can never be read as a pass.
+pub fn skipped(check: &str, why: &str) {
+    use std::io::Write;
+    // Writing to the stream itself, not through eprintln!, which the harness captures.
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {check}: {why}");
+}
+
 /// stdout and stderr of a finished command, for assertion messages.
 pub fn describe(out: &Output) -> String {
     format!(

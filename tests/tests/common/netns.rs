@@ -78,8 +78,10 @@ impl Netns {
         ns
     }
 
-    /// A command run inside the client namespace.
+    /// `program` (a bare name, looked up in the namespace's PATH) run in the client namespace;
+    /// a program that is not installed fails here, naming its package.
     pub fn in_cli(&self, program: &str) -> Command {
+        super::need(program);
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.cli, program]);
         cmd
@@ -269,6 +271,7 @@ pub fn udhcpc(
     extra: &[&str],
 ) -> (Output, std::collections::BTreeMap<String, String>) {
     let (script, env_file) = hook(dir, "udhcpc", r#"[ "$1" = bound ]"#);
+    super::need("busybox");
     let out = ns
         .in_cli("timeout")
         .args([
