@@ -325,7 +325,13 @@ impl Lab {
         }
         let log = fs::read_to_string(&log_path).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(8)..].join("\n");
+        // The child's own `error: ` is dropped and its lines indented under ours, so the
+        // operator reads one error, with seed serve's words quoted beneath it.
+        let tail = lines[lines.len().saturating_sub(8)..]
+            .iter()
+            .map(|l| format!("  {}", l.strip_prefix("error: ").unwrap_or(l)))
+            .collect::<Vec<_>>()
+            .join("\n");
         Err(step(
             "seed serve in the lab",
             format!("{started} (log {}):\n{tail}", log_path.display()),

@@ -260,6 +260,17 @@ impl Store {
         Self::open_file(&state_dir.join(DB_FILE))
     }
 
+    /// The store in `state_dir` if seed has made one there, else `None`; creates nothing.
+    /// For readers (`seed status`) that must not leave a database behind in a directory that
+    /// was only named to them.
+    pub fn open_existing(state_dir: &Path) -> Result<Option<Self>, StoreError> {
+        let path = state_dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Self::open_file(&path).map(Some)
+    }
+
     /// Open (creating if needed) the database file at `path` and bring its schema up to date.
     pub fn open_file(path: &Path) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {

@@ -112,24 +112,50 @@ fn status_with_a_named_but_missing_config_is_an_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot read config /nonexistent/seed.yaml")
+    // One line, one `error:`, the cause once: not "…(os error 2): … (os error 2)".
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: cannot read config /nonexistent/seed.yaml: No such file or directory (os error 2)\n"
     );
 }
 
 #[test]
-fn status_without_config_reads_the_store_alone() {
+fn status_without_config_reads_the_store_alone_and_creates_none() {
     let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("never-used");
     let out = seed()
         .arg("--state-dir")
-        .arg(state.path())
+        .arg(&dir)
         .arg("status")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "NODE  ROLE  STATE  FOR  SINCE (UTC)  LAST EVENT\n\ndisk: images 0 B\n"
+        format!(
+            "no nodes\n\nstate: none: {}/seed.db does not exist (seed has not served or \
+             provisioned with this state directory; --state-dir or the config's seed.state_dir \
+             names another)\ndisk: images 0 B\n",
+            dir.display()
+        )
+    );
+    assert!(!dir.exists(), "seed status created {}", dir.display());
+
+    // A store seed made is read and named.
+    drop(seed::store::Store::open(&dir).unwrap());
+    let out = seed()
+        .arg("--state-dir")
+        .arg(&dir)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "no nodes\n\nstate: {}/seed.db\ndisk: images 0 B\n",
+            dir.display()
+        )
     );
 }
 
@@ -247,4 +273,45 @@ fn provision_marks_nodes_once_and_reinstalls_only_with_force() {
         );
     }
     assert!(state.path().join("images/ubuntu-24.04/image.json").exists());
+}
+
+/// The log of `seed serve` with standard error redirected to a file: its text once serve is up.
+fn serve_log(extra: &[&str]) -> String {
+    let state = tempfile::tempdir().unwrap();
+    let log_path = state.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = seed_with("examples/osism-rack.yaml", state.path())
+        .arg("-v")
+        .args(extra)
+        .args([
+            "serve",
+            "--no-dhcp",
+            "--no-tftp",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("NO_COLOR")
+        .env_remove("SEED_COLOR")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _running = common::KillOnDrop::new(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("HTTP server running") {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "serve did not start: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_log_in_a_file_has_no_colour_codes_unless_asked() {
+    let plain = serve_log(&[]);
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    let coloured = serve_log(&["--color", "always"]);
+    assert!(coloured.contains("\x1b["), "{coloured:?}");
 }

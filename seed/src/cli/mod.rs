@@ -18,7 +18,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
@@ -51,6 +50,36 @@ struct Global {
     /// More log output (-v info, -vv debug, -vvv trace).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Colour in log output: auto (when standard error is a terminal and NO_COLOR is unset),
+    /// always, never.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, env = "SEED_COLOR")]
+    color: Color,
+}
+
+/// When log lines carry ANSI colour codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    /// When standard error, where the log goes, is a terminal and `NO_COLOR` is not set: a log
+    /// redirected to a file (`seed serve 2>log`, the lab's `seed.log`) stays plain text.
+    Auto,
+    /// Always (a pager that understands them, `less -R`).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl Color {
+    fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Auto => {
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,14 +135,32 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
-    init_logging(cli.global.verbose);
+    init_logging(cli.global.verbose, cli.global.color.enabled());
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_text(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: a message that already quotes its
+/// cause (`cannot read config X: No such file…`, whose `source` is that same I/O error) is not
+/// followed by the cause again.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -136,7 +183,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, color: bool) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -148,6 +195,7 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color)
         .try_init();
 }
 
@@ -276,7 +324,14 @@ fn in_parallel<T: Sync, R: Send>(
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
-    config::load(path).with_context(|| format!("config {} is not usable", path.display()))
+    match config::load(path) {
+        Ok(config) => Ok(config),
+        // "cannot read config X: why" says it all; "config X is not usable" would name X twice.
+        Err(e @ config::ConfigError::Read { .. }) => Err(e.into()),
+        Err(e) => {
+            Err(anyhow::Error::new(e).context(format!("config {} is not usable", path.display())))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -286,6 +341,22 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn an_error_names_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let read = config::ConfigError::Read {
+            path: "/x.yaml".into(),
+            source: io,
+        };
+        let err = anyhow::Error::new(read).context("lab");
+        assert_eq!(
+            error_text(&err),
+            "lab: cannot read config /x.yaml: entity not found"
+        );
+        let nested = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&nested), "outer: inner");
+    }
 
     #[test]
     fn in_parallel_keeps_the_order_and_the_bound() {

@@ -34,8 +34,11 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
     // The config is optional here: status of a store can be read without one.
     let config = global.optional_config()?;
     let state_dir = global.state_dir(config.as_ref());
-    let store = Store::open(&state_dir)
+    // A status never creates state: a mistyped --state-dir must not leave a database (and a
+    // directory) behind, and an empty table must not look like an empty rack.
+    let store = Store::open_existing(&state_dir)
         .with_context(|| format!("cannot read state in {}", state_dir.display()))?;
+    let db = state_dir.join(crate::store::DB_FILE);
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for node in config.iter().flat_map(|c| &c.nodes) {
         rows.insert(
@@ -50,7 +53,11 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
             },
         );
     }
-    for record in store.nodes()? {
+    let records = match &store {
+        Some(store) => store.nodes()?,
+        None => Vec::new(),
+    };
+    for record in records {
         let row = rows.entry(record.name.clone()).or_insert(Row {
             name: record.name.clone(),
             role: None,
@@ -63,7 +70,10 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
         row.updated_at = Some(record.updated_at);
         row.last_event = record.last_event;
     }
-    let discovered = store.discovered()?;
+    let discovered = match &store {
+        Some(store) => store.discovered()?,
+        None => Vec::new(),
+    };
     // What the seed host's disk holds: images and the APT mirror's cache.
     let images_bytes = images::Catalogue::new(state_dir.join("images")).disk_usage();
     let mirror_bytes = config
@@ -76,6 +86,7 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
             "nodes": rows,
             "discovered": discovered,
             "disk": { "images_bytes": images_bytes, "mirror_cache_bytes": mirror_bytes },
+            "state": { "database": db, "exists": store.is_some() },
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(ExitCode::SUCCESS);
@@ -109,9 +120,21 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
             last,
         ]);
     }
-    print!("{}", table.render());
+    if rows.is_empty() {
+        println!("no nodes");
+    } else {
+        print!("{}", table.render());
+    }
+    match &store {
+        Some(_) => println!("\nstate: {}", db.display()),
+        None => println!(
+            "\nstate: none: {} does not exist (seed has not served or provisioned with this \
+             state directory; --state-dir or the config's seed.state_dir names another)",
+            db.display()
+        ),
+    }
     println!(
-        "\ndisk: images {}{}",
+        "disk: images {}{}",
         super::table::size(images_bytes),
         mirror_bytes.map_or(String::new(), |b| format!(
             ", APT mirror cache {}",
