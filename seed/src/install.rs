@@ -155,10 +155,8 @@ fn node_context(
             }
         }
     }
-    let disk = match serde_json::to_value(&node.disk) {
-        Ok(serde_json::Value::Object(map)) => map.into_iter().collect(),
-        _ => BTreeMap::new(),
-    };
+    // The operator's words for the disk, spelt the way udev (and so subiquity) sees it.
+    let disk = crate::disk::subiquity_match(&node.disk);
     NodeContext {
         hostname: node.name.clone(),
         role: node.role.clone(),

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod disk;
 pub mod http;
 pub mod install;
 pub mod lab;

@@ -139,28 +139,12 @@ where
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", error_text(&err));
+            // Each cause once: a message that already quotes its cause (`cannot read config X:
+            // No such file…`, whose source is that same I/O error) is not followed by it again.
+            eprintln!("error: {}", crate::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes on one line, each cause once: a message that already quotes its
-/// cause (`cannot read config X: No such file…`, whose `source` is that same I/O error) is not
-/// followed by the cause again.
-fn error_text(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let part = cause.to_string();
-        if part.is_empty() || text.contains(&part) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    text
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -351,11 +335,11 @@ mod tests {
         };
         let err = anyhow::Error::new(read).context("lab");
         assert_eq!(
-            error_text(&err),
+            crate::error_chain(err.as_ref()),
             "lab: cannot read config /x.yaml: entity not found"
         );
         let nested = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(error_text(&nested), "outer: inner");
+        assert_eq!(crate::error_chain(nested.as_ref()), "outer: inner");
     }
 
     #[test]

@@ -316,16 +316,26 @@ pub struct Role {
     pub image: Option<String>,
 }
 
-/// Which disk subiquity installs to. Never empty: subiquity's default is the largest disk,
-/// which on a storage node is a Ceph OSD.
+/// Which disk subiquity installs to, as the operator wrote it (`seed::disk` renders subiquity's
+/// match from it). Never empty and never without a key that names a disk: subiquity's default
+/// is the largest disk (a Ceph OSD on a storage node), `size: smallest` an SD module.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DiskMatch {
-    /// Serial number (glob).
+    /// Serial number (or the operator's glob on `ID_SERIAL`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
-    /// Model (glob).
+    /// World wide name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    /// Model (or a glob on `ID_MODEL`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Vendor (or a glob on `ID_VENDOR`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// udev's `ID_PATH` (the by-path name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_path: Option<String>,
     /// Device path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -343,8 +353,17 @@ impl fmt::Display for DiskMatch {
         if let Some(v) = &self.serial {
             parts.push(format!("serial={v}"));
         }
+        if let Some(v) = &self.wwn {
+            parts.push(format!("wwn={v}"));
+        }
         if let Some(v) = &self.model {
             parts.push(format!("model={v}"));
+        }
+        if let Some(v) = &self.vendor {
+            parts.push(format!("vendor={v}"));
+        }
+        if let Some(v) = &self.id_path {
+            parts.push(format!("id_path={v}"));
         }
         if let Some(v) = &self.path {
             parts.push(format!("path={v}"));

@@ -354,7 +354,10 @@ fn hash_policy(p: wire::HashPolicyWire) -> &'static str {
 fn disk(v: &mut Validator, line: Option<u64>, field: String, w: &wire::DiskWire) -> DiskMatch {
     let d = DiskMatch {
         serial: w.serial.clone(),
+        wwn: w.wwn.clone(),
         model: w.model.clone(),
+        vendor: w.vendor.clone(),
+        id_path: w.id_path.clone(),
         path: w.path.clone(),
         size: w.size.map(|s| match s {
             wire::DiskSizeWire::Smallest => "smallest",
@@ -362,17 +365,66 @@ fn disk(v: &mut Validator, line: Option<u64>, field: String, w: &wire::DiskWire)
         }),
         ssd: w.ssd,
     };
+    for (key, value) in [
+        ("serial", &d.serial),
+        ("wwn", &d.wwn),
+        ("model", &d.model),
+        ("vendor", &d.vendor),
+        ("id_path", &d.id_path),
+        ("path", &d.path),
+    ] {
+        if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            v.problem(line, format!("{field}.{key}"), "is empty");
+        }
+    }
+    let names_a_disk = [&d.serial, &d.wwn, &d.model, &d.id_path, &d.path]
+        .iter()
+        .any(|k| k.is_some());
     if d == DiskMatch::default() {
-        v.problem(line, field, "an empty disk match selects subiquity's default, the largest disk; give serial, model, path, size or ssd");
-    } else if d.size == Some("largest")
-        && d.serial.is_none()
-        && d.model.is_none()
-        && d.path.is_none()
+        v.problem(line, field.clone(), "an empty disk match selects subiquity's default, the largest disk; name it by model, serial, wwn or id_path");
+    } else if !names_a_disk {
+        // size and ssd choose by what else is in the machine: the largest disk of a storage
+        // node is a Ceph OSD, the smallest SSD of a Dell is often its 16 GB SD module, and
+        // hardware-RAID volumes say they rotate. A vendor is shared by every disk it sold.
+        let what = match (d.size, d.ssd, &d.vendor) {
+            (Some(size), _, _) => format!("`size: {size}`"),
+            (None, Some(_), _) => "`ssd`".to_string(),
+            _ => "`vendor`".to_string(),
+        };
+        v.problem(
+            line,
+            field.clone(),
+            format!(
+                "{what} without a disk's name picks a different disk on other hardware (the largest is a Ceph OSD, the smallest SSD an internal SD module); name the disk by model (as the BMC shows it, e.g. `model: \"DELLBOSS VD\"`), serial, wwn or id_path, and keep size/ssd only to choose among equal ones"
+            ),
+        );
+    }
+    if d.serial.is_some() && d.wwn.is_some() {
+        v.problem(
+            line,
+            format!("{field}.wwn"),
+            "serial and wwn both become subiquity's serial match; give one (wwn for SAS disks and RAID volumes, serial for SATA and NVMe)",
+        );
+    }
+    if let Some(wwn) = &d.wwn
+        && crate::disk::wwn_hex(wwn).is_none()
     {
         v.problem(
             line,
-            field,
-            "`size: largest` alone is subiquity's default and on a storage node picks a Ceph OSD; add serial, model or path",
+            format!("{field}.wwn"),
+            format!("`{wwn}` is not a world wide name (16 or 32 hex digits, as `0x5000c500a1b2c3d4` or `naa.…`)"),
+        );
+    }
+    if let Some(serial) = &d.serial
+        && !crate::disk::is_glob(serial)
+        && serial.trim().chars().count() < 4
+    {
+        // The serial is matched anywhere in udev's ID_SERIAL (after the model, before an NVMe
+        // namespace): a short one would be found inside other disks' names.
+        v.problem(
+            line,
+            format!("{field}.serial"),
+            format!("`{serial}` is too short to name one disk (at least 4 characters)"),
         );
     }
     d
@@ -426,7 +478,7 @@ fn roles(
                 v.problem(
                     line,
                     at("disk"),
-                    "no install disk: subiquity would pick the largest disk (a Ceph OSD on a storage node); match one by serial, model, path or size",
+                    "no install disk: subiquity would pick the largest disk (a Ceph OSD on a storage node); name one by model, serial, wwn or id_path",
                 );
                 None
             }

@@ -324,15 +324,22 @@ pub struct RoleWire {
     pub image: Option<String>,
 }
 
-/// A disk match in subiquity's terms. At least one key is required.
+/// The install disk, as the operator reads it off the BMC, the datasheet or `lsblk`; seed turns
+/// it into subiquity's match (`seed::disk`). At least one key that names a disk is required.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskWire {
-    /// Disk serial number (glob allowed by subiquity).
+    /// Serial number as on the label or the BMC (SATA, NVMe, virtio); a glob is udev's `ID_SERIAL`.
     pub serial: Option<String>,
-    /// Disk model (glob allowed by subiquity).
+    /// World wide name (`0x5000c500…`, `naa.…`): SAS disks and RAID volumes.
+    pub wwn: Option<String>,
+    /// Model as shown (`DELLBOSS VD`); a glob is udev's `ID_MODEL`.
     pub model: Option<String>,
-    /// Device path, e.g. `/dev/disk/by-path/…` or `/dev/sda`.
+    /// Vendor (`ID_VENDOR`, SCSI and USB disks).
+    pub vendor: Option<String>,
+    /// The disk's `/dev/disk/by-path/` name (udev's `ID_PATH`): the slot, whatever is in it.
+    pub id_path: Option<String>,
+    /// Kernel device name, e.g. `/dev/vda` (not stable across hardware).
     pub path: Option<String>,
     /// `smallest` or `largest`.
     pub size: Option<DiskSizeWire>,
