@@ -44,7 +44,7 @@ impl Netns {
     pub fn new() -> Self {
         assert!(
             running_as_root(),
-            "network namespace tests need root (CI runs as root; locally: sudo -E cargo test)"
+            "network namespace tests need root: run the README's test command in a root shell (sudo -i)"
         );
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}{n}", std::process::id() % 100_000);
