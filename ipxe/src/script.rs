@@ -44,8 +44,10 @@ pub fn install_cmdline(i: &Install<'_>) -> String {
     args.push("autoinstall".into());
     // Do not let cloud-init in the live system fetch anything else.
     args.push("cloud-config-url=/dev/null".into());
-    // iPXE passes `;` through unquoted (measured), and so does the kernel.
-    args.push(format!("ds=nocloud;s={}", i.datasource_url));
+    // iPXE passes `;` through unquoted (measured), and so does the kernel. `nocloud-net` is the
+    // spelling every installer's cloud-init takes: `ds=nocloud;s=http…` needs cloud-init 24.1
+    // (24.04's installer) and 22.04's ignores it; 24.04's takes `nocloud-net` as an alias.
+    args.push(format!("ds=nocloud-net;s={}", i.datasource_url));
     let console: Vec<String> = i
         .console
         .map(|c| vec!["console=tty0".to_string(), format!("console={c}")])
@@ -145,7 +147,7 @@ mod tests {
             install_cmdline(&example(Some("ttyS1,115200n8"), &extra)),
             "initrd=initrd ip=dhcp BOOTIF=01-3c-ec-ef-10-00-23 \
              url=http://10.1.10.5/images/noble/ubuntu-24.04-live-server-amd64.iso autoinstall \
-             cloud-config-url=/dev/null ds=nocloud;s=http://10.1.10.5/nodes/TOKEN/ \
+             cloud-config-url=/dev/null ds=nocloud-net;s=http://10.1.10.5/nodes/TOKEN/ \
              console=tty0 console=ttyS1,115200n8 --- console=tty0 console=ttyS1,115200n8 nomodeset"
         );
         golden("install-plain.ipxe", &install(&example(None, &[])));

@@ -109,7 +109,7 @@ fn script(seed: &HttpSeed, mac: &str) -> String {
     reply.text()
 }
 
-/// The token in an install script's `ds=nocloud;s=<url>/nodes/<token>/`.
+/// The token in an install script's `ds=nocloud-net;s=<url>/nodes/<token>/`.
 fn token_of(script: &str) -> String {
     let start = script
         .find("/nodes/")
@@ -191,7 +191,7 @@ fn the_ipxe_script_follows_the_node_state_on_uefi_and_bios() {
         let image = format!("{LAB_URL}/images/ubuntu-24.04");
         let kernel = format!(
             "kernel {image}/vmlinuz initrd=initrd ip=dhcp BOOTIF=01-{hexhyp} url={image}/ubuntu.iso \
-             autoinstall cloud-config-url=/dev/null ds=nocloud;s={LAB_URL}/nodes/{token}/ \
+             autoinstall cloud-config-url=/dev/null ds=nocloud-net;s={LAB_URL}/nodes/{token}/ \
              console=tty0 console=ttyS0,115200n8 --- console=tty0 console=ttyS0,115200n8 || goto failed"
         );
         assert!(
