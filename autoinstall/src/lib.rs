@@ -46,6 +46,10 @@ pub struct NodeContext {
     pub disk: BTreeMap<String, serde_json::Value>,
     /// `lvm` or `direct`.
     pub storage_layout: String,
+    /// subiquity's LVM `sizing-policy`, if set.
+    pub sizing_policy: Option<String>,
+    /// The root LV's least size in bytes, if set.
+    pub root_bytes: Option<u64>,
     /// Time zone.
     pub timezone: String,
     /// Locale.
@@ -69,6 +73,10 @@ pub struct User {
     pub ssh_authorized_keys: Vec<String>,
     /// A crypt(3) hash; without one the account's password is locked.
     pub password_hash: Option<String>,
+    /// uid, if set.
+    pub uid: Option<u32>,
+    /// gid of its primary group (created at install time), if set.
+    pub gid: Option<u32>,
 }
 
 /// The node's full netplan, as data.
@@ -224,9 +232,13 @@ fn known_variables() -> Vec<String> {
             name: String::new(),
             ssh_authorized_keys: Vec::new(),
             password_hash: None,
+            uid: None,
+            gid: None,
         },
         disk: BTreeMap::new(),
         storage_layout: String::new(),
+        sizing_policy: None,
+        root_bytes: None,
         timezone: String::new(),
         locale: String::new(),
         keyboard_layout: String::new(),
@@ -406,9 +418,13 @@ mod tests {
                 name: "dragon".into(),
                 ssh_authorized_keys: vec![format!("ssh-ed25519 AAAA {NASTY}")],
                 password_hash: None,
+                uid: None,
+                gid: None,
             },
             disk: [("model".to_string(), serde_json::Value::from(NASTY))].into(),
             storage_layout: "lvm".into(),
+            sizing_policy: None,
+            root_bytes: None,
             timezone: NASTY.into(),
             locale: "en_US.UTF-8".into(),
             keyboard_layout: "us".into(),
@@ -474,20 +490,33 @@ mod tests {
     }
 
     #[test]
-    fn a_key_only_account_is_a_cloud_init_user_and_a_password_uses_identity() {
+    fn the_operator_is_a_cloud_init_user_with_or_without_a_password() {
         let renderer = Renderer::new(&BTreeMap::new()).unwrap();
         let ud = yaml(&renderer.render(&context()).unwrap().user_data);
         assert!(ud["autoinstall"]["identity"].is_null());
         let user = &ud["autoinstall"]["user-data"]["users"][0];
         assert_eq!(user["lock_passwd"], true);
         assert_eq!(user["sudo"], "ALL=(ALL) NOPASSWD:ALL");
+        assert!(user["uid"].is_null());
+        assert_eq!(
+            ud["autoinstall"]["user-data"]["manage_etc_hosts"],
+            "localhost"
+        );
 
-        let mut with_password = context();
-        with_password.user.password_hash = Some("$6$salt$hash".into());
-        let ud = yaml(&renderer.render(&with_password).unwrap().user_data);
-        assert_eq!(ud["autoinstall"]["identity"]["password"], "$6$salt$hash");
-        assert!(ud["autoinstall"]["user-data"]["users"].is_null());
+        let mut osism = context();
+        osism.user.password_hash = Some("$6$salt$hash".into());
+        osism.user.uid = Some(45000);
+        osism.user.gid = Some(45000);
+        let ud = yaml(&renderer.render(&osism).unwrap().user_data);
+        assert!(ud["autoinstall"]["identity"].is_null());
+        let user = &ud["autoinstall"]["user-data"]["users"][0];
+        assert_eq!(user["hashed_passwd"], "$6$salt$hash");
+        assert_eq!(user["lock_passwd"], false);
+        assert_eq!(user["uid"], 45000);
+        assert_eq!(user["primary_group"], "dragon");
         assert_eq!(ud["autoinstall"]["ssh"]["allow-pw"], false);
+        let late = ud["autoinstall"]["late-commands"].to_string();
+        assert!(late.contains("groupadd --gid 45000 dragon"), "{late}");
     }
 
     #[test]

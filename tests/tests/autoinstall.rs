@@ -572,3 +572,66 @@ fn check_refuses_a_config_whose_templates_do_not_render() {
     );
     assert!(stderr.contains("template netplan line 2"), "{stderr}");
 }
+
+#[test]
+fn the_osism_rack_gets_its_operator_at_45000_and_a_root_of_200_gb() {
+    let out = render_all(&repo_root().join("examples/osism-rack.yaml"));
+    for node in ["ctl1", "cmp1", "stor1", "net1"] {
+        let ud = yaml_file(&out.path().join(node).join("user-data"));
+        let ai = &ud["autoinstall"];
+        // osism.commons.operator renumbers the operator to 45000 unless it already is, and it
+        // cannot while logged in as it: the account is made with that uid and gid.
+        let user = &ai["user-data"]["users"][0];
+        assert_eq!(user["name"], "dragon", "{node}");
+        assert_eq!(user["uid"], 45000, "{node}");
+        assert_eq!(user["primary_group"], "dragon", "{node}");
+        let late: Vec<String> = ai["late-commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            late.iter()
+                .any(|c| c.contains("groupadd --gid 45000 dragon")),
+            "{node}: {late:#?}"
+        );
+        // The root LV: at least 200 GB (OSISM's node image; subiquity's scaled LVM gives 100 GiB).
+        let grow = late
+            .iter()
+            .find(|c| c.contains("lvextend"))
+            .unwrap_or_else(|| panic!("{node}: no root resize in {late:#?}"));
+        let bytes: u64 = grow
+            .split("-ge ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{node}: {grow}"));
+        assert!(bytes >= 200_000_000_000, "{node}: {bytes}");
+        assert_eq!(ai["storage"]["layout"]["name"], "lvm");
+        // The node's name in /etc/hosts without subiquity's identity.
+        assert_eq!(ai["user-data"]["manage_etc_hosts"], "localhost");
+    }
+}
+
+#[test]
+fn the_lab_password_hash_is_the_hash_of_the_password_its_comment_names() {
+    let text = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
+    assert!(
+        text.contains("password \"seed\""),
+        "the comment names the password"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("password_hash:"))
+        .unwrap();
+    let hash = line.split('"').nth(1).unwrap();
+    // Recompute it with the hash's own salt.
+    let salt = hash.split('$').nth(2).unwrap();
+    let out = Command::new(common::need("openssl"))
+        .args(["passwd", "-6", "-salt", salt, "seed"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hash);
+}

@@ -74,6 +74,10 @@ pub struct Install {
     pub keyboard: String,
     /// `lvm` or `direct`.
     pub storage_layout: &'static str,
+    /// subiquity's LVM `sizing-policy` (`scaled`, `all`), when the operator sets one.
+    pub sizing_policy: Option<&'static str>,
+    /// The root LV's least size in bytes, when the operator sets one.
+    pub root_bytes: Option<u64>,
     /// Extra packages.
     pub packages: Vec<String>,
     /// Template overrides.
@@ -91,6 +95,10 @@ pub struct OperatorUser {
     pub ssh_authorized_keys: Vec<String>,
     /// crypt(3) hash, if the operator wants a password at all.
     pub password_hash: Option<String>,
+    /// uid, when the operator sets one.
+    pub uid: Option<u32>,
+    /// gid of its primary group (the uid unless the operator sets another).
+    pub gid: Option<u32>,
 }
 
 impl Config {

@@ -70,6 +70,11 @@ pub struct InstallWire {
     pub keyboard: Option<String>,
     /// `lvm` (default) or `direct`.
     pub storage_layout: Option<LayoutWire>,
+    /// subiquity's LVM sizing: `scaled` (its default: a 100 GiB root on large disks) or `all`.
+    pub sizing_policy: Option<SizingWire>,
+    /// The root LV's least size (`200G`, LVM's binary units); the install fails if the disk
+    /// cannot hold it.
+    pub root_size: Option<String>,
     /// Extra packages.
     #[serde(default)]
     pub packages: Vec<String>,
@@ -93,6 +98,10 @@ pub struct UserWire {
     pub ssh_authorized_keys: Vec<String>,
     /// crypt(3) hash; without it the password is locked and only keys log in.
     pub password_hash: Option<String>,
+    /// The account's uid (OSISM's operator role expects 45000).
+    pub uid: Option<u32>,
+    /// Its primary group's gid (default: the uid).
+    pub gid: Option<u32>,
 }
 
 /// Subiquity storage layouts.
@@ -102,6 +111,15 @@ pub struct UserWire {
 pub enum LayoutWire {
     Lvm,
     Direct,
+}
+
+/// subiquity's `sizing-policy` of the LVM layout.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum SizingWire {
+    Scaled,
+    All,
 }
 
 /// Node firmware.
