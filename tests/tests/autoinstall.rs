@@ -635,3 +635,36 @@ fn the_lab_password_hash_is_the_hash_of_the_password_its_comment_names() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hash);
 }
+
+#[test]
+fn bond_members_with_known_macs_are_found_by_mac_whatever_the_kernel_names_them() {
+    // lab.yaml's cmp1 names its NICs' MACs (`nics:`): ens4 and ens5 are bond1's members. On
+    // real hardware Ubuntu 24.04 calls such ports ens1f0np0 or eno12399; the netplan must
+    // find them by MAC and give them the names the bond lists.
+    let out = render_all(&repo_root().join("examples/lab.yaml"));
+    let netplan = std::fs::read_to_string(out.path().join("cmp1/netplan.yaml")).unwrap();
+    let (_root, networkd) = netplan_generate(&netplan);
+    for (name, mac) in [("ens4", "52:54:00:10:01:11"), ("ens5", "52:54:00:10:02:11")] {
+        // systemd-udevd renames the port on the first boot from this .link file.
+        let link = read(&networkd, &format!("10-netplan-{name}.link"));
+        assert!(
+            link.contains(&format!("MACAddress={mac}")),
+            "{name}: {link}"
+        );
+        assert!(link.contains(&format!("Name={name}")), "{name}: {link}");
+        // networkd enslaves it to the bond by that same MAC.
+        let network = read(&networkd, &format!("10-netplan-{name}.network"));
+        assert!(
+            network.contains(&format!("MACAddress={mac}")),
+            "{name}: {network}"
+        );
+        assert!(network.contains("Bond=bond1"), "{name}: {network}");
+    }
+    // cmp2 has no `nics:`: its members are matched by the kernel's name alone, the guess that
+    // strands a bond when Ubuntu names the port otherwise (what `nics:` is for).
+    let netplan = std::fs::read_to_string(out.path().join("cmp2/netplan.yaml")).unwrap();
+    let (_root, networkd) = netplan_generate(&netplan);
+    let link = read(&networkd, "10-netplan-ens4.link");
+    assert!(link.contains("OriginalName=ens4"), "{link}");
+    assert!(!link.contains("MACAddress="), "{link}");
+}

