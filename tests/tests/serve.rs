@@ -123,13 +123,17 @@ fn status_with_a_named_but_missing_config_is_an_error() {
 fn status_without_config_reads_the_store_alone_and_creates_none() {
     let state = tempfile::tempdir().unwrap();
     let dir = state.path().join("never-used");
-    let out = seed()
-        .arg("--state-dir")
-        .arg(&dir)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    let status = || {
+        let out = seed()
+            .arg("--state-dir")
+            .arg(&dir)
+            .arg("status")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        out
+    };
+    let out = status();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!(
@@ -143,13 +147,7 @@ fn status_without_config_reads_the_store_alone_and_creates_none() {
 
     // A store seed made is read and named.
     drop(seed::store::Store::open(&dir).unwrap());
-    let out = seed()
-        .arg("--state-dir")
-        .arg(&dir)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    let out = status();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!(

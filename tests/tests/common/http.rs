@@ -42,7 +42,6 @@ impl HttpSeed {
                 "127.0.0.1:0",
                 "-v",
             ])
-            .env("NO_COLOR", "1")
             .env("SEED_TEST_API_TOKEN", API_TOKEN)
             .stdout(Stdio::null())
             .stderr(file)

@@ -123,7 +123,6 @@ impl Netns {
             .args(["serve", "-v"])
             .env_remove("SEED_CONFIG")
             .env_remove("SEED_STATE_DIR")
-            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
