@@ -186,6 +186,32 @@ fn node_context(
     }
 }
 
+/// The ports of `node`'s links that its installed netplan can find only by the kernel's name
+/// (no MAC for them in `nics:`), by link: bond members and plain NICs. Ubuntu 24.04 names many
+/// server ports `ens1f0np0` or `eno12399`; a guessed name then leaves the bond without members and
+/// the node unreachable after its first boot, so `seed check` warns about each.
+pub fn ports_without_mac(config: &Config, node: &Node) -> Vec<(String, Vec<String>)> {
+    let Some(role) = config.role(&node.role) else {
+        return Vec::new();
+    };
+    config
+        .links
+        .iter()
+        .filter(|l| role.links.contains(&l.name))
+        .filter_map(|link| {
+            let ports = match &link.bond {
+                Some(bond) => bond.members.clone(),
+                None => vec![link.name.clone()],
+            };
+            let missing: Vec<String> = ports
+                .into_iter()
+                .filter(|p| !node.nics.contains_key(p))
+                .collect();
+            (!missing.is_empty()).then(|| (link.name.clone(), missing))
+        })
+        .collect()
+}
+
 /// The node's full netplan as data.
 fn network(config: &Config, node: &Node, plan: &NodePlan) -> Network {
     let mut net = Network::default();

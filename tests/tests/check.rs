@@ -158,3 +158,26 @@ fn a_missing_config_is_a_clear_error() {
     );
     assert!(!Path::new("does/not/exist.yaml").exists());
 }
+
+#[test]
+fn ports_without_a_mac_are_warned_about_and_the_config_stays_valid() {
+    let out = check(&["examples/lab.yaml"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // cmp1 names the MACs of ens3 and bond1's members, not its external NIC ens6.
+    assert!(
+        stderr.contains("nodes[cmp1].nics: warning: no MAC for ens6:"),
+        "{stderr}"
+    );
+    // cmp2 names none: every port is a guess.
+    assert!(
+        stderr.contains("nodes[cmp2].nics: warning: no MAC for ens3, bond1 (ens4, ens5), ens6:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("name each port's MAC in nics:"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 4, "one line per lab node: {stderr}");
+    // The reference rack names every port's MAC: nothing to warn about.
+    let out = check(&["examples/osism-rack.yaml"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(out.stderr.is_empty(), "{}", describe(&out));
+}

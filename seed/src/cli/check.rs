@@ -75,6 +75,29 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render(&config, &plan));
     }
+    // Valid, but fragile on real hardware: ports found only by a guessed kernel name.
+    for node in &config.nodes {
+        let ports = install::ports_without_mac(&config, node);
+        if ports.is_empty() {
+            continue;
+        }
+        let list: Vec<String> = ports
+            .iter()
+            .map(|(link, ports)| {
+                if ports.len() == 1 && ports[0] == *link {
+                    link.clone()
+                } else {
+                    format!("{link} ({})", ports.join(", "))
+                }
+            })
+            .collect();
+        eprintln!(
+            "{}: nodes[{}].nics: warning: no MAC for {}: the installed netplan finds these ports by kernel name only, and where Ubuntu names one otherwise (ens1f0np0, eno12399) its bond or address stays down; name each port's MAC in nics:",
+            path.display(),
+            node.name,
+            list.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
