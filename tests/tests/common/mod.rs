@@ -33,7 +33,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The Debian package each program a test runs comes from (`tests/setup` installs them all).
-const PACKAGES: &[(&str, &str)] = &[
+pub const PACKAGES: &[(&str, &str)] = &[
     ("apt-ftparchive", "apt-utils"),
     ("apt-get", "apt"),
     ("atftp", "atftp"),
@@ -74,8 +74,13 @@ pub fn need(program: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     // Root's PATH has the sbin directories; a sudo'd or minimal environment may not.
     let extra = [PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
-    std::env::split_paths(&path)
-        .chain(extra)
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).chain(extra).collect();
+    need_in(program, package, &dirs)
+}
+
+/// `program` in one of `dirs`, or a panic naming `package` (see [`need`]).
+pub fn need_in(program: &str, package: &str, dirs: &[PathBuf]) -> PathBuf {
+    dirs.iter()
         .map(|dir| dir.join(program))
         .find(|candidate| {
             use std::os::unix::fs::PermissionsExt;
