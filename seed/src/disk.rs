@@ -265,5 +265,106 @@ pub fn candidates<'d>(m: &BTreeMap<String, Value>, disks: &'d [UdevDisk]) -> Vec
     found
 }
 
+/// A drive or volume as a BMC reports it (Redfish `Drive`, `Volume`): the label's serial, the
+/// model with its spaces, the WWNs, not udev's names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportedDisk {
+    /// The BMC's name for it (`Disk.Bay.0`, `Solid State Disk 0:1:0`).
+    pub name: String,
+    /// `Model`.
+    pub model: String,
+    /// `Manufacturer`.
+    pub vendor: String,
+    /// `SerialNumber`.
+    pub serial: String,
+    /// Durable names that are WWNs, as [`wwn_hex`] writes them.
+    pub wwns: Vec<String>,
+    /// Bytes.
+    pub size: Option<u64>,
+    /// Solid state (`MediaType` SSD); `None` where the BMC does not say.
+    pub ssd: Option<bool>,
+}
+
+impl std::fmt::Display for ReportedDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name)?;
+        let mut parts = Vec::new();
+        if !self.model.is_empty() {
+            parts.push(self.model.clone());
+        }
+        if !self.serial.is_empty() {
+            parts.push(format!("serial {}", self.serial));
+        }
+        if let Some(size) = self.size {
+            parts.push(format!("{} GB", size / 1_000_000_000));
+        }
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a rule selects among the disks a BMC reports.
+#[derive(Debug, PartialEq)]
+pub enum Selection<'d> {
+    /// Exactly this one (after the size sort, when the rule has one).
+    One(&'d ReportedDisk),
+    /// Several, and nothing in the rule orders them: subiquity takes whichever it lists first.
+    Several(Vec<&'d ReportedDisk>),
+    /// None.
+    Nothing,
+    /// The rule names the disk by something a BMC does not report (a kernel or by-path name).
+    Unknown(&'static str),
+}
+
+/// The disks of `disks` that `rule` selects, read the way subiquity would read the same disks
+/// under udev (the patterns of [`subiquity_match`] match a BMC's spelling too: `[ _]`, a serial
+/// anywhere in the string). A device whose media type is unknown is not ruled out by `ssd`.
+pub fn select_reported<'d>(rule: &DiskMatch, disks: &'d [ReportedDisk]) -> Selection<'d> {
+    if rule.path.is_some() || rule.id_path.is_some() {
+        return Selection::Unknown(
+            "the rule names a kernel or by-path name, which BMCs do not report",
+        );
+    }
+    let m = subiquity_match(rule);
+    let text = |key: &str| m.get(key).and_then(Value::as_str);
+    let wwn = rule.wwn.as_deref().and_then(wwn_hex);
+    let mut found: Vec<&ReportedDisk> = disks
+        .iter()
+        .filter(|d| match (&wwn, text("serial")) {
+            (Some(wwn), _) => d
+                .wwns
+                .iter()
+                .any(|w| w.ends_with(wwn.as_str()) || wwn.ends_with(w.as_str())),
+            (None, Some(p)) => fnmatchcase(&d.serial, p),
+            (None, None) => true,
+        })
+        // The BMC's spelling (spaces) or udev's (`_`), for a rule written either way.
+        .filter(|d| text("model").is_none_or(|p| either_spelling(&d.model, p)))
+        .filter(|d| text("vendor").is_none_or(|p| either_spelling(&d.vendor, p)))
+        .filter(|d| rule.ssd.is_none_or(|ssd| d.ssd.is_none_or(|s| s == ssd)))
+        .collect();
+    match rule.size {
+        Some("smallest") => found.sort_by_key(|d| d.size.unwrap_or(u64::MAX)),
+        Some("largest") => found.sort_by_key(|d| std::cmp::Reverse(d.size.unwrap_or(0))),
+        _ => {}
+    }
+    match found.len() {
+        0 => Selection::Nothing,
+        1 => Selection::One(found[0]),
+        _ if rule.size.is_some() => Selection::One(found[0]),
+        _ => Selection::Several(found),
+    }
+}
+
+fn either_spelling(name: &str, pattern: &str) -> bool {
+    fnmatchcase(name, pattern)
+        || fnmatchcase(
+            &name.split_whitespace().collect::<Vec<_>>().join("_"),
+            pattern,
+        )
+}
+
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,8 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::config::{Firmware, NetBoot, Node, PowerDriver};
+use crate::config::{DiskMatch, Firmware, NetBoot, Node, PowerDriver};
+use crate::disk::{self, ReportedDisk, Selection};
 use crate::power::{self, Inventory, Power, PowerError};
 use crate::redfish::same_mac;
 
@@ -301,9 +302,97 @@ pub fn check(node: &Node, inv: &Inventory) -> Report {
         );
     }
 
+    if redfish {
+        let (level, message) = match &inv.disks_unreadable {
+            Some(why) => (
+                Level::Ok,
+                format!(
+                    "the BMC's storage inventory could not be read ({why}); `{}` is checked by \
+                     the installer only",
+                    node.disk
+                ),
+            ),
+            None => disk_finding(&node.disk, &inv.disks),
+        };
+        add(level, "disk", message);
+    }
+
     Report {
         node: node.name.clone(),
         findings,
+    }
+}
+
+/// Installing to anything this small is installing to an SD module or a USB stick.
+pub const MIN_DISK_BYTES: u64 = 32_000_000_000;
+
+/// The install-disk rule against the drives and volumes the BMC reports.
+fn disk_finding(rule: &DiskMatch, disks: &[ReportedDisk]) -> (Level, String) {
+    if disks.is_empty() {
+        return (
+            Level::Ok,
+            format!("the BMC reports no drives; `{rule}` is checked by the installer only"),
+        );
+    }
+    let listed = || {
+        disks
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match disk::select_reported(rule, disks) {
+        Selection::One(d) if d.size.is_some_and(|s| s < MIN_DISK_BYTES) => (
+            Level::Error,
+            format!(
+                "`{rule}` selects {d}: under {} GB, an SD module or a USB stick, not an install \
+                 disk; name the boot SSD or volume",
+                MIN_DISK_BYTES / 1_000_000_000
+            ),
+        ),
+        Selection::One(d) => (Level::Ok, format!("`{rule}` selects {d}")),
+        Selection::Several(found) => (
+            Level::Warning,
+            format!(
+                "`{rule}` matches {} drives ({}): subiquity installs to whichever it lists \
+                 first; add a serial (or size) to name one",
+                found.len(),
+                found
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ),
+        // A serial or WWN is reported by the BMC as it is: none matching is a wrong rule (or
+        // a wrong BMC). A model may not be: BOSS cards and RAID volumes show the installer
+        // another name (`DELLBOSS VD`) than the BMC, so that is only worth a warning.
+        Selection::Nothing
+            if (rule.serial.is_some() || rule.wwn.is_some())
+                && ![&rule.serial, &rule.model, &rule.vendor]
+                    .iter()
+                    .any(|v| v.as_deref().is_some_and(disk::is_glob)) =>
+        {
+            (
+                Level::Error,
+                format!(
+                    "`{rule}` matches none of the {} drives the BMC reports ({}): the installer \
+                     would stop with \"matched no disk\"",
+                    disks.len(),
+                    listed()
+                ),
+            )
+        }
+        Selection::Nothing => (
+            Level::Warning,
+            format!(
+                "`{rule}` matches none of the drives the BMC reports ({}); RAID volumes and \
+                 BOSS cards may show the installer another model than the BMC, so this is not \
+                 refused",
+                listed()
+            ),
+        ),
+        Selection::Unknown(why) => (Level::Ok, format!("`{rule}` not checked: {why}")),
     }
 }
 
@@ -329,6 +418,18 @@ mod tests {
             uuid: Some("4c4c4544-0000".into()),
             serial: Some("ABC123".into()),
             macs: vec!["3C:EC:EF:10:00:21".into(), "3c:ec:ef:10:00:99".into()],
+            disks: Vec::new(),
+            disks_unreadable: None,
+        }
+    }
+
+    fn drive(name: &str, model: &str, serial: &str, gb: u64) -> ReportedDisk {
+        ReportedDisk {
+            name: name.into(),
+            model: model.into(),
+            serial: serial.into(),
+            size: Some(gb * 1_000_000_000),
+            ..ReportedDisk::default()
         }
     }
 
@@ -350,6 +451,7 @@ mod tests {
                 ("memory", Level::Ok),
                 ("identity", Level::Ok),
                 ("macs", Level::Ok),
+                ("disk", Level::Ok),
             ]
         );
     }
@@ -409,5 +511,95 @@ mod tests {
             let report = with_hint(&mut config, hint);
             assert!(!report.refuses(), "{hint}: {report:?}");
         }
+    }
+
+    #[test]
+    fn the_disk_rule_against_the_drives_the_bmc_reports() {
+        let disk = |rule: DiskMatch, disks: &[ReportedDisk]| disk_finding(&rule, disks);
+        let serial = |s: &str| DiskMatch {
+            serial: Some(s.into()),
+            ..DiskMatch::default()
+        };
+        // Dell's drive names and models as iDRAC reports them; the serials of seed::disk's rows.
+        let dell = [
+            drive(
+                "Solid State Disk 0:1:0",
+                "MTFDDAK1T9TDT",
+                "222939CA58D4",
+                1920,
+            ),
+            drive(
+                "Solid State Disk 0:1:1",
+                "HFS1T9G3H2X069N",
+                "ADB5N4365I150584Z",
+                1920,
+            ),
+            drive("Internal Dual SD", "Internal Dual SD", "0123456789AB", 16),
+        ];
+        let (level, text) = disk(serial("222939CA58D4"), &dell);
+        assert_eq!(level, Level::Ok, "{text}");
+        assert!(text.contains("selects Solid State Disk 0:1:0"), "{text}");
+        // A serial no drive has: the installer would find no disk either.
+        let (level, text) = disk(serial("S4EVNX0N123456"), &dell);
+        assert_eq!(level, Level::Error, "{text}");
+        assert!(text.contains("matches none of the 3 drives"), "{text}");
+        // The SD module, named: refused.
+        let (level, text) = disk(
+            DiskMatch {
+                model: Some("Internal Dual SD".into()),
+                ..DiskMatch::default()
+            },
+            &dell,
+        );
+        assert_eq!(level, Level::Error, "{text}");
+        assert!(text.contains("SD module"), "{text}");
+        // The BOSS card by its installer-side model: BMCs call it otherwise; a warning.
+        let (level, _) = disk(
+            DiskMatch {
+                model: Some("DELLBOSS VD".into()),
+                ..DiskMatch::default()
+            },
+            &dell,
+        );
+        assert_eq!(level, Level::Warning);
+        // Two drives of one model, no size: subiquity's pick is arbitrary; a warning.
+        let twins = [
+            drive(
+                "Disk 1",
+                "KXG70PNV2T04 NVMe KIOXIA 2048GB",
+                "12KFC0BAFTW5",
+                2048,
+            ),
+            drive(
+                "Disk 2",
+                "KXG70PNV2T04 NVMe KIOXIA 2048GB",
+                "12KFC0BAFTX2",
+                2048,
+            ),
+        ];
+        let (level, text) = disk(
+            DiskMatch {
+                model: Some("KXG70PNV2T04_NVMe_KIOXIA_2048GB".into()),
+                ..DiskMatch::default()
+            },
+            &twins,
+        );
+        assert_eq!(level, Level::Warning, "{text}");
+        assert!(text.contains("matches 2 drives"), "{text}");
+        // A WWN against the BMC's durable names, whatever their case and prefix.
+        let sas = [ReportedDisk {
+            wwns: vec![disk::wwn_hex("5000C50093FDDC5F").unwrap()],
+            ..drive("Disk.Bay.1", "MB8000JFECQ", "ZA17WDAG", 8000)
+        }];
+        let (level, text) = disk(
+            DiskMatch {
+                wwn: Some("0x5000c50093fddc5f".into()),
+                ..DiskMatch::default()
+            },
+            &sas,
+        );
+        assert_eq!(level, Level::Ok, "{text}");
+        // No storage inventory: nothing to compare, nothing refused.
+        assert_eq!(disk(serial("222939CA58D4"), &[]).0, Level::Ok);
     }
 }

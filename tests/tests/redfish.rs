@@ -165,6 +165,16 @@ impl Emulator {
     }
 
     fn start_with(systems: &[Fake], tls: Option<(PathBuf, PathBuf)>, port: Option<u16>) -> Self {
+        Self::start_configured(systems, tls, port, "")
+    }
+
+    /// With more lines of emulator config (Python), e.g. its static storage and drives.
+    fn start_configured(
+        systems: &[Fake],
+        tls: Option<(PathBuf, PathBuf)>,
+        port: Option<u16>,
+        extra: &str,
+    ) -> Self {
         let binary = std::env::var_os("SEED_SUSHY_EMULATOR")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join("target/ci-venv/bin/sushy-emulator"));
@@ -187,7 +197,7 @@ impl Emulator {
                 "SUSHY_EMULATOR_FAKE_DRIVER = True\n\
                  SUSHY_EMULATOR_AUTH_FILE = '{auth}'\n\
                  SUSHY_EMULATOR_STATE_DIR = '{state}'\n\
-                 SUSHY_EMULATOR_FAKE_SYSTEMS = [{systems}]\n",
+                 SUSHY_EMULATOR_FAKE_SYSTEMS = [{systems}]\n{extra}",
                 auth = dir.path().join("htpasswd").display(),
                 state = dir.path().join("state").display(),
                 systems = systems.join(", ")
@@ -863,4 +873,78 @@ fn preflight_refuses_secure_boot_and_the_api_provisions_through_the_bmc() {
         !http.log().contains(PASSWORD),
         "a password leaked into the log"
     );
+}
+
+/// `seed preflight` reads the drives the BMC reports (sushy-tools' static Storage/Drives) and
+/// says which one the node's disk rule selects; a rule that selects none refuses the node.
+/// (sushy-tools gives every drive Model `C123` and SerialNumber `1234570`: the test tells the
+/// drives apart by size, as subiquity would with `size: smallest`.)
+#[test]
+fn preflight_reports_the_selected_drive_and_refuses_a_rule_that_selects_none() {
+    let storage = |n: u8| {
+        format!(
+            "'{uuid}': [{{'Id': '1', 'Name': 'RAID', 'StorageControllers': [{{'MemberId': '0', \
+             'Name': 'Integrated RAID', 'SpeedGbps': 12}}], 'Drives': ['os', 'osd']}}]",
+            uuid = uuid(n)
+        )
+    };
+    let drives = |n: u8| {
+        format!(
+            "('{uuid}', '1'): [{{'Id': 'os', 'Name': 'Solid State Disk 0:1:0', \
+             'CapacityBytes': 480000000000, 'Protocol': 'SATA'}}, {{'Id': 'osd', \
+             'Name': 'Disk 0:1:1', 'CapacityBytes': 8000000000000, 'Protocol': 'SAS'}}]",
+            uuid = uuid(n)
+        )
+    };
+    let extra = format!(
+        "SUSHY_EMULATOR_STORAGE = {{{}, {}}}\nSUSHY_EMULATOR_DRIVES = {{{}, {}}}\n",
+        storage(11),
+        storage(12),
+        drives(11),
+        drives(12)
+    );
+    let emu = Emulator::start_configured(&two_systems(false), None, None, &extra);
+    let config = emu.config();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replacen(
+            "macs: [\"52:54:00:10:00:11\"]\n",
+            "macs: [\"52:54:00:10:00:11\"]\n    disk: { model: C123, size: smallest }\n",
+            1,
+        )
+        .replacen(
+            "macs: [\"52:54:00:10:00:12\"]\n",
+            "macs: [\"52:54:00:10:00:12\"]\n    disk: { serial: S4EVNX0N123456 }\n",
+            1,
+        );
+    assert!(
+        text.contains("disk: { model: C123") && text.contains("disk: { serial: S4EVNX"),
+        "{text}"
+    );
+    std::fs::write(&config, text).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = run_seed(
+        &config,
+        state.path(),
+        PASSWORD,
+        &["preflight", "cmp1", "cmp2"],
+    );
+    assert_no_secret(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cmp1 = &stdout[..stdout.find("\ncmp2").expect("a block per node")];
+    let cmp2 = &stdout[stdout.find("\ncmp2").unwrap()..];
+    assert!(
+        cmp1.lines().any(|l| l.contains("disk")
+            && l.contains("selects Solid State Disk 0:1:0 (C123, serial 1234570, 480 GB)")),
+        "{stdout}"
+    );
+    assert!(!cmp1.contains("ERROR"), "{stdout}");
+    assert!(
+        cmp2.lines().any(|l| l.contains("ERROR")
+            && l.contains("disk")
+            && l.contains("matches none of the 2 drives")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 of 2 ready; refused: cmp2"), "{stdout}");
 }

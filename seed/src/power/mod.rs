@@ -72,6 +72,11 @@ pub struct Inventory {
     pub serial: Option<String>,
     /// The MACs of its NICs as the BMC writes them (empty: none reported).
     pub macs: Vec<String>,
+    /// Its drives and volumes (empty: the BMC has no storage inventory).
+    pub disks: Vec<crate::disk::ReportedDisk>,
+    /// Why the storage inventory could not be read, where it could not: many BMCs fail on some
+    /// controllers, and that is no reason to refuse the node.
+    pub disks_unreadable: Option<String>,
 }
 
 impl PowerError {

@@ -189,6 +189,10 @@ impl Power for RedfishPower {
 
     fn inventory(&self) -> Result<Inventory, PowerError> {
         self.with_system("read the system", |client, _, system| {
+            let (disks, disks_unreadable) = match client.disks(system) {
+                Ok(disks) => (disks, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            };
             Ok(Inventory {
                 power: system.power_state.clone().unwrap_or_default(),
                 boot_targets: system.boot.allowed_targets.clone(),
@@ -199,6 +203,8 @@ impl Power for RedfishPower {
                 uuid: system.uuid.clone(),
                 serial: system.serial.clone(),
                 macs: client.macs(system)?,
+                disks,
+                disks_unreadable,
             })
         })
     }

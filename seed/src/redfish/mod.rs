@@ -23,6 +23,7 @@ use reqwest::header::{ETAG, HeaderValue, IF_MATCH, LOCATION, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use crate::config::Secret;
+use crate::disk::ReportedDisk;
 pub use model::{Boot, EthernetInterface, ResetAction, SecureBoot, ServiceRoot, System};
 
 /// Why a Redfish call failed. Names the BMC and what was asked, never a credential.
@@ -237,6 +238,51 @@ impl Client {
             }
         }
         Ok(macs)
+    }
+
+    /// The drives and volumes `system`'s storage subsystems report, as disks an install rule
+    /// can be checked against; empty when the BMC has no storage inventory (a 404 included:
+    /// many BMCs have none for some controllers).
+    pub fn disks(&self, system: &System) -> Result<Vec<ReportedDisk>, RedfishError> {
+        let Some(link) = &system.storage else {
+            return Ok(Vec::new());
+        };
+        let collection: model::Collection = match self.get_json(&link.id, "list storage") {
+            Ok(c) => c,
+            Err(RedfishError::Refused { status, .. }) if status == StatusCode::NOT_FOUND => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut disks = Vec::new();
+        for member in collection.members {
+            let storage: model::Storage = self.get_json(&member.id, "read a storage subsystem")?;
+            let mut devices = storage.drives;
+            if let Some(volumes) = &storage.volumes {
+                let list: model::Collection = self
+                    .get_json(&volumes.id, "list volumes")
+                    .unwrap_or_default();
+                devices.extend(list.members);
+            }
+            for device in devices {
+                let d: model::StorageDevice = self.get_json(&device.id, "read a drive")?;
+                disks.push(ReportedDisk {
+                    name: if d.name.is_empty() { d.id } else { d.name },
+                    model: d.model.unwrap_or_default().trim().to_string(),
+                    vendor: d.manufacturer.unwrap_or_default().trim().to_string(),
+                    serial: d.serial.unwrap_or_default().trim().to_string(),
+                    wwns: d
+                        .identifiers
+                        .iter()
+                        .filter_map(|i| i.durable_name.as_deref())
+                        .filter_map(crate::disk::wwn_hex)
+                        .collect(),
+                    size: d.capacity,
+                    ssd: d.media_type.map(|m| m.eq_ignore_ascii_case("SSD")),
+                });
+            }
+        }
+        Ok(disks)
     }
 
     /// `system`'s Secure Boot resource; `None` where the BMC has none (BIOS-only systems,

@@ -89,6 +89,9 @@ pub struct System {
     /// `EthernetInterfaces`: the link to its NICs.
     #[serde(rename = "EthernetInterfaces")]
     pub ethernet_interfaces: Option<Link>,
+    /// `Storage`: the link to its storage subsystems (controllers, drives, volumes).
+    #[serde(rename = "Storage")]
+    pub storage: Option<Link>,
 }
 
 /// `MemorySummary` of a system.
@@ -193,4 +196,53 @@ pub fn error_message(body: &Value) -> Option<String> {
         .or_else(|| error.get("message"))
         .and_then(Value::as_str)
         .map(str::to_string)
+}
+
+/// A `Storage` subsystem: a controller with its drives and volumes.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Storage {
+    /// `Drives`: links to the drives behind it.
+    #[serde(rename = "Drives", default)]
+    pub drives: Vec<Link>,
+    /// `Volumes`: the link to its volumes collection (RAID controllers).
+    #[serde(rename = "Volumes")]
+    pub volumes: Option<Link>,
+}
+
+/// A `Drive` or a `Volume`: the fields seed compares with an install-disk rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StorageDevice {
+    /// `Id`.
+    #[serde(rename = "Id", default)]
+    pub id: String,
+    /// `Name`.
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    /// `Model` (drives).
+    #[serde(rename = "Model")]
+    pub model: Option<String>,
+    /// `Manufacturer` (drives).
+    #[serde(rename = "Manufacturer")]
+    pub manufacturer: Option<String>,
+    /// `SerialNumber` (drives).
+    #[serde(rename = "SerialNumber")]
+    pub serial: Option<String>,
+    /// `CapacityBytes`.
+    #[serde(rename = "CapacityBytes")]
+    pub capacity: Option<u64>,
+    /// `MediaType`: `SSD`, `HDD`, `SMR` (drives).
+    #[serde(rename = "MediaType")]
+    pub media_type: Option<String>,
+    /// `Identifiers`: durable names (NAA, EUI, …).
+    #[serde(rename = "Identifiers", default)]
+    pub identifiers: Vec<Identifier>,
+}
+
+/// One of a device's `Identifiers`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Identifier {
+    /// `DurableName`, e.g. `5000C500A1B2C3D4` (NAA or EUI-64; others are not hex WWNs and
+    /// are dropped by `disk::wwn_hex`).
+    #[serde(rename = "DurableName")]
+    pub durable_name: Option<String>,
 }
