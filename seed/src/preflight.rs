@@ -184,7 +184,13 @@ pub fn check(node: &Node, inv: &Inventory) -> Report {
         }
     }
 
-    match inv.secure_boot {
+    // Secure Boot verifies UEFI images only: a BIOS node boots seed's undionly.kpxe whatever
+    // the BMC says of it (iDRAC reports it enabled as a setting in Legacy mode).
+    let secure_boot = match node.firmware {
+        Firmware::Uefi => inv.secure_boot,
+        Firmware::Bios => None,
+    };
+    match secure_boot {
         Some(true) => add(
             Level::Error,
             "secure boot",
@@ -454,6 +460,20 @@ mod tests {
                 ("disk", Level::Ok),
             ]
         );
+    }
+
+    #[test]
+    fn secure_boot_does_not_apply_to_a_bios_node() {
+        let mut config = rack();
+        let node = config.nodes.iter_mut().find(|n| n.name == "cmp1").unwrap();
+        node.firmware = Firmware::Bios;
+        let inv = Inventory {
+            secure_boot: Some(true),
+            ..healthy()
+        };
+        let report = check(config.node("cmp1").unwrap(), &inv);
+        assert!(!report.refuses(), "{report:?}");
+        assert!(report.findings.iter().all(|f| f.check != "secure boot"));
     }
 
     #[test]

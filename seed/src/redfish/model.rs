@@ -114,14 +114,40 @@ pub struct SecureBoot {
 }
 
 impl SecureBoot {
-    /// Whether the next boot verifies signatures: `SecureBootEnable` (what the next boot
-    /// does) where the BMC says it, else the current boot's state.
+    /// Whether boots verify signatures: `SecureBootCurrentBoot` where the BMC says it, else
+    /// `SecureBootEnable`. The enable flag is the setting, not the state: iDRAC reports
+    /// `SecureBootEnable: true` with `SecureBootCurrentBoot: "Disabled"` on a system in Legacy
+    /// (BIOS) boot mode, where nothing is verified (issue 16's iDRAC 9 payload).
     pub fn on(&self) -> Option<bool> {
-        self.enable.or_else(|| {
-            self.current_boot
-                .as_deref()
-                .map(|s| s.eq_ignore_ascii_case("Enabled"))
-        })
+        self.current_boot
+            .as_deref()
+            .and_then(|s| match s {
+                s if s.eq_ignore_ascii_case("Enabled") => Some(true),
+                s if s.eq_ignore_ascii_case("Disabled") => Some(false),
+                _ => None,
+            })
+            .or(self.enable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SecureBoot;
+
+    #[test]
+    fn secure_boot_is_the_current_boots_state_before_the_setting() {
+        let sb = |enable, current: Option<&str>| SecureBoot {
+            enable,
+            current_boot: current.map(str::to_string),
+        };
+        // iDRAC 9 in Legacy mode: enabled as a setting, off in fact.
+        assert_eq!(sb(Some(true), Some("Disabled")).on(), Some(false));
+        assert_eq!(sb(Some(false), Some("Enabled")).on(), Some(true));
+        // Only the setting: taken as the state.
+        assert_eq!(sb(Some(true), None).on(), Some(true));
+        // An unknown current state falls back to the setting.
+        assert_eq!(sb(Some(false), Some("Unknown")).on(), Some(false));
+        assert_eq!(sb(None, None).on(), None);
     }
 }
 
