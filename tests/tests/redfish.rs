@@ -439,6 +439,19 @@ fn power_status_on_off_cycle_reach_the_emulator() {
     assert_eq!(resets(), before + 1, "the emulator saw one reset");
     emu.wait_for(11, "/PowerState", "Off");
 
+    // Off again, hard and graceful: nothing to do, said so, nothing sent (a rack where some
+    // nodes are off must not fail `seed power off --all`).
+    let before = resets();
+    for args in [
+        &["power", "off", "cmp1"][..],
+        &["power", "off", "--graceful", "cmp1"],
+    ] {
+        let out = seed(args);
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "cmp1: off already\n");
+    }
+    assert_eq!(resets(), before, "no reset for a system that is off");
+
     // Nothing seed prints for help names a credential either.
     for args in [
         &["--help"][..],

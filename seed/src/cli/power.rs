@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::{Global, Selection, in_parallel};
-use crate::power::{self, Power, PowerError};
+use crate::power::{self, Outcome, Power, PowerError};
 
 #[derive(Debug, Subcommand)]
 pub enum PowerCommand {
@@ -51,14 +51,23 @@ impl PowerCommand {
     fn apply(&self, power: &dyn Power) -> Result<String, PowerError> {
         match self {
             Self::Status(_) => power.status().map(|s| s.to_string()),
-            Self::On(_) => power.on().map(|()| "switched on".to_string()),
-            Self::Off(OffArgs { graceful: true, .. }) => {
-                power.shutdown().map(|()| "asked to shut down".to_string())
-            }
-            Self::Off(_) => power.off().map(|()| "switched off".to_string()),
+            Self::On(_) => power.on().map(|o| said(o, "switched on", "on already")),
+            Self::Off(OffArgs { graceful: true, .. }) => power
+                .shutdown()
+                .map(|o| said(o, "asked to shut down", "off already")),
+            Self::Off(_) => power.off().map(|o| said(o, "switched off", "off already")),
             Self::Cycle(_) => power.cycle().map(|()| "restarted".to_string()),
         }
     }
+}
+
+/// The line for what an action did.
+fn said(outcome: Outcome, done: &str, already: &str) -> String {
+    match outcome {
+        Outcome::Done => done,
+        Outcome::Already => already,
+    }
+    .to_string()
 }
 
 pub fn run(global: &Global, cmd: PowerCommand) -> anyhow::Result<ExitCode> {

@@ -89,16 +89,28 @@ impl PowerError {
     }
 }
 
+/// What a power action did: it was carried out, or the machine was in that state already
+/// (`seed power off --all` on a rack where some nodes are off succeeds, and says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The controller carried it out.
+    Done,
+    /// Nothing to do: the machine was on (off) already.
+    Already,
+}
+
 /// One node's power controller.
 pub trait Power {
     /// Whether the machine runs.
     fn status(&self) -> Result<PowerState, PowerError>;
-    /// Switch it on (a no-op when it runs).
-    fn on(&self) -> Result<(), PowerError>;
-    /// Switch it off hard (no shutdown of the OS: installs are disposable).
-    fn off(&self) -> Result<(), PowerError>;
-    /// Ask its OS to shut down (ACPI power button); returns once asked, not once off.
-    fn shutdown(&self) -> Result<(), PowerError>;
+    /// Switch it on (nothing to do when it runs).
+    fn on(&self) -> Result<Outcome, PowerError>;
+    /// Switch it off hard (no shutdown of the OS: installs are disposable); nothing to do when
+    /// it is off.
+    fn off(&self) -> Result<Outcome, PowerError>;
+    /// Ask its OS to shut down (ACPI power button); returns once asked, not once off; nothing
+    /// to do when it is off.
+    fn shutdown(&self) -> Result<Outcome, PowerError>;
     /// Start it from its firmware again: a hard reset when it runs, power on when it does not.
     fn cycle(&self) -> Result<(), PowerError>;
     /// Make its next boot (only) a network boot. Lab machines always boot the NIC first.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Power, PowerError, PowerState};
+use super::{Outcome, Power, PowerError, PowerState};
 
 /// Where the lab puts a node's QMP socket.
 pub fn socket(state_dir: &Path, node: &str) -> PathBuf {
@@ -105,23 +105,30 @@ impl Power for Qmp {
         })
     }
 
-    fn on(&self) -> Result<(), PowerError> {
-        if self.status()? == PowerState::Off {
-            // A reset first: a halted machine resumes from its firmware, as after power-on.
-            self.run("power on", &["system_reset", "cont"])?;
+    fn on(&self) -> Result<Outcome, PowerError> {
+        if self.status()? == PowerState::On {
+            return Ok(Outcome::Already);
         }
-        Ok(())
+        // A reset first: a halted machine resumes from its firmware, as after power-on.
+        self.run("power on", &["system_reset", "cont"])?;
+        Ok(Outcome::Done)
     }
 
-    fn off(&self) -> Result<(), PowerError> {
+    fn off(&self) -> Result<Outcome, PowerError> {
+        if self.status()? == PowerState::Off {
+            return Ok(Outcome::Already);
+        }
         self.run("power off", &["stop", "system_reset"])?;
-        Ok(())
+        Ok(Outcome::Done)
     }
 
-    fn shutdown(&self) -> Result<(), PowerError> {
+    fn shutdown(&self) -> Result<Outcome, PowerError> {
+        if self.status()? == PowerState::Off {
+            return Ok(Outcome::Already);
+        }
         // The ACPI power button; a guest without ACPI handling ignores it.
         self.run("shutdown", &["system_powerdown"])?;
-        Ok(())
+        Ok(Outcome::Done)
     }
 
     fn cycle(&self) -> Result<(), PowerError> {

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Inventory, Power, PowerError, PowerState};
+use super::{Inventory, Outcome, Power, PowerError, PowerState};
 use std::path::Path;
 
 use crate::config::{BmcTls, Firmware, NetBoot, Node};
@@ -129,6 +129,15 @@ impl RedfishPower {
     }
 }
 
+/// `switch_off`'s answer: whether the machine was off already.
+fn outcome(was_off: bool) -> Outcome {
+    if was_off {
+        Outcome::Already
+    } else {
+        Outcome::Done
+    }
+}
+
 /// `PoweringOn` runs already; `PoweringOff`, `Paused` and vendor states do not boot.
 fn runs(system: &System) -> bool {
     matches!(system.power_state.as_deref(), Some("On" | "PoweringOn"))
@@ -145,24 +154,28 @@ impl Power for RedfishPower {
         })
     }
 
-    fn on(&self) -> Result<(), PowerError> {
+    fn on(&self) -> Result<Outcome, PowerError> {
         self.with_system("power on", |client, _, system| {
             if runs(system) {
-                return Ok(());
+                return Ok(Outcome::Already);
             }
-            client.reset(system, ResetKind::On)
+            client.reset(system, ResetKind::On).map(|()| Outcome::Done)
         })
     }
 
-    fn off(&self) -> Result<(), PowerError> {
-        self.with_system("power off", |client, _, system| {
-            client.reset(system, ResetKind::ForceOff)
+    fn off(&self) -> Result<Outcome, PowerError> {
+        self.with_system("power off", |client, path, system| {
+            client
+                .switch_off(path, system, ResetKind::ForceOff)
+                .map(outcome)
         })
     }
 
-    fn shutdown(&self) -> Result<(), PowerError> {
-        self.with_system("shutdown", |client, _, system| {
-            client.reset(system, ResetKind::GracefulShutdown)
+    fn shutdown(&self) -> Result<Outcome, PowerError> {
+        self.with_system("shutdown", |client, path, system| {
+            client
+                .switch_off(path, system, ResetKind::GracefulShutdown)
+                .map(outcome)
         })
     }
 

@@ -336,6 +336,34 @@ impl Client {
         Ok(())
     }
 
+    /// Switches `system` (at `path`) off with `kind` (ForceOff, GracefulShutdown) unless it is
+    /// off; `true` when it was off already. A BMC that refuses the action because the machine
+    /// is off (iDRAC answers 409, iLO 400 "Power is off") is asked for the state again: off is
+    /// what was wanted, so `seed power off --all` succeeds on a rack where some nodes are off.
+    pub fn switch_off(
+        &self,
+        path: &str,
+        system: &System,
+        kind: ResetKind,
+    ) -> Result<bool, RedfishError> {
+        if system.power_state.as_deref() == Some("Off") {
+            return Ok(true);
+        }
+        match self.reset(system, kind) {
+            Ok(()) => Ok(false),
+            Err(refused @ RedfishError::Refused { .. }) => {
+                let now: System = self.get_json(path, "read the system")?;
+                if now.power_state.as_deref() == Some("Off") {
+                    tracing::debug!("the BMC refused {kind:?} and the system is off: {refused}");
+                    Ok(true)
+                } else {
+                    Err(refused)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Boot from `target` (`Pxe`, `UefiHttp`) once, in `mode` (`UEFI`, `Legacy`) where the BMC
     /// lists the mode. Sends `If-Match` with the resource's ETag when it has one, and writes
     /// to the `@Redfish.Settings` object when the BMC asks for pending settings.

@@ -676,3 +676,66 @@ fn a_changed_certificate_fingerprint_is_refused() {
     assert!(e.contains("is not the pinned one"), "{e}");
     connect(&a, &tls::Trust::Pinned(pinned)).unwrap();
 }
+
+/// `power off` twice: the second finds the system off and sends nothing; a BMC that refuses a
+/// ForceOff because the system went off meanwhile (iDRAC: 409, iLO: 400 "Power is off") is
+/// read again and the off counts. Any other refusal stays an error.
+#[test]
+fn switching_off_a_system_that_is_off_succeeds() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // The system is On until a ForceOff arrives; the BMC then answers 409 as iDRAC does when
+    // asked to switch off what is off (the state changed under it), and reports Off.
+    let off = Arc::new(AtomicBool::new(false));
+    let state = Arc::clone(&off);
+    let plain = bmc(false, system(&["On", "ForceOff"]));
+    let fake = FakeBmc::start(
+        move |req, n| match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/redfish/v1/Systems/1") => {
+                let mut sys = system(&["On", "ForceOff"]);
+                if state.load(Ordering::SeqCst) {
+                    sys["PowerState"] = json!("Off");
+                }
+                Some(reply(200, sys))
+            }
+            ("POST", "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset") => {
+                state.store(true, Ordering::SeqCst);
+                Some(reply(
+                    409,
+                    json!({"error": {"code": "Base.1.8.GeneralError", "message": "Server is already powered OFF."}}),
+                ))
+            }
+            _ => plain(req, n),
+        },
+    );
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let (path, sys) = client.system(None, &[]).unwrap();
+    assert!(client.switch_off(&path, &sys, ResetKind::ForceOff).unwrap());
+    assert!(off.load(Ordering::SeqCst));
+    // Twice: now it reports Off, and nothing is posted.
+    let (path, sys) = client.system(None, &[]).unwrap();
+    let posts_before = fake.seen().iter().filter(|s| s.method == "POST").count();
+    assert!(client.switch_off(&path, &sys, ResetKind::ForceOff).unwrap());
+    assert_eq!(
+        fake.seen().iter().filter(|s| s.method == "POST").count(),
+        posts_before
+    );
+
+    // A BMC that refuses and stays on: an error, with its words.
+    let refuses = FakeBmc::start({
+        let plain = bmc(false, system(&["On", "ForceOff"]));
+        move |req, n| match (req.method.as_str(), req.path.as_str()) {
+            ("POST", "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset") => Some(reply(
+                400,
+                json!({"error": {"message": "Operation not allowed"}}),
+            )),
+            _ => plain(req, n),
+        }
+    });
+    let client = Client::connect(refuses.endpoint("s3cret-pw"), http()).unwrap();
+    let (path, sys) = client.system(None, &[]).unwrap();
+    let err = client
+        .switch_off(&path, &sys, ResetKind::ForceOff)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not allowed") || err.contains("400"), "{err}");
+}
