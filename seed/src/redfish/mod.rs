@@ -365,8 +365,14 @@ impl Client {
     }
 
     /// Boot from `target` (`Pxe`, `UefiHttp`) once, in `mode` (`UEFI`, `Legacy`) where the BMC
-    /// lists the mode. Sends `If-Match` with the resource's ETag when it has one, and writes
-    /// to the `@Redfish.Settings` object when the BMC asks for pending settings.
+    /// lists the mode.
+    ///
+    /// Where to write it, as gofish (#519) and sushy learned from the field: the system itself
+    /// first, with its ETag; its `@Redfish.Settings` object only when that object carries the
+    /// override (iDRAC 10 keeps it there) — first when the system does not carry it, as the
+    /// fallback when the system refuses. A settings object without the property is never
+    /// written: iDRAC 9 (6.x/7.x) answers 400 for its `/Settings`, Lenovo XCC 428 for its
+    /// `/Pending`, which holds only `BootOrder`. Preconditions: see `patch`.
     pub fn boot_once(
         &self,
         path: &str,
@@ -374,14 +380,7 @@ impl Client {
         mode: Option<&str>,
     ) -> Result<(), RedfishError> {
         let what = format!("set the next boot to {target}");
-        let response = self.send(&what, || {
-            self.authed(self.http.get(self.url(path)))
-                .timeout(self.endpoint.timeout)
-        })?;
-        let etag = response.headers().get(ETAG).cloned();
-        let system: System = response
-            .json()
-            .map_err(|e| self.unexpected(&what, format!("the system is not JSON: {e}")))?;
+        let (system, etag) = self.get_tagged::<System>(path, &what)?;
         if !system.boot.allowed_targets.is_empty()
             && !system.boot.allowed_targets.iter().any(|t| t == target)
         {
@@ -399,26 +398,109 @@ impl Client {
         {
             boot["BootSourceOverrideMode"] = json!(mode);
         }
-        // Where the BMC applies settings at the next boot, it says so (Redfish spec,
-        // "Settings resource"): PATCH the settings object instead.
-        let (patch_path, etag) = match system.settings_path() {
-            Some(settings) => (settings, None),
-            None => (path.to_string(), etag),
-        };
-        tracing::info!(bmc = %self.endpoint.base, path = %patch_path, %boot, "one-time boot override");
-        let body = json!({ "Boot": boot });
-        let response = self.send(&what, || {
-            let mut request = self
-                .authed(self.http.patch(self.url(&patch_path)))
-                .json(&body)
-                .timeout(self.endpoint.timeout);
-            if let Some(etag) = &etag {
-                request = request.header(IF_MATCH, etag.clone());
+        let mut places = vec![(path.to_string(), etag)];
+        if let Some(settings) = system.settings_path() {
+            match self.get_tagged::<Value>(&settings, &what) {
+                Ok((object, tag)) => {
+                    let carries = object["Boot"].get("BootSourceOverrideTarget").is_some();
+                    if carries && system.boot.target.is_none() {
+                        places.insert(0, (settings, tag));
+                    } else if carries {
+                        places.push((settings, tag));
+                    } else {
+                        tracing::debug!(%settings, "the settings object has no boot override: not written");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%settings, "settings object unreadable, the system only: {e}")
+                }
             }
-            request
+        }
+        let body = json!({ "Boot": boot });
+        let mut refused = None;
+        for (place, tag) in places {
+            tracing::info!(bmc = %self.endpoint.base, path = %place, %boot, "one-time boot override");
+            match self.patch(&what, &place, &body, tag) {
+                Ok(response) => return self.follow_task(&what, response),
+                Err(e @ RedfishError::Refused { .. }) => {
+                    tracing::debug!(path = %place, "boot override refused: {e}");
+                    refused = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(refused.unwrap_or_else(|| self.unexpected(&what, "nowhere to write the override")))
+    }
+
+    /// A resource and its ETag: the `ETag` header, else the body's `@odata.etag`.
+    fn get_tagged<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> Result<(T, Option<String>), RedfishError> {
+        let response = self.send(what, || {
+            self.authed(self.http.get(self.url(path)))
+                .timeout(self.endpoint.timeout)
         })?;
-        self.follow_task(&what, response)?;
-        Ok(())
+        let header = response
+            .headers()
+            .get(ETAG)
+            .and_then(|t| t.to_str().ok())
+            .map(str::to_string);
+        let body: Value = response
+            .json()
+            .map_err(|e| self.unexpected(what, format!("{path} is not JSON: {e}")))?;
+        let tag = header.or_else(|| body["@odata.etag"].as_str().map(str::to_string));
+        let value = serde_json::from_value(body)
+            .map_err(|e| self.unexpected(what, format!("{path} is not the JSON expected: {e}")))?;
+        Ok((value, tag))
+    }
+
+    /// PATCHes `body` to `path` with `If-Match: tag` where there is one, and answers the
+    /// preconditions BMCs ask for: a 412 for a weak tag (`W/"…"`, iLO) is retried with the
+    /// strong form, a 412 for a stale tag with the tag read again, and a 428 (AMI MegaRAC,
+    /// Lenovo XCC: "precondition required") with the tag read again, else `*`.
+    fn patch(
+        &self,
+        what: &str,
+        path: &str,
+        body: &Value,
+        tag: Option<String>,
+    ) -> Result<Response, RedfishError> {
+        let attempt = |tag: Option<&str>| {
+            self.send(what, || {
+                let mut request = self
+                    .authed(self.http.patch(self.url(path)))
+                    .json(body)
+                    .timeout(self.endpoint.timeout);
+                if let Some(tag) = tag {
+                    request = request.header(IF_MATCH, tag);
+                }
+                request
+            })
+        };
+        let status = match attempt(tag.as_deref()) {
+            Err(RedfishError::Refused { status, .. })
+                if status == StatusCode::PRECONDITION_FAILED
+                    || status == StatusCode::PRECONDITION_REQUIRED =>
+            {
+                status
+            }
+            other => return other,
+        };
+        if status == StatusCode::PRECONDITION_FAILED
+            && let Some(strong) = tag.as_deref().and_then(|t| t.strip_prefix("W/"))
+        {
+            tracing::debug!(%path, "412 for a weak ETag: retried with its strong form");
+            match attempt(Some(strong)) {
+                Err(RedfishError::Refused { status, .. })
+                    if status == StatusCode::PRECONDITION_FAILED => {}
+                other => return other,
+            }
+        }
+        let fresh = self.get_tagged::<Value>(path, what)?.1;
+        tracing::debug!(%path, ?fresh, "{status}: retried with the resource's current ETag");
+        attempt(Some(fresh.as_deref().unwrap_or("*")))
     }
 
     /// Follows a 202's task monitor until it stops answering 202 (bounded by `retry_for`).

@@ -739,3 +739,202 @@ fn switching_off_a_system_that_is_off_succeeds() {
         .to_string();
     assert!(err.contains("not allowed") || err.contains("400"), "{err}");
 }
+
+/// A BMC dialect for the boot override: the system at `/redfish/v1/Systems/1` with `system`
+/// as its body and `etag` in its `ETag` header, an optional settings object (path, body,
+/// ETag), and `patch` deciding each PATCH.
+fn dialect(
+    system: Value,
+    etag: Option<&'static str>,
+    settings: Option<(&'static str, Value, Option<&'static str>)>,
+    patch: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+) -> FakeBmc {
+    let plain = bmc(false, system.clone());
+    FakeBmc::start(move |req, n| match req.method.as_str() {
+        "PATCH" => Some(patch(req)),
+        "GET" if req.path == "/redfish/v1/Systems/1" => {
+            let mut r = reply(200, system.clone());
+            if let Some(tag) = etag {
+                r.headers.push(("ETag", tag.to_string()));
+            }
+            Some(r)
+        }
+        "GET" if settings.as_ref().is_some_and(|(p, _, _)| req.path == *p) => {
+            let (_, body, tag) = settings.clone().unwrap();
+            let mut r = reply(200, body);
+            if let Some(tag) = tag {
+                r.headers.push(("ETag", tag.to_string()));
+            }
+            Some(r)
+        }
+        _ => plain(req, n),
+    })
+}
+
+/// The PATCHes a fake saw: (path, If-Match).
+fn patches(fake: &FakeBmc) -> Vec<(String, Option<String>)> {
+    fake.seen()
+        .into_iter()
+        .filter(|s| s.method == "PATCH")
+        .map(|s| (s.path, s.headers.get("if-match").cloned()))
+        .collect()
+}
+
+fn with_settings(path: &str) -> Value {
+    let mut sys = system(&["On", "ForceOff", "ForceRestart"]);
+    sys["@Redfish.Settings"] = json!({ "SettingsObject": { "@odata.id": path } });
+    sys
+}
+
+fn refused(status: u16, message: &str) -> Reply {
+    reply(
+        status,
+        json!({ "error": { "@Message.ExtendedInfo": [ { "Message": message } ] } }),
+    )
+}
+
+/// Boot override dialects (shapes as issue 16 describes them from gofish, bmclib and sushy's
+/// fixtures): where seed writes, with which precondition, and that it then succeeds.
+#[test]
+fn the_boot_override_is_written_where_each_dialect_takes_it() {
+    const SYS: &str = "/redfish/v1/Systems/1";
+    let once = |fake: &FakeBmc| {
+        let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+        client.boot_once(SYS, "Pxe", Some("UEFI"))
+    };
+
+    // iDRAC 9 with 6.x/7.x firmware: the system carries the override and takes it with its
+    // ETag; its /Settings has no override (a PATCH there is a 400) and is never written.
+    let fake = dialect(
+        with_settings("/redfish/v1/Systems/1/Settings"),
+        Some("\"1721\""),
+        Some((
+            "/redfish/v1/Systems/1/Settings",
+            json!({ "Boot": { "BootOrder": ["NIC.Integrated.1-1-1"] } }),
+            None,
+        )),
+        |req| {
+            if req.path == SYS
+                && req.headers.get("if-match").map(String::as_str) == Some("\"1721\"")
+            {
+                reply(200, json!({}))
+            } else {
+                refused(400, "PropertyNotWritable")
+            }
+        },
+    );
+    once(&fake).unwrap();
+    assert_eq!(
+        patches(&fake),
+        [(SYS.to_string(), Some("\"1721\"".to_string()))]
+    );
+
+    // iDRAC 10: the override lives in /Settings (the system's own is read-only); the system
+    // refuses, the settings object takes it with its own ETag.
+    let fake = dialect(
+        with_settings("/redfish/v1/Systems/1/Settings"),
+        Some("\"s-1\""),
+        Some((
+            "/redfish/v1/Systems/1/Settings",
+            json!({ "Boot": { "BootSourceOverrideTarget": "None", "BootSourceOverrideEnabled": "Disabled" } }),
+            Some("\"set-9\""),
+        )),
+        |req| match req.path.as_str() {
+            "/redfish/v1/Systems/1/Settings" => reply(202, json!({})),
+            _ => refused(400, "PropertyNotWritable"),
+        },
+    );
+    once(&fake).unwrap();
+    assert_eq!(
+        patches(&fake),
+        [
+            (SYS.to_string(), Some("\"s-1\"".to_string())),
+            (
+                "/redfish/v1/Systems/1/Settings".to_string(),
+                Some("\"set-9\"".to_string())
+            ),
+        ]
+    );
+
+    // Lenovo XCC: /Pending holds only BootOrder; the system wants If-Match (428 without).
+    let fake = dialect(
+        with_settings("/redfish/v1/Systems/1/Pending"),
+        Some("\"xcc-3\""),
+        Some((
+            "/redfish/v1/Systems/1/Pending",
+            json!({ "Boot": { "BootOrder": ["Boot0001"] } }),
+            None,
+        )),
+        |req| match req.headers.get("if-match") {
+            Some(tag) if tag == "\"xcc-3\"" && req.path == SYS => reply(200, json!({})),
+            Some(_) => refused(412, "ETag mismatch"),
+            None => refused(428, "PreconditionRequired"),
+        },
+    );
+    once(&fake).unwrap();
+    assert_eq!(
+        patches(&fake),
+        [(SYS.to_string(), Some("\"xcc-3\"".to_string()))]
+    );
+
+    // AMI MegaRAC: the system (`Self`) gives its tag only in the body (@odata.etag) and
+    // answers 428 without If-Match; its `Self/SD` carries the override too (the fallback).
+    let mut ami = with_settings("/redfish/v1/Systems/1/SD");
+    ami["@odata.etag"] = json!("W/\"1700000000\"");
+    let fake = dialect(
+        ami,
+        None,
+        Some((
+            "/redfish/v1/Systems/1/SD",
+            json!({ "Boot": { "BootSourceOverrideTarget": "None" } }),
+            None,
+        )),
+        |req| match (req.path.as_str(), req.headers.get("if-match")) {
+            (SYS, Some(tag)) if tag == "W/\"1700000000\"" => reply(204, json!({})),
+            _ => refused(428, "PreconditionHeaderMissing"),
+        },
+    );
+    once(&fake).unwrap();
+    assert_eq!(
+        patches(&fake),
+        [(SYS.to_string(), Some("W/\"1700000000\"".to_string()))]
+    );
+
+    // iLO 5: a weak ETag it refuses as a precondition (412): the strong form goes through.
+    let fake = dialect(
+        system(&["On", "ForceOff", "ForceRestart"]),
+        Some("W/\"0A1B2C\""),
+        None,
+        |req| match req.headers.get("if-match").map(String::as_str) {
+            Some("\"0A1B2C\"") => reply(200, json!({})),
+            _ => refused(412, "The ETag does not match."),
+        },
+    );
+    once(&fake).unwrap();
+    assert_eq!(
+        patches(&fake),
+        [
+            (SYS.to_string(), Some("W/\"0A1B2C\"".to_string())),
+            (SYS.to_string(), Some("\"0A1B2C\"".to_string())),
+        ]
+    );
+
+    // A BMC that gives no tag at all and still wants one: `If-Match: *`.
+    let fake = dialect(
+        system(&["On", "ForceOff", "ForceRestart"]),
+        None,
+        None,
+        |req| match req.headers.get("if-match").map(String::as_str) {
+            Some("*") => reply(204, json!({})),
+            _ => refused(428, "PreconditionRequired"),
+        },
+    );
+    once(&fake).unwrap();
+    assert_eq!(
+        patches(&fake),
+        [
+            (SYS.to_string(), None),
+            (SYS.to_string(), Some("*".to_string()))
+        ]
+    );
+}
