@@ -301,29 +301,44 @@ impl Client {
     }
 
     /// Resets `system` with `wanted`, or what the BMC allows instead: a BMC without
-    /// `ForceRestart` gets `ForceOff` then `On`; `On` falls back to `ForceOn`. A 202 with a task
-    /// monitor is followed until the task ends.
+    /// `ForceRestart` gets `ForceOff` then `On`; `On` falls back to `ForceOn`; a graceful
+    /// shutdown is `PushPowerButton` where that is all there is (iLO 5 1.x). What is allowed
+    /// comes from `@Redfish.ActionInfo` where the BMC has one (it wins over an inline list,
+    /// which Supermicro X12 sends malformed, and over an empty one), else the inline list;
+    /// with neither, anything is tried, and a refused `ForceRestart` becomes `ForceOff` + `On`.
+    /// A 202 with a task monitor is followed until the task ends.
     pub fn reset(&self, system: &System, wanted: ResetKind) -> Result<(), RedfishError> {
         let action = system.actions.reset.as_ref().ok_or_else(|| {
             self.unexpected("reset", "the system has no ComputerSystem.Reset action")
         })?;
-        let allows = |v: &str| action.allowed.is_empty() || action.allowed.iter().any(|a| a == v);
+        let mut allowed = action.allowed.clone();
+        if let Some(info) = &action.action_info {
+            match self.get_json::<model::ActionInfo>(info, "read the reset's ActionInfo") {
+                Ok(info) if !info.allowable("ResetType").is_empty() => {
+                    allowed = info.allowable("ResetType");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("ActionInfo unreadable, the inline list is used: {e}"),
+            }
+        }
+        let known = !allowed.is_empty();
+        let allows = |v: &str| !known || allowed.iter().any(|a| a == v);
         let plan: Vec<&str> = match wanted {
             ResetKind::On if allows("On") => vec!["On"],
             ResetKind::On if allows("ForceOn") => vec!["ForceOn"],
             ResetKind::ForceOff if allows("ForceOff") => vec!["ForceOff"],
             ResetKind::GracefulShutdown if allows("GracefulShutdown") => vec!["GracefulShutdown"],
+            ResetKind::GracefulShutdown if allows("PushPowerButton") => vec!["PushPowerButton"],
             ResetKind::ForceRestart if allows("ForceRestart") => vec!["ForceRestart"],
             ResetKind::ForceRestart if allows("ForceOff") && allows("On") => vec!["ForceOff", "On"],
             _ => {
-                return Err(self.unexpected(
-                    "reset",
-                    format!("{wanted:?} is not among {:?}", action.allowed),
-                ));
+                return Err(
+                    self.unexpected("reset", format!("{wanted:?} is not among {allowed:?}"))
+                );
             }
         };
         let target = action.target.clone();
-        for reset_type in plan {
+        let post = |reset_type: &str| -> Result<(), RedfishError> {
             let what = format!("reset {reset_type}");
             let body = json!({ "ResetType": reset_type });
             let response = self.send(&what, || {
@@ -331,7 +346,21 @@ impl Client {
                     .json(&body)
                     .timeout(self.endpoint.timeout)
             })?;
-            self.follow_task(&what, response)?;
+            self.follow_task(&what, response)
+        };
+        if plan == ["ForceRestart"] && !known {
+            // The BMC did not say what it allows: a refusal of ForceRestart is its answer.
+            match post("ForceRestart") {
+                Err(RedfishError::Refused { status, .. }) if status == StatusCode::BAD_REQUEST => {
+                    tracing::debug!("ForceRestart refused: ForceOff, then On");
+                    post("ForceOff")?;
+                    return post("On");
+                }
+                other => return other,
+            }
+        }
+        for reset_type in plan {
+            post(reset_type)?;
         }
         Ok(())
     }

@@ -207,9 +207,43 @@ pub struct Actions {
 pub struct ResetAction {
     /// Where to POST.
     pub target: String,
-    /// The reset types the BMC allows (empty: it does not say).
+    /// The reset types the BMC allows inline (empty: it does not say).
     #[serde(rename = "ResetType@Redfish.AllowableValues", default)]
     pub allowed: Vec<String>,
+    /// `@Redfish.ActionInfo`: where the BMC describes the action's parameters (Supermicro
+    /// X12/X13 lists the right values there and a malformed list inline).
+    #[serde(rename = "@Redfish.ActionInfo")]
+    pub action_info: Option<String>,
+}
+
+/// An `ActionInfo` resource.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ActionInfo {
+    /// `Parameters`.
+    #[serde(rename = "Parameters", default)]
+    pub parameters: Vec<ActionParameter>,
+}
+
+/// One of an `ActionInfo`'s `Parameters`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ActionParameter {
+    /// `Name`.
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    /// `AllowableValues`.
+    #[serde(rename = "AllowableValues", default)]
+    pub allowable: Vec<String>,
+}
+
+impl ActionInfo {
+    /// The allowable values of the parameter `name` (empty: not listed).
+    pub fn allowable(&self, name: &str) -> Vec<String> {
+        self.parameters
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.allowable.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// The message of a Redfish error body (`error.message`, or the first extended message).

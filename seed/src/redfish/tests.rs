@@ -938,3 +938,107 @@ fn the_boot_override_is_written_where_each_dialect_takes_it() {
         ]
     );
 }
+
+/// The reset types a BMC offers, wherever it says so: the ResetType POSTs seed sends for
+/// `wanted`. `inline` is the action's own list, `info` an `@Redfish.ActionInfo` list, and
+/// `refuse` the types the BMC answers 400 to.
+fn resets_sent(
+    inline: &[&str],
+    info: Option<&[&str]>,
+    refuse: &'static [&'static str],
+    wanted: ResetKind,
+) -> Result<Vec<String>, RedfishError> {
+    let mut sys = system(inline);
+    if inline.is_empty() {
+        sys["Actions"]["#ComputerSystem.Reset"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ResetType@Redfish.AllowableValues");
+    }
+    if info.is_some() {
+        sys["Actions"]["#ComputerSystem.Reset"]["@Redfish.ActionInfo"] =
+            json!("/redfish/v1/Systems/1/ResetActionInfo");
+    }
+    let info: Option<Vec<String>> = info.map(|i| i.iter().map(|s| s.to_string()).collect());
+    let plain = bmc(false, sys);
+    let fake = FakeBmc::start(
+        move |req, n| match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/redfish/v1/Systems/1/ResetActionInfo") => Some(reply(
+                200,
+                json!({ "Parameters": [ { "Name": "ResetType", "Required": true,
+                                      "AllowableValues": info.clone().unwrap_or_default() } ] }),
+            )),
+            ("POST", "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset") => {
+                let body: Value = serde_json::from_str(&req.body).unwrap_or_default();
+                let kind = body["ResetType"].as_str().unwrap_or_default();
+                Some(if refuse.contains(&kind) {
+                    refused(400, "ActionParameterNotSupported")
+                } else {
+                    reply(204, json!({}))
+                })
+            }
+            _ => plain(req, n),
+        },
+    );
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let (_, sys) = client.system(None, &[]).unwrap();
+    let result = client.reset(&sys, wanted);
+    let sent = fake
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.ends_with("ComputerSystem.Reset"))
+        .map(|s| {
+            let body: Value = serde_json::from_str(&s.body).unwrap();
+            body["ResetType"].as_str().unwrap().to_string()
+        })
+        .collect();
+    result.map(|()| sent)
+}
+
+/// Reset types from `@Redfish.ActionInfo` (shapes as issue 16 describes them: an
+/// ActionInfo-only BMC, Supermicro X12's malformed inline list, iLO 5 1.x without
+/// GracefulShutdown, a BMC that says nothing).
+#[test]
+fn reset_types_come_from_action_info_and_fallbacks_really_run() {
+    // ActionInfo-only, On and ForceOff: a restart is off, then on.
+    assert_eq!(
+        resets_sent(&[], Some(&["On", "ForceOff"]), &[], ResetKind::ForceRestart).unwrap(),
+        ["ForceOff", "On"]
+    );
+    // Supermicro X12: the inline list runs two values together; ActionInfo has them right.
+    assert_eq!(
+        resets_sent(
+            &["On", "ForceOff", "GracefulShutdownGracefulRestart"],
+            Some(&[
+                "On",
+                "ForceOff",
+                "GracefulShutdown",
+                "GracefulRestart",
+                "ForceRestart"
+            ]),
+            &[],
+            ResetKind::GracefulShutdown
+        )
+        .unwrap(),
+        ["GracefulShutdown"]
+    );
+    // iLO 5 1.x: no GracefulShutdown; the power button is how it asks the OS.
+    assert_eq!(
+        resets_sent(
+            &["On", "ForceOff", "ForceRestart", "PushPowerButton"],
+            None,
+            &[],
+            ResetKind::GracefulShutdown
+        )
+        .unwrap(),
+        ["PushPowerButton"]
+    );
+    // Nothing said anywhere: ForceRestart is tried, and its refusal becomes off + on.
+    assert_eq!(
+        resets_sent(&[], None, &["ForceRestart"], ResetKind::ForceRestart).unwrap(),
+        ["ForceRestart", "ForceOff", "On"]
+    );
+    // A type the BMC's ActionInfo does not offer is refused before anything is sent.
+    let err = resets_sent(&[], Some(&["On"]), &[], ResetKind::ForceOff).unwrap_err();
+    assert!(err.to_string().contains("ForceOff is not among"), "{err}");
+}
