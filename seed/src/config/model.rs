@@ -483,7 +483,17 @@ pub struct Bmc {
     pub tls: BmcTls,
     /// What its one-time boot override asks the firmware for.
     pub boot: NetBoot,
+    /// How long a read may take.
+    pub timeout: std::time::Duration,
+    /// How long an action (reset, boot override) may take.
+    pub action_timeout: std::time::Duration,
 }
+
+/// A BMC read's default timeout: iDRACs were measured answering in 25-40 s under load
+/// (issue 16), so 20 s failed them.
+pub const BMC_TIMEOUT_SECS: u64 = 45;
+/// A BMC action's default timeout: resets and PATCHes come back later than reads.
+pub const BMC_ACTION_TIMEOUT_SECS: u64 = 120;
 
 /// How a node's firmware network-boots when seed asks its BMC for one network boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

@@ -13,9 +13,9 @@ use serde_saphyr::Spanned;
 
 use super::Problem;
 use super::model::{
-    Bmc, BmcTls, Bond, Config, DhcpSettings, DiskMatch, Firmware, Install, IpxePolicy, Lifecycle,
-    Link, Mirror, MirrorRepo, NetBoot, Node, OperatorUser, Pool, Ports, PowerDriver, QemuBoot,
-    QemuNode, Role, SecretRef, SeedHost, Zone,
+    BMC_ACTION_TIMEOUT_SECS, BMC_TIMEOUT_SECS, Bmc, BmcTls, Bond, Config, DhcpSettings, DiskMatch,
+    Firmware, Install, IpxePolicy, Lifecycle, Link, Mirror, MirrorRepo, NetBoot, Node,
+    OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Role, SecretRef, SeedHost, Zone,
 };
 use super::wire::{self, ConfigFile};
 use crate::net::{Ipv4Net, MacAddr};
@@ -1004,6 +1004,14 @@ fn nodes(
                     None => format!("https://{}", w.bmc.address),
                 },
                 system: w.bmc.system.clone(),
+                timeout: bmc_seconds(v, line, &at("bmc.timeout"), w.bmc.timeout, BMC_TIMEOUT_SECS),
+                action_timeout: bmc_seconds(
+                    v,
+                    line,
+                    &at("bmc.action_timeout"),
+                    w.bmc.action_timeout,
+                    BMC_ACTION_TIMEOUT_SECS,
+                ),
                 tls: bmc_tls(v, line, &at("bmc.tls"), w.bmc.tls.as_ref()),
                 boot: match w.bmc.boot {
                     Some(wire::NetBootWire::Http) => {
@@ -1349,6 +1357,21 @@ fn install(v: &mut Validator, item: &Spanned<wire::InstallWire>, seed: &SeedHost
         templates_dir: w.templates_dir.clone(),
         apt_mirror,
     }
+}
+
+/// A BMC timeout in seconds: 1 to 600, `default` when unset.
+fn bmc_seconds(
+    v: &mut Validator,
+    line: Option<u64>,
+    field: &str,
+    value: Option<u64>,
+    default: u64,
+) -> std::time::Duration {
+    let secs = value.unwrap_or(default);
+    if !(1..=600).contains(&secs) {
+        v.problem(line, field, format!("{secs} s is outside 1-600"));
+    }
+    std::time::Duration::from_secs(secs.clamp(1, 600))
 }
 
 /// Bytes of an LVM size as an operator writes it (`200G`: binary units, as `lvextend -L`).

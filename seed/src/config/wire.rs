@@ -464,6 +464,10 @@ pub struct BmcWire {
     pub tls: Option<BmcTlsWire>,
     /// What the one-time boot override asks for: `pxe` (default) or `http` (UEFI HTTP boot).
     pub boot: Option<NetBootWire>,
+    /// Seconds a read may take (default 45; a read that times out is asked again once).
+    pub timeout: Option<u64>,
+    /// Seconds an action (reset, boot override) may take (default 120).
+    pub action_timeout: Option<u64>,
 }
 
 /// `nodes[].bmc.boot:`.

@@ -11,8 +11,6 @@ use crate::config::{BmcTls, Firmware, NetBoot, Node};
 use crate::redfish::tls::{self, Trust};
 use crate::redfish::{Client, Endpoint, RedfishError, ResetKind, System};
 
-/// Per-call timeout: BMCs answer in well under a second when healthy, some take seconds.
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a busy BMC (503) is retried in all.
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
@@ -50,7 +48,8 @@ impl RedfishPower {
                     base: node.bmc.endpoint.clone(),
                     username: username.clone(),
                     password,
-                    timeout: CALL_TIMEOUT,
+                    timeout: node.bmc.timeout,
+                    action_timeout: node.bmc.action_timeout,
                     retry_for: RETRY_FOR,
                 })
                 .map_err(|e| format!("BMC password: {e}")),

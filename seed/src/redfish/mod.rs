@@ -49,6 +49,16 @@ pub enum RedfishError {
         /// 401 or 403.
         status: StatusCode,
     },
+    /// No answer within the timeout (reads were tried twice).
+    #[error("{bmc}: {what}: no answer within {after:?}")]
+    TimedOut {
+        /// The BMC's address.
+        bmc: String,
+        /// What was asked.
+        what: String,
+        /// The timeout.
+        after: Duration,
+    },
     /// Any other refusal, with the BMC's own message when it sent one.
     #[error("{bmc}: {what}: {status}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Refused {
@@ -82,8 +92,11 @@ pub struct Endpoint {
     pub username: String,
     /// Password.
     pub password: Secret,
-    /// Timeout of one call.
+    /// Timeout of one read (a GET); a read that times out is tried once more.
     pub timeout: Duration,
+    /// Timeout of one action (a reset, a boot override): longer, as BMCs answer those late;
+    /// one that times out is read back before it counts as failed.
+    pub action_timeout: Duration,
     /// How long 503s are retried in all.
     pub retry_for: Duration,
 }
@@ -341,11 +354,23 @@ impl Client {
         let post = |reset_type: &str| -> Result<(), RedfishError> {
             let what = format!("reset {reset_type}");
             let body = json!({ "ResetType": reset_type });
-            let response = self.send(&what, || {
+            let response = match self.send(&what, || {
                 self.authed(self.http.post(self.url(&target)))
                     .json(&body)
-                    .timeout(self.endpoint.timeout)
-            })?;
+                    .timeout(self.endpoint.action_timeout)
+            }) {
+                Ok(response) => response,
+                // The answer did not come; the BMC may still have done it: read it back.
+                Err(timed_out @ RedfishError::TimedOut { .. }) => {
+                    return self
+                        .done_after_all(system, reset_type)
+                        .map_or(Err(timed_out), |()| {
+                            tracing::debug!("{what}: no answer, but the system is as asked");
+                            Ok(())
+                        });
+                }
+                Err(e) => return Err(e),
+            };
             self.follow_task(&what, response)
         };
         if plan == ["ForceRestart"] && !known {
@@ -363,6 +388,29 @@ impl Client {
             post(reset_type)?;
         }
         Ok(())
+    }
+
+    /// Whether `system`, read again, is in the state `reset_type` leads to: the check after a
+    /// reset whose answer did not come (a BMC that answers late still performs it, and a second
+    /// reset would reset the node twice). `Err` when it is not, or cannot be read.
+    fn done_after_all(&self, system: &System, reset_type: &str) -> Result<(), ()> {
+        if system.odata_id.is_empty() {
+            return Err(());
+        }
+        let now: System = self
+            .get_json(&system.odata_id, "read the system after a reset")
+            .map_err(drop)?;
+        let state = now.power_state.as_deref().unwrap_or_default();
+        let expected: &[&str] = match reset_type {
+            "ForceOff" | "GracefulShutdown" | "PushPowerButton" => &["Off"],
+            // A restart leaves it on, as before: what can be seen is that it runs.
+            _ => &["On", "PoweringOn"],
+        };
+        if expected.contains(&state) {
+            Ok(())
+        } else {
+            Err(())
+        }
     }
 
     /// Switches `system` (at `path`) off with `kind` (ForceOff, GracefulShutdown) unless it is
@@ -451,6 +499,13 @@ impl Client {
             tracing::info!(bmc = %self.endpoint.base, path = %place, %boot, "one-time boot override");
             match self.patch(&what, &place, &body, tag) {
                 Ok(response) => return self.follow_task(&what, response),
+                // No answer: the override may be set all the same; read it back.
+                Err(timed_out @ RedfishError::TimedOut { .. }) => {
+                    let now: System = self.get_json(path, &what)?;
+                    let set = now.boot.target.as_deref() == Some(target)
+                        && now.boot.enabled.as_deref() == Some("Once");
+                    return if set { Ok(()) } else { Err(timed_out) };
+                }
                 Err(e @ RedfishError::Refused { .. }) => {
                     tracing::debug!(path = %place, "boot override refused: {e}");
                     refused = Some(e);
@@ -501,7 +556,7 @@ impl Client {
                 let mut request = self
                     .authed(self.http.patch(self.url(path)))
                     .json(body)
-                    .timeout(self.endpoint.timeout);
+                    .timeout(self.endpoint.action_timeout);
                 if let Some(tag) = tag {
                     request = request.header(IF_MATCH, tag);
                 }
@@ -595,18 +650,43 @@ impl Client {
     ) -> Result<Response, RedfishError> {
         let deadline = Instant::now() + self.endpoint.retry_for;
         let mut backoff = Duration::from_millis(500);
+        // A read that timed out is asked once more (slow BMCs answer the second time from
+        // what the first one loaded); an action is not sent twice: its caller reads back.
+        let read = build()
+            .build()
+            .is_ok_and(|r| r.method() == reqwest::Method::GET);
+        let mut retried = false;
         loop {
-            let response = build().send().map_err(|e| RedfishError::Unreachable {
-                bmc: self.bmc(),
-                what: what.to_string(),
-                // reqwest's messages name the URL, never the Authorization header; the causes
-                // (a refused certificate, a refused connection) are what the operator needs.
-                why: if e.is_timeout() {
-                    format!("no answer within {:?}", self.endpoint.timeout)
-                } else {
-                    crate::error_chain(&e)
-                },
-            })?;
+            let response = match build().send() {
+                Ok(response) => response,
+                Err(e) if e.is_timeout() => {
+                    let after = build()
+                        .build()
+                        .ok()
+                        .and_then(|r| r.timeout().copied())
+                        .unwrap_or(self.endpoint.timeout);
+                    if read && !retried {
+                        tracing::debug!(bmc = %self.bmc(), "{what}: no answer within {after:?}, asked again");
+                        retried = true;
+                        continue;
+                    }
+                    return Err(RedfishError::TimedOut {
+                        bmc: self.bmc(),
+                        what: what.to_string(),
+                        after,
+                    });
+                }
+                Err(e) => {
+                    return Err(RedfishError::Unreachable {
+                        bmc: self.bmc(),
+                        what: what.to_string(),
+                        // reqwest's messages name the URL, never the Authorization header; the
+                        // causes (a refused certificate, a refused connection) are what the
+                        // operator needs.
+                        why: crate::error_chain(&e),
+                    });
+                }
+            };
             let status = response.status();
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 let wait = retry_after(&response).unwrap_or(backoff);

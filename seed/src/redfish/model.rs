@@ -59,6 +59,9 @@ pub struct Collection {
 /// A `ComputerSystem`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct System {
+    /// `@odata.id`: where it is read again (after an action whose answer did not come).
+    #[serde(rename = "@odata.id", default)]
+    pub odata_id: String,
     /// `Id`.
     #[serde(rename = "Id", default)]
     pub id: String,

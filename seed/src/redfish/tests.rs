@@ -72,6 +72,7 @@ impl FakeBmc {
             username: "root".into(),
             password: secret(password),
             timeout: Duration::from_millis(800),
+            action_timeout: Duration::from_millis(800),
             retry_for: Duration::from_secs(5),
         }
     }
@@ -645,6 +646,7 @@ fn a_changed_certificate_fingerprint_is_refused() {
             username: "root".into(),
             password: secret("x"),
             timeout: Duration::from_secs(5),
+            action_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(5),
         };
         Client::connect(endpoint, tls::client(trust).unwrap()).map(|_| ())
@@ -1041,4 +1043,87 @@ fn reset_types_come_from_action_info_and_fallbacks_really_run() {
     // A type the BMC's ActionInfo does not offer is refused before anything is sent.
     let err = resets_sent(&[], Some(&["On"]), &[], ResetKind::ForceOff).unwrap_err();
     assert!(err.to_string().contains("ForceOff is not among"), "{err}");
+}
+
+/// A slow BMC (issue 16: iDRACs answering in 25-40 s): a read that times out is asked once
+/// more; an action whose answer does not come is read back, and counts as done when the
+/// system is as asked (a second reset would reset the node twice), else fails as a timeout.
+/// The fake sleeps past the client's 800 ms.
+#[test]
+fn a_slow_bmc_is_asked_again_and_a_late_action_is_read_back() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let slow = Duration::from_millis(1500);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let off = Arc::new(AtomicBool::new(false));
+    let pxe = Arc::new(AtomicBool::new(false));
+    let performs = Arc::new(AtomicBool::new(true));
+    let (r, o, p, does) = (
+        Arc::clone(&reads),
+        Arc::clone(&off),
+        Arc::clone(&pxe),
+        Arc::clone(&performs),
+    );
+    let plain = bmc(false, system(&["On", "ForceOff", "ForceRestart"]));
+    let fake = FakeBmc::start(
+        move |req, n| match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/redfish/v1/Systems/1") => {
+                // The first read of the system takes too long; later ones are quick.
+                if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                    std::thread::sleep(slow);
+                }
+                let mut sys = system(&["On", "ForceOff", "ForceRestart"]);
+                sys["@odata.id"] = json!("/redfish/v1/Systems/1");
+                if o.load(Ordering::SeqCst) {
+                    sys["PowerState"] = json!("Off");
+                }
+                if p.load(Ordering::SeqCst) {
+                    sys["Boot"]["BootSourceOverrideTarget"] = json!("Pxe");
+                    sys["Boot"]["BootSourceOverrideEnabled"] = json!("Once");
+                }
+                Some(reply(200, sys))
+            }
+            // Actions answer late; whether they are carried out is `performs`.
+            ("POST", "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset") => {
+                if does.load(Ordering::SeqCst) {
+                    o.store(true, Ordering::SeqCst);
+                }
+                std::thread::sleep(slow);
+                Some(reply(204, json!({})))
+            }
+            ("PATCH", "/redfish/v1/Systems/1") => {
+                if does.load(Ordering::SeqCst) {
+                    p.store(true, Ordering::SeqCst);
+                }
+                std::thread::sleep(slow);
+                Some(reply(200, json!({})))
+            }
+            _ => plain(req, n),
+        },
+    );
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let (path, sys) = client.system(None, &[]).unwrap();
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        2,
+        "the timed-out read was asked again"
+    );
+
+    // A reset performed but answered late: done, and sent once.
+    client.reset(&sys, ResetKind::ForceOff).unwrap();
+    let posts = |fake: &FakeBmc| fake.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts(&fake), 1);
+    // A boot override set but answered late: done, and sent once.
+    client.boot_once(&path, "Pxe", None).unwrap();
+    assert_eq!(patches(&fake).len(), 1);
+
+    // Neither carried out: a timeout, said as one.
+    performs.store(false, Ordering::SeqCst);
+    off.store(false, Ordering::SeqCst);
+    pxe.store(false, Ordering::SeqCst);
+    let (_, sys) = client.system(None, &[]).unwrap();
+    let err = client.reset(&sys, ResetKind::ForceOff).unwrap_err();
+    assert!(matches!(err, RedfishError::TimedOut { .. }), "{err}");
+    assert!(err.to_string().contains("no answer within"), "{err}");
+    let err = client.boot_once(&path, "Pxe", None).unwrap_err();
+    assert!(matches!(err, RedfishError::TimedOut { .. }), "{err}");
 }
