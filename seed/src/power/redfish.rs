@@ -207,7 +207,7 @@ impl Power for RedfishPower {
             };
             Ok(Inventory {
                 power: system.power_state.clone().unwrap_or_default(),
-                boot_targets: system.boot.allowed_targets.clone(),
+                boot_targets: client.boot_targets(system),
                 boot_modes: system.boot.allowed_modes.clone(),
                 secure_boot: client.secure_boot(system)?.and_then(|s| s.on()),
                 memory_gib: system.memory.total_gib,

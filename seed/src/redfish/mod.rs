@@ -458,13 +458,9 @@ impl Client {
     ) -> Result<(), RedfishError> {
         let what = format!("set the next boot to {target}");
         let (system, etag) = self.get_tagged::<System>(path, &what)?;
-        if !system.boot.allowed_targets.is_empty()
-            && !system.boot.allowed_targets.iter().any(|t| t == target)
-        {
-            return Err(self.unexpected(
-                &what,
-                format!("{target} is not among {:?}", system.boot.allowed_targets),
-            ));
+        let allowed = self.boot_targets(&system);
+        if !allowed.is_empty() && !allowed.iter().any(|t| t == target) {
+            return Err(self.unexpected(&what, format!("{target} is not among {allowed:?}")));
         }
         let mut boot = json!({
             "BootSourceOverrideTarget": target,
@@ -514,6 +510,32 @@ impl Client {
             }
         }
         Err(refused.unwrap_or_else(|| self.unexpected(&what, "nowhere to write the override")))
+    }
+
+    /// The one-time boot targets `system` allows: its own list, else the one its settings object
+    /// carries (iDRAC 10 lists them only there); empty when neither says.
+    pub fn boot_targets(&self, system: &System) -> Vec<String> {
+        if !system.boot.allowed_targets.is_empty() {
+            return system.boot.allowed_targets.clone();
+        }
+        let Some(settings) = system.settings_path() else {
+            return Vec::new();
+        };
+        match self.get_json::<Value>(&settings, "read the settings object") {
+            Ok(object) => object["Boot"]["BootSourceOverrideTarget@Redfish.AllowableValues"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(e) => {
+                tracing::debug!(%settings, "settings object unreadable: {e}");
+                Vec::new()
+            }
+        }
     }
 
     /// A resource and its ETag: the `ETag` header, else the body's `@odata.etag`.

@@ -831,14 +831,24 @@ fn the_boot_override_is_written_where_each_dialect_takes_it() {
         [(SYS.to_string(), Some("\"1721\"".to_string()))]
     );
 
-    // iDRAC 10: the override lives in /Settings (the system's own is read-only); the system
-    // refuses, the settings object takes it with its own ETag.
+    // iDRAC 10: the override lives in /Settings (the system's own is read-only, and only
+    // /Settings lists the allowed targets); the system refuses, the settings object takes it
+    // with its own ETag.
+    let mut idrac10 = with_settings("/redfish/v1/Systems/1/Settings");
+    idrac10["Boot"]
+        .as_object_mut()
+        .unwrap()
+        .remove("BootSourceOverrideTarget@Redfish.AllowableValues");
     let fake = dialect(
-        with_settings("/redfish/v1/Systems/1/Settings"),
+        idrac10,
         Some("\"s-1\""),
         Some((
             "/redfish/v1/Systems/1/Settings",
-            json!({ "Boot": { "BootSourceOverrideTarget": "None", "BootSourceOverrideEnabled": "Disabled" } }),
+            json!({ "Boot": {
+                "BootSourceOverrideTarget": "None",
+                "BootSourceOverrideEnabled": "Disabled",
+                "BootSourceOverrideTarget@Redfish.AllowableValues": ["None", "Pxe", "UefiHttp"]
+            } }),
             Some("\"set-9\""),
         )),
         |req| match req.path.as_str() {
@@ -847,6 +857,10 @@ fn the_boot_override_is_written_where_each_dialect_takes_it() {
         },
     );
     once(&fake).unwrap();
+    // Its targets are listed in /Settings only: read from there.
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let (_, sys) = client.system(None, &[]).unwrap();
+    assert_eq!(client.boot_targets(&sys), ["None", "Pxe", "UefiHttp"]);
     assert_eq!(
         patches(&fake),
         [
