@@ -117,6 +117,11 @@ pub trait Power {
     fn network_boot_once(&self) -> Result<(), PowerError> {
         Ok(())
     }
+    /// Take back a one-time network boot that was set but not used (a start that failed after
+    /// it): the next unrelated reboot must not netboot the installer.
+    fn clear_network_boot(&self) -> Result<(), PowerError> {
+        Ok(())
+    }
     /// What the controller knows about the machine. Lab machines report their power only.
     fn inventory(&self) -> Result<Inventory, PowerError> {
         let power = match self.status()? {

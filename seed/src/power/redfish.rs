@@ -199,6 +199,12 @@ impl Power for RedfishPower {
         })
     }
 
+    fn clear_network_boot(&self) -> Result<(), PowerError> {
+        self.with_system("clear the boot override", |client, path, _| {
+            client.clear_boot_override(path)
+        })
+    }
+
     fn inventory(&self) -> Result<Inventory, PowerError> {
         self.with_system("read the system", |client, _, system| {
             let (disks, disks_unreadable) = match client.disks(system) {

@@ -52,14 +52,16 @@ pub enum StartError {
     #[error("{}: preflight refused: {}", .0.node, .0.errors())]
     Preflight(Report),
     /// The node is marked, but its power driver could not start it.
-    #[error("{node}: provisioning (instance {instance_id}), but it could not be started: {}", error.detail())]
+    #[error("{node}: provisioning (instance {instance_id}), but it could not be started: {}{}", error.detail(), cleanup.as_deref().map(|c| format!("; {c}")).unwrap_or_default())]
     Power {
         /// The node.
         node: String,
         /// The instance id it was marked with.
         instance_id: String,
-        /// What the power driver said.
-        error: PowerError,
+        /// What the power driver said (boxed: the error stays small on the happy path).
+        error: Box<PowerError>,
+        /// What was undone after it (the one-time network boot taken back), in words.
+        cleanup: Option<String>,
     },
 }
 
@@ -78,7 +80,18 @@ pub fn start(
         .clone();
     // No I/O yet: a Redfish controller logs in at its first action and keeps the session for
     // the preflight, the boot override and the restart.
-    let controller = power::controller(&node, state_dir);
+    start_with(nodes, power::controller(&node, state_dir), &node, how)
+}
+
+/// [`start`] with the node's power controller given (tests give a fake one).
+pub fn start_with(
+    nodes: &Nodes,
+    controller: Result<Box<dyn power::Power>, PowerError>,
+    node: &crate::config::Node,
+    how: &How,
+) -> Result<Started, StartError> {
+    let name = node.name.as_str();
+    let node = node.clone();
     let mut warnings = Vec::new();
     if how.power && how.preflight {
         let report = match &controller {
@@ -112,14 +125,24 @@ pub fn start(
     }
     started.power = match controller {
         Ok(controller) => {
+            let failed = |error, cleanup| StartError::Power {
+                node: name.to_string(),
+                instance_id: started.instance_id.clone(),
+                error: Box::new(error),
+                cleanup,
+            };
             controller
                 .network_boot_once()
-                .and_then(|()| controller.cycle())
-                .map_err(|error| StartError::Power {
-                    node: name.to_string(),
-                    instance_id: started.instance_id.clone(),
-                    error,
-                })?;
+                .map_err(|error| failed(error, None))?;
+            if let Err(error) = controller.cycle() {
+                // The override is set and the machine did not start: take it back, or the
+                // next unrelated reboot (an operator's, a power cut's) boots the installer.
+                let cleanup = match controller.clear_network_boot() {
+                    Ok(()) => "the one-time network boot was taken back".to_string(),
+                    Err(e) => format!("the one-time network boot is still set: {}", e.detail()),
+                };
+                return Err(failed(error, Some(cleanup)));
+            }
             "started from its firmware (network boot once, power cycle)".into()
         }
         Err(PowerError::Unsupported { why, .. }) => why,
@@ -127,9 +150,124 @@ pub fn start(
             return Err(StartError::Power {
                 node: name.to_string(),
                 instance_id: started.instance_id,
-                error,
+                error: Box::new(error),
+                cleanup: None,
             });
         }
     };
     Ok(started)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::power::{Outcome, Power, PowerState};
+    use crate::provision::Provisioner;
+    use crate::store::Store;
+
+    /// A controller that records what it was asked and fails the restart when told to.
+    struct Fake {
+        calls: Arc<Mutex<Vec<&'static str>>>,
+        cycle_fails: bool,
+    }
+
+    impl Power for Fake {
+        fn status(&self) -> Result<PowerState, PowerError> {
+            Ok(PowerState::Off)
+        }
+        fn on(&self) -> Result<Outcome, PowerError> {
+            Ok(Outcome::Done)
+        }
+        fn off(&self) -> Result<Outcome, PowerError> {
+            Ok(Outcome::Done)
+        }
+        fn shutdown(&self) -> Result<Outcome, PowerError> {
+            Ok(Outcome::Done)
+        }
+        fn cycle(&self) -> Result<(), PowerError> {
+            self.calls.lock().unwrap().push("cycle");
+            if self.cycle_fails {
+                return Err(PowerError::Failed {
+                    node: "cmp1".into(),
+                    action: "power cycle",
+                    why: "400: ActionParameterNotSupported".into(),
+                });
+            }
+            Ok(())
+        }
+        fn network_boot_once(&self) -> Result<(), PowerError> {
+            self.calls.lock().unwrap().push("network boot once");
+            Ok(())
+        }
+        fn clear_network_boot(&self) -> Result<(), PowerError> {
+            self.calls.lock().unwrap().push("clear network boot");
+            Ok(())
+        }
+    }
+
+    fn nodes(dir: &Path) -> Nodes {
+        let config = crate::config::parse(crate::config::EXAMPLE, Path::new("x.yaml")).unwrap();
+        let store = Store::open(&dir.join("state")).unwrap();
+        for name in ["vmlinuz", "initrd"] {
+            std::fs::write(dir.join(name), name).unwrap();
+        }
+        let images = images::Catalogue::new(dir.join("images"));
+        images
+            .add(
+                &images::NewImage {
+                    name: "ubuntu-24.04".into(),
+                    kernel: dir.join("vmlinuz"),
+                    initrd: dir.join("initrd"),
+                    iso: None,
+                    kernel_args: vec![],
+                },
+                false,
+            )
+            .unwrap();
+        Nodes::new(Arc::new(Provisioner::new(Arc::new(config))), store, images)
+    }
+
+    #[test]
+    fn a_restart_that_fails_takes_the_network_boot_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = nodes(dir.path());
+        let node = nodes.config().node("cmp1").unwrap().clone();
+        let how = How {
+            source: "test",
+            force: false,
+            power: true,
+            preflight: false,
+        };
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let fake = Fake {
+            calls: Arc::clone(&calls),
+            cycle_fails: true,
+        };
+        let err = start_with(&nodes, Ok(Box::new(fake)), &node, &how).unwrap_err();
+        assert_eq!(
+            *calls.lock().unwrap(),
+            ["network boot once", "cycle", "clear network boot"]
+        );
+        let text = err.to_string();
+        assert!(text.contains("ActionParameterNotSupported"), "{text}");
+        assert!(
+            text.contains("the one-time network boot was taken back"),
+            "{text}"
+        );
+
+        // A restart that works leaves the network boot for the firmware to use.
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let node = nodes.config().node("cmp2").unwrap().clone();
+        let fake = Fake {
+            calls: Arc::clone(&calls),
+            cycle_fails: false,
+        };
+        start_with(&nodes, Ok(Box::new(fake)), &node, &how).unwrap();
+        assert_eq!(*calls.lock().unwrap(), ["network boot once", "cycle"]);
+    }
 }

@@ -471,6 +471,30 @@ impl Client {
         {
             boot["BootSourceOverrideMode"] = json!(mode);
         }
+        self.write_boot(path, &what, &system, etag, &boot, Some(target))
+    }
+
+    /// Takes a one-time boot override back (`BootSourceOverrideEnabled: Disabled`), written
+    /// where [`Self::boot_once`] writes.
+    pub fn clear_boot_override(&self, path: &str) -> Result<(), RedfishError> {
+        let what = "clear the boot override".to_string();
+        let (system, etag) = self.get_tagged::<System>(path, &what)?;
+        let boot = json!({ "BootSourceOverrideEnabled": "Disabled" });
+        self.write_boot(path, &what, &system, etag, &boot, None)
+    }
+
+    /// PATCHes `{"Boot": boot}` to where the BMC takes it (see [`Self::boot_once`]). `target`:
+    /// what a write whose answer did not come is read back for (`None`: the override off).
+    fn write_boot(
+        &self,
+        path: &str,
+        what: &str,
+        system: &System,
+        etag: Option<String>,
+        boot: &Value,
+        target: Option<&str>,
+    ) -> Result<(), RedfishError> {
+        let what = what.to_string();
         let mut places = vec![(path.to_string(), etag)];
         if let Some(settings) = system.settings_path() {
             match self.get_tagged::<Value>(&settings, &what) {
@@ -498,8 +522,13 @@ impl Client {
                 // No answer: the override may be set all the same; read it back.
                 Err(timed_out @ RedfishError::TimedOut { .. }) => {
                     let now: System = self.get_json(path, &what)?;
-                    let set = now.boot.target.as_deref() == Some(target)
-                        && now.boot.enabled.as_deref() == Some("Once");
+                    let set = match target {
+                        Some(target) => {
+                            now.boot.target.as_deref() == Some(target)
+                                && now.boot.enabled.as_deref() == Some("Once")
+                        }
+                        None => now.boot.enabled.as_deref() != Some("Once"),
+                    };
                     return if set { Ok(()) } else { Err(timed_out) };
                 }
                 Err(e @ RedfishError::Refused { .. }) => {

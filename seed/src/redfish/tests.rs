@@ -1141,3 +1141,38 @@ fn a_slow_bmc_is_asked_again_and_a_late_action_is_read_back() {
     let err = client.boot_once(&path, "Pxe", None).unwrap_err();
     assert!(matches!(err, RedfishError::TimedOut { .. }), "{err}");
 }
+
+/// Taking an override back writes `Disabled` where the override went, with the ETag.
+#[test]
+fn a_boot_override_is_taken_back_where_it_was_written() {
+    const SYS: &str = "/redfish/v1/Systems/1";
+    let fake = dialect(
+        with_settings("/redfish/v1/Systems/1/Settings"),
+        Some("\"1721\""),
+        Some((
+            "/redfish/v1/Systems/1/Settings",
+            json!({ "Boot": { "BootOrder": ["NIC.Integrated.1-1-1"] } }),
+            None,
+        )),
+        |req| match req.path.as_str() {
+            SYS => reply(200, json!({})),
+            _ => refused(400, "PropertyNotWritable"),
+        },
+    );
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    client.clear_boot_override(SYS).unwrap();
+    let patch = fake
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "PATCH")
+        .unwrap();
+    assert_eq!(patch.path, SYS);
+    assert_eq!(
+        serde_json::from_str::<Value>(&patch.body).unwrap(),
+        json!({ "Boot": { "BootSourceOverrideEnabled": "Disabled" } })
+    );
+    assert_eq!(
+        patch.headers.get("if-match").map(String::as_str),
+        Some("\"1721\"")
+    );
+}
