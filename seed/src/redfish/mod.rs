@@ -101,6 +101,10 @@ pub struct Endpoint {
     pub retry_for: Duration,
 }
 
+/// The most of one BMC answer seed reads. Real payloads (a Storage collection of a 60-bay
+/// chassis, a system with its links) are tens of KiB.
+pub const MAX_BODY: u64 = 4 << 20;
+
 /// How the client authenticates.
 enum Auth {
     /// `X-Auth-Token`, and the session to delete at the end.
@@ -582,8 +586,7 @@ impl Client {
             .get(ETAG)
             .and_then(|t| t.to_str().ok())
             .map(str::to_string);
-        let body: Value = response
-            .json()
+        let body: Value = serde_json::from_slice(&self.body(response, what, path)?)
             .map_err(|e| self.unexpected(what, format!("{path} is not JSON: {e}")))?;
         let tag = header.or_else(|| body["@odata.etag"].as_str().map(str::to_string));
         let value = serde_json::from_value(body)
@@ -677,9 +680,29 @@ impl Client {
             self.authed(self.http.get(self.url(path)))
                 .timeout(self.endpoint.timeout)
         })?;
-        response
-            .json()
+        serde_json::from_slice(&self.body(response, what, path)?)
             .map_err(|e| self.unexpected(what, format!("{path} is not the JSON expected: {e}")))
+    }
+
+    /// An answer's body, at most [`MAX_BODY`] bytes: a BMC is on the network, and what it sends
+    /// is read only as far as Redfish payloads go.
+    fn body(&self, response: Response, what: &str, path: &str) -> Result<Vec<u8>, RedfishError> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        response
+            .take(MAX_BODY + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.unexpected(what, format!("{path}: {e}")))?;
+        if bytes.len() as u64 > MAX_BODY {
+            return Err(self.unexpected(
+                what,
+                format!(
+                    "{path}: the answer is larger than {} MiB, which no Redfish resource is",
+                    MAX_BODY >> 20
+                ),
+            ));
+        }
+        Ok(bytes)
     }
 
     fn authed(&self, request: RequestBuilder) -> RequestBuilder {
@@ -757,10 +780,15 @@ impl Client {
                     status,
                 });
             }
-            let message = response
-                .json::<Value>()
-                .ok()
-                .and_then(|v| model::error_message(&v));
+            let message = {
+                use std::io::Read;
+                let mut bytes = Vec::new();
+                // An error body is read as far as an error message goes.
+                let _ = response.take(64 << 10).read_to_end(&mut bytes);
+                serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| model::error_message(&v))
+            };
             return Err(RedfishError::Refused {
                 bmc: self.bmc(),
                 what: what.to_string(),

@@ -1176,3 +1176,25 @@ fn a_boot_override_is_taken_back_where_it_was_written() {
         Some("\"1721\"")
     );
 }
+
+/// A BMC answer is read only as far as Redfish goes: a body over `MAX_BODY` is an error that
+/// says so, not memory seed gives away.
+#[test]
+fn an_oversized_answer_is_refused() {
+    let huge = format!(
+        "{{\"Members\": [], \"Padding\": \"{}\"}}",
+        "x".repeat(usize::try_from(MAX_BODY).unwrap() + 10)
+    );
+    let plain = bmc(false, system(&[]));
+    let fake = FakeBmc::start(move |req, n| match req.path.as_str() {
+        "/redfish/v1/Systems" => Some(Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: huge.clone(),
+        }),
+        _ => plain(req, n),
+    });
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let err = client.systems().unwrap_err().to_string();
+    assert!(err.contains("larger than 4 MiB"), "{err}");
+}
