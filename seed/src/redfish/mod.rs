@@ -105,6 +105,14 @@ pub struct Endpoint {
 /// chassis, a system with its links) are tens of KiB.
 pub const MAX_BODY: u64 = 4 << 20;
 
+/// At most `limit` bytes of `response`'s body.
+fn bounded(response: Response, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    response.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// How the client authenticates.
 enum Auth {
     /// `X-Auth-Token`, and the session to delete at the end.
@@ -366,12 +374,11 @@ impl Client {
                 Ok(response) => response,
                 // The answer did not come; the BMC may still have done it: read it back.
                 Err(timed_out @ RedfishError::TimedOut { .. }) => {
-                    return self
-                        .done_after_all(system, reset_type)
-                        .map_or(Err(timed_out), |()| {
-                            tracing::debug!("{what}: no answer, but the system is as asked");
-                            Ok(())
-                        });
+                    if self.done_after_all(system, reset_type) {
+                        tracing::debug!("{what}: no answer, but the system is as asked");
+                        return Ok(());
+                    }
+                    return Err(timed_out);
                 }
                 Err(e) => return Err(e),
             };
@@ -396,25 +403,17 @@ impl Client {
 
     /// Whether `system`, read again, is in the state `reset_type` leads to: the check after a
     /// reset whose answer did not come (a BMC that answers late still performs it, and a second
-    /// reset would reset the node twice). `Err` when it is not, or cannot be read.
-    fn done_after_all(&self, system: &System, reset_type: &str) -> Result<(), ()> {
-        if system.odata_id.is_empty() {
-            return Err(());
-        }
-        let now: System = self
-            .get_json(&system.odata_id, "read the system after a reset")
-            .map_err(drop)?;
-        let state = now.power_state.as_deref().unwrap_or_default();
+    /// reset would reset the node twice). False when it is not, or cannot be read.
+    fn done_after_all(&self, system: &System, reset_type: &str) -> bool {
         let expected: &[&str] = match reset_type {
             "ForceOff" | "GracefulShutdown" | "PushPowerButton" => &["Off"],
             // A restart leaves it on, as before: what can be seen is that it runs.
             _ => &["On", "PoweringOn"],
         };
-        if expected.contains(&state) {
-            Ok(())
-        } else {
-            Err(())
-        }
+        !system.odata_id.is_empty()
+            && self
+                .get_json::<System>(&system.odata_id, "read the system after a reset")
+                .is_ok_and(|now| expected.contains(&now.power_state.as_deref().unwrap_or_default()))
     }
 
     /// Switches `system` (at `path`) off with `kind` (ForceOff, GracefulShutdown) unless it is
@@ -676,22 +675,13 @@ impl Client {
         path: &str,
         what: &str,
     ) -> Result<T, RedfishError> {
-        let response = self.send(what, || {
-            self.authed(self.http.get(self.url(path)))
-                .timeout(self.endpoint.timeout)
-        })?;
-        serde_json::from_slice(&self.body(response, what, path)?)
-            .map_err(|e| self.unexpected(what, format!("{path} is not the JSON expected: {e}")))
+        self.get_tagged(path, what).map(|(value, _)| value)
     }
 
     /// An answer's body, at most [`MAX_BODY`] bytes: a BMC is on the network, and what it sends
     /// is read only as far as Redfish payloads go.
     fn body(&self, response: Response, what: &str, path: &str) -> Result<Vec<u8>, RedfishError> {
-        use std::io::Read;
-        let mut bytes = Vec::new();
-        response
-            .take(MAX_BODY + 1)
-            .read_to_end(&mut bytes)
+        let bytes = bounded(response, MAX_BODY + 1)
             .map_err(|e| self.unexpected(what, format!("{path}: {e}")))?;
         if bytes.len() as u64 > MAX_BODY {
             return Err(self.unexpected(
@@ -780,15 +770,11 @@ impl Client {
                     status,
                 });
             }
-            let message = {
-                use std::io::Read;
-                let mut bytes = Vec::new();
-                // An error body is read as far as an error message goes.
-                let _ = response.take(64 << 10).read_to_end(&mut bytes);
-                serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| model::error_message(&v))
-            };
+            // An error body is read as far as an error message goes.
+            let message = bounded(response, 64 << 10)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                .and_then(|v| model::error_message(&v));
             return Err(RedfishError::Refused {
                 bmc: self.bmc(),
                 what: what.to_string(),
