@@ -152,7 +152,9 @@ pub enum Subject {
 /// pools that contain a derived address.
 pub fn check(config: &Config) -> Vec<Conflict> {
     let mut conflicts = Vec::new();
-    let mut by_suffix: HashMap<u8, &Node> = HashMap::new();
+    // Suffixes clash only where two nodes share a zone with host addresses: racks of a routed
+    // site each number their nodes from 1 in their own subnets.
+    let mut by_suffix: HashMap<(&str, u8), &Node> = HashMap::new();
     for node in &config.nodes {
         let suffix = node_suffix(node.bmc.address);
         let conflict = |message: String| Conflict {
@@ -160,15 +162,24 @@ pub fn check(config: &Config) -> Vec<Conflict> {
             field: "bmc.address",
             message,
         };
-        if let Some(first) = by_suffix.get(&suffix) {
+        let zones: Vec<&Zone> = config.zones_of(node).filter(|z| z.host_addresses).collect();
+        if let Some((zone, first)) = zones.iter().find_map(|z| {
+            by_suffix
+                .get(&(z.name.as_str(), suffix))
+                .map(|first| (z, *first))
+        }) {
             conflicts.push(conflict(format!(
-                "suffix {suffix} (BMC {}) is already node {}'s (BMC {}): both would get the same address in every zone",
-                node.bmc.address, first.name, first.bmc.address
+                "suffix {suffix} (BMC {}) is already node {}'s (BMC {}): both would get {} in zone {}",
+                node.bmc.address,
+                first.name,
+                first.bmc.address,
+                address(&zone.subnet, suffix).map_or_else(|| "one address".into(), |a| a.to_string()),
+                zone.name
             )));
             continue;
         }
-        by_suffix.insert(suffix, node);
-        for zone in config.zones_of(node).filter(|z| z.host_addresses) {
+        for zone in zones {
+            by_suffix.insert((zone.name.as_str(), suffix), node);
             if let Some(message) = suffix_problem(config, zone, suffix) {
                 conflicts.push(conflict(format!("suffix {suffix} {message}")));
             }

@@ -58,6 +58,10 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE nodes ADD COLUMN instance_id TEXT;
      ALTER TABLE nodes ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
      CREATE UNIQUE INDEX nodes_by_token ON nodes (token) WHERE token IS NOT NULL;",
+    // 4: where a discovered machine asked: the zone it was offered an address in, and the relay
+    // (giaddr) it came through, for machines of a routed rack.
+    "ALTER TABLE discovered ADD COLUMN zone TEXT;
+     ALTER TABLE discovered ADD COLUMN relay TEXT;",
 ];
 
 /// The schema version this binary writes.
@@ -193,6 +197,10 @@ pub struct Discovered {
     pub arch: Option<u16>,
     /// The discovery-pool address it was offered.
     pub address: Option<Ipv4Addr>,
+    /// The zone of that address.
+    pub zone: Option<String>,
+    /// The DHCP relay (giaddr) it asked through; `None` on seed's own segment.
+    pub relay: Option<Ipv4Addr>,
 }
 
 /// A node's provisioning: the secret in its URLs and the instance id of its install.
@@ -673,13 +681,16 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut upsert = tx.prepare_cached(
-                "INSERT INTO discovered (mac, first_seen, last_seen, vendor_class, arch, address)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO discovered
+                     (mac, first_seen, last_seen, vendor_class, arch, address, zone, relay)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (mac) DO UPDATE SET
                      last_seen = excluded.last_seen,
                      vendor_class = COALESCE(excluded.vendor_class, vendor_class),
                      arch = COALESCE(excluded.arch, arch),
-                     address = COALESCE(excluded.address, address)",
+                     address = COALESCE(excluded.address, address),
+                     zone = COALESCE(excluded.zone, zone),
+                     relay = excluded.relay",
             )?;
             for d in seen {
                 upsert.execute(params![
@@ -688,7 +699,9 @@ impl Store {
                     d.last_seen,
                     d.vendor_class,
                     d.arch,
-                    d.address.map(|a| a.to_string())
+                    d.address.map(|a| a.to_string()),
+                    d.zone,
+                    d.relay.map(|a| a.to_string())
                 ])?;
             }
         }
@@ -699,7 +712,7 @@ impl Store {
     /// Every discovered machine, most recently seen first.
     pub fn discovered(&self) -> Result<Vec<Discovered>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT mac, first_seen, last_seen, vendor_class, arch, address
+            "SELECT mac, first_seen, last_seen, vendor_class, arch, address, zone, relay
              FROM discovered ORDER BY last_seen DESC",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -710,10 +723,12 @@ impl Store {
                 r.get(3)?,
                 r.get(4)?,
                 r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
             ))
         })?;
         rows.map(|row| {
-            let (mac, first_seen, last_seen, vendor_class, arch, address) = row?;
+            let (mac, first_seen, last_seen, vendor_class, arch, address, zone, relay) = row?;
             Ok(Discovered {
                 mac: mac.parse().map_err(|_| StoreError::Corrupt {
                     what: "discovered MAC",
@@ -724,6 +739,8 @@ impl Store {
                 vendor_class,
                 arch,
                 address: address.and_then(|a| a.parse().ok()),
+                zone,
+                relay: relay.and_then(|a| a.parse().ok()),
             })
         })
         .collect()
@@ -1014,14 +1031,25 @@ mod tests {
             vendor_class: class.map(str::to_string),
             arch: Some(7),
             address: None,
+            zone: Some("rack2".into()),
+            relay: class.map(|_| Ipv4Addr::new(10, 2, 10, 1)),
         };
         store
             .record_discovered(&[seen(100, Some("PXEClient"))])
             .unwrap();
+        assert_eq!(
+            store.discovered().unwrap()[0].relay,
+            Some(Ipv4Addr::new(10, 2, 10, 1))
+        );
         store.record_discovered(&[seen(200, None)]).unwrap();
         let d = store.discovered().unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].first_seen, d[0].last_seen), (100, 200));
+        assert_eq!(d[0].zone.as_deref(), Some("rack2"));
+        assert_eq!(
+            d[0].relay, None,
+            "the latest sighting says where it asks now"
+        );
         assert_eq!(
             d[0].vendor_class.as_deref(),
             Some("PXEClient"),

@@ -12,7 +12,11 @@ use std::process::Command;
 use common::{describe, repo_root, seed};
 use serde_json::Value;
 
-const EXAMPLES: [&str; 2] = ["examples/osism-rack.yaml", "examples/lab.yaml"];
+const EXAMPLES: [&str; 3] = [
+    "examples/osism-rack.yaml",
+    "examples/lab.yaml",
+    "examples/routed-racks.yaml",
+];
 
 /// `seed render --all` of a config into a fresh directory.
 fn render_all(config: &Path) -> tempfile::TempDir {
@@ -162,7 +166,10 @@ fn every_node_passes_the_subiquity_schema() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 15, "11 rack nodes and 4 lab nodes");
+    assert_eq!(
+        checked, 19,
+        "11 rack nodes, 4 lab nodes, 4 routed-rack nodes"
+    );
 }
 
 #[test]
@@ -238,7 +245,10 @@ fn every_node_passes_cloud_init_and_netplan() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 15, "11 rack nodes and 4 lab nodes");
+    assert_eq!(
+        checked, 19,
+        "11 rack nodes, 4 lab nodes, 4 routed-rack nodes"
+    );
 }
 
 #[test]
@@ -667,4 +677,29 @@ fn bond_members_with_known_macs_are_found_by_mac_whatever_the_kernel_names_them(
     let link = read(&networkd, "10-netplan-ens4.link");
     assert!(link.contains("OriginalName=ens4"), "{link}");
     assert!(!link.contains("MACAddress="), "{link}");
+}
+
+#[test]
+fn a_relayed_racks_own_subnet_is_native_on_its_boot_bond() {
+    // examples/routed-racks.yaml: rack 2's nodes boot through their router's DHCP relay in zone
+    // rack2 (10.2.10.0/24, native on bond0); seed's own segment (rack1) is not theirs at all.
+    let out = render_all(&repo_root().join("examples/routed-racks.yaml"));
+    let netplan = std::fs::read_to_string(out.path().join("r2n1/netplan.yaml")).unwrap();
+    let (_root, networkd) = netplan_generate(&netplan);
+    let bond = read(&networkd, "10-netplan-bond0.network");
+    assert!(bond.contains("Address=10.2.10.11/24"), "{bond}");
+    assert!(bond.contains("Gateway=10.2.10.1"), "{bond}");
+    assert!(
+        !bond.contains("Address=10.1."),
+        "seed's segment is not rack 2's: {bond}"
+    );
+    assert!(
+        !networkd.join("10-netplan-bond0.11.netdev").exists(),
+        "the boot zone is untagged"
+    );
+    let storage = read(&networkd, "10-netplan-bond0.41.network");
+    assert!(storage.contains("Address=10.2.40.11/24"), "{storage}");
+    // Its members are found by MAC, as in every rack.
+    let link = read(&networkd, "10-netplan-eno2.link");
+    assert!(link.contains("MACAddress=3c:ec:ef:12:01:11"), "{link}");
 }

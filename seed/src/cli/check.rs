@@ -121,6 +121,8 @@ fn render(config: &Config, plan: &Plan) -> String {
         let mut name = z.name.clone();
         if z.provisioning {
             name.push_str(" (pxe)");
+        } else if z.relayed {
+            name.push_str(" (pxe, relayed)");
         }
         zones.row(vec![
             name,
@@ -202,6 +204,7 @@ struct ZoneJson<'a> {
     link: &'a str,
     native: bool,
     provisioning: bool,
+    relayed: bool,
     host_addresses: bool,
     roles: &'a [String],
     discovery_pool: Option<config::Pool>,
@@ -243,6 +246,7 @@ impl<'a> PlanJson<'a> {
                     link: &z.link,
                     native: z.native,
                     provisioning: z.provisioning,
+                    relayed: z.relayed,
                     host_addresses: z.host_addresses,
                     roles: &z.roles,
                     discovery_pool: z.discovery_pool,

@@ -152,6 +152,8 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
             "ARCH",
             "VENDOR CLASS",
             "ADDRESS",
+            "ZONE",
+            "RELAY",
         ]);
         for d in &discovered {
             table.row(vec![
@@ -161,6 +163,8 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 d.arch.map_or_else(|| "-".into(), |a| a.to_string()),
                 d.vendor_class.clone().unwrap_or_else(|| "-".into()),
                 d.address.map_or_else(|| "-".into(), |a| a.to_string()),
+                d.zone.clone().unwrap_or_else(|| "-".into()),
+                d.relay.map_or_else(|| "-".into(), |a| a.to_string()),
             ]);
         }
         print!("{}", table.render());

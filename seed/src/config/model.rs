@@ -131,6 +131,15 @@ impl Config {
             .unwrap_or(&self.zones[0])
     }
 
+    /// The zone a role's nodes network-boot in: the provisioning zone or the relayed zone the
+    /// role joins (validate() gives every role exactly one).
+    pub fn boot_zone(&self, role: &str) -> &Zone {
+        self.zones
+            .iter()
+            .find(|z| z.boots() && z.roles.iter().any(|r| r == role))
+            .unwrap_or_else(|| self.provisioning_zone())
+    }
+
     /// The zones a node joins: those its role joins, then its extra zones, in file order.
     pub fn zones_of<'a>(&'a self, node: &'a Node) -> impl Iterator<Item = &'a Zone> + 'a {
         self.zones
@@ -244,8 +253,10 @@ pub struct Zone {
     pub link: String,
     /// Untagged on its link.
     pub native: bool,
-    /// DHCP and PXE happen here.
+    /// DHCP and PXE happen here, on seed's own segment.
     pub provisioning: bool,
+    /// DHCP and PXE happen here through a relay (giaddr in the subnet): a routed rack.
+    pub relayed: bool,
     /// Nodes get addresses here.
     pub host_addresses: bool,
     /// Roles that join.
@@ -257,6 +268,11 @@ pub struct Zone {
 }
 
 impl Zone {
+    /// Whether nodes network-boot in this zone: the provisioning zone or a relayed one.
+    pub fn boots(&self) -> bool {
+        self.provisioning || self.relayed
+    }
+
     /// The interface name of this zone on a node: the link itself when native, else `<link>.<vlan>`.
     pub fn interface(&self) -> String {
         if self.native {

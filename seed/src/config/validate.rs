@@ -55,13 +55,31 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
         problems: Vec::new(),
     };
     let links = links(&mut v, &file.links);
-    // Roles default their boot link to the provisioning zone's link, so find that first.
+    // Roles default their boot link to their boot zone's link (the provisioning zone's, or the
+    // relayed zone's they join), so find those first.
+    let boot_links: HashMap<String, String> = file
+        .zones
+        .iter()
+        .filter(|z| z.value.relayed && !z.value.provisioning)
+        .flat_map(|z| {
+            z.value
+                .roles
+                .iter()
+                .map(|r| (r.clone(), z.value.link.clone()))
+        })
+        .collect();
     let provisioning_link = file
         .zones
         .iter()
         .find(|z| z.value.provisioning)
         .map(|z| z.value.link.clone());
-    let roles = roles(&mut v, &file.roles, &links, provisioning_link.as_deref());
+    let roles = roles(
+        &mut v,
+        &file.roles,
+        &links,
+        &boot_links,
+        provisioning_link.as_deref(),
+    );
     let seed = seed_host(&file.seed.value);
     let zones = zones(&mut v, &file.zones, &links, &roles, &seed);
     let default_image = match file.install.as_ref().and_then(|i| i.value.image.as_ref()) {
@@ -434,6 +452,7 @@ fn roles(
     v: &mut Validator,
     items: &[Spanned<wire::RoleWire>],
     links: &[Link],
+    boot_links: &HashMap<String, String>,
     provisioning_link: Option<&str>,
 ) -> Vec<Role> {
     duplicates(
@@ -460,6 +479,7 @@ fn roles(
         let boot_link = w
             .boot_link
             .clone()
+            .or_else(|| boot_links.get(&w.name).cloned())
             .or_else(|| provisioning_link.map(str::to_string))
             .unwrap_or_default();
         if !boot_link.is_empty() && !w.links.contains(&boot_link) {
@@ -541,7 +561,8 @@ fn zones(
     }
 
     let mut out: Vec<(Zone, Option<u64>)> = Vec::new();
-    let mut native_on: HashMap<&str, &str> = HashMap::new();
+    let mut native_on: HashMap<(&str, &str), &str> = HashMap::new();
+    let mut booting: HashMap<&str, &str> = HashMap::new();
     for item in items {
         let (w, line) = (&item.value, line_of(item));
         let at = |f: &str| format!("zones[{}].{f}", w.name);
@@ -570,17 +591,21 @@ fn zones(
             ),
             Some(_) => {}
         }
-        if w.native
-            && let Some(other) = native_on.insert(&w.link, &w.name)
-        {
-            v.problem(
-                line,
-                at("native"),
-                format!(
-                    "zone {other} is already native (untagged) on link {}",
-                    w.link
-                ),
-            );
+        // Two native zones on one link clash only on a node that joins both: routed racks
+        // each have their own native network on the same bond name.
+        if w.native {
+            for role in &w.roles {
+                if let Some(other) = native_on.insert((&w.link, role), &w.name) {
+                    v.problem(
+                        line,
+                        at("native"),
+                        format!(
+                            "zone {other} is already native (untagged) on link {} for role {role}",
+                            w.link
+                        ),
+                    );
+                }
+            }
         }
         if w.provisioning && !w.native {
             v.problem(
@@ -591,6 +616,9 @@ fn zones(
                     w.link
                 ),
             );
+        }
+        if w.relayed {
+            relayed_zone_problems(v, line, w, seed);
         }
         if w.provisioning && !w.host_addresses {
             v.problem(
@@ -615,28 +643,55 @@ fn zones(
                         r.links.join(", ")
                     ),
                 ),
-                Some(r) if w.provisioning && provisioning.len() == 1 && r.boot_link != w.link => v
-                    .problem(
+                Some(r)
+                    if (w.relayed || (w.provisioning && provisioning.len() == 1))
+                        && r.boot_link != w.link =>
+                {
+                    v.problem(
                         line,
                         at("link"),
                         format!(
-                            "role {role} boots from link {}, but the provisioning zone rides on {}",
-                            r.boot_link, w.link
+                            "role {role} boots from link {}, but its boot zone {} rides on {}",
+                            r.boot_link, w.name, w.link
                         ),
-                    ),
+                    )
+                }
                 Some(_) => {}
             }
         }
         if w.provisioning {
-            for r in roles.iter().filter(|r| !w.roles.contains(&r.name)) {
+            let relayed = |role: &str| {
+                items
+                    .iter()
+                    .any(|z| z.value.relayed && z.value.roles.iter().any(|r| r == role))
+            };
+            for r in roles
+                .iter()
+                .filter(|r| !w.roles.contains(&r.name) && !relayed(&r.name))
+            {
                 v.problem(
                     line,
                     at("roles"),
                     format!(
-                        "role {} does not join the provisioning zone; its nodes could not PXE boot",
+                        "role {} joins neither the provisioning zone nor a relayed one; its nodes could not PXE boot",
                         r.name
                     ),
                 );
+            }
+        }
+        if w.relayed || (w.provisioning && provisioning.len() == 1) {
+            // One boot zone per role: DHCP would answer its nodes from the zone of whichever
+            // segment they ask on, and the netplan could not say which one is native.
+            for role in &w.roles {
+                if let Some(other) = booting.insert(role.as_str(), w.name.as_str()) {
+                    v.problem(
+                        line,
+                        at("roles"),
+                        format!(
+                            "role {role} already boots in zone {other}; a role has one boot zone (the provisioning zone or one relayed zone)"
+                        ),
+                    );
+                }
             }
         }
         if let Some(bridge) = &w.bridge {
@@ -697,6 +752,7 @@ fn zones(
                 link: w.link.clone(),
                 native: w.native,
                 provisioning: w.provisioning,
+                relayed: w.relayed,
                 host_addresses: w.host_addresses,
                 roles: w.roles.clone(),
                 discovery_pool,
@@ -729,11 +785,11 @@ fn discovery_pool_problems(
     pool: Pool,
     seed_address: Ipv4Addr,
 ) {
-    if !w.provisioning {
+    if !w.boots() {
         v.problem(
             line,
             field,
-            "only the provisioning zone can have a discovery pool",
+            "only the provisioning zone and relayed zones can have a discovery pool",
         );
         return;
     }
@@ -1085,6 +1141,60 @@ fn bmc_tls(
                 BmcTls::System
             }
         }
+    }
+}
+
+/// A relayed zone is a routed rack's provisioning network: its firmware talks untagged, its
+/// nodes get addresses there, and the installer reaches seed through its gateway.
+fn relayed_zone_problems(
+    v: &mut Validator,
+    line: Option<u64>,
+    w: &wire::ZoneWire,
+    seed: &SeedHost,
+) {
+    let at = |f: &str| format!("zones[{}].{f}", w.name);
+    if w.provisioning {
+        v.problem(
+            line,
+            at("relayed"),
+            "a zone is either seed's own provisioning network or relayed to it, not both",
+        );
+    }
+    if !w.native {
+        v.problem(
+            line,
+            at("native"),
+            format!(
+                "a relayed zone must be native (untagged) on its link {}: PXE firmware does not tag VLANs",
+                w.link
+            ),
+        );
+    }
+    if !w.host_addresses {
+        v.problem(
+            line,
+            at("host_addresses"),
+            "a relayed zone hands out node addresses; it cannot be false here",
+        );
+    }
+    if w.gateway.is_none() {
+        v.problem(
+            line,
+            at("gateway"),
+            "a relayed zone needs its gateway (normally the relay's router): the installer reaches seed through it",
+        );
+    }
+    if let Ok(subnet) = w.subnet.parse::<Ipv4Net>()
+        && subnet.contains(seed.address)
+    {
+        v.problem(
+            line,
+            at("relayed"),
+            format!(
+                "seed's address {} is in this zone: it is seed's own segment, not a relayed one",
+                seed.address
+            ),
+        );
     }
 }
 

@@ -225,18 +225,30 @@ pub struct ZoneWire {
     /// Untagged on its link. The provisioning zone must be: PXE firmware does not tag.
     #[serde(default)]
     pub native: bool,
-    /// Exactly one zone is where DHCP and PXE happen.
+    /// Exactly one zone is where DHCP and PXE happen on seed's own segment.
     #[serde(default)]
     pub provisioning: bool,
+    /// A routed rack's own provisioning network: its DHCP reaches seed through a relay whose
+    /// address (giaddr) is in this subnet. Native on its link; its roles boot from it and need
+    /// not join the provisioning zone.
+    #[serde(default)]
+    pub relayed: bool,
     /// Whether nodes get an address here; false for provider/external networks.
     #[serde(default = "yes")]
     pub host_addresses: bool,
     /// Roles that join this zone.
     pub roles: Vec<String>,
-    /// Addresses for MACs seed does not know (provisioning zone only).
+    /// Addresses for MACs seed does not know (provisioning and relayed zones only).
     pub discovery_pool: Option<PoolWire>,
     /// Put the zone's interface into a host Open vSwitch bridge of this name (e.g. `br-ex`).
     pub bridge: Option<String>,
+}
+
+impl ZoneWire {
+    /// Whether nodes network-boot in this zone (provisioning or relayed).
+    pub fn boots(&self) -> bool {
+        self.provisioning || self.relayed
+    }
 }
 
 fn yes() -> bool {

@@ -223,11 +223,11 @@ impl Server {
         }
         let answer = self.provisioner.dhcp(&facts.request, &self.leases, now);
         if self.provisioner.node_of(facts.request.mac).is_none() {
-            let address = match &answer {
-                DhcpAnswer::Lease(offer) => Some(offer.address),
+            let offered = match &answer {
+                DhcpAnswer::Lease(offer) => Some((offer.address, offer.zone.clone())),
                 DhcpAnswer::Ignore(_) => None,
             };
-            self.record_discovered(&facts.request, address, now);
+            self.record_discovered(&facts.request, offered, now);
         }
         let offer = match answer {
             DhcpAnswer::Lease(offer) => offer,
@@ -337,7 +337,7 @@ impl Server {
     fn record_discovered(
         &mut self,
         req: &crate::provision::DhcpRequest,
-        address: Option<Ipv4Addr>,
+        offered: Option<(Ipv4Addr, String)>,
         now: i64,
     ) {
         let due = self
@@ -360,7 +360,9 @@ impl Server {
             last_seen: now,
             vendor_class: req.vendor_class.clone(),
             arch: req.arch,
-            address,
+            address: offered.as_ref().map(|(a, _)| *a),
+            zone: offered.map(|(_, z)| z),
+            relay: req.relay,
         });
     }
 

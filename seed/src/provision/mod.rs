@@ -53,6 +53,8 @@ pub struct Offer {
     pub address: Ipv4Addr,
     /// The node it belongs to, if known.
     pub node: Option<String>,
+    /// The zone it is served from (the provisioning zone, or the relayed zone of giaddr).
+    pub zone: String,
     /// Subnet mask of the zone.
     pub netmask: Ipv4Addr,
     /// The zone's gateway.
@@ -203,7 +205,7 @@ impl Provisioner {
     pub fn dhcp(&self, req: &DhcpRequest, leases: &LeaseTable, now_ms: i64) -> DhcpAnswer {
         let Some(zone) = self.zone_for(req.relay) else {
             return DhcpAnswer::Ignore(format!(
-                "relayed through {}, which is in no zone with host addresses",
+                "relayed through {}, which is in neither the provisioning zone nor a relayed one",
                 req.relay.map_or_else(String::new, |r| r.to_string())
             ));
         };
@@ -249,6 +251,7 @@ impl Provisioner {
         DhcpAnswer::Lease(Offer {
             address,
             node,
+            zone: zone.name.clone(),
             netmask: zone.subnet.netmask(),
             router: zone.gateway,
             dns: zone.dns.clone(),
@@ -320,8 +323,10 @@ impl Provisioner {
             .ok_or_else(|| "not a network-booting client; its DHCP server answers it".into())
     }
 
-    /// The zone a request is served from: the one holding giaddr when relayed, else the
-    /// provisioning zone (the one seed's interface is on).
+    /// The zone a request is served from: the boot zone (provisioning or relayed) holding
+    /// giaddr when relayed, else the provisioning zone (the one seed's interface is on). A relay
+    /// in any other zone is not answered: its clients would get addresses in a network that is
+    /// nobody's boot network.
     fn zone_for(&self, relay: Option<Ipv4Addr>) -> Option<&Zone> {
         match relay {
             None => Some(self.config.provisioning_zone()),
@@ -329,7 +334,7 @@ impl Provisioner {
                 .config
                 .zones
                 .iter()
-                .find(|z| z.host_addresses && z.subnet.contains(giaddr)),
+                .find(|z| z.boots() && z.subnet.contains(giaddr)),
         }
     }
 
@@ -588,23 +593,48 @@ mod tests {
     }
 
     #[test]
-    fn relayed_requests_are_served_from_the_zone_of_giaddr() {
-        let p = provisioner();
-        let mut r = req(CMP3, None, None, false);
-        r.relay = Some(Ipv4Addr::new(10, 1, 30, 1));
-        let o = offer(p.dhcp(&r, &LeaseTable::default(), 0));
-        assert_eq!(o.address, Ipv4Addr::new(10, 1, 30, 23), "migration zone");
-        r.relay = Some(Ipv4Addr::new(192, 168, 1, 1));
-        assert!(matches!(
-            p.dhcp(&r, &LeaseTable::default(), 0),
-            DhcpAnswer::Ignore(_)
-        ));
-        // ctl1 is not in the migration zone.
-        r.mac = "3c:ec:ef:10:00:11".parse().unwrap();
-        r.relay = Some(Ipv4Addr::new(10, 1, 30, 1));
-        assert!(
-            matches!(p.dhcp(&r, &LeaseTable::default(), 0), DhcpAnswer::Ignore(why) if why.contains("no address in zone migration"))
+    fn relayed_requests_are_served_from_the_boot_zone_of_giaddr() {
+        // examples/routed-racks.yaml: rack 2 (10.2.10.0/24) is relayed by its router 10.2.10.1.
+        let config = crate::config::parse(
+            include_str!("../../../examples/routed-racks.yaml"),
+            Path::new("routed-racks.yaml"),
+        )
+        .unwrap();
+        let p = Provisioner::new(Arc::new(config));
+        let leases = LeaseTable::default();
+        let mut r = req("3c:ec:ef:12:00:11", Some(7), Some("PXEClient"), false);
+        r.relay = Some(Ipv4Addr::new(10, 2, 10, 1));
+        let o = offer(p.dhcp(&r, &leases, 0));
+        assert_eq!(
+            o.address,
+            Ipv4Addr::new(10, 2, 10, 11),
+            "r2n1 in its rack's zone"
         );
+        assert_eq!(o.router, Some(Ipv4Addr::new(10, 2, 10, 1)));
+        assert_eq!(o.node.as_deref(), Some("r2n1"));
+        // Heard on seed's own segment, rack 2's node has no address there.
+        r.relay = None;
+        assert!(
+            matches!(p.dhcp(&r, &leases, 0), DhcpAnswer::Ignore(why) if why.contains("no address in zone rack1"))
+        );
+        // A rack-1 node behind rack 2's relay is not rack 2's.
+        r.mac = "3c:ec:ef:11:00:11".parse().unwrap();
+        r.relay = Some(Ipv4Addr::new(10, 2, 10, 1));
+        assert!(
+            matches!(p.dhcp(&r, &leases, 0), DhcpAnswer::Ignore(why) if why.contains("no address in zone rack2"))
+        );
+        // A stranger behind the relay gets an address from the relayed zone's discovery pool.
+        r.mac = "52:54:00:99:99:99".parse().unwrap();
+        let o = offer(p.dhcp(&r, &leases, 0));
+        assert_eq!(o.address, Ipv4Addr::new(10, 2, 10, 200));
+        // A relay in a zone nobody boots in (rack 2's storage VLAN), or in no zone, is ignored.
+        for giaddr in [Ipv4Addr::new(10, 2, 40, 1), Ipv4Addr::new(192, 168, 1, 1)] {
+            r.relay = Some(giaddr);
+            assert!(
+                matches!(p.dhcp(&r, &leases, 0), DhcpAnswer::Ignore(why) if why.contains("neither the provisioning zone nor a relayed one")),
+                "{giaddr}"
+            );
+        }
     }
 
     fn client(chip: Option<&str>, platform: Option<&str>) -> IpxeClient {
