@@ -34,7 +34,16 @@ fn installer() -> PathBuf {
     static BUILT: Mutex<bool> = Mutex::new(false);
     let dir = repo_root().join("target/lab-installer");
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let present = dir.join("vmlinuz").exists() && dir.join("initrd.gz").exists();
+    // Built, and not older than its sources (a checkout that pulled a new /init rebuilds).
+    let built_at = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_source = std::fs::read_dir(repo_root().join("tests/installer"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| built_at(&e.path()))
+        .max();
+    let present = dir.join("vmlinuz").exists()
+        && built_at(&dir.join("initrd.gz")).is_some_and(|t| newest_source.is_none_or(|s| t >= s));
     if !(*built || present) {
         let out = Command::new(repo_root().join("tests/installer/build"))
             .arg(&dir)
@@ -183,6 +192,17 @@ struct LabDir {
 
 impl LabDir {
     fn new(seed_extra: &str, lifecycle: &str, nodes: &str) -> Self {
+        Self::with_zones(seed_extra, lifecycle, nodes, "", "")
+    }
+
+    /// With more zones and roles after the lab's own (`management` on ens3, role `compute`).
+    fn with_zones(
+        seed_extra: &str,
+        lifecycle: &str,
+        nodes: &str,
+        zones_extra: &str,
+        roles_extra: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("lab.yaml");
         let state = dir.path().join("state");
@@ -208,11 +228,11 @@ zones:
     native: true
     provisioning: true
     roles: [compute]
-roles:
+{zones_extra}roles:
   - name: compute
     links: [ens3]
     disk: {{ path: /dev/vda }}
-nodes:
+{roles_extra}nodes:
 {nodes}
 install:
   user:
@@ -590,6 +610,278 @@ fn proxy_dhcp_beside_dnsmasq_installs_uefi_nodes() {
         drop(dnsmasq);
     }
     footprint.assert_gone("after seed lab up/provision/down");
+}
+
+/// Runs `ip ARGS`, which must succeed.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {args:?}: {}", describe(&out));
+}
+
+/// A routed rack: the nodes sit on a segment of their own behind a router namespace whose
+/// dnsmasq relays DHCP to seed (`--dhcp-relay`, giaddr 10.10.20.1). seed answers from the
+/// relayed zone rack2, so the nodes boot with rack-2 addresses (TFTP, HTTP and callbacks all
+/// routed), their netplan carries that subnet untagged on the boot link (the stand-in installer
+/// fails on a VLAN), and a stranger behind the relay is listed with its zone and relay.
+#[test]
+fn a_routed_rack_installs_through_a_dhcp_relay_into_its_own_zone() {
+    let _one = one_lab_at_a_time();
+    let installer = installer();
+    common::need("dnsmasq");
+    common::need("busybox");
+    let footprint;
+    {
+        let rack2 = |name: &str, suffix: u8, firmware: &str, extra: &str| {
+            node(name, suffix, firmware, extra).replace("role: compute", "role: rack2")
+        };
+        let mut lab = LabDir::with_zones(
+            "",
+            "progress_timeout: 300, phone_home_timeout: 0",
+            &[
+                // OVMF's own PXE client: its TFTP download crosses the router too.
+                rack2("relay-uefi", 41, "uefi", "qemu: { boot: pxe }"),
+                rack2("relay-bios", 42, "bios", ""),
+            ]
+            .concat(),
+            "  - name: rack2
+    vlan: 20
+    subnet: 10.10.20.0/24
+    gateway: 10.10.20.1
+    dns: [10.10.20.1]
+    link: ens3
+    native: true
+    relayed: true
+    roles: [rack2]
+    discovery_pool: { start: 10.10.20.100, end: 10.10.20.149 }
+",
+            "  - name: rack2
+    links: [ens3]
+    disk: { path: /dev/vda }
+",
+        );
+        let netns = "seedt-lab-relay";
+        let router = format!("{netns}-rtr");
+        let stranger = format!("{netns}-cli");
+        footprint = Footprint::of(lab.dir.path(), &[netns, &router, &stranger]);
+        let out = lab
+            .seed()
+            .args(["lab", "up", "--netns", netns, "--installer"])
+            .arg(&installer)
+            .output()
+            .expect("seed lab up");
+        assert!(out.status.success(), "lab up: {}", describe(&out));
+
+        // The router: one leg on seed's bridge (10.10.10.254), one on rack 2's segment, a bridge
+        // of its own in the lab's namespace (10.10.20.1); the machines' taps move there (they
+        // are still off: `lab up` starts them paused until a power-on).
+        lab.extra_netns.push(router.clone());
+        lab.extra_netns.push(stranger.clone());
+        ip(&["netns", "add", &router]);
+        ip(&["netns", "add", &stranger]);
+        ip(&["-n", netns, "link", "add", "far0", "type", "bridge"]);
+        ip(&["-n", netns, "link", "set", "far0", "up"]);
+        ip(&[
+            "-n", netns, "link", "add", "rtr0", "type", "veth", "peer", "name", "eth0", "netns",
+            &router,
+        ]);
+        ip(&[
+            "-n", netns, "link", "add", "rtr1", "type", "veth", "peer", "name", "eth1", "netns",
+            &router,
+        ]);
+        ip(&[
+            "-n", netns, "link", "add", "cli0", "type", "veth", "peer", "name", "eth0", "netns",
+            &stranger,
+        ]);
+        ip(&[
+            "-n", netns, "link", "set", "rtr0", "master", "seedbr0", "up",
+        ]);
+        for port in ["rtr1", "cli0", "tap0", "tap1"] {
+            ip(&["-n", netns, "link", "set", port, "master", "far0", "up"]);
+        }
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            "10.10.10.254/24",
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &router, "addr", "add", "10.10.20.1/24", "dev", "eth1"]);
+        for dev in ["lo", "eth0", "eth1"] {
+            ip(&["-n", &router, "link", "set", dev, "up"]);
+        }
+        ip(&[
+            "-n",
+            &stranger,
+            "link",
+            "set",
+            "eth0",
+            "address",
+            "02:00:00:00:20:99",
+            "up",
+        ]);
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &router,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])
+            .output()
+            .expect("sysctl");
+        assert!(out.status.success(), "ip_forward: {}", describe(&out));
+        // seed reaches rack 2 through the router (its own answers go to giaddr 10.10.20.1).
+        ip(&[
+            "-n",
+            netns,
+            "route",
+            "add",
+            "10.10.20.0/24",
+            "via",
+            "10.10.10.254",
+        ]);
+
+        let relay_log = lab.dir.path().join("dnsmasq-relay.log");
+        let dnsmasq = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &router,
+                "dnsmasq",
+                "--no-daemon",
+                "--port=0",
+            ])
+            .args([
+                "--interface=eth1",
+                "--no-resolv",
+                "--no-hosts",
+                "--log-dhcp",
+            ])
+            .args(["--dhcp-relay=10.10.20.1,10.10.10.1", "--pid-file="])
+            .arg(format!("--log-facility={}", relay_log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (apt-get install dnsmasq-base)");
+        let mut dnsmasq = KillOnDrop::new(dnsmasq);
+
+        let out = lab
+            .seed()
+            .args(["provision", "relay-uefi", "relay-bios", "--timeout", "300"])
+            .output()
+            .expect("seed provision");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let relay = || std::fs::read_to_string(&relay_log).unwrap_or_default();
+        assert!(
+            out.status.success() && stdout.contains("2 of 2 installed"),
+            "{}\nrelay:\n{}\nconsoles:\n{}\n{}",
+            describe(&out),
+            relay(),
+            lab.console("relay-uefi"),
+            lab.console("relay-bios")
+        );
+        assert!(
+            dnsmasq.child().try_wait().expect("dnsmasq").is_none(),
+            "dnsmasq exited: {}",
+            relay()
+        );
+        for (name, suffix, chip) in [("relay-uefi", 41, "SNP"), ("relay-bios", 42, "virtio-net")] {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !lab
+                .events(name)
+                .iter()
+                .any(|e| e.kind == seed::provision::LOCAL_BOOT)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} did not come back to its disk in 300 s: {}\nconsole:\n{}",
+                    kinds_and_details(&lab.events(name)),
+                    lab.console(name)
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            assert_installed_and_back(&lab, name, chip);
+            let address = format!("10.10.20.{suffix}");
+            // The installer's DHCP came through the relay with its rack-2 address (its console
+            // says so) and found it untagged in the netplan it was given.
+            let console = lab.console(name);
+            assert!(
+                console.contains(&format!("netplan with {address} (ethernets)")),
+                "{name}: {console}"
+            );
+            let out = lab
+                .seed()
+                .args(["render", "netplan", name])
+                .output()
+                .expect("seed render");
+            let netplan = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                netplan.contains(&format!("[\"{address}/24\"]"))
+                    && netplan.contains(r#"{"to":"default","via":"10.10.20.1"}"#)
+                    && !netplan.contains("vlans:"),
+                "{name}: {netplan}"
+            );
+        }
+        assert!(
+            relay().contains("10.10.20.1"),
+            "the relay saw no traffic: {}",
+            relay()
+        );
+
+        // A machine seed does not know, behind the relay: a discovery-pool address of rack 2,
+        // listed with its zone and relay.
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &stranger, "timeout", "20", "busybox", "udhcpc",
+            ])
+            .args([
+                "-f",
+                "-q",
+                "-n",
+                "-t",
+                "5",
+                "-T",
+                "1",
+                "-i",
+                "eth0",
+                "-s",
+                "/bin/true",
+            ])
+            .output()
+            .expect("udhcpc");
+        assert!(
+            describe(&out).contains("lease of 10.10.20.100 obtained"),
+            "{}\nrelay:\n{}",
+            describe(&out),
+            relay()
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = lab.seed().arg("status").output().expect("seed status");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.lines().any(|l| {
+                l.starts_with("02:00:00:00:20:99")
+                    && l.contains("10.10.20.100")
+                    && l.contains("rack2")
+                    && l.trim_end().ends_with("10.10.20.1")
+            }) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stranger is not listed with zone rack2 and relay 10.10.20.1:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+
+        let out = lab.seed().args(["lab", "down"]).output().expect("lab down");
+        assert!(out.status.success(), "lab down: {}", describe(&out));
+        drop(dnsmasq);
+    }
+    footprint.assert_gone("after a routed rack's lab");
 }
 
 #[test]
