@@ -267,7 +267,7 @@ pub fn candidates<'d>(m: &BTreeMap<String, Value>, disks: &'d [UdevDisk]) -> Vec
 
 /// A drive or volume as a BMC reports it (Redfish `Drive`, `Volume`): the label's serial, the
 /// model with its spaces, the WWNs, not udev's names.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReportedDisk {
     /// The BMC's name for it (`Disk.Bay.0`, `Solid State Disk 0:1:0`).
     pub name: String,

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use autoinstall::{BondIface, Bridge, Ethernet, Iface, Network, NodeContext, Route, User, Vlan};
 
 use crate::config::{Config, Install, Node};
+use crate::inventory::Hardware;
+use crate::net::MacAddr;
 use crate::plan::{self, NodePlan, Plan};
 
 /// Why a node's documents could not be made.
@@ -100,6 +102,38 @@ pub struct Instance {
     pub token: String,
     /// cloud-init instance id (new on every provisioning).
     pub instance_id: String,
+    /// What `seed inventory` recorded from the node's BMC: MACs for ports the config does not
+    /// name one for.
+    pub hardware: Option<Hardware>,
+    /// The MAC the node leased its address with (the port its firmware boots from), when
+    /// DHCP has seen it: the installer's network comes up on that port first.
+    pub boot_mac: Option<MacAddr>,
+}
+
+impl Instance {
+    /// An instance without recorded hardware or lease: what `seed check` renders.
+    pub fn new(token: impl Into<String>, instance_id: impl Into<String>) -> Self {
+        Self {
+            token: token.into(),
+            instance_id: instance_id.into(),
+            hardware: None,
+            boot_mac: None,
+        }
+    }
+}
+
+/// The MACs the installer brings its network up on: the configured boot MACs, else the leased
+/// one first and then every other recorded one (optional in the template, so a port without a
+/// cable does not hold the install).
+fn boot_macs(node: &Node, instance: &Instance) -> Vec<String> {
+    let mut macs = crate::inventory::dhcp_macs(node, instance.hardware.as_ref());
+    if node.macs.is_empty()
+        && let Some(leased) = instance.boot_mac.filter(|m| macs.contains(m))
+    {
+        macs.retain(|m| *m != leased);
+        macs.insert(0, leased);
+    }
+    macs.iter().map(ToString::to_string).collect()
 }
 
 /// A renderer with the embedded templates and the operator's overrides from `templates_dir`.
@@ -140,7 +174,8 @@ fn node_context(
     instance: &Instance,
 ) -> NodeContext {
     let mut packages = install.packages.clone();
-    let network = network(config, node, plan);
+    let ports = crate::inventory::port_macs(config, node, instance.hardware.as_ref());
+    let network = network(config, node, plan, &ports);
     if network.bridges.iter().any(|b| b.openvswitch)
         && !packages.iter().any(|p| p == "openvswitch-switch")
     {
@@ -164,7 +199,7 @@ fn node_context(
         seed_url: config.seed.url.clone(),
         node_url: format!("{}/nodes/{}", config.seed.url, instance.token),
         apt_mirror: install.apt_mirror.clone(),
-        boot_macs: node.macs.iter().map(ToString::to_string).collect(),
+        boot_macs: boot_macs(node, instance),
         console: node.console.clone(),
         user: User {
             name: install.user.name.clone(),
@@ -187,13 +222,19 @@ fn node_context(
 }
 
 /// The ports of `node`'s links that its installed netplan can find only by the kernel's name
-/// (no MAC for them in `nics:`), by link: bond members and plain NICs. Ubuntu 24.04 names many
-/// server ports `ens1f0np0` or `eno12399`; a guessed name then leaves the bond without members and
-/// the node unreachable after its first boot, so `seed check` warns about each.
-pub fn ports_without_mac(config: &Config, node: &Node) -> Vec<(String, Vec<String>)> {
+/// (no MAC for them in `nics:`, nor recorded by `seed inventory` for a port the role's `ports:`
+/// names), by link: bond members and plain NICs. Ubuntu 24.04 names many server ports
+/// `ens1f0np0` or `eno12399`; a guessed name then leaves the bond without members and the node
+/// unreachable after its first boot, so `seed check` warns about each.
+pub fn ports_without_mac(
+    config: &Config,
+    node: &Node,
+    hardware: Option<&Hardware>,
+) -> Vec<(String, Vec<String>)> {
     let Some(role) = config.role(&node.role) else {
         return Vec::new();
     };
+    let known = crate::inventory::port_macs(config, node, hardware);
     config
         .links
         .iter()
@@ -205,7 +246,7 @@ pub fn ports_without_mac(config: &Config, node: &Node) -> Vec<(String, Vec<Strin
             };
             let missing: Vec<String> = ports
                 .into_iter()
-                .filter(|p| !node.nics.contains_key(p))
+                .filter(|p| !known.contains_key(p))
                 .collect();
             (!missing.is_empty()).then(|| (link.name.clone(), missing))
         })
@@ -213,7 +254,12 @@ pub fn ports_without_mac(config: &Config, node: &Node) -> Vec<(String, Vec<Strin
 }
 
 /// The node's full netplan as data.
-fn network(config: &Config, node: &Node, plan: &NodePlan) -> Network {
+fn network(
+    config: &Config,
+    node: &Node,
+    plan: &NodePlan,
+    ports: &BTreeMap<String, MacAddr>,
+) -> Network {
     let mut net = Network::default();
     let Some(role) = config.role(&node.role) else {
         return net;
@@ -229,7 +275,7 @@ fn network(config: &Config, node: &Node, plan: &NodePlan) -> Network {
                 for member in &bond.members {
                     net.ethernets.push(Ethernet {
                         iface: iface(member, link.mtu),
-                        mac: node.nics.get(member).map(ToString::to_string),
+                        mac: ports.get(member).map(ToString::to_string),
                     });
                 }
                 let mut parameters = BTreeMap::new();
@@ -252,7 +298,7 @@ fn network(config: &Config, node: &Node, plan: &NodePlan) -> Network {
             }
             None => net.ethernets.push(Ethernet {
                 iface: iface(&link.name, link.mtu),
-                mac: node.nics.get(&link.name).map(ToString::to_string),
+                mac: ports.get(&link.name).map(ToString::to_string),
             }),
         }
     }

@@ -14,6 +14,7 @@ pub mod dhcp;
 pub mod disk;
 pub mod http;
 pub mod install;
+pub mod inventory;
 pub mod lab;
 pub mod leases;
 pub mod lifecycle;

@@ -143,6 +143,25 @@ impl MacAddr {
             .collect::<Vec<_>>()
             .join("-")
     }
+
+    /// A MAC as a BMC writes it (`3C:EC:EF:10:00:21`, `3c-ec-ef-10-00-21`, `3cec.ef10.0021`):
+    /// twelve hex digits between any of `:`, `-` and `.`. `None` for anything else, and for
+    /// the all-zero and group addresses some BMCs report for ports without a MAC (a disabled
+    /// LOM, an unconfigured virtual function): no NIC of the node answers DHCP with those.
+    pub fn from_reported(s: &str) -> Option<Self> {
+        let digits: Vec<u8> = s
+            .bytes()
+            .filter(|b| !matches!(b, b':' | b'-' | b'.'))
+            .collect();
+        if digits.len() != 12 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut octets = [0u8; 6];
+        for (octet, pair) in octets.iter_mut().zip(digits.chunks(2)) {
+            *octet = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        (octets != [0; 6] && octets[0] & 1 == 0).then_some(Self(octets))
+    }
 }
 
 impl FromStr for MacAddr {
@@ -177,6 +196,13 @@ impl fmt::Display for MacAddr {
 impl Serialize for MacAddr {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -217,6 +243,19 @@ mod tests {
     #[test]
     fn mac_parses_both_separators() {
         let mac: MacAddr = "52:54:00:AB:cd:01".parse().unwrap();
+        // As BMCs write them (iDRAC upper case, iLO lower, Cisco-style dots).
+        for reported in ["52:54:00:AB:CD:01", "52-54-00-ab-cd-01", "5254.00ab.cd01"] {
+            assert_eq!(MacAddr::from_reported(reported), Some(mac), "{reported}");
+        }
+        for junk in [
+            "00:00:00:00:00:00",
+            "01:00:5e:00:00:01",
+            "52:54:00:ab:cd",
+            "",
+            "zz:54:00:ab:cd:01",
+        ] {
+            assert_eq!(MacAddr::from_reported(junk), None, "{junk}");
+        }
         assert_eq!(mac.to_string(), "52:54:00:ab:cd:01");
         assert_eq!(mac.hexhyp(), "52-54-00-ab-cd-01");
         assert_eq!("52-54-00-ab-cd-01".parse::<MacAddr>().unwrap(), mac);

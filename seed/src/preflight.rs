@@ -270,12 +270,13 @@ pub fn check(node: &Node, inv: &Inventory) -> Report {
         );
     }
 
-    if !inv.macs.is_empty() && !node.macs.is_empty() {
+    let reported = inv.macs();
+    if !reported.is_empty() && !node.macs.is_empty() {
         let known: Vec<String> = node
             .macs
             .iter()
             .map(ToString::to_string)
-            .filter(|m| inv.macs.iter().any(|r| same_mac(r, m)))
+            .filter(|m| reported.iter().any(|r| same_mac(r, m)))
             .collect();
         if known.is_empty() {
             add(
@@ -289,8 +290,8 @@ pub fn check(node: &Node, inv: &Inventory) -> Report {
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()
                         .join(", "),
-                    inv.macs.len(),
-                    inv.macs.join(", ")
+                    reported.len(),
+                    reported.join(", ")
                 ),
             );
         } else {
@@ -413,6 +414,13 @@ mod tests {
         config::parse(config::EXAMPLE, Path::new("example.yaml")).unwrap()
     }
 
+    fn nic(id: &str, mac: &str) -> crate::power::ReportedNic {
+        crate::power::ReportedNic {
+            id: id.into(),
+            mac: mac.into(),
+        }
+    }
+
     fn healthy() -> Inventory {
         Inventory {
             power: "Off".into(),
@@ -423,7 +431,10 @@ mod tests {
             id: Some("System.Embedded.1".into()),
             uuid: Some("4c4c4544-0000".into()),
             serial: Some("ABC123".into()),
-            macs: vec!["3C:EC:EF:10:00:21".into(), "3c:ec:ef:10:00:99".into()],
+            nics: vec![
+                nic("NIC.Embedded.1-1-1", "3C:EC:EF:10:00:21"),
+                nic("NIC.Embedded.2-1-1", "3c:ec:ef:10:00:99"),
+            ],
             disks: Vec::new(),
             disks_unreadable: None,
         }
@@ -494,7 +505,7 @@ mod tests {
         let inv = Inventory {
             boot_targets: vec!["Hdd".into(), "Cd".into()],
             boot_modes: vec!["Legacy".into()],
-            macs: vec!["aa:bb:cc:dd:ee:ff".into()],
+            nics: vec![nic("1", "aa:bb:cc:dd:ee:ff")],
             ..healthy()
         };
         let report = check(config.node("cmp1").unwrap(), &inv);

@@ -6,6 +6,7 @@
 //! `PRAGMA user_version` records how far the schema has come, and a database written by a newer
 //! seed is refused instead of being misread.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
+use crate::inventory::Hardware;
 use crate::lifecycle::NodeState;
 use crate::net::MacAddr;
 
@@ -62,6 +64,12 @@ const MIGRATIONS: &[&str] = &[
     // (giaddr) it came through, for machines of a routed rack.
     "ALTER TABLE discovered ADD COLUMN zone TEXT;
      ALTER TABLE discovered ADD COLUMN relay TEXT;",
+    // 5: what each node's BMC reported (`seed inventory`): JSON of inventory::Hardware.
+    "CREATE TABLE inventory (
+        node      TEXT PRIMARY KEY,
+        taken_at  INTEGER NOT NULL,
+        hardware  TEXT NOT NULL
+     ) STRICT;",
 ];
 
 /// The schema version this binary writes.
@@ -607,6 +615,96 @@ impl Store {
         let id = insert_event(&tx, now_ms(), node, kind, source, detail)?;
         tx.commit()?;
         Ok(id)
+    }
+
+    /// Record what `node`'s BMC reported, replacing an earlier report, with an `inventory`
+    /// event saying what changed, in one transaction.
+    pub fn record_inventory(
+        &mut self,
+        node: &str,
+        hardware: &Hardware,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(hardware).map_err(|e| StoreError::Corrupt {
+            what: "hardware report",
+            value: e.to_string(),
+        })?;
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO inventory (node, taken_at, hardware) VALUES (?1, ?2, ?3)
+             ON CONFLICT (node) DO UPDATE SET taken_at = excluded.taken_at,
+                                              hardware = excluded.hardware",
+            params![node, now, json],
+        )?;
+        insert_event(&tx, now, Some(node), "inventory", "bmc", detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every recorded hardware report: node → (when, what).
+    pub fn inventories(&self) -> Result<HashMap<String, (i64, Hardware)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT node, taken_at, hardware FROM inventory")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (node, at, json) = row?;
+            let hardware = serde_json::from_str(&json).map_err(|_| StoreError::Corrupt {
+                what: "hardware report",
+                value: node.clone(),
+            })?;
+            Ok((node, (at, hardware)))
+        })
+        .collect()
+    }
+
+    /// One node's recorded hardware, if `seed inventory` read it.
+    pub fn inventory(&self, node: &str) -> Result<Option<Hardware>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT hardware FROM inventory WHERE node = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .optional()?;
+        json.map(|json| {
+            serde_json::from_str(&json).map_err(|_| StoreError::Corrupt {
+                what: "hardware report",
+                value: node.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// A value that changes whenever an inventory is recorded: `seed serve` polls it to pick up
+    /// MACs recorded while it runs.
+    pub fn inventory_version(&self) -> Result<(i64, i64), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*), coalesce(max(taken_at), 0) FROM inventory",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    /// The MAC `node` most recently leased an address with: the port its firmware boots from.
+    pub fn leased_mac(&self, node: &str) -> Result<Option<MacAddr>, StoreError> {
+        let mac: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT mac FROM leases WHERE node = ?1 ORDER BY updated_at DESC LIMIT 1",
+                [node],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(mac.and_then(|m| m.parse().ok()))
     }
 
     /// The newest `limit` events (of one node, or all), oldest first.

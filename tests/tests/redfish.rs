@@ -36,19 +36,25 @@ struct Fake {
     uuid: String,
     name: String,
     mac: String,
+    /// More NICs after the first.
+    more_macs: Vec<String>,
     secure_boot: bool,
 }
 
 impl Fake {
     /// The fake driver's Python dict.
     fn python(&self) -> String {
+        let nics: Vec<String> = std::iter::once(&self.mac)
+            .chain(&self.more_macs)
+            .map(|mac| format!("{{'mac': '{mac}', 'ip': '10.10.10.1'}}"))
+            .collect();
         format!(
             "{{'uuid': '{}', 'name': '{}', 'power_state': 'Off', 'secure_boot': {}, \
-             'nics': [{{'mac': '{}', 'ip': '10.10.10.1'}}]}}",
+             'nics': [{}]}}",
             self.uuid,
             self.name,
             if self.secure_boot { "True" } else { "False" },
-            self.mac
+            nics.join(", ")
         )
     }
 }
@@ -61,6 +67,7 @@ fn two_systems(secure_boot_on_cmp1: bool) -> Vec<Fake> {
             uuid: uuid(*n),
             name: format!("cmp{}", n - 10),
             mac: format!("52:54:00:10:00:{n}"),
+            more_macs: Vec::new(),
             secure_boot: secure_boot_on_cmp1 && *n == 11,
         })
         .collect()
@@ -636,6 +643,7 @@ fn provision_all_installs_the_example_rack_and_fails_a_silent_node() {
             // Not the node's name: seed must find the system by MAC.
             name: format!("bmc-system-{i}"),
             mac: mac.clone(),
+            more_macs: Vec::new(),
             secure_boot: false,
         })
         .collect();
@@ -960,4 +968,167 @@ fn preflight_reports_the_selected_drive_and_refuses_a_rule_that_selects_none() {
         "{stdout}"
     );
     assert!(stdout.contains("1 of 2 ready; refused: cmp2"), "{stdout}");
+}
+
+/// `seed inventory` against sushy-tools fills in what a bare config leaves out: two nodes named
+/// only by their BMC (address, credentials, system UUID) and role get their NICs' MACs and drives
+/// recorded; `seed check` stops warning that no MAC is known, `seed render` brings the
+/// installer's network up on the recorded MACs, and `seed serve` answers DHCP for them, also for
+/// an inventory taken while it runs. (sushy-tools names each NIC by its MAC, so the role's
+/// `ports:` mapping by BMC NIC Id is shown with iDRAC's Ids in seed's unit tests.)
+#[test]
+fn inventory_records_macs_and_drives_and_a_bare_config_then_serves_dhcp_for_them() {
+    use common::netns::{Netns, udhcpc};
+    let storage = |n: u8| {
+        format!(
+            "'{uuid}': [{{'Id': '1', 'Name': 'RAID', 'StorageControllers': [{{'MemberId': '0', \
+             'Name': 'Integrated RAID', 'SpeedGbps': 12}}], 'Drives': ['os', 'osd']}}]",
+            uuid = uuid(n)
+        )
+    };
+    let drives = |n: u8| {
+        format!(
+            "('{uuid}', '1'): [{{'Id': 'os', 'Name': 'Solid State Disk 0:1:0', \
+             'CapacityBytes': 480000000000, 'Protocol': 'SATA'}}, {{'Id': 'osd', \
+             'Name': 'Disk 0:1:1', 'CapacityBytes': 8000000000000, 'Protocol': 'SAS'}}]",
+            uuid = uuid(n)
+        )
+    };
+    let extra = format!(
+        "SUSHY_EMULATOR_STORAGE = {{{}, {}}}\nSUSHY_EMULATOR_DRIVES = {{{}, {}}}\n",
+        storage(11),
+        storage(12),
+        drives(11),
+        drives(12)
+    );
+    let systems: Vec<Fake> = two_systems(false)
+        .into_iter()
+        .map(|mut f| {
+            let n = &f.mac[f.mac.len() - 2..];
+            f.more_macs = vec![format!("52:54:00:10:01:{n}")];
+            f
+        })
+        .collect();
+    let emu = Emulator::start_configured(&systems, None, None, &extra);
+
+    // The DHCP side runs in a namespace pair; seed's CLI reads the emulator on loopback.
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bare = |name: &str, n: u8| {
+        format!(
+            "{{ name: {name}, role: node, bmc: {{ address: 10.99.0.{n}, driver: redfish, \
+             username: admin, password: {{ env: SEED_TEST_BMC_PASSWORD }}, \
+             endpoint: \"{base}\", system: {uuid} }}, disk: {{ model: C123, size: smallest }} }}",
+            base = emu.base,
+            uuid = uuid(n)
+        )
+    };
+    let config = ns.config(
+        dir.path(),
+        "10.99.10.0/24",
+        "",
+        &format!("[{}, {}]", bare("n1", 11), bare("n2", 12)),
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "install:\n  user: { name: dragon, ssh_authorized_keys: [\"ssh-ed25519 \
+         AAAAC3NzaC1lZDI1NTE5AAAAIPwDi8WXTYb7l5d5XCX4g2I0N8m0HjR5cHgfJsbBJ1pz lab\"] }\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let state = dir.path().join("state");
+
+    let out = run_seed(&config, &state, PASSWORD, &["check"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nodes[n1].macs: warning: no MAC known")
+            && stderr.contains("nodes[n2].macs: warning: no MAC known"),
+        "{stderr}"
+    );
+
+    let out = run_seed(&config, &state, PASSWORD, &["inventory", "n1"]);
+    assert_no_secret(&out);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        format!("n1: system {}", uuid(11)),
+        "52:54:00:10:00:11".to_string(),
+        "52:54:00:10:01:11".to_string(),
+        "drive    Solid State Disk 0:1:0 (C123, serial 1234570, 480 GB)  <- install disk".into(),
+        "drive    Disk 0:1:1 (C123, serial 1234570, 8000 GB)".into(),
+        "1 of 1 recorded".into(),
+    ] {
+        assert!(stdout.contains(&want), "want {want:?} in:\n{stdout}");
+    }
+    let out = run_seed(&config, &state, PASSWORD, &["check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("nodes[n1].macs") && stderr.contains("nodes[n2].macs"),
+        "{stderr}"
+    );
+    let out = run_seed(&config, &state, PASSWORD, &["render", "user-data", "n1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let user_data = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        user_data.contains(r#"match: {"macaddress":"52:54:00:10:00:11"}"#)
+            && user_data.contains(r#"match: {"macaddress":"52:54:00:10:01:11"}"#),
+        "{user_data}"
+    );
+
+    // seed serve knows n1 by either recorded MAC (any port may be the one that boots).
+    let seed = ns.start_seed(&config, &state);
+    ns.set_client_mac("52:54:00:10:01:11");
+    let (out, env) = udhcpc(&ns, dir.path(), &[]);
+    assert_eq!(
+        env.get("ip").map(String::as_str),
+        Some("10.99.10.11"),
+        "{}\n{}",
+        describe(&out),
+        seed.log()
+    );
+    // n2 is a stranger until its inventory is taken; then, while seed runs, it is n2.
+    ns.set_client_mac("52:54:00:10:00:12");
+    let (_, env) = udhcpc(&ns, dir.path(), &[]);
+    assert_eq!(
+        env.get("ip"),
+        None,
+        "no discovery pool: a stranger gets nothing"
+    );
+    let out = run_seed(&config, &state, PASSWORD, &["inventory", "--all"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 of 2 recorded"),
+        "{}",
+        describe(&out)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (out, env) = udhcpc(&ns, dir.path(), &[]);
+        if env.get("ip").map(String::as_str) == Some("10.99.10.12") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n2's recorded MAC is not served 20 s after its inventory: {}\n{}",
+            describe(&out),
+            seed.log()
+        );
+    }
+    let log = seed.stop();
+    assert!(log.contains("recorded inventory taken"), "{log}");
+
+    // Two nodes whose BMC addresses point at one machine: the second report is refused.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("system: {}", uuid(12)),
+        &format!("system: {}", uuid(11)),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = run_seed(&config, &state, PASSWORD, &["inventory", "n2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("which is node n1's: is bmc.address right?")
+            && stdout.contains("0 of 1 recorded; not recorded: n2"),
+        "{stdout}"
+    );
 }

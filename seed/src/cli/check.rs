@@ -49,6 +49,16 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let config = std::sync::Arc::new(config);
     let plan = plan::derive(&config);
+    // What `seed inventory` recorded, where the config's state directory has a store: MACs a
+    // node's BMC reported count as known.
+    let recorded = super::recorded_hardware(global, &config).unwrap_or_else(|e| {
+        eprintln!(
+            "{}: warning: recorded inventory not read: {}",
+            path.display(),
+            crate::error_chain(e.as_ref())
+        );
+        Default::default()
+    });
     // With an install section, every node's documents must render: a broken template override
     // is found here, not when a node asks for its user-data.
     if config.install.is_some() {
@@ -56,8 +66,8 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<ExitCode> {
             install::Installer::new(std::sync::Arc::clone(&config)).and_then(|installer| {
                 config.nodes.iter().try_for_each(|node| {
                     let instance = install::Instance {
-                        token: "check".into(),
-                        instance_id: format!("{}-check", node.name),
+                        hardware: recorded.get(&node.name).cloned(),
+                        ..install::Instance::new("check", format!("{}-check", node.name))
                     };
                     installer.documents(&node.name, &instance).map(drop)
                 })
@@ -77,7 +87,16 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     // Valid, but fragile on real hardware: ports found only by a guessed kernel name.
     for node in &config.nodes {
-        let ports = install::ports_without_mac(&config, node);
+        let hardware = recorded.get(&node.name);
+        if node.macs.is_empty() && hardware.is_none_or(|h| h.nics.is_empty()) {
+            eprintln!(
+                "{}: nodes[{}].macs: warning: no MAC known: DHCP recognises the node only after `seed inventory {}` reads its NICs from the BMC (or name its boot MAC in macs:)",
+                path.display(),
+                node.name,
+                node.name
+            );
+        }
+        let ports = install::ports_without_mac(&config, node, hardware);
         if ports.is_empty() {
             continue;
         }
@@ -92,7 +111,7 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         eprintln!(
-            "{}: nodes[{}].nics: warning: no MAC for {}: the installed netplan finds these ports by kernel name only, and where Ubuntu names one otherwise (ens1f0np0, eno12399) its bond or address stays down; name each port's MAC in nics:",
+            "{}: nodes[{}].nics: warning: no MAC for {}: the installed netplan finds these ports by kernel name only, and where Ubuntu names one otherwise (ens1f0np0, eno12399) its bond or address stays down; name each port's MAC in nics: (or its BMC NIC in the role's ports: and run `seed inventory`)",
             path.display(),
             node.name,
             list.join(", ")

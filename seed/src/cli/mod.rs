@@ -4,6 +4,7 @@ mod check;
 mod debug;
 mod follow;
 mod images;
+mod inventory;
 mod lab;
 mod power;
 mod preflight;
@@ -96,6 +97,9 @@ enum Command {
     /// Check what a provision depends on, as each node's BMC reports it (Secure Boot, boot
     /// targets, memory, UUID/serial/MACs); exit 1 if a node would be refused.
     Preflight(preflight::PreflightArgs),
+    /// Read each node's hardware from its BMC (NICs and MACs, drives, serial, UUID, memory)
+    /// and record it: DHCP and the install documents then use the MACs the BMC reported.
+    Inventory(inventory::InventoryArgs),
     /// Register and list the images nodes install from.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -154,6 +158,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Render(args) => render::run(&global, args),
         Command::Provision(args) => provision::run(&global, args),
         Command::Preflight(args) => preflight::run(&global, args),
+        Command::Inventory(args) => inventory::run(&global, args),
         Command::Images(cmd) => images::run(&global, cmd),
         Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
@@ -305,6 +310,27 @@ fn in_parallel<T: Sync, R: Send>(
         .into_iter()
         .filter_map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()))
         .collect()
+}
+
+/// What `seed inventory` recorded for the config's nodes, from the state directory's store;
+/// empty where there is none yet.
+fn recorded_hardware(
+    global: &Global,
+    config: &Config,
+) -> anyhow::Result<std::collections::HashMap<String, crate::inventory::Hardware>> {
+    let state_dir = global.state_dir(Some(config));
+    let Some(store) = crate::store::Store::open_existing(&state_dir)
+        .map_err(anyhow::Error::new)
+        .map_err(|e| e.context(format!("cannot read state in {}", state_dir.display())))?
+    else {
+        return Ok(Default::default());
+    };
+    Ok(store
+        .inventories()?
+        .into_iter()
+        .filter(|(node, _)| config.node(node).is_some())
+        .map(|(node, (_, hardware))| (node, hardware))
+        .collect())
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {

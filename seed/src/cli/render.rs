@@ -41,13 +41,17 @@ enum Document {
 pub fn run(global: &Global, args: RenderArgs) -> anyhow::Result<ExitCode> {
     let config = std::sync::Arc::new(global.load_config()?);
     let installer = Installer::new(std::sync::Arc::clone(&config))?;
+    // What `seed inventory` recorded, where a store exists: the MACs the BMCs reported.
+    let recorded = super::recorded_hardware(global, &config)?;
     let render = |name: &str| {
         let instance = Instance {
-            token: args.token.clone(),
-            instance_id: args
-                .instance_id
-                .clone()
-                .unwrap_or_else(|| format!("{name}-preview")),
+            hardware: recorded.get(name).cloned(),
+            ..Instance::new(
+                args.token.clone(),
+                args.instance_id
+                    .clone()
+                    .unwrap_or_else(|| format!("{name}-preview")),
+            )
         };
         installer.documents(name, &instance)
     };

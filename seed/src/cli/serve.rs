@@ -106,6 +106,11 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Store::open(&state_dir)?,
         catalogue.clone(),
     ));
+    // MACs `seed inventory` recorded are known before the first DHCP packet.
+    let recorded_macs = nodes
+        .refresh_inventory()
+        .context("reading the recorded inventory")?
+        .unwrap_or(0);
     let router_advertisements = match (&dhcp_socket, config.seed.dhcp.router_advertisements) {
         (Some(_), true) => Some(start_router_advertisements(&config.seed.interface)?),
         _ => None,
@@ -114,6 +119,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         store = %store.path().display(),
         nodes = config.nodes.len(),
         new_nodes = added,
+        recorded_macs,
         dhcp = !args.no_dhcp,
         tftp = !args.no_tftp,
         http = %http_addr,
@@ -170,6 +176,10 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .min()
             .unwrap_or(0),
         );
+        let inventory_task = tokio::spawn(follow_inventory(
+            Arc::clone(&nodes),
+            stopped(stop_rx.clone()),
+        ));
         let stall_task = tokio::spawn(fail_stalled(
             Arc::clone(&nodes),
             every,
@@ -179,6 +189,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(signal, "shutting down");
         let _ = stop_tx.send(true);
         let _ = stall_task.await;
+        let _ = inventory_task.await;
         http_task
             .await
             .context("HTTP server task")?
@@ -201,6 +212,31 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     store.record_event(None, "stopped", "serve", signal)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often `seed serve` looks for an inventory recorded while it runs (one cheap query).
+const INVENTORY_POLL: Duration = Duration::from_secs(2);
+
+/// Hand DHCP the MACs `seed inventory` records, until `shutdown`.
+async fn follow_inventory(nodes: Arc<Nodes>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(INVENTORY_POLL);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let nodes = Arc::clone(&nodes);
+        match tokio::task::spawn_blocking(move || nodes.refresh_inventory()).await {
+            Ok(Ok(Some(macs))) => tracing::info!(
+                macs,
+                "recorded inventory taken: MACs from the BMCs recognised in DHCP"
+            ),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot read the recorded inventory"),
+            Err(e) => tracing::error!(error = %e, "inventory refresh panicked"),
+        }
+    }
 }
 
 /// Fail installs that stopped making progress, until `shutdown`.

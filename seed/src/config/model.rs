@@ -338,6 +338,9 @@ pub struct Role {
     pub disk: Option<DiskMatch>,
     /// The image its nodes install from, if the role names one.
     pub image: Option<String>,
+    /// Port name → the BMC's Id of that NIC (`NIC.Embedded.1-1-1`), for MACs from `seed
+    /// inventory`.
+    pub ports: std::collections::BTreeMap<String, String>,
 }
 
 /// Which disk subiquity installs to, as the operator wrote it (`seed::disk` renders subiquity's

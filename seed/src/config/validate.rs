@@ -492,6 +492,7 @@ fn roles(
                 ),
             );
         }
+        role_ports(v, line, w, links);
         let disk = match &w.disk {
             Some(d) => Some(disk(v, line, at("disk"), d)),
             None => {
@@ -512,6 +513,7 @@ fn roles(
             boot_link,
             disk,
             image: w.image.clone(),
+            ports: w.ports.clone(),
         });
     }
     out
@@ -827,6 +829,51 @@ fn discovery_pool_problems(
     }
 }
 
+/// `ports:` names ports the role's links have, each a different BMC NIC Id.
+fn role_ports(v: &mut Validator, line: Option<u64>, w: &wire::RoleWire, links: &[Link]) {
+    let at = format!("roles[{}].ports", w.name);
+    let ports: Vec<&String> = links
+        .iter()
+        .filter(|l| w.links.contains(&l.name))
+        .flat_map(|l| match &l.bond {
+            Some(b) => b.members.iter().collect::<Vec<_>>(),
+            None => vec![&l.name],
+        })
+        .collect();
+    let mut ids: HashMap<&str, &str> = HashMap::new();
+    for (port, id) in &w.ports {
+        if !ports.contains(&port) {
+            v.problem(
+                line,
+                at.clone(),
+                format!(
+                    "`{port}` is no port of the role's links (its ports: {})",
+                    ports
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        if id.trim().is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            v.problem(
+                line,
+                at.clone(),
+                format!(
+                    "{port}: {id:?} is not a NIC Id as a BMC reports it (`NIC.Embedded.1-1-1`)"
+                ),
+            );
+        } else if let Some(other) = ids.insert(id, port) {
+            v.problem(
+                line,
+                at.clone(),
+                format!("{port}: NIC {id} is already port {other}'s"),
+            );
+        }
+    }
+}
+
 /// The NIC names a node of `role` has: members of its bonds and its plain NIC links.
 fn role_nics<'a>(role: &'a Role, links: &'a [Link]) -> impl Iterator<Item = &'a String> + 'a {
     links
@@ -876,11 +923,13 @@ fn nodes(
                 "the redfish driver needs `username` and `password` (as `env: VAR` or `file: PATH`)",
             );
         }
-        if w.macs.is_empty() {
+        // A Redfish node's MACs may come from its BMC (`seed inventory`); any other needs one
+        // here to be recognised in DHCP.
+        if w.macs.is_empty() && !matches!(w.bmc.driver, wire::DriverWire::Redfish) {
             v.problem(
                 line,
                 at("macs"),
-                "at least one boot NIC MAC is needed to recognise the node in DHCP",
+                "at least one boot NIC MAC is needed to recognise the node in DHCP (a redfish node's can come from `seed inventory`)",
             );
         }
         let mut macs = Vec::new();

@@ -352,6 +352,10 @@ pub struct RoleWire {
     pub disk: Option<DiskWire>,
     /// The image nodes of this role install from (overrides `install.image`).
     pub image: Option<String>,
+    /// Each port's NIC as the BMC names it (`eno1: NIC.Embedded.1-1-1`): with `seed inventory`
+    /// the port's MAC comes from the BMC, for every node of the role.
+    #[serde(default)]
+    pub ports: std::collections::BTreeMap<String, String>,
 }
 
 /// The install disk, as the operator reads it off the BMC, the datasheet or `lsblk`; seed turns
@@ -396,7 +400,9 @@ pub struct NodeWire {
     pub role: String,
     /// Its BMC; the last octet of its address is the node's suffix in every zone.
     pub bmc: BmcWire,
-    /// MAC address(es) of the NIC(s) the node PXE-boots from.
+    /// MAC address(es) of the NIC(s) the node PXE-boots from. A redfish node may leave them
+    /// out: `seed inventory` records the MACs its BMC reports.
+    #[serde(default)]
     pub macs: Vec<Spanned<String>>,
     /// Serial console, e.g. `ttyS1,115200n8`.
     pub console: Option<String>,

@@ -70,13 +70,30 @@ pub struct Inventory {
     pub uuid: Option<String>,
     /// The system's serial number.
     pub serial: Option<String>,
-    /// The MACs of its NICs as the BMC writes them (empty: none reported).
-    pub macs: Vec<String>,
+    /// Its NICs: the BMC's Id for each and its MAC as the BMC writes it (empty: none
+    /// reported).
+    pub nics: Vec<ReportedNic>,
     /// Its drives and volumes (empty: the BMC has no storage inventory).
     pub disks: Vec<crate::disk::ReportedDisk>,
     /// Why the storage inventory could not be read, where it could not: many BMCs fail on some
     /// controllers, and that is no reason to refuse the node.
     pub disks_unreadable: Option<String>,
+}
+
+/// A NIC as the BMC reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportedNic {
+    /// The BMC's Id for the port (`NIC.Integrated.1-1-1`).
+    pub id: String,
+    /// Its MAC as the BMC writes it.
+    pub mac: String,
+}
+
+impl Inventory {
+    /// The MACs of its NICs, as the BMC writes them.
+    pub fn macs(&self) -> Vec<&str> {
+        self.nics.iter().map(|n| n.mac.as_str()).collect()
+    }
 }
 
 impl PowerError {

@@ -217,10 +217,14 @@ impl Power for RedfishPower {
                 boot_modes: system.boot.allowed_modes.clone(),
                 secure_boot: client.secure_boot(system)?.and_then(|s| s.on()),
                 memory_gib: system.memory.total_gib,
-                id: Some(system.id.clone()).filter(|i| !i.is_empty()),
-                uuid: system.uuid.clone(),
-                serial: system.serial.clone(),
-                macs: client.macs(system)?,
+                id: Some(crate::redfish::text(&system.id)).filter(|i| !i.is_empty()),
+                uuid: system.uuid.as_deref().map(crate::redfish::text),
+                serial: system.serial.as_deref().map(crate::redfish::text),
+                nics: client
+                    .nics(system)?
+                    .into_iter()
+                    .map(|(id, mac)| super::ReportedNic { id, mac })
+                    .collect(),
                 disks,
                 disks_unreadable,
             })

@@ -10,11 +10,12 @@ pub use start::{How, StartError, Started, start};
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use ipxe::Firmware;
 
 use crate::config::{Config, Firmware as ConfigFirmware, IpxePolicy, Zone};
+use crate::inventory::Hardware;
 use crate::leases::LeaseTable;
 use crate::lifecycle::NodeState;
 use crate::net::MacAddr;
@@ -164,6 +165,9 @@ pub struct Provisioner {
     config: Arc<Config>,
     plan: Plan,
     by_mac: HashMap<MacAddr, usize>,
+    /// MACs `seed inventory` recorded for nodes the config gives none: read on the DHCP path,
+    /// replaced whole when the store's inventory changes.
+    recorded: RwLock<HashMap<MacAddr, usize>>,
     /// Serve snponly.efi instead of ipxe.efi to UEFI.
     snp: bool,
 }
@@ -182,13 +186,48 @@ impl Provisioner {
             config,
             plan,
             by_mac,
+            recorded: RwLock::default(),
             snp: false,
         }
     }
 
     /// The configured node that boots from `mac`, if any.
     pub fn node_of(&self, mac: MacAddr) -> Option<&crate::config::Node> {
-        self.by_mac.get(&mac).map(|i| &self.config.nodes[*i])
+        self.index_of(mac).map(|i| &self.config.nodes[i])
+    }
+
+    /// The index of the node `mac` belongs to: by the config's MACs, else by recorded ones.
+    fn index_of(&self, mac: MacAddr) -> Option<usize> {
+        self.by_mac.get(&mac).copied().or_else(|| {
+            self.recorded
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&mac)
+                .copied()
+        })
+    }
+
+    /// Takes the MACs `seed inventory` recorded: a node the config gives no MAC is recognised
+    /// by every MAC its BMC reported. A config MAC always wins; returns how many MACs are
+    /// recognised through the inventory.
+    pub fn set_recorded(&self, inventories: &HashMap<String, Hardware>) -> usize {
+        let mut recorded = HashMap::new();
+        for (i, node) in self.config.nodes.iter().enumerate() {
+            if !node.macs.is_empty() {
+                continue;
+            }
+            for mac in crate::inventory::dhcp_macs(node, inventories.get(&node.name)) {
+                if !self.by_mac.contains_key(&mac) {
+                    recorded.entry(mac).or_insert(i);
+                }
+            }
+        }
+        let count = recorded.len();
+        *self
+            .recorded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = recorded;
+        count
     }
 
     /// The config decisions are made from.
@@ -209,7 +248,7 @@ impl Provisioner {
                 req.relay.map_or_else(String::new, |r| r.to_string())
             ));
         };
-        let (address, node) = match self.by_mac.get(&req.mac).map(|i| &self.config.nodes[*i]) {
+        let (address, node) = match self.node_of(req.mac) {
             Some(node) => {
                 let address = self
                     .plan
@@ -316,7 +355,7 @@ impl Provisioner {
     /// known node; the address comes from the site's own DHCP server. Unknown machines are left
     /// alone: beside a foreign server, seed must not boot what it does not own.
     pub fn proxy(&self, req: &DhcpRequest) -> Result<Boot, String> {
-        if !self.by_mac.contains_key(&req.mac) {
+        if self.index_of(req.mac).is_none() {
             return Err("unknown MAC: proxyDHCP answers configured nodes only".into());
         }
         self.boot(req)?

@@ -97,6 +97,8 @@ pub struct Nodes {
     installer: Result<Installer, String>,
     images: images::Catalogue,
     store: Mutex<Store>,
+    /// The store's inventory version the provisioner's recorded MACs were taken at.
+    inventory_seen: Mutex<Option<(i64, i64)>>,
 }
 
 impl Nodes {
@@ -109,6 +111,7 @@ impl Nodes {
             provisioner,
             images,
             store: Mutex::new(store),
+            inventory_seen: Mutex::new(None),
         }
     }
 
@@ -270,9 +273,17 @@ impl Nodes {
             .installer
             .as_ref()
             .map_err(|e| NodeError::Unavailable(e.clone()))?;
+        let (hardware, boot_mac) = {
+            let store = self.store();
+            (
+                store.inventory(&record.node)?,
+                store.leased_mac(&record.node)?,
+            )
+        };
         let instance = Instance {
-            token: record.token.clone(),
-            instance_id: record.instance_id.clone(),
+            hardware,
+            boot_mac,
+            ..Instance::new(record.token.clone(), record.instance_id.clone())
         };
         let documents = installer.documents(&record.node, &instance)?;
         Ok(match document {
@@ -397,6 +408,35 @@ impl Nodes {
             StoreError::IllegalTransition { .. } => NodeError::Conflict(e.to_string()),
             e => NodeError::Store(e),
         })
+    }
+
+    /// Hands the provisioner the MACs `seed inventory` recorded, when they changed since the
+    /// last call (the first call always): `Some(recognised MACs)` when taken, `None` when
+    /// nothing changed. `seed serve` calls it at start and every few seconds, so an inventory
+    /// taken while it runs is answered in DHCP without a restart.
+    pub fn refresh_inventory(&self) -> Result<Option<usize>, NodeError> {
+        let (version, inventories) = {
+            let store = self.store();
+            let version = store.inventory_version()?;
+            let seen = self
+                .inventory_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *seen == Some(version) {
+                return Ok(None);
+            }
+            (version, store.inventories()?)
+        };
+        let hardware = inventories
+            .into_iter()
+            .map(|(node, (_, hw))| (node, hw))
+            .collect();
+        let count = self.provisioner.set_recorded(&hardware);
+        *self
+            .inventory_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(version);
+        Ok(Some(count))
     }
 
     /// Fail every active node without a state change or event for the configured progress

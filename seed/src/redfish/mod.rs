@@ -105,6 +105,22 @@ pub struct Endpoint {
 /// chassis, a system with its links) are tens of KiB.
 pub const MAX_BODY: u64 = 4 << 20;
 
+/// A string a BMC sent, fit for a terminal, a log line and the store: control characters (a
+/// terminal's escape sequences among them) dropped, surrounding space trimmed, at most 128
+/// characters. Model names, serials and Ids are far shorter.
+pub fn text(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// How many members of a NIC, storage or drive collection are read: a server has a few dozen
+/// at most, and a BMC that lists thousands would otherwise cost a GET each.
+pub const MAX_MEMBERS: usize = 256;
+
 /// At most `limit` bytes of `response`'s body.
 fn bounded(response: Response, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
@@ -217,9 +233,9 @@ impl Client {
                         || system.serial.as_deref() == Some(h)
                 }
                 None => self
-                    .macs(&system)?
+                    .nics(&system)?
                     .iter()
-                    .any(|m| macs.iter().any(|c| same_mac(m, c))),
+                    .any(|(_, m)| macs.iter().any(|c| same_mac(m, c))),
             };
             if matches {
                 found.push((path.clone(), system));
@@ -246,23 +262,25 @@ impl Client {
         }
     }
 
-    /// The MAC addresses `system`'s NICs report (`MACAddress`, and `PermanentMACAddress` where
-    /// it differs), as the BMC writes them; empty when the BMC lists no NICs.
-    pub fn macs(&self, system: &System) -> Result<Vec<String>, RedfishError> {
+    /// The NICs `system` reports, one `(Id, MAC)` per distinct MAC (`MACAddress`, and
+    /// `PermanentMACAddress` where it differs), MACs as the BMC writes them; empty when the BMC
+    /// lists no NICs. At most [`MAX_MEMBERS`] NICs are read.
+    pub fn nics(&self, system: &System) -> Result<Vec<(String, String)>, RedfishError> {
         let Some(link) = &system.ethernet_interfaces else {
             return Ok(Vec::new());
         };
         let collection: model::Collection = self.get_json(&link.id, "list the system's NICs")?;
-        let mut macs: Vec<String> = Vec::new();
-        for member in collection.members {
+        let mut nics: Vec<(String, String)> = Vec::new();
+        for member in collection.members.iter().take(MAX_MEMBERS) {
             let nic: EthernetInterface = self.get_json(&member.id, "read a NIC")?;
             for mac in [nic.mac, nic.permanent_mac].into_iter().flatten() {
-                if !mac.is_empty() && !macs.iter().any(|m| same_mac(m, &mac)) {
-                    macs.push(mac);
+                let mac = text(&mac);
+                if !mac.is_empty() && !nics.iter().any(|(_, m)| same_mac(m, &mac)) {
+                    nics.push((text(&nic.id), mac));
                 }
             }
         }
-        Ok(macs)
+        Ok(nics)
     }
 
     /// The drives and volumes `system`'s storage subsystems report, as disks an install rule
@@ -280,7 +298,7 @@ impl Client {
             Err(e) => return Err(e),
         };
         let mut disks = Vec::new();
-        for member in collection.members {
+        for member in collection.members.iter().take(MAX_MEMBERS) {
             let storage: model::Storage = self.get_json(&member.id, "read a storage subsystem")?;
             let mut devices = storage.drives;
             if let Some(volumes) = &storage.volumes {
@@ -289,13 +307,16 @@ impl Client {
                     .unwrap_or_default();
                 devices.extend(list.members);
             }
-            for device in devices {
+            for device in devices.iter().take(MAX_MEMBERS) {
+                if disks.len() >= MAX_MEMBERS {
+                    break;
+                }
                 let d: model::StorageDevice = self.get_json(&device.id, "read a drive")?;
                 disks.push(ReportedDisk {
-                    name: if d.name.is_empty() { d.id } else { d.name },
-                    model: d.model.unwrap_or_default().trim().to_string(),
-                    vendor: d.manufacturer.unwrap_or_default().trim().to_string(),
-                    serial: d.serial.unwrap_or_default().trim().to_string(),
+                    name: text(if d.name.is_empty() { &d.id } else { &d.name }),
+                    model: text(&d.model.unwrap_or_default()),
+                    vendor: text(&d.manufacturer.unwrap_or_default()),
+                    serial: text(&d.serial.unwrap_or_default()),
                     wwns: d
                         .identifiers
                         .iter()

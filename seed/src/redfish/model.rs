@@ -157,6 +157,10 @@ mod tests {
 /// An `EthernetInterface`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct EthernetInterface {
+    /// `Id`: the BMC's name for the port (`NIC.Integrated.1-1-1` on iDRAC, `1` on iLO and
+    /// Supermicro, the MAC itself on sushy-tools).
+    #[serde(rename = "Id", default)]
+    pub id: String,
     /// `MACAddress`: the address in use.
     #[serde(rename = "MACAddress")]
     pub mac: Option<String>,
