@@ -35,21 +35,49 @@ fn installer() -> PathBuf {
     let dir = repo_root().join("target/lab-installer");
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     // Built, and not older than its sources (a checkout that pulled a new /init rebuilds).
-    let built_at = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest_source = std::fs::read_dir(repo_root().join("tests/installer"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| built_at(&e.path()))
-        .max();
-    let present = dir.join("vmlinuz").exists()
-        && built_at(&dir.join("initrd.gz")).is_some_and(|t| newest_source.is_none_or(|s| t >= s));
+    let present = built_from(&dir, &[repo_root().join("tests/installer")]);
     if !(*built || present) {
         let out = Command::new(repo_root().join("tests/installer/build"))
             .arg(&dir)
             .output()
             .expect("run tests/installer/build");
         assert!(out.status.success(), "installer build: {}", describe(&out));
+    }
+    *built = true;
+    dir
+}
+
+/// Whether the build in `dir` is there and not older than any file under `sources`.
+fn built_from(dir: &std::path::Path, sources: &[PathBuf]) -> bool {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_source = sources
+        .iter()
+        .flat_map(|s| match std::fs::read_dir(s) {
+            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+            Err(_) => vec![s.clone()],
+        })
+        .filter_map(|p| modified(&p))
+        .max();
+    dir.join("vmlinuz").exists()
+        && modified(&dir.join("initrd.gz")).is_some_and(|t| newest_source.is_none_or(|s| t >= s))
+}
+
+/// The first-boot machine (`tests/firstboot/build`; `tests/setup` builds it first): the
+/// installer's kernel with Debian's systemd-udevd and systemd-networkd.
+fn firstboot() -> PathBuf {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let dir = repo_root().join("target/lab-firstboot");
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let sources = [
+        repo_root().join("tests/firstboot"),
+        repo_root().join("tests/installer/kernel.sh"),
+    ];
+    if !(*built || built_from(&dir, &sources)) {
+        let out = Command::new(repo_root().join("tests/firstboot/build"))
+            .arg(&dir)
+            .output()
+            .expect("run tests/firstboot/build");
+        assert!(out.status.success(), "firstboot build: {}", describe(&out));
     }
     *built = true;
     dir
@@ -882,6 +910,168 @@ fn a_routed_rack_installs_through_a_dhcp_relay_into_its_own_zone() {
         drop(dnsmasq);
     }
     footprint.assert_gone("after a routed rack's lab");
+}
+
+/// The first boot of an installed node, as far as its network goes: the netplan seed renders is
+/// turned into systemd files by `netplan generate`, and a QEMU machine whose kernel names its
+/// NICs eth0-eth3 (udev would call them ens3/enp0s*) runs Debian's systemd-udevd and
+/// systemd-networkd on them (tests/firstboot). The config names the bond's members `data0` and
+/// `data1`, names nothing produces: with their MACs in `nics:` the .link files rename the ports
+/// and the bond gets both; without (the lab's cmp2 has no `nics:`) the bond stays empty. The NICs
+/// hang on QEMU hubs with nothing else on them: no traffic leaves the machine.
+#[test]
+fn bond_members_are_found_by_mac_whatever_the_kernel_names_them() {
+    let _one = one_lab_at_a_time();
+    let machine = firstboot();
+    let netplan_bin = common::need("netplan");
+    let busybox = common::need("busybox");
+    let qemu = common::need("qemu-system-x86_64");
+    let dir = tempfile::tempdir().unwrap();
+    // KVM only where it really runs a guest (nested CI machines hang a kernel under it).
+    let accel = seed::lab::Accel::detect(&qemu, dir.path());
+    let config = dir.path().join("lab.yaml");
+    let text = std::fs::read_to_string(repo_root().join("examples/lab.yaml"))
+        .unwrap()
+        .replace("members: [ens4, ens5]", "members: [data0, data1]")
+        .replace(
+            r#"ens4: "52:54:00:10:01:11", ens5: "52:54:00:10:02:11""#,
+            r#"data0: "52:54:00:10:01:11", data1: "52:54:00:10:02:11""#,
+        );
+    assert!(
+        text.contains("data0: \"52:54:00:10:01:11\""),
+        "lab.yaml changed"
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let boot = |node: &str, macs: [&str; 4]| -> String {
+        let work = dir.path().join(node);
+        let netplan_dir = work.join("root/etc/netplan");
+        std::fs::create_dir_all(&netplan_dir).unwrap();
+        let out = seed()
+            .arg("--config")
+            .arg(&config)
+            .args(["render", "netplan", node])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        let yaml = netplan_dir.join("50-seed.yaml");
+        std::fs::write(&yaml, &out.stdout).unwrap();
+        std::fs::set_permissions(&yaml, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let out = Command::new(&netplan_bin)
+            .arg("generate")
+            .arg("--root-dir")
+            .arg(work.join("root"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "netplan generate: {}", describe(&out));
+        // The networkd files, appended to the machine's initrd as a second archive.
+        let files = work.join("extra/seed/network");
+        std::fs::create_dir_all(&files).unwrap();
+        for entry in std::fs::read_dir(work.join("root/run/systemd/network")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, files.join(path.file_name().unwrap())).unwrap();
+        }
+        let cpio = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cd '{}' && find . | '{}' cpio -o -H newc 2>/dev/null | gzip",
+                work.join("extra").display(),
+                busybox.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(cpio.status.success() && !cpio.stdout.is_empty());
+        let mut initrd = std::fs::read(machine.join("initrd.gz")).unwrap();
+        initrd.extend_from_slice(&cpio.stdout);
+        std::fs::write(work.join("initrd.gz"), initrd).unwrap();
+
+        let mut cmd = Command::new(&qemu);
+        let accel = accel.to_string();
+        cmd.args(["-machine", "q35", "-accel", &accel, "-m", "768"])
+            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .args(["-no-reboot", "-nodefaults"])
+            .arg("-kernel")
+            .arg(machine.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(work.join("initrd.gz"))
+            .args(["-append", "console=ttyS0 panic=-1"]);
+        for (i, mac) in macs.iter().enumerate() {
+            cmd.args(["-netdev", &format!("hubport,id=n{i},hubid={i}")]);
+            cmd.args(["-device", &format!("virtio-net-pci,netdev=n{i},mac={mac}")]);
+        }
+        let console = work.join("console.log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&console).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu");
+        let mut child = KillOnDrop::new(child);
+        // It powers itself off when done (bounded inside: udev settle 30 s, networkd 30 s).
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while child.child().try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{node}: the first-boot machine ran longer than 240 s:\n{}",
+                std::fs::read_to_string(&console).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        String::from_utf8_lossy(&std::fs::read(&console).unwrap())
+            .lines()
+            .filter_map(|l| l.trim_end_matches('\r').strip_prefix("firstboot: "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+
+    let cmp1 = boot(
+        "cmp1",
+        [
+            "52:54:00:10:00:11",
+            "52:54:00:10:01:11",
+            "52:54:00:10:02:11",
+            "52:54:00:10:03:11",
+        ],
+    );
+    assert!(cmp1.contains("done"), "{cmp1}");
+    // The kernel called the data ports eth1/eth2; udev renamed them by MAC; networkd bonded them.
+    assert!(
+        cmp1.contains("kernel named eth1 52:54:00:10:01:11"),
+        "{cmp1}"
+    );
+    let slaves = cmp1
+        .lines()
+        .find_map(|l| l.strip_prefix("bond bond1 slaves: "))
+        .unwrap_or_default();
+    let mut slaves: Vec<&str> = slaves.split_whitespace().collect();
+    slaves.sort_unstable();
+    assert_eq!(slaves, ["data0", "data1"], "{cmp1}");
+    for want in [
+        "address ens3 10.10.10.11/24",
+        "address bond1.40 10.10.40.11/24",
+        "link bond1",
+    ] {
+        assert!(cmp1.contains(want), "want {want:?}:\n{cmp1}");
+    }
+
+    // cmp2 names no MACs: its netplan can only look for `data0` by kernel name, and no kernel
+    // gives that name; the bond comes up without members and its address has no way out.
+    let cmp2 = boot(
+        "cmp2",
+        [
+            "52:54:00:10:00:12",
+            "52:54:00:10:01:12",
+            "52:54:00:10:02:12",
+            "52:54:00:10:03:12",
+        ],
+    );
+    assert!(cmp2.contains("done"), "{cmp2}");
+    let slaves = cmp2
+        .lines()
+        .find_map(|l| l.strip_prefix("bond bond1 slaves:"))
+        .map(str::trim);
+    assert_eq!(slaves, Some(""), "{cmp2}");
 }
 
 #[test]
