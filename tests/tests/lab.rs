@@ -912,6 +912,185 @@ fn a_routed_rack_installs_through_a_dhcp_relay_into_its_own_zone() {
     footprint.assert_gone("after a routed rack's lab");
 }
 
+/// Boots the first-boot machine (`tests/firstboot`) with `initrd.gz` from `work` (or the
+/// machine's own) and `devices`, until it powers itself off; its `firstboot: ` console lines.
+fn run_first_boot(
+    qemu: &std::path::Path,
+    accel: seed::lab::Accel,
+    machine: &std::path::Path,
+    work: &std::path::Path,
+    model: &str,
+    devices: &[String],
+) -> String {
+    let initrd = Some(work.join("initrd.gz"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| machine.join("initrd.gz"));
+    let console = work.join("console.log");
+    let child = Command::new(qemu)
+        .args(["-machine", model, "-accel", &accel.to_string(), "-m", "768"])
+        .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+        .args(["-no-reboot", "-nodefaults"])
+        .arg("-kernel")
+        .arg(machine.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .args(devices)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&console).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu");
+    let mut child = KillOnDrop::new(child);
+    // It powers itself off when done (bounded inside: udev settle 30 s, networkd 30 s).
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while child.child().try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the first-boot machine ran longer than 240 s:\n{}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    String::from_utf8_lossy(&std::fs::read(&console).unwrap())
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("firstboot: "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Real udev on disks QEMU models as an ATA BOSS card, an ATA SSD, a SAS disk with a WWN, a
+/// virtio disk and an NVMe drive (tests/firstboot prints `udevadm info` of each): the match rules
+/// seed renders from the operator's words select exactly the intended disk under subiquity's rules
+/// (`seed::disk::candidates`), and the literal model the example rack once rendered matches none.
+/// Values: Dell's BOSS-S2 virtual disk reports model `DELLBOSS VD`; Intel D3-S4610 serials look like
+/// PHYG…480BGN; a Seagate Exos 7E8's SCSI product is ST8000NM0075 with a NAA-5 WWN.
+#[test]
+fn rendered_disk_rules_select_their_disk_among_what_real_udev_reports() {
+    use seed::config::DiskMatch;
+    use seed::disk::{UdevDisk, candidates, subiquity_match};
+    let _one = one_lab_at_a_time();
+    let machine = firstboot();
+    let qemu = common::need("qemu-system-x86_64");
+    let dir = tempfile::tempdir().unwrap();
+    let accel = seed::lab::Accel::detect(&qemu, dir.path());
+    let mut devices: Vec<String> = Vec::new();
+    let mut disk = |i: usize, device: String| {
+        let image = dir.path().join(format!("d{i}.img"));
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        devices.extend([
+            "-drive".into(),
+            format!("if=none,id=d{i},file={},format=raw", image.display()),
+            "-device".into(),
+            format!("{device},drive=d{i}"),
+        ]);
+    };
+    disk(
+        1,
+        "ide-hd,bus=ide.0,model=DELLBOSS VD,serial=c4a1b2c3d4e5f607".into(),
+    );
+    disk(
+        2,
+        "ide-hd,bus=ide.1,model=INTEL SSDSC2KG480G8,serial=PHYG1234567H480BGN,rotation_rate=1"
+            .into(),
+    );
+    disk(
+        3,
+        "scsi-hd,bus=scsi0.0,vendor=SEAGATE,product=ST8000NM0075,serial=ZA1AB2CD,wwn=0x5000c50093fddc5f"
+            .into(),
+    );
+    disk(4, "virtio-blk-pci,serial=seed-os-disk".into());
+    disk(5, "nvme,serial=S4EVNX0N123456".into());
+    devices.splice(
+        0..0,
+        [
+            "-device".to_string(),
+            "virtio-scsi-pci,id=scsi0".to_string(),
+        ],
+    );
+    let console = run_first_boot(&qemu, accel, &machine, dir.path(), "pc", &devices);
+    assert!(console.contains("done"), "{console}");
+
+    // `disk /dev/sda size=… rotational=…` then `disk /dev/sda ID_…=…` lines.
+    let mut disks: Vec<UdevDisk> = Vec::new();
+    for line in console.lines() {
+        let Some(rest) = line.strip_prefix("disk ") else {
+            continue;
+        };
+        let (path, what) = rest.split_once(' ').unwrap();
+        if let Some(facts) = what.strip_prefix("size=") {
+            let (size, rotational) = facts.split_once(" rotational=").unwrap();
+            disks.push(UdevDisk {
+                path: path.into(),
+                size: size.parse().unwrap(),
+                rotational: rotational == "1",
+                ..UdevDisk::default()
+            });
+            continue;
+        }
+        let d = disks.iter_mut().find(|d| d.path == path).unwrap();
+        let (key, value) = what.split_once('=').unwrap();
+        match key {
+            "ID_SERIAL" => d.id_serial = value.into(),
+            "ID_MODEL" => d.id_model = value.into(),
+            "ID_VENDOR" => d.id_vendor = value.into(),
+            "ID_PATH" => d.id_path = value.into(),
+            _ => {}
+        }
+    }
+    assert_eq!(disks.len(), 5, "{console}");
+    let by = |f: &dyn Fn(&UdevDisk) -> bool| -> String {
+        disks.iter().find(|d| f(d)).map(|d| d.path.clone()).unwrap()
+    };
+    let boss = by(&|d| d.id_model == "DELLBOSS_VD");
+    let ssd = by(&|d| d.id_serial.ends_with("PHYG1234567H480BGN"));
+    let sas = by(&|d| d.id_vendor == "SEAGATE");
+    let nvme = by(&|d| d.path.starts_with("/dev/nvme"));
+    let rule = |f: fn(&mut DiskMatch)| {
+        let mut m = DiskMatch::default();
+        f(&mut m);
+        m
+    };
+    let cases: Vec<(DiskMatch, &str)> = vec![
+        (rule(|m| m.model = Some("DELLBOSS VD".into())), &boss),
+        (rule(|m| m.serial = Some("PHYG1234567H480BGN".into())), &ssd),
+        (rule(|m| m.wwn = Some("0x5000c50093fddc5f".into())), &sas),
+        (
+            rule(|m| {
+                m.vendor = Some("SEAGATE".into());
+                m.model = Some("ST8000NM0075".into());
+            }),
+            &sas,
+        ),
+        (rule(|m| m.serial = Some("seed-os-disk".into())), "/dev/vda"),
+        (rule(|m| m.serial = Some("S4EVNX0N123456".into())), &nvme),
+        (rule(|m| m.model = Some("QEMU NVMe Ctrl".into())), &nvme),
+        (
+            rule(|m| m.id_path = Some("pci-0000:00:02.0-scsi-0:0:0:0".into())),
+            &sas,
+        ),
+    ];
+    for (rule, want) in &cases {
+        let m = subiquity_match(rule);
+        let chosen: Vec<&str> = candidates(&m, &disks)
+            .iter()
+            .map(|d| d.path.as_str())
+            .collect();
+        assert_eq!(
+            chosen,
+            [*want],
+            "{rule:?} rendered {m:?} against:\n{console}"
+        );
+    }
+    // What seed rendered before it spelt models as udev does: the BOSS card is not found.
+    let mut literal = std::collections::BTreeMap::new();
+    literal.insert("model".to_string(), serde_json::json!("DELLBOSS VD"));
+    assert!(candidates(&literal, &disks).is_empty(), "{console}");
+}
+
 /// The first boot of an installed node, as far as its network goes: the netplan seed renders is
 /// turned into systemd files by `netplan generate`, and a QEMU machine whose kernel names its
 /// NICs eth0-eth3 (udev would call them ens3/enp0s*) runs Debian's systemd-udevd and
@@ -986,43 +1165,15 @@ fn bond_members_are_found_by_mac_whatever_the_kernel_names_them() {
         initrd.extend_from_slice(&cpio.stdout);
         std::fs::write(work.join("initrd.gz"), initrd).unwrap();
 
-        let mut cmd = Command::new(&qemu);
-        let accel = accel.to_string();
-        cmd.args(["-machine", "q35", "-accel", &accel, "-m", "768"])
-            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
-            .args(["-no-reboot", "-nodefaults"])
-            .arg("-kernel")
-            .arg(machine.join("vmlinuz"))
-            .arg("-initrd")
-            .arg(work.join("initrd.gz"))
-            .args(["-append", "console=ttyS0 panic=-1"]);
+        let mut args: Vec<String> = Vec::new();
         for (i, mac) in macs.iter().enumerate() {
-            cmd.args(["-netdev", &format!("hubport,id=n{i},hubid={i}")]);
-            cmd.args(["-device", &format!("virtio-net-pci,netdev=n{i},mac={mac}")]);
+            args.extend(["-netdev".into(), format!("hubport,id=n{i},hubid={i}")]);
+            args.extend([
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n{i},mac={mac}"),
+            ]);
         }
-        let console = work.join("console.log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&console).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("qemu");
-        let mut child = KillOnDrop::new(child);
-        // It powers itself off when done (bounded inside: udev settle 30 s, networkd 30 s).
-        let deadline = Instant::now() + Duration::from_secs(240);
-        while child.child().try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "{node}: the first-boot machine ran longer than 240 s:\n{}",
-                std::fs::read_to_string(&console).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        String::from_utf8_lossy(&std::fs::read(&console).unwrap())
-            .lines()
-            .filter_map(|l| l.trim_end_matches('\r').strip_prefix("firstboot: "))
-            .map(|l| format!("{l}\n"))
-            .collect()
+        run_first_boot(&qemu, accel, &machine, &work, "q35", &args)
     };
 
     let cmp1 = boot(
