@@ -77,6 +77,16 @@ impl NodeState {
     }
 }
 
+impl NodeState {
+    /// Whether a start that never reached the machine may take a node from `self` back to
+    /// `to`, the state it had before: only a provisioning whose firmware was never told to
+    /// boot (its BMC refused), back to where it was.
+    pub fn can_roll_back_to(self, to: NodeState) -> bool {
+        use NodeState::*;
+        self == Provisioning && matches!(to, Ready | Installed | Deployed | Failed)
+    }
+}
+
 impl fmt::Display for NodeState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -226,6 +226,8 @@ pub struct Provisioning {
     pub attempts: u32,
     /// Whether this call started a new provisioning (false: it was already under way).
     pub started: bool,
+    /// The state this call started it from (when `started`).
+    pub previous: Option<NodeState>,
     /// When the state last changed (ms since the Unix epoch).
     pub updated_at: i64,
 }
@@ -516,6 +518,7 @@ impl Store {
                 instance_id,
                 attempts,
                 started: false,
+                previous: None,
                 updated_at,
             });
         }
@@ -545,8 +548,54 @@ impl Store {
             instance_id,
             attempts: 0,
             started: true,
+            previous: Some(from),
             updated_at: now,
         })
+    }
+
+    /// Takes back a provisioning whose machine was never started (its BMC refused the boot
+    /// override or the restart): the node goes back to `to`, its token is retired, and the
+    /// event says why. Only while that provisioning (`instance_id`) is still untouched
+    /// (provisioning, installer never served); returns whether it was taken back.
+    pub fn roll_back(
+        &mut self,
+        name: &str,
+        instance_id: &str,
+        to: NodeState,
+        source: &str,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, Option<String>, u32)> = tx
+            .query_row(
+                "SELECT state, instance_id, attempts FROM nodes WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (state, current, attempts) =
+            row.ok_or_else(|| StoreError::UnknownNode(name.to_string()))?;
+        let from = parse_state(state)?;
+        if current.as_deref() != Some(instance_id) || attempts > 0 || !from.can_roll_back_to(to) {
+            return Ok(false);
+        }
+        let now = now_ms();
+        tx.execute(
+            "UPDATE nodes SET state = ?2, token = NULL, updated_at = ?3 WHERE name = ?1",
+            params![name, to.as_str(), now],
+        )?;
+        insert_event(
+            &tx,
+            now,
+            Some(name),
+            "state",
+            source,
+            &format!("{from} -> {to} (not started: {why})"),
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// The node a token belongs to, with its provisioning.
@@ -588,6 +637,7 @@ impl Store {
                 instance_id,
                 attempts,
                 started: false,
+                previous: None,
                 updated_at,
             })
         })
@@ -938,6 +988,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn a_start_is_rolled_back_only_while_nothing_came_of_it() {
+        let (_dir, mut store) = store();
+        store.register_nodes(["cmp1", "cmp2"], "config").unwrap();
+        let p = store.provision("cmp1", "test", false).unwrap();
+        assert_eq!(p.previous, Some(NodeState::Ready));
+        // Another provisioning's instance id: not this one's to take back.
+        assert!(
+            !store
+                .roll_back("cmp1", "other", NodeState::Ready, "test", "x")
+                .unwrap()
+        );
+        assert!(
+            store
+                .roll_back(
+                    "cmp1",
+                    &p.instance_id,
+                    NodeState::Ready,
+                    "test",
+                    "BMC said no"
+                )
+                .unwrap()
+        );
+        assert_eq!(store.node("cmp1").unwrap().unwrap().state, NodeState::Ready);
+        assert!(
+            store.by_token(&p.token).unwrap().is_none(),
+            "the token is retired"
+        );
+        // Once the installer was served, the machine did boot: it is not taken back.
+        let p = store.provision("cmp2", "test", false).unwrap();
+        store.count_attempt("cmp2").unwrap();
+        assert!(
+            !store
+                .roll_back("cmp2", &p.instance_id, NodeState::Ready, "test", "x")
+                .unwrap()
+        );
+        assert_eq!(
+            store.node("cmp2").unwrap().unwrap().state,
+            NodeState::Provisioning
+        );
     }
 
     #[test]

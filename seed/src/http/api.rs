@@ -169,11 +169,16 @@ async fn provision(
                 .into_response()
         }
         Err(e @ StartError::Power { .. }) => {
-            // The node is marked; its BMC did not start it. 502: the upstream (the BMC) failed.
+            // Its BMC did not start it (the node is back in its previous state where that could
+            // be done). 502: the upstream (the BMC) failed.
             tracing::warn!(error = %e, "provision: power failed");
+            let state = match &e {
+                StartError::Power { state, .. } => state.to_string(),
+                _ => String::new(),
+            };
             (
                 StatusCode::BAD_GATEWAY,
-                Json(serde_json::json!({ "error": e.to_string(), "state": "provisioning" })),
+                Json(serde_json::json!({ "error": e.to_string(), "state": state })),
             )
                 .into_response()
         }

@@ -120,7 +120,7 @@ impl Nodes {
         self.provisioner.config()
     }
 
-    fn store(&self) -> MutexGuard<'_, Store> {
+    pub(super) fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock leaves the connection usable: SQLite rolls back an
         // unfinished transaction when it is dropped.
         self.store
@@ -408,6 +408,24 @@ impl Nodes {
             StoreError::IllegalTransition { .. } => NodeError::Conflict(e.to_string()),
             e => NodeError::Store(e),
         })
+    }
+
+    /// Takes back the provisioning `p` started when its machine could not be started: the node
+    /// returns to the state it had, with `why` in the event. Returns that state, or `None` when
+    /// the provisioning was not this call's or has moved on (the installer was served).
+    pub fn roll_back(
+        &self,
+        p: &Provisioning,
+        source: &str,
+        why: &str,
+    ) -> Result<Option<NodeState>, NodeError> {
+        let Some(previous) = p.previous.filter(|_| p.started) else {
+            return Ok(None);
+        };
+        let done = self
+            .store()
+            .roll_back(&p.node, &p.instance_id, previous, source, why)?;
+        Ok(done.then_some(previous))
     }
 
     /// Hands the provisioner the MACs `seed inventory` recorded, when they changed since the

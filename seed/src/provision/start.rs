@@ -51,8 +51,8 @@ pub enum StartError {
     /// The preflight found an error; the node was left as it was.
     #[error("{}: preflight refused: {}", .0.node, .0.errors())]
     Preflight(Report),
-    /// The node is marked, but its power driver could not start it.
-    #[error("{node}: provisioning (instance {instance_id}), but it could not be started: {}{}", error.detail(), cleanup.as_deref().map(|c| format!("; {c}")).unwrap_or_default())]
+    /// Its power driver could not start it; what was done is undone where it could be.
+    #[error("{node}: could not be started: {}{}; {}", error.detail(), cleanup.as_deref().map(|c| format!("; {c}")).unwrap_or_default(), match state { NodeState::Provisioning => format!("it stays provisioning (instance {instance_id})"), s => format!("it is {s} again") })]
     Power {
         /// The node.
         node: String,
@@ -62,6 +62,9 @@ pub enum StartError {
         error: Box<PowerError>,
         /// What was undone after it (the one-time network boot taken back), in words.
         cleanup: Option<String>,
+        /// The node's state now: the one it had before, or provisioning where that could not
+        /// be restored.
+        state: NodeState,
     },
 }
 
@@ -106,7 +109,8 @@ pub fn start_with(
             .map(|f| format!("{}: {}", f.check, f.message))
             .collect();
     }
-    let p = nodes.provision(name, how.source, how.force)?;
+    let p_record = nodes.provision(name, how.source, how.force)?;
+    let p = p_record.clone();
     let mut started = Started {
         node: p.node,
         state: p.state,
@@ -123,14 +127,25 @@ pub fn start_with(
         started.power = "power left alone".into();
         return Ok(started);
     }
+    // From here on a failure leaves the machine as it was: the override taken back where it
+    // was set, and the node back in the state it had (with the BMC's refusal in the event),
+    // so the next `seed provision` starts it afresh and nothing half-done remains.
+    let failed = |error: PowerError, cleanup: Option<String>| {
+        let state = nodes
+            .roll_back(&p_record, how.source, &error.detail())
+            .ok()
+            .flatten()
+            .unwrap_or(NodeState::Provisioning);
+        StartError::Power {
+            node: name.to_string(),
+            instance_id: p_record.instance_id.clone(),
+            error: Box::new(error),
+            cleanup,
+            state,
+        }
+    };
     started.power = match controller {
         Ok(controller) => {
-            let failed = |error, cleanup| StartError::Power {
-                node: name.to_string(),
-                instance_id: started.instance_id.clone(),
-                error: Box::new(error),
-                cleanup,
-            };
             controller
                 .network_boot_once()
                 .map_err(|error| failed(error, None))?;
@@ -146,14 +161,7 @@ pub fn start_with(
             "started from its firmware (network boot once, power cycle)".into()
         }
         Err(PowerError::Unsupported { why, .. }) => why,
-        Err(error) => {
-            return Err(StartError::Power {
-                node: name.to_string(),
-                instance_id: started.instance_id,
-                error: Box::new(error),
-                cleanup: None,
-            });
-        }
+        Err(error) => return Err(failed(error, None)),
     };
     Ok(started)
 }
@@ -210,6 +218,16 @@ mod tests {
         }
     }
 
+    impl Nodes {
+        /// A node's state and its last event's detail, from the store.
+        fn node_record(&self, name: &str) -> (NodeState, String) {
+            let store = self.store();
+            let record = store.node(name).unwrap().unwrap();
+            let events = store.events(Some(name), 1).unwrap();
+            (record.state, events[0].detail.clone())
+        }
+    }
+
     fn nodes(dir: &Path) -> Nodes {
         let config = crate::config::parse(crate::config::EXAMPLE, Path::new("x.yaml")).unwrap();
         let store = Store::open(&dir.join("state")).unwrap();
@@ -259,6 +277,24 @@ mod tests {
             text.contains("the one-time network boot was taken back"),
             "{text}"
         );
+        // All or nothing: the node is ready again, its token retired, the refusal in its event.
+        assert!(text.ends_with("it is ready again"), "{text}");
+        let record = nodes.node_record("cmp1");
+        assert_eq!(record.0, NodeState::Ready);
+        assert!(
+            record.1.contains(
+                "provisioning -> ready (not started: power cycle: 400: ActionParameterNotSupported)"
+            ),
+            "{}",
+            record.1
+        );
+        // A second provision starts afresh (nothing half-done blocks it).
+        let fake = Fake {
+            calls: Arc::new(Mutex::new(Vec::new())),
+            cycle_fails: false,
+        };
+        let again = start_with(&nodes, Ok(Box::new(fake)), &node, &how).unwrap();
+        assert!(again.started, "{again:?}");
 
         // A restart that works leaves the network boot for the firmware to use.
         let calls = Arc::new(Mutex::new(Vec::new()));
