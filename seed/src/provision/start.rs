@@ -167,7 +167,7 @@ pub fn start_with(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::path::Path;
@@ -228,7 +228,8 @@ mod tests {
         }
     }
 
-    fn nodes(dir: &Path) -> Nodes {
+    /// The example rack's decisions over a store in `dir`, with an image registered.
+    pub(crate) fn nodes(dir: &Path) -> Nodes {
         let config = crate::config::parse(crate::config::EXAMPLE, Path::new("x.yaml")).unwrap();
         let store = Store::open(&dir.join("state")).unwrap();
         for name in ["vmlinuz", "initrd"] {

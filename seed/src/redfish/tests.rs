@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use super::*;
 use crate::config::SecretRef;
 
+mod dialects;
+
 /// One request the fake saw.
 #[derive(Debug, Clone)]
 struct Seen {
