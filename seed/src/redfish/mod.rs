@@ -784,6 +784,23 @@ impl Client {
             if status.is_success() {
                 return Ok(response);
             }
+            // A read the BMC failed inside (500, or its proxy's 502/504: a busy BMC, a locked
+            // database on its side) is asked once more after a pause, as a timed-out one is.
+            if read
+                && !retried
+                && matches!(
+                    status,
+                    StatusCode::INTERNAL_SERVER_ERROR
+                        | StatusCode::BAD_GATEWAY
+                        | StatusCode::GATEWAY_TIMEOUT
+                )
+                && Instant::now() + backoff <= deadline
+            {
+                tracing::debug!(bmc = %self.bmc(), "{what}: {status}, asked again");
+                retried = true;
+                std::thread::sleep(backoff);
+                continue;
+            }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                 return Err(RedfishError::Denied {
                     bmc: self.bmc(),

@@ -298,6 +298,47 @@ fn a_503_with_retry_after_is_retried() {
     assert!(tries >= 2, "{tries}");
 }
 
+/// A read the BMC fails inside (500: sushy-tools' "database is locked" under parallel reads, a
+/// busy iDRAC) is asked once more; a second failure is the error, with the BMC's words. An
+/// action is never sent twice.
+#[test]
+fn a_read_that_fails_inside_the_bmc_is_asked_once_more() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fails = Arc::new(AtomicUsize::new(1));
+    let left = Arc::clone(&fails);
+    let plain = bmc(false, system(&["On", "ForceOff", "ForceRestart"]));
+    let fake = FakeBmc::start(move |req, n| {
+        if req.path == "/redfish/v1/Systems"
+            && left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+                .is_ok()
+        {
+            return Some(refused(500, "database is locked"));
+        }
+        if req.method == "POST" && req.path.ends_with("ComputerSystem.Reset") {
+            return Some(refused(500, "internal error"));
+        }
+        plain(req, n)
+    });
+    let client = Client::connect(fake.endpoint("s3cret-pw"), http()).unwrap();
+    let (path, sys) = client.system(None, &[]).unwrap();
+    let lists = |fake: &FakeBmc| {
+        fake.seen()
+            .iter()
+            .filter(|s| s.path == "/redfish/v1/Systems")
+            .count()
+    };
+    assert_eq!(lists(&fake), 2, "asked again after the 500");
+    // Twice in a row: the error, with the BMC's message.
+    fails.store(2, Ordering::SeqCst);
+    let err = client.system(None, &[]).unwrap_err().to_string();
+    assert!(err.contains("database is locked"), "{err}");
+    // An action answered 500 is not repeated.
+    assert!(client.reset(&sys, ResetKind::ForceRestart).is_err());
+    let posts = fake.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts, 1, "{path}");
+}
+
 #[test]
 fn a_bmc_that_never_answers_times_out_with_a_clear_error() {
     let fake = FakeBmc::start(|_, _| None);
