@@ -70,6 +70,9 @@ const MIGRATIONS: &[&str] = &[
         taken_at  INTEGER NOT NULL,
         hardware  TEXT NOT NULL
      ) STRICT;",
+    // 6: when the installer began writing the node's disk (this provisioning); from then on a
+    // network boot gets the local disk, never the installer again.
+    "ALTER TABLE nodes ADD COLUMN disk_at INTEGER;",
 ];
 
 /// The schema version this binary writes.
@@ -156,6 +159,8 @@ pub struct NodeRecord {
     pub updated_at: i64,
     /// How often the installer was served since provisioning began.
     pub attempts: u32,
+    /// When the installer of this provisioning began writing the disk (ms), if it did.
+    pub disk_at: Option<i64>,
     /// The node's newest event.
     pub last_event: Option<Event>,
 }
@@ -396,7 +401,8 @@ impl Store {
     fn node_rows(&self, name: Option<&str>) -> Result<Vec<NodeRecord>, StoreError> {
         // events_by_node (node, id) makes the newest event of a node one index lookup.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT n.name, n.state, n.updated_at, n.attempts, e.id, e.at, e.kind, e.source, e.detail
+            "SELECT n.name, n.state, n.updated_at, n.attempts, e.id, e.at, e.kind, e.source, e.detail,
+                    n.disk_at
              FROM nodes n
              LEFT JOIN events e ON e.id = (SELECT max(id) FROM events WHERE node = n.name)
              WHERE ?1 IS NULL OR n.name = ?1
@@ -415,15 +421,23 @@ impl Store {
                 }),
                 None => None,
             };
-            Ok((name, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, event))
+            Ok((
+                name,
+                r.get::<_, String>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                event,
+                r.get::<_, Option<i64>>(9)?,
+            ))
         })?;
         rows.map(|row| {
-            let (name, state, updated_at, attempts, last_event) = row?;
+            let (name, state, updated_at, attempts, last_event, disk_at) = row?;
             Ok(NodeRecord {
                 name,
                 state: parse_state(state)?,
                 updated_at,
                 attempts,
+                disk_at,
                 last_event,
             })
         })
@@ -527,7 +541,8 @@ impl Store {
         let token = new_token()?;
         let instance_id = format!("{name}-{now}");
         tx.execute(
-            "UPDATE nodes SET state = ?2, token = ?3, instance_id = ?4, attempts = 0, updated_at = ?5
+            "UPDATE nodes SET state = ?2, token = ?3, instance_id = ?4, attempts = 0, updated_at = ?5,
+                              disk_at = NULL
              WHERE name = ?1",
             params![name, NodeState::Provisioning.as_str(), token, instance_id, now],
         )?;
@@ -596,6 +611,28 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Records that `name`'s installer began writing its disk (once per provisioning, with an
+    /// event); returns whether this call recorded it.
+    pub fn mark_disk_written(
+        &mut self,
+        name: &str,
+        source: &str,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE nodes SET disk_at = ?2 WHERE name = ?1 AND disk_at IS NULL
+                 AND state IN ('provisioning', 'installing')",
+            params![name, now],
+        )?;
+        if changed > 0 {
+            insert_event(&tx, now, Some(name), "disk", source, detail)?;
+        }
+        tx.commit()?;
+        Ok(changed > 0)
     }
 
     /// The node a token belongs to, with its provisioning.

@@ -1225,6 +1225,166 @@ fn bond_members_are_found_by_mac_whatever_the_kernel_names_them() {
     assert_eq!(slaves, Some(""), "{cmp2}");
 }
 
+/// The end of an install survives seed: `late` is killed out of seed's hands just before its
+/// installed callback (the stand-in's `slow-end` gives the window; its callback is retried as
+/// the rendered late-command retries it, 60 tries 10 s apart), seed comes back 40 s later, and
+/// the node ends installed and boots its disk. `lost` reboots without the callback at all
+/// (`no-callback`: seed down longer than the retries): its network boot gets the local disk,
+/// not the installer again, because its installer had begun writing the disk.
+#[test]
+fn a_seed_restart_at_the_end_of_an_install_loses_nothing_and_reinstalls_nothing() {
+    let _one = one_lab_at_a_time();
+    let installer = installer();
+    let footprint;
+    {
+        let lab = LabDir::new(
+            "",
+            "progress_timeout: 300, phone_home_timeout: 0",
+            &[
+                node("late", 51, "bios", "kernel_args: [seed.test=slow-end]"),
+                node("lost", 52, "bios", "kernel_args: [seed.test=no-callback]"),
+            ]
+            .concat(),
+        );
+        let netns = "seedt-lab-restart";
+        footprint = Footprint::of(lab.dir.path(), &[netns]);
+        let out = lab
+            .seed()
+            .args(["lab", "up", "--netns", netns, "--installer"])
+            .arg(&installer)
+            .output()
+            .expect("seed lab up");
+        assert!(out.status.success(), "lab up: {}", describe(&out));
+        let wait_for = |node: &str, what: &str, f: &dyn Fn(&[Event]) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !f(&lab.events(node)) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{node}: no {what} in 300 s:\n{}\nconsole:\n{}",
+                    kinds_and_details(&lab.events(node)),
+                    lab.console(node)
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        };
+
+        let out = lab
+            .seed()
+            .args(["provision", "late", "--no-wait"])
+            .output()
+            .expect("seed provision");
+        assert!(out.status.success(), "{}", describe(&out));
+        wait_for("late", "end of the install step", &|events| {
+            events
+                .iter()
+                .any(|e| e.detail.starts_with("finish subiquity/Install/install:"))
+        });
+        // seed dies (SIGKILL: nothing flushed on the way out) and is back 40 s later.
+        let pids = Command::new("ip")
+            .args(["netns", "pids", netns])
+            .output()
+            .expect("ip netns pids");
+        let serve: Vec<String> = String::from_utf8_lossy(&pids.stdout)
+            .split_whitespace()
+            .filter(|pid| {
+                // argv has `serve` as an argument of its own (QEMU's `server=on` does not count).
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"serve"))
+            })
+            .map(str::to_string)
+            .collect();
+        assert_eq!(serve.len(), 1, "one seed serve in the lab: {serve:?}");
+        let killed = Command::new("kill")
+            .args(["-9", &serve[0]])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let down_at = Instant::now();
+        // The outage itself is the scenario (40 s, longer than the old callback retries).
+        std::thread::sleep(Duration::from_secs(40));
+        assert!(
+            !lab.events("late")
+                .iter()
+                .any(|e| e.detail.contains("-> installed")),
+            "installed while seed was down?"
+        );
+        let log = lab.dir.path().join("seed-restarted.log");
+        let restarted = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(common::seed_bin())
+            .arg("--config")
+            .arg(&lab.config)
+            .arg("--state-dir")
+            .arg(lab.state())
+            .args(["serve", "-v"])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .expect("restart seed serve");
+        let _restarted = KillOnDrop::new(restarted);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("HTTP server running")
+        {
+            assert!(Instant::now() < deadline, "seed did not come back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("seed was down {:?}", down_at.elapsed());
+        wait_for("late", "second boot to its disk", &|events| {
+            events.iter().any(|e| e.kind == seed::provision::LOCAL_BOOT)
+        });
+        assert_installed_and_back(&lab, "late", "virtio-net");
+        let late = lab.events("late");
+        assert_eq!(
+            late.iter()
+                .filter(|e| e.detail.contains("installer served"))
+                .count(),
+            1,
+            "installed once:\n{}",
+            kinds_and_details(&late)
+        );
+        assert!(
+            lab.console("late").contains("failed; again in 10 s"),
+            "the callback was retried: {}",
+            lab.console("late")
+        );
+
+        // The callback lost for good: the next network boot gets the local disk.
+        let out = lab
+            .seed()
+            .args(["provision", "lost", "--no-wait"])
+            .output()
+            .expect("seed provision");
+        assert!(out.status.success(), "{}", describe(&out));
+        wait_for(
+            "lost",
+            "network boot after the disk was written",
+            &|events| {
+                events.iter().any(|e| {
+                    e.detail
+                        .contains("network-booted after its installer wrote the disk")
+                })
+            },
+        );
+        let lost = lab.events("lost");
+        let all = kinds_and_details(&lost);
+        assert_eq!(
+            lost.iter()
+                .filter(|e| e.detail.contains("installer served"))
+                .count(),
+            1,
+            "never the installer again:\n{all}"
+        );
+        assert!(lost.iter().any(|e| e.kind == "disk"), "{all}");
+        assert_eq!(lab.state_of("lost"), "installing", "{all}");
+
+        let out = lab.seed().args(["lab", "down"]).output().expect("lab down");
+        assert!(out.status.success(), "lab down: {}", describe(&out));
+    }
+    footprint.assert_gone("after a seed restart mid-install");
+}
+
 #[test]
 fn an_interrupted_lab_run_leaves_nothing_behind() {
     let _one = one_lab_at_a_time();

@@ -309,6 +309,7 @@ impl Provisioner {
         mac: MacAddr,
         state: Option<NodeState>,
         attempts: u32,
+        disk_written: bool,
         client: &IpxeClient,
     ) -> BootScript {
         let Some(node) = self.node_of(mac) else {
@@ -318,6 +319,14 @@ impl Provisioner {
         };
         let name = node.name.clone();
         match state {
+            // Its installer began writing the disk: whatever happened since (a lost installed
+            // callback, a reboot at the end), serving the installer again would wipe a disk
+            // nobody asked to wipe. The operator's `--force` starts a new provisioning.
+            Some(s @ (NodeState::Provisioning | NodeState::Installing)) if disk_written => {
+                BootScript::LocalDisk(format!(
+                    "{name} is {s} and its installer wrote the disk; not installed again without seed provision --force"
+                ))
+            }
             // Installing: the installer rebooted mid-way (or the node was reset). Provisioning
             // again: the installer never started (a kernel that did not download). Either way
             // serve it again, bounded, so a node that cannot install does not loop forever.
@@ -577,16 +586,29 @@ mod tests {
                 mac,
                 Some(NodeState::Provisioning),
                 0,
+                false,
                 &IpxeClient::default()
             ),
             install(1)
         );
         assert_eq!(
-            p.boot_script(mac, Some(NodeState::Installing), 1, &IpxeClient::default()),
+            p.boot_script(
+                mac,
+                Some(NodeState::Installing),
+                1,
+                false,
+                &IpxeClient::default()
+            ),
             install(2)
         );
         assert_eq!(
-            p.boot_script(mac, Some(NodeState::Installing), 3, &IpxeClient::default()),
+            p.boot_script(
+                mac,
+                Some(NodeState::Installing),
+                3,
+                false,
+                &IpxeClient::default()
+            ),
             BootScript::GiveUp {
                 node: "cmp3".into()
             }
@@ -598,9 +620,17 @@ mod tests {
             (NodeState::Failed, "cmp3 is failed, not provisioning"),
         ] {
             assert_eq!(
-                p.boot_script(mac, Some(state), 0, &IpxeClient::default()),
+                p.boot_script(mac, Some(state), 0, false, &IpxeClient::default()),
                 BootScript::LocalDisk(why.into())
             );
+        }
+        // Once its installer wrote the disk, never the installer again (a lost installed
+        // callback, a reboot at the end of the install).
+        for state in [NodeState::Provisioning, NodeState::Installing] {
+            assert!(matches!(
+                p.boot_script(mac, Some(state), 1, true, &IpxeClient::default()),
+                BootScript::LocalDisk(why) if why.contains("its installer wrote the disk")
+            ));
         }
         let stranger: MacAddr = "52:54:00:99:99:99".parse().unwrap();
         assert!(matches!(
@@ -608,6 +638,7 @@ mod tests {
                 stranger,
                 Some(NodeState::Provisioning),
                 0,
+                false,
                 &IpxeClient::default()
             ),
             BootScript::LocalDisk(_)

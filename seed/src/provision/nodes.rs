@@ -71,6 +71,17 @@ pub struct InstallerEvent {
 }
 
 impl InstallerEvent {
+    /// The start of the step that writes the target disk: subiquity's install step (curtin
+    /// partitions, formats and unpacks the system under it) or any curtin stage. Before it, a
+    /// reboot loses nothing and the installer may be served again; after it, the disk holds a
+    /// (perhaps finished) system that only an operator may wipe.
+    fn writes_disk(&self) -> bool {
+        self.event_type == "start"
+            && (self.name == "subiquity/Install/install"
+                || self.name.starts_with("subiquity/Install/install/")
+                || self.name.starts_with("curtin"))
+    }
+
     /// A finished step that failed. Subiquity reports a failing step with `FAIL` and the
     /// failure travels up to the install itself, so one is enough to call the install failed.
     fn failed(&self) -> bool {
@@ -138,10 +149,25 @@ impl Nodes {
         };
         let state = record.as_ref().map(|r| r.state);
         let attempts = record.as_ref().map_or(0, |r| r.attempts);
-        match self.provisioner.boot_script(mac, state, attempts, client) {
+        let disk_written = record.as_ref().is_some_and(|r| r.disk_at.is_some());
+        match self
+            .provisioner
+            .boot_script(mac, state, attempts, disk_written, client)
+        {
             BootScript::LocalDisk(why) => {
                 // The boot after an install: the node came back through the network and
                 // boots its disk. Recorded once, so an operator (and `seed lab`) sees it.
+                if let Some(record) = record.as_ref().filter(|r| {
+                    matches!(r.state, NodeState::Provisioning | NodeState::Installing)
+                        && disk_written
+                }) {
+                    store.record_event(
+                        Some(&record.name),
+                        "boot",
+                        "http",
+                        &format!("{mac} network-booted after its installer wrote the disk: local disk, not the installer again"),
+                    )?;
+                }
                 if let Some(record) = record.filter(|r| {
                     matches!(r.state, NodeState::Installed | NodeState::Deployed)
                         && r.last_event.as_ref().is_none_or(|e| e.kind != LOCAL_BOOT)
@@ -327,6 +353,16 @@ impl Nodes {
                     event.event_type, event.name, event.description
                 );
                 store.record_event(Some(node), "installer", "installer", &detail)?;
+                if event.writes_disk() {
+                    store.mark_disk_written(
+                        node,
+                        "installer",
+                        &format!(
+                            "{} began: the installer writes the disk; a network boot gets the local disk from now on (reinstall: seed provision --force)",
+                            event.name
+                        ),
+                    )?;
+                }
                 if event.failed() {
                     Some((NodeState::Failed, format!("{} failed", event.name)))
                 } else if state == NodeState::Provisioning {
@@ -572,6 +608,56 @@ mod tests {
             description: "install".into(),
             result: result.map(str::to_string),
         })
+    }
+
+    /// A lost installed callback (seed down at the end of the install) must not reinstall the
+    /// node: once subiquity's install step began, a network boot gets the local disk, and the
+    /// installed system's phone-home still finishes the node.
+    #[test]
+    fn once_the_installer_writes_the_disk_a_network_boot_never_gets_the_installer() {
+        let (_dir, nodes) = nodes(3600);
+        let mac: MacAddr = CMP3.parse().unwrap();
+        let token = nodes.provision("cmp3", "test", false).unwrap().token;
+        let script = nodes.ipxe_script(mac, &IpxeClient::default()).unwrap();
+        assert!(script.contains("kernel"), "first boot installs: {script}");
+        let step = |event_type: &str| {
+            Report::Event(InstallerEvent {
+                event_type: event_type.into(),
+                name: "subiquity/Install/install".into(),
+                description: "installing system".into(),
+                result: None,
+            })
+        };
+        // Before the install step, a reboot may be served the installer again.
+        nodes.report(&token, event("start", None)).unwrap();
+        let script = nodes.ipxe_script(mac, &IpxeClient::default()).unwrap();
+        assert!(script.contains("kernel"), "{script}");
+        nodes.report(&token, step("start")).unwrap();
+        let record = nodes.get("cmp3").unwrap();
+        assert!(record.disk_at.is_some());
+        assert_eq!(record.last_event.unwrap().kind, "disk");
+        let script = nodes.ipxe_script(mac, &IpxeClient::default()).unwrap();
+        assert!(!script.contains("kernel"), "{script}");
+        assert!(script.contains("its installer wrote the disk"), "{script}");
+        let events = nodes.events("cmp3", 50).unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.detail.contains("installer served"))
+                .count(),
+            2,
+            "served twice, before the disk was written"
+        );
+        // The installed system phones home: installed (implied) and deployed.
+        nodes
+            .report(&token, Report::PhoneHome("instance_id=x".into()))
+            .unwrap();
+        assert_eq!(nodes.get("cmp3").unwrap().state, NodeState::Deployed);
+        // A new provisioning (--force) starts with a clean slate.
+        nodes.provision("cmp3", "test", true).unwrap();
+        assert!(nodes.get("cmp3").unwrap().disk_at.is_none());
+        let script = nodes.ipxe_script(mac, &IpxeClient::default()).unwrap();
+        assert!(script.contains("kernel"), "{script}");
     }
 
     #[test]
