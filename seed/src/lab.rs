@@ -347,7 +347,7 @@ impl Lab {
         let Some(vm) = node.qemu else {
             return Err(step(&node.name, "not a qemu node"));
         };
-        let Some(mac) = node.macs.first() else {
+        let Some(mac) = vm.mac.as_ref().or(node.macs.first()) else {
             return Err(step(&node.name, "has no boot MAC"));
         };
         let console = self.dir.join(format!("{}.console.log", node.name));

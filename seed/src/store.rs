@@ -73,6 +73,10 @@ const MIGRATIONS: &[&str] = &[
     // 6: when the installer began writing the node's disk (this provisioning); from then on a
     // network boot gets the local disk, never the installer again.
     "ALTER TABLE nodes ADD COLUMN disk_at INTEGER;",
+    // 7: when seed last started the node through its power driver, and how often it started
+    // it again because a phase of the boot did not come (provision::supervise).
+    "ALTER TABLE nodes ADD COLUMN started_at INTEGER;
+     ALTER TABLE nodes ADD COLUMN cycles INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this binary writes.
@@ -214,6 +218,21 @@ pub struct Discovered {
     pub zone: Option<String>,
     /// The DHCP relay (giaddr) it asked through; `None` on seed's own segment.
     pub relay: Option<Ipv4Addr>,
+}
+
+/// A provisioning node seed started, and how far its boot got since (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    /// The node.
+    pub name: String,
+    /// When seed last started it.
+    pub started_at: i64,
+    /// How often it was started again after a missed phase.
+    pub cycles: u32,
+    /// Its newest DHCP lease (any time; compare with `started_at`).
+    pub dhcp_at: Option<i64>,
+    /// When it was last served the installer.
+    pub served_at: Option<i64>,
 }
 
 /// A node's provisioning: the secret in its URLs and the instance id of its install.
@@ -542,7 +561,7 @@ impl Store {
         let instance_id = format!("{name}-{now}");
         tx.execute(
             "UPDATE nodes SET state = ?2, token = ?3, instance_id = ?4, attempts = 0, updated_at = ?5,
-                              disk_at = NULL
+                              disk_at = NULL, started_at = NULL, cycles = 0
              WHERE name = ?1",
             params![name, NodeState::Provisioning.as_str(), token, instance_id, now],
         )?;
@@ -611,6 +630,58 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Records that seed started `name` through its power driver now (`again`: a supervisor's
+    /// restart after a missed phase, counted, with an event saying why).
+    pub fn mark_started(
+        &mut self,
+        name: &str,
+        again: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        match again {
+            None => {
+                tx.execute(
+                    "UPDATE nodes SET started_at = ?2 WHERE name = ?1",
+                    params![name, now],
+                )?;
+            }
+            Some((source, why)) => {
+                tx.execute(
+                    "UPDATE nodes SET started_at = ?2, cycles = cycles + 1 WHERE name = ?1",
+                    params![name, now],
+                )?;
+                insert_event(&tx, now, Some(name), "power", source, why)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The provisioning nodes seed started, with what each has done since its latest start:
+    /// its newest DHCP lease and when it was last served the installer.
+    pub fn watched(&self) -> Result<Vec<Watched>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT n.name, n.started_at, n.cycles,
+                    (SELECT max(updated_at) FROM leases WHERE node = n.name),
+                    (SELECT max(at) FROM events WHERE node = n.name AND kind = 'boot'
+                                                 AND detail LIKE 'installer served%')
+             FROM nodes n
+             WHERE n.state = 'provisioning' AND n.started_at IS NOT NULL
+             ORDER BY n.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Watched {
+                name: r.get(0)?,
+                started_at: r.get(1)?,
+                cycles: r.get(2)?,
+                dhcp_at: r.get(3)?,
+                served_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Records that `name`'s installer began writing its disk (once per provisioning, with an

@@ -1385,6 +1385,136 @@ fn a_seed_restart_at_the_end_of_an_install_loses_nothing_and_reinstalls_nothing(
     footprint.assert_gone("after a seed restart mid-install");
 }
 
+/// Boot phases are watched, each with its own bound (`dhcp_timeout`, `installer_timeout`): `cut`
+/// is served a corrupted initrd on its first start (same size, second half zeroed: the kernel
+/// panics, as after a download cut short), and seed power-cycles it again by itself; it installs
+/// on its second start. `wrong` has a MAC in the config that is not its NIC's: it never asks
+/// DHCP as itself, is started again once and then failed, its reason naming the phase, its power
+/// state and the unknown MAC that asked DHCP in its place.
+#[test]
+fn a_missed_boot_phase_starts_the_node_again_and_a_wrong_mac_is_named() {
+    let _one = one_lab_at_a_time();
+    let installer = installer();
+    let footprint;
+    {
+        let lab = LabDir::new(
+            "",
+            "progress_timeout: 600, phone_home_timeout: 0, install_attempts: 2, \
+             dhcp_timeout: 60, installer_timeout: 60",
+            &[
+                node("wrong", 61, "bios", "qemu: { mac: \"52:54:00:20:00:99\" }"),
+                node("cut", 62, "bios", ""),
+            ]
+            .concat(),
+        );
+        let netns = "seedt-lab-phases";
+        footprint = Footprint::of(lab.dir.path(), &[netns]);
+        let out = lab
+            .seed()
+            .args(["lab", "up", "--netns", netns, "--installer"])
+            .arg(&installer)
+            .output()
+            .expect("seed lab up");
+        assert!(out.status.success(), "lab up: {}", describe(&out));
+        // The registered initrd, corrupted in place for the first start.
+        let initrd = walk(&lab.state().join("images"))
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == "initrd.gz"))
+            .expect("the lab image's initrd");
+        let good = std::fs::read(&initrd).unwrap();
+        let mut bad = good.clone();
+        let half = bad.len() / 2;
+        bad[half..].fill(0);
+        std::fs::write(&initrd, &bad).unwrap();
+
+        let out = lab
+            .seed()
+            .args(["provision", "wrong", "cut", "--no-wait"])
+            .output()
+            .expect("seed provision");
+        assert!(out.status.success(), "{}", describe(&out));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !lab.console("cut").contains("Kernel panic") {
+            assert!(
+                Instant::now() < deadline,
+                "cut's first kernel did not panic: {}",
+                lab.console("cut")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::fs::write(&initrd, &good).unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(420);
+        while !(lab.state_of("wrong") == "failed"
+            && lab
+                .events("cut")
+                .iter()
+                .any(|e| e.kind == seed::provision::LOCAL_BOOT))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "wrong: {}\n{}\ncut: {}\n{}",
+                lab.state_of("wrong"),
+                kinds_and_details(&lab.events("wrong")),
+                lab.state_of("cut"),
+                kinds_and_details(&lab.events("cut"))
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let cut = kinds_and_details(&lab.events("cut"));
+        assert!(
+            cut.contains("power-cycled again: was served the installer, which never reported")
+                && cut.contains("(start 2 of 2)")
+                && cut.contains("(attempt 2, iPXE"),
+            "{cut}"
+        );
+        assert_installed_and_back(&lab, "cut", "virtio-net");
+
+        let wrong = lab.events("wrong");
+        let all = kinds_and_details(&wrong);
+        assert!(
+            all.contains("power-cycled again: never asked DHCP"),
+            "{all}"
+        );
+        let failed = wrong
+            .iter()
+            .rev()
+            .find(|e| e.detail.contains("-> failed"))
+            .unwrap_or_else(|| panic!("{all}"));
+        for want in [
+            "never asked DHCP within 60 s of its start",
+            "unknown MAC 52:54:00:20:00:99",
+            "a wrong MAC in the config?",
+            "power on",
+            "started 2 times",
+        ] {
+            assert!(
+                failed.detail.contains(want),
+                "want {want:?}: {}",
+                failed.detail
+            );
+        }
+
+        let out = lab.seed().args(["lab", "down"]).output().expect("lab down");
+        assert!(out.status.success(), "lab down: {}", describe(&out));
+    }
+    footprint.assert_gone("after the phase lab");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 #[test]
 fn an_interrupted_lab_run_leaves_nothing_behind() {
     let _one = one_lab_at_a_time();

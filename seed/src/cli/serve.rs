@@ -170,6 +170,9 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             [
                 lifecycle.progress_timeout_secs,
                 lifecycle.phone_home_timeout_secs,
+                lifecycle.dhcp_timeout_secs,
+                lifecycle.boot_timeout_secs,
+                lifecycle.installer_timeout_secs,
             ]
             .into_iter()
             .filter(|t| *t > 0)
@@ -182,6 +185,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ));
         let stall_task = tokio::spawn(fail_stalled(
             Arc::clone(&nodes),
+            state_dir.clone(),
             every,
             stopped(stop_rx.clone()),
         ));
@@ -242,6 +246,7 @@ async fn follow_inventory(nodes: Arc<Nodes>, shutdown: impl std::future::Future<
 /// Fail installs that stopped making progress, until `shutdown`.
 async fn fail_stalled(
     nodes: Arc<Nodes>,
+    state_dir: std::path::PathBuf,
     every: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -253,12 +258,31 @@ async fn fail_stalled(
             _ = tick.tick() => {}
         }
         let nodes = Arc::clone(&nodes);
-        match tokio::task::spawn_blocking(move || nodes.fail_stalled()).await {
-            Ok(Ok(failed)) if !failed.is_empty() => {
-                tracing::warn!(?failed, "installs without progress marked failed");
+        let state_dir = state_dir.clone();
+        // Phases first (a node that missed one is started again), then the overall timeouts.
+        let round = tokio::task::spawn_blocking(move || {
+            let supervised = crate::provision::supervise::run(&nodes, &state_dir);
+            (supervised, nodes.fail_stalled())
+        })
+        .await;
+        match round {
+            Ok((supervised, stalled)) => {
+                match supervised {
+                    Ok(done) => {
+                        for line in done {
+                            tracing::warn!("{line}");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot check the boot phases"),
+                }
+                match stalled {
+                    Ok(failed) if !failed.is_empty() => {
+                        tracing::warn!(?failed, "installs without progress marked failed");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot check for stalled installs"),
+                }
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot check for stalled installs"),
             Err(e) => tracing::error!(error = %e, "stalled-install check panicked"),
         }
     }

@@ -184,6 +184,12 @@ pub struct Lifecycle {
     pub phone_home_timeout_secs: u64,
     /// Seconds a token still accepts callbacks after its node is deployed or failed.
     pub callback_grace_secs: u64,
+    /// Seconds from seed starting a node to its first DHCP request; 0: not watched.
+    pub dhcp_timeout_secs: u64,
+    /// Seconds from its DHCP request to fetching its iPXE script; 0: not watched.
+    pub boot_timeout_secs: u64,
+    /// Seconds from being served the installer to the installer's first report; 0: not watched.
+    pub installer_timeout_secs: u64,
 }
 
 impl Default for Lifecycle {
@@ -196,6 +202,11 @@ impl Default for Lifecycle {
             // Server firmware can take ten minutes to POST; cloud-init then phones home.
             phone_home_timeout_secs: 3600,
             callback_grace_secs: 3600,
+            // Phases of a start that seed watches, each with its own bound: a node that misses
+            // one is power-cycled again (up to install_attempts starts) before it is failed.
+            dhcp_timeout_secs: 900,
+            boot_timeout_secs: 300,
+            installer_timeout_secs: 1200,
         }
     }
 }
@@ -457,6 +468,8 @@ pub struct QemuNode {
     pub memory_mib: u32,
     /// Its install disk in GiB (a sparse file; 0: none).
     pub disk_gib: u32,
+    /// Its NIC's MAC when not the node's boot MAC (a wrong-MAC rehearsal).
+    pub mac: Option<MacAddr>,
 }
 
 /// How a lab machine's firmware network-boots.

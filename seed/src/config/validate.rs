@@ -197,6 +197,12 @@ fn seed_host(w: &wire::SeedWire) -> SeedHost {
                     .phone_home_timeout
                     .unwrap_or(d.phone_home_timeout_secs),
                 callback_grace_secs: w.lifecycle.callback_grace.unwrap_or(d.callback_grace_secs),
+                dhcp_timeout_secs: w.lifecycle.dhcp_timeout.unwrap_or(d.dhcp_timeout_secs),
+                boot_timeout_secs: w.lifecycle.boot_timeout.unwrap_or(d.boot_timeout_secs),
+                installer_timeout_secs: w
+                    .lifecycle
+                    .installer_timeout
+                    .unwrap_or(d.installer_timeout_secs),
             }
         },
     }
@@ -1045,10 +1051,21 @@ fn nodes(
                         format!("{disk_gib} GiB is more than 16384"),
                     );
                 }
+                let mac = match q.as_ref().and_then(|q| q.mac.as_deref()) {
+                    None => None,
+                    Some(m) => match m.parse::<MacAddr>() {
+                        Ok(mac) => Some(mac),
+                        Err(e) => {
+                            v.problem(line, at("qemu.mac"), e.to_string());
+                            None
+                        }
+                    },
+                };
                 Some(QemuNode {
                     boot,
                     memory_mib,
                     disk_gib,
+                    mac,
                 })
             }
             (_, Some(_)) => {

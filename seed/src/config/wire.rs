@@ -173,6 +173,14 @@ pub struct LifecycleWire {
     /// Seconds a node's token still accepts callbacks after it is deployed or failed
     /// (default 3600): the installer reports its last events after `installed`.
     pub callback_grace: Option<u64>,
+    /// Seconds from seed starting a node to its first DHCP request (default 900: server
+    /// firmware can take ten minutes to POST; 0: not watched).
+    pub dhcp_timeout: Option<u64>,
+    /// Seconds from its DHCP request to fetching its iPXE script (default 300; 0: not watched).
+    pub boot_timeout: Option<u64>,
+    /// Seconds from being served the installer to its first report (default 1200: casper
+    /// loads the ISO into RAM; 0: not watched).
+    pub installer_timeout: Option<u64>,
 }
 
 /// `seed.dhcp:`.
@@ -449,6 +457,9 @@ pub struct QemuWire {
     pub memory: Option<u32>,
     /// Size of its (sparse) install disk in GiB (default 20; 0: none).
     pub disk: Option<u32>,
+    /// The machine's NIC MAC when it is not the node's first `macs:` entry: a lab rehearsal of
+    /// a wrong MAC in the config.
+    pub mac: Option<String>,
 }
 
 /// `nodes[].qemu.boot:`.

@@ -4,6 +4,7 @@
 
 mod nodes;
 pub mod start;
+pub mod supervise;
 
 pub use nodes::{Document, InstallerEvent, LOCAL_BOOT, NodeError, Nodes, Report};
 pub use start::{How, StartError, Started, start};

@@ -533,6 +533,28 @@ impl Nodes {
         Ok(failed)
     }
 
+    /// The provisioning nodes seed started, with how far each got (for [`super::supervise`]).
+    pub fn watched(&self) -> Result<Vec<crate::store::Watched>, NodeError> {
+        Ok(self.store().watched()?)
+    }
+
+    /// Records that seed started `name` through its power driver (again: with why).
+    pub fn mark_started(&self, name: &str, again: Option<(&str, &str)>) -> Result<(), NodeError> {
+        Ok(self.store().mark_started(name, again)?)
+    }
+
+    /// Fails `name` for `why` (seed's own judgement, e.g. a missed boot phase).
+    pub fn fail(&self, name: &str, why: &str) -> Result<(), NodeError> {
+        self.store()
+            .transition(name, NodeState::Failed, "seed", why, false)?;
+        Ok(())
+    }
+
+    /// The machines seen in DHCP that are not in the config.
+    pub fn discovered(&self) -> Result<Vec<crate::store::Discovered>, NodeError> {
+        Ok(self.store().discovered()?)
+    }
+
     /// Every node in the store, with its newest event.
     pub fn list(&self) -> Result<Vec<NodeRecord>, NodeError> {
         Ok(self.store().nodes()?)

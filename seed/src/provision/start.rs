@@ -158,6 +158,8 @@ pub fn start_with(
                 };
                 return Err(failed(error, Some(cleanup)));
             }
+            // From now on its boot is watched phase by phase (provision::supervise).
+            nodes.mark_started(name, None)?;
             "started from its firmware (network boot once, power cycle)".into()
         }
         Err(PowerError::Unsupported { why, .. }) => why,
