@@ -865,6 +865,27 @@ impl Store {
         Ok(mac.and_then(|m| m.parse().ok()))
     }
 
+    /// seed's own starts and stops since `since` (ms), oldest first: the outages in a node's
+    /// timeline.
+    pub fn serve_events(&self, since: i64) -> Result<Vec<Event>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at, node, kind, source, detail FROM events
+             WHERE node IS NULL AND kind IN ('started', 'stopped') AND at >= ?1
+             ORDER BY id LIMIT 1000",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            Ok(Event {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                node: r.get(2)?,
+                kind: r.get(3)?,
+                source: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The newest `limit` events (of one node, or all), oldest first.
     pub fn events(&self, node: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

@@ -1349,6 +1349,15 @@ fn a_seed_restart_at_the_end_of_an_install_loses_nothing_and_reinstalls_nothing(
             "the callback was retried: {}",
             lab.console("late")
         );
+        // The outage is in the node's timeline.
+        let out = lab.seed().args(["status", "late"]).output().unwrap();
+        let timeline = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            timeline.contains("seed started: config")
+                && timeline.contains("the run before ended without a stop: crashed or killed"),
+            "{}",
+            describe(&out)
+        );
 
         // The callback lost for good: the next network boot gets the local disk.
         let out = lab

@@ -459,6 +459,22 @@ fn power_status_on_off_cycle_reach_the_emulator() {
     }
     assert_eq!(resets(), before, "no reset for a system that is off");
 
+    // With a store (seed has served or provisioned here), power actions are in the node's
+    // timeline: `seed status NODE`.
+    drop(seed::store::Store::open(state.path()).unwrap());
+    let out = seed(&["power", "on", "cmp1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = seed(&["status", "cmp1"]);
+    let timeline = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && timeline
+                .lines()
+                .any(|l| l.contains(" cli ") && l.contains(" power ") && l.contains("switched on")),
+        "{}",
+        describe(&out)
+    );
+
     // Nothing seed prints for help names a credential either.
     for args in [
         &["--help"][..],

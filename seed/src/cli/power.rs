@@ -78,13 +78,31 @@ pub fn run(global: &Global, cmd: PowerCommand) -> anyhow::Result<ExitCode> {
     let results = in_parallel(&nodes, usize::from(cmd.nodes().parallel), |node| {
         power::controller(node, &state_dir).and_then(|c| cmd.apply(c.as_ref()))
     });
+    // A power action is part of the node's history (`seed status NODE`) where a store exists;
+    // a status read is not.
+    let mut store = match cmd {
+        PowerCommand::Status(_) => None,
+        _ => crate::store::Store::open_existing(&state_dir)
+            .ok()
+            .flatten(),
+    };
     let mut failed = false;
     for (node, result) in nodes.iter().zip(results) {
-        match result {
-            Ok(line) => println!("{}: {line}", node.name),
+        let line = match &result {
+            Ok(line) => {
+                println!("{}: {line}", node.name);
+                line.clone()
+            }
             Err(e) => {
                 eprintln!("{e}");
                 failed = true;
+                format!("failed: {}", e.detail())
+            }
+        };
+        if let Some(store) = store.as_mut() {
+            let _ = store.register_nodes([node.name.as_str()], "config");
+            if let Err(e) = store.record_event(Some(&node.name), "power", "cli", &line) {
+                tracing::warn!(node = %node.name, error = %e, "power action not recorded");
             }
         }
     }

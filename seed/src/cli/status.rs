@@ -14,6 +14,9 @@ use crate::store::{Event, Store, now_ms};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// One node's timeline instead: every event of it, with seed's own starts and stops (its
+    /// outages) in between.
+    node: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -39,6 +42,12 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open_existing(&state_dir)
         .with_context(|| format!("cannot read state in {}", state_dir.display()))?;
     let db = state_dir.join(crate::store::DB_FILE);
+    if let Some(name) = &args.node {
+        let Some(store) = &store else {
+            anyhow::bail!("{name}: no state in {} yet", db.display());
+        };
+        return timeline(store, name, args.json);
+    }
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for node in config.iter().flat_map(|c| &c.nodes) {
         rows.insert(
@@ -102,7 +111,7 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
         let last = row.last_event.as_ref().map_or_else(
             || "-".into(),
             |e| {
-                let detail: String = e.detail.chars().take(72).collect();
+                let detail: String = printable(&e.detail).chars().take(72).collect();
                 format!(
                     "{} ago {} ({}): {detail}",
                     duration_text(now - e.at),
@@ -172,6 +181,64 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A node's timeline: its events (the newest 1000), and seed's own starts and stops since its
+/// first one; a start that follows a start is an outage seed did not see coming (a crash, a
+/// power cut), and says so.
+fn timeline(store: &Store, name: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(record) = store.node(name)? else {
+        anyhow::bail!("no node named {name} in the state database");
+    };
+    let events = store.events(Some(name), 1000)?;
+    let since = events.first().map_or(record.updated_at, |e| e.at);
+    let serve = store.serve_events(since)?;
+    let mut all: Vec<&Event> = events.iter().chain(serve.iter()).collect();
+    all.sort_by_key(|e| e.id);
+    if json {
+        let json = serde_json::json!({ "node": name, "state": record.state, "events": all });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{name}: {} since {}",
+        record.state,
+        utc_timestamp(record.updated_at)
+    );
+    let mut table = Table::new(&["TIME (UTC)", "SOURCE", "KIND", "WHAT"]);
+    let mut last_serve: Option<&str> = None;
+    for e in all {
+        let mut what = printable(&e.detail);
+        if e.node.is_none() {
+            if e.kind == "started" && last_serve == Some("started") {
+                what = format!("{what} (the run before ended without a stop: crashed or killed)");
+            }
+            what = format!("seed {}: {what}", e.kind);
+            last_serve = Some(e.kind.as_str());
+        }
+        table.row(vec![
+            utc_timestamp(e.at),
+            e.source.clone(),
+            e.kind.clone(),
+            what,
+        ]);
+    }
+    print!("{}", table.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Text from the network (installer events, BMC messages) fit for a terminal: control
+/// characters, escape sequences among them, shown escaped.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// `2026-11-21 13:55:02` from ms since the Unix epoch (UTC; days to civil date after
 /// Howard Hinnant's `civil_from_days`).
 fn utc_timestamp(ms: i64) -> String {
@@ -197,6 +264,14 @@ fn utc_timestamp(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::utc_timestamp;
+
+    #[test]
+    fn terminal_escapes_from_the_network_are_shown_escaped() {
+        assert_eq!(
+            super::printable("ok\u{1b}[2Jgone\r\n"),
+            "ok\\u{1b}[2Jgone\\r\\n"
+        );
+    }
 
     #[test]
     fn timestamps_are_civil_utc() {
