@@ -986,6 +986,20 @@ impl Store {
         Ok(())
     }
 
+    /// Removes machines from the discovered list (adopted: their MACs are nodes' now).
+    pub fn forget_discovered(&mut self, macs: &[MacAddr]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut gone = 0;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM discovered WHERE mac = ?1")?;
+            for mac in macs {
+                gone += delete.execute([mac.to_string()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(gone)
+    }
+
     /// Every discovered machine, most recently seen first.
     pub fn discovered(&self) -> Result<Vec<Discovered>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

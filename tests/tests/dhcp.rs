@@ -901,3 +901,81 @@ print(n)
         "{limited} of {received} received packets rate-limited"
     );
 }
+
+/// A config edit reaches a running `seed serve` on SIGHUP: a MAC fixed in the config is
+/// answered with the node's address at once and leaves the discovered list; an edit that does
+/// not check is refused with its error, and the running config keeps serving.
+#[test]
+fn sighup_reloads_a_fixed_mac_and_refuses_a_broken_config() {
+    const REAL: &str = "02:00:00:00:00:99";
+    let (ns, dir, config, seed) = serving(rack);
+    ns.set_client_mac(REAL);
+    // The config names another MAC for n1: its machine is a stranger (a pool address).
+    let (out, env) = udhcpc(&ns, dir.path(), &[]);
+    assert_eq!(
+        env.get("ip").map(String::as_str),
+        Some("10.99.10.200"),
+        "{}",
+        common::describe(&out)
+    );
+    let discovered = |state: &std::path::Path| -> Vec<String> {
+        seed::store::Store::open(state)
+            .unwrap()
+            .discovered()
+            .unwrap()
+            .iter()
+            .map(|d| d.mac.to_string())
+            .collect()
+    };
+    let state = dir.path().join("state");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !discovered(&state).contains(&REAL.to_string()) {
+        assert!(std::time::Instant::now() < deadline, "not discovered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // The operator fixes the MAC and tells seed.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(NODE_MAC, REAL)).unwrap();
+    seed.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, env) = udhcpc(&ns, dir.path(), &[]);
+        if env.get("ip").map(String::as_str) == Some("10.99.10.21") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fixed MAC is not n1's 20 s after SIGHUP:\n{}",
+            seed.log()
+        );
+    }
+    assert!(
+        !discovered(&state).contains(&REAL.to_string()),
+        "adopted: no longer discovered"
+    );
+    assert!(seed.log().contains("config reloaded"), "{}", seed.log());
+
+    // A broken edit: refused with its error, the running config keeps serving.
+    let fixed = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        fixed.replace("roles: [node]", "roles: [node], colour: blue"),
+    )
+    .unwrap();
+    seed.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !seed.log().contains("config reload refused") {
+        assert!(std::time::Instant::now() < deadline, "{}", seed.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        seed.log().contains("unknown field `colour`"),
+        "{}",
+        seed.log()
+    );
+    let (_, env) = udhcpc(&ns, dir.path(), &[]);
+    assert_eq!(env.get("ip").map(String::as_str), Some("10.99.10.21"));
+    let log = seed.stop();
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -52,9 +52,12 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("cannot start the async runtime")?;
-    let shutdown = {
+    let (shutdown, hangup) = {
         let _enter = runtime.enter();
-        Shutdown::listen()?
+        // SIGHUP would end the process by default; from here on it reloads the config.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        (Shutdown::listen()?, hangup)
     };
     let config = Arc::new(global.load_config()?);
     let state_dir = global.state_dir(Some(&config));
@@ -179,6 +182,12 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .min()
             .unwrap_or(0),
         );
+        let reload_task = tokio::spawn(follow_reloads(
+            Arc::clone(&nodes),
+            global.config_path(),
+            hangup,
+            stopped(stop_rx.clone()),
+        ));
         let inventory_task = tokio::spawn(follow_inventory(
             Arc::clone(&nodes),
             stopped(stop_rx.clone()),
@@ -194,6 +203,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = stop_tx.send(true);
         let _ = stall_task.await;
         let _ = inventory_task.await;
+        let _ = reload_task.await;
         http_task
             .await
             .context("HTTP server task")?
@@ -220,6 +230,44 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// How often `seed serve` looks for an inventory recorded while it runs (one cheap query).
 const INVENTORY_POLL: Duration = Duration::from_secs(2);
+
+/// Reload the config on SIGHUP, until `shutdown`: a config that does not check (or changes
+/// what takes a restart) is refused with its errors and the running one keeps serving.
+async fn follow_reloads(
+    nodes: Arc<Nodes>,
+    path: std::path::PathBuf,
+    mut hangup: tokio::signal::unix::Signal,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = hangup.recv() => {}
+        }
+        let nodes = Arc::clone(&nodes);
+        let file = path.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let result = match crate::config::load(&file) {
+                Ok(config) => nodes.reload(config).map_err(|e| e.to_string()),
+                Err(e) => Err(crate::error_chain(&e)),
+            };
+            nodes.note_reload(&file, &result);
+            result
+        })
+        .await;
+        match outcome {
+            Ok(Ok(summary)) => {
+                tracing::info!(config = %path.display(), %summary, "config reloaded")
+            }
+            Ok(Err(why)) => tracing::error!(
+                config = %path.display(),
+                "config reload refused; the running config keeps serving: {why}"
+            ),
+            Err(e) => tracing::error!(error = %e, "config reload panicked"),
+        }
+    }
+}
 
 /// Hand DHCP the MACs `seed inventory` records, until `shutdown`.
 async fn follow_inventory(nodes: Arc<Nodes>, shutdown: impl std::future::Future<Output = ()>) {

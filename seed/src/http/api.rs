@@ -44,7 +44,8 @@ struct NodeView {
 }
 
 fn view(app: &App, record: NodeRecord) -> NodeView {
-    let node = app.nodes.config().node(&record.name);
+    let config = app.nodes.config();
+    let node = config.node(&record.name);
     NodeView {
         role: node.map(|n| n.role.clone()),
         image: node.map(|n| n.image.clone()),

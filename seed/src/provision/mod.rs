@@ -161,8 +161,101 @@ impl IpxeClient {
     }
 }
 
-/// The DHCP decisions for one config.
+/// The decisions of the config `seed serve` runs with now: a [`Decisions`] that a reload
+/// (SIGHUP) replaces whole. Each caller takes the current one ([`Self::now`]) and decides with
+/// it, so one request never sees half of two configs.
 pub struct Provisioner {
+    current: RwLock<Arc<Decisions>>,
+    /// The inventory last taken, so a new config's decisions know the recorded MACs too.
+    inventories: std::sync::Mutex<HashMap<String, Hardware>>,
+}
+
+impl Provisioner {
+    /// Decisions over a validated config.
+    pub fn new(config: Arc<Config>) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(Decisions::new(config))),
+            inventories: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The decisions of the current config.
+    pub fn now(&self) -> Arc<Decisions> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Decide from `config` from now on (a reload); the recorded MACs carry over.
+    pub fn replace(&self, config: Arc<Config>) {
+        let next = Decisions::new(config);
+        next.set_recorded(
+            &self
+                .inventories
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+    }
+
+    /// The current config.
+    pub fn config(&self) -> Arc<Config> {
+        self.now().shared_config()
+    }
+
+    /// The current config, shared.
+    pub fn shared_config(&self) -> Arc<Config> {
+        self.config()
+    }
+
+    /// The configured node that boots from `mac`, if any.
+    pub fn node_of(&self, mac: MacAddr) -> Option<crate::config::Node> {
+        self.now().node_of(mac).cloned()
+    }
+
+    /// See [`Decisions::set_recorded`]; kept for the next config too.
+    pub fn set_recorded(&self, inventories: &HashMap<String, Hardware>) -> usize {
+        inventories.clone_into(
+            &mut self
+                .inventories
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.now().set_recorded(inventories)
+    }
+
+    /// See [`Decisions::dhcp`].
+    pub fn dhcp(&self, req: &DhcpRequest, leases: &LeaseTable, now_ms: i64) -> DhcpAnswer {
+        self.now().dhcp(req, leases, now_ms)
+    }
+
+    /// See [`Decisions::boot_script`].
+    pub fn boot_script(
+        &self,
+        mac: MacAddr,
+        state: Option<NodeState>,
+        attempts: u32,
+        disk_written: bool,
+        client: &IpxeClient,
+    ) -> BootScript {
+        self.now()
+            .boot_script(mac, state, attempts, disk_written, client)
+    }
+
+    /// See [`Decisions::proxy`].
+    pub fn proxy(&self, req: &DhcpRequest) -> Result<Boot, String> {
+        self.now().proxy(req)
+    }
+}
+
+/// The DHCP and boot decisions for one config version (see [`Provisioner`]).
+pub struct Decisions {
     config: Arc<Config>,
     plan: Plan,
     by_mac: HashMap<MacAddr, usize>,
@@ -173,7 +266,7 @@ pub struct Provisioner {
     snp: bool,
 }
 
-impl Provisioner {
+impl Decisions {
     /// Decisions over a validated config.
     pub fn new(config: Arc<Config>) -> Self {
         let plan = plan::derive(&config);

@@ -105,7 +105,8 @@ pub enum Report {
 /// The node decisions over one config and the store.
 pub struct Nodes {
     provisioner: Arc<Provisioner>,
-    installer: Result<Installer, String>,
+    /// The installer of the current config (a reload replaces it with the provisioner's).
+    installer: std::sync::RwLock<Arc<Result<Installer, String>>>,
     images: images::Catalogue,
     store: Mutex<Store>,
     /// The store's inventory version the provisioner's recorded MACs were taken at.
@@ -118,7 +119,9 @@ impl Nodes {
     pub fn new(provisioner: Arc<Provisioner>, store: Store, images: images::Catalogue) -> Self {
         let config = provisioner.shared_config();
         Self {
-            installer: Installer::new(config).map_err(|e| e.to_string()),
+            installer: std::sync::RwLock::new(Arc::new(
+                Installer::new(config).map_err(|e| e.to_string()),
+            )),
             provisioner,
             images,
             store: Mutex::new(store),
@@ -126,9 +129,93 @@ impl Nodes {
         }
     }
 
-    /// The config the decisions are made from.
-    pub fn config(&self) -> &Config {
+    /// The config the decisions are made from (the current one: a reload replaces it).
+    pub fn config(&self) -> Arc<Config> {
         self.provisioner.config()
+    }
+
+    fn installer(&self) -> Arc<Result<Installer, String>> {
+        Arc::clone(
+            &self
+                .installer
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Records a reload's outcome as seed's own event (`reloaded` or `reload refused`).
+    pub fn note_reload(&self, path: &std::path::Path, result: &Result<String, String>) {
+        let (kind, detail) = match result {
+            Ok(summary) => ("reloaded", format!("config {}: {summary}", path.display())),
+            Err(why) => (
+                "reload refused",
+                format!("config {}: {why}", path.display()),
+            ),
+        };
+        if let Err(e) = self.store().record_event(None, kind, "serve", &detail) {
+            tracing::warn!(error = %e, "reload not recorded");
+        }
+    }
+
+    /// Decides from `config` from now on (`seed serve` on SIGHUP): its installer is built
+    /// first (a template that does not render keeps the old config), its nodes are
+    /// registered, and machines it adopts (their MACs now a node's) leave the discovered list.
+    /// Returns what changed, in words.
+    pub fn reload(&self, config: Config) -> Result<String, NodeError> {
+        let current = self.config();
+        // Sockets, the mirror and the API token were set up at start: those need a restart.
+        for (what, same) in [
+            (
+                "seed",
+                format!("{:?}", current.seed) == format!("{:?}", config.seed),
+            ),
+            (
+                "mirror",
+                format!("{:?}", current.mirror) == format!("{:?}", config.mirror),
+            ),
+        ] {
+            if !same {
+                return Err(NodeError::Conflict(format!(
+                    "the `{what}:` section changed: that takes a restart of seed serve; nothing reloaded"
+                )));
+            }
+        }
+        let config = Arc::new(config);
+        let installer = match Installer::new(Arc::clone(&config)) {
+            Ok(installer) => Ok(installer),
+            Err(InstallError::NoInstallSection) => Err(InstallError::NoInstallSection.to_string()),
+            Err(e) => {
+                return Err(NodeError::Conflict(format!(
+                    "the install templates do not render: {e}; nothing reloaded"
+                )));
+            }
+        };
+        let macs: Vec<MacAddr> = config
+            .nodes
+            .iter()
+            .flat_map(|n| n.macs.iter().chain(n.nics.values()).copied())
+            .collect();
+        {
+            let mut store = self.store();
+            store.register_nodes(config.nodes.iter().map(|n| n.name.as_str()), "config")?;
+            store.forget_discovered(&macs)?;
+        }
+        let before: std::collections::BTreeSet<&str> =
+            current.nodes.iter().map(|n| n.name.as_str()).collect();
+        let after: std::collections::BTreeSet<&str> =
+            config.nodes.iter().map(|n| n.name.as_str()).collect();
+        let summary = format!(
+            "{} nodes ({} new, {} gone)",
+            after.len(),
+            after.difference(&before).count(),
+            before.difference(&after).count()
+        );
+        *self
+            .installer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(installer);
+        self.provisioner.replace(config);
+        Ok(summary)
     }
 
     pub(super) fn store(&self) -> MutexGuard<'_, Store> {
@@ -244,7 +331,7 @@ impl Nodes {
         let node = config
             .node(node)
             .ok_or_else(|| format!("{node} is not in the config"))?;
-        if let Err(e) = &self.installer {
+        if let Err(e) = self.installer().as_ref() {
             return Err(e.clone());
         }
         let image = self
@@ -295,8 +382,9 @@ impl Nodes {
                 record.node, record.state
             )));
         }
-        let installer = self
-            .installer
+        let installer = self.installer();
+        let installer = installer
+            .as_ref()
             .as_ref()
             .map_err(|e| NodeError::Unavailable(e.clone()))?;
         let (hardware, boot_mac) = {
@@ -419,11 +507,11 @@ impl Nodes {
         source: &str,
         force: bool,
     ) -> Result<Provisioning, NodeError> {
-        let node = self
-            .config()
+        let config = self.config();
+        let node = config
             .node(name)
             .ok_or_else(|| NodeError::NotFound(format!("no node named {name} in the config")))?;
-        if let Err(e) = &self.installer {
+        if let Err(e) = self.installer().as_ref() {
             return Err(NodeError::Unavailable(format!(
                 "{name} cannot be installed: {e}"
             )));

@@ -205,6 +205,17 @@ impl Seed {
         }
     }
 
+    /// Sends `signal` (`HUP`, …) to seed (`ip netns exec` became seed: one pid).
+    #[allow(dead_code)] // not every test binary signals
+    pub fn signal(&self, signal: &str) {
+        let pid = self.0.as_ref().unwrap().id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
     /// SIGKILL: no shutdown path runs.
     pub fn kill(mut self) {
         let mut child = self.0.take().unwrap();
