@@ -608,11 +608,20 @@ impl Nodes {
                 .saturating_mul(1000);
             let stalled = store.stalled(states, now_ms().saturating_sub(timeout_ms))?;
             for name in stalled {
+                // Where it stopped: the last thing that happened to it.
+                let last = store
+                    .node(&name)?
+                    .and_then(|n| n.last_event)
+                    .map(|e| {
+                        let detail: String = e.detail.chars().take(120).collect();
+                        format!("; last: {} ({}): {detail}", e.kind, e.source)
+                    })
+                    .unwrap_or_default();
                 store.transition(
                     &name,
                     NodeState::Failed,
                     "seed",
-                    &format!("{why} for {timeout} s"),
+                    &format!("{why} for {timeout} s{last}"),
                     false,
                 )?;
                 failed.push(name);
@@ -629,6 +638,19 @@ impl Nodes {
     /// Records that seed started `name` through its power driver (again: with why).
     pub fn mark_started(&self, name: &str, again: Option<(&str, &str)>) -> Result<(), NodeError> {
         Ok(self.store().mark_started(name, again)?)
+    }
+
+    /// Records an event about `name`.
+    pub fn note(
+        &self,
+        name: &str,
+        kind: &str,
+        source: &str,
+        detail: &str,
+    ) -> Result<(), NodeError> {
+        self.store()
+            .record_event(Some(name), kind, source, detail)?;
+        Ok(())
     }
 
     /// Fails `name` for `why` (seed's own judgement, e.g. a missed boot phase).

@@ -158,8 +158,15 @@ pub fn start_with(
                 };
                 return Err(failed(error, Some(cleanup)));
             }
-            // From now on its boot is watched phase by phase (provision::supervise).
+            // From now on its boot is watched phase by phase (provision::supervise); the
+            // override and the restart are in its history.
             nodes.mark_started(name, None)?;
+            nodes.note(
+                name,
+                "power",
+                how.source,
+                "one-time network boot set, power cycled",
+            )?;
             "started from its firmware (network boot once, power cycle)".into()
         }
         Err(PowerError::Unsupported { why, .. }) => why,
