@@ -366,6 +366,11 @@ fn apt_installs_from_the_mirror_static_proxied_and_offline() {
         "a corrupted package was accepted: {}",
         describe(&out)
     );
+    // The download task logs its refusal as it drops the file; apt may hear of it first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seed.log().contains("does not match the index") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(
         seed.log().contains("does not match the index"),
         "seed says why: {}",
