@@ -280,6 +280,17 @@ install:
         }
     }
 
+    /// `seed lab up` in `netns` with the stand-in installer at `installer`; it must succeed.
+    fn up(&self, netns: &str, installer: &std::path::Path) {
+        let out = self
+            .seed()
+            .args(["lab", "up", "--netns", netns, "--installer"])
+            .arg(installer)
+            .output()
+            .expect("seed lab up");
+        assert!(out.status.success(), "lab up: {}", describe(&out));
+    }
+
     fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
@@ -517,13 +528,7 @@ fn proxy_dhcp_beside_dnsmasq_installs_uefi_nodes() {
         );
         let netns = "seedt-lab-proxy";
         footprint = Footprint::of(lab.dir.path(), &[netns, "seedt-lab-proxy-site"]);
-        let out = lab
-            .seed()
-            .args(["lab", "up", "--netns", netns, "--installer"])
-            .arg(&installer)
-            .output()
-            .expect("seed lab up");
-        assert!(out.status.success(), "lab up: {}", describe(&out));
+        lab.up(netns, &installer);
 
         // The site's own DHCP server, on another "machine" (a namespace of its own) on the
         // provisioning network: it hands out the addresses, with the node's reservation.
@@ -691,13 +696,7 @@ fn a_routed_rack_installs_through_a_dhcp_relay_into_its_own_zone() {
         let router = format!("{netns}-rtr");
         let stranger = format!("{netns}-cli");
         footprint = Footprint::of(lab.dir.path(), &[netns, &router, &stranger]);
-        let out = lab
-            .seed()
-            .args(["lab", "up", "--netns", netns, "--installer"])
-            .arg(&installer)
-            .output()
-            .expect("seed lab up");
-        assert!(out.status.success(), "lab up: {}", describe(&out));
+        lab.up(netns, &installer);
 
         // The router: one leg on seed's bridge (10.10.10.254), one on rack 2's segment, a bridge
         // of its own in the lab's namespace (10.10.20.1); the machines' taps move there (they
@@ -1248,13 +1247,7 @@ fn a_seed_restart_at_the_end_of_an_install_loses_nothing_and_reinstalls_nothing(
         );
         let netns = "seedt-lab-restart";
         footprint = Footprint::of(lab.dir.path(), &[netns]);
-        let out = lab
-            .seed()
-            .args(["lab", "up", "--netns", netns, "--installer"])
-            .arg(&installer)
-            .output()
-            .expect("seed lab up");
-        assert!(out.status.success(), "lab up: {}", describe(&out));
+        lab.up(netns, &installer);
         let wait_for = |node: &str, what: &str, f: &dyn Fn(&[Event]) -> bool| {
             let deadline = Instant::now() + Duration::from_secs(300);
             while !f(&lab.events(node)) {
@@ -1418,13 +1411,7 @@ fn a_missed_boot_phase_starts_the_node_again_and_a_wrong_mac_is_named() {
         );
         let netns = "seedt-lab-phases";
         footprint = Footprint::of(lab.dir.path(), &[netns]);
-        let out = lab
-            .seed()
-            .args(["lab", "up", "--netns", netns, "--installer"])
-            .arg(&installer)
-            .output()
-            .expect("seed lab up");
-        assert!(out.status.success(), "lab up: {}", describe(&out));
+        lab.up(netns, &installer);
         // The registered initrd, corrupted in place for the first start.
         let initrd = walk(&lab.state().join("images"))
             .into_iter()

@@ -912,12 +912,10 @@ fn preflight_refuses_secure_boot_and_the_api_provisions_through_the_bmc() {
     );
 }
 
-/// `seed preflight` reads the drives the BMC reports (sushy-tools' static Storage/Drives) and
-/// says which one the node's disk rule selects; a rule that selects none refuses the node.
-/// (sushy-tools gives every drive Model `C123` and SerialNumber `1234570`: the test tells the
-/// drives apart by size, as subiquity would with `size: smallest`.)
-#[test]
-fn preflight_reports_the_selected_drive_and_refuses_a_rule_that_selects_none() {
+/// sushy-tools' static storage for the two systems (`uuid(11)`, `uuid(12)`): a RAID controller
+/// with a 480 GB SATA SSD (`Solid State Disk 0:1:0`) and an 8 TB SAS disk (`Disk 0:1:1`); the
+/// emulator gives every drive Model `C123` and SerialNumber `1234570`.
+fn two_systems_storage() -> String {
     let storage = |n: u8| {
         format!(
             "'{uuid}': [{{'Id': '1', 'Name': 'RAID', 'StorageControllers': [{{'MemberId': '0', \
@@ -933,13 +931,22 @@ fn preflight_reports_the_selected_drive_and_refuses_a_rule_that_selects_none() {
             uuid = uuid(n)
         )
     };
-    let extra = format!(
+    format!(
         "SUSHY_EMULATOR_STORAGE = {{{}, {}}}\nSUSHY_EMULATOR_DRIVES = {{{}, {}}}\n",
         storage(11),
         storage(12),
         drives(11),
         drives(12)
-    );
+    )
+}
+
+/// `seed preflight` reads the drives the BMC reports (sushy-tools' static Storage/Drives) and
+/// says which one the node's disk rule selects; a rule that selects none refuses the node.
+/// (sushy-tools gives every drive Model `C123` and SerialNumber `1234570`: the test tells the
+/// drives apart by size, as subiquity would with `size: smallest`.)
+#[test]
+fn preflight_reports_the_selected_drive_and_refuses_a_rule_that_selects_none() {
+    let extra = two_systems_storage();
     let emu = Emulator::start_configured(&two_systems(false), None, None, &extra);
     let config = emu.config();
     let text = std::fs::read_to_string(&config).unwrap();
@@ -995,28 +1002,7 @@ fn preflight_reports_the_selected_drive_and_refuses_a_rule_that_selects_none() {
 #[test]
 fn inventory_records_macs_and_drives_and_a_bare_config_then_serves_dhcp_for_them() {
     use common::netns::{Netns, udhcpc};
-    let storage = |n: u8| {
-        format!(
-            "'{uuid}': [{{'Id': '1', 'Name': 'RAID', 'StorageControllers': [{{'MemberId': '0', \
-             'Name': 'Integrated RAID', 'SpeedGbps': 12}}], 'Drives': ['os', 'osd']}}]",
-            uuid = uuid(n)
-        )
-    };
-    let drives = |n: u8| {
-        format!(
-            "('{uuid}', '1'): [{{'Id': 'os', 'Name': 'Solid State Disk 0:1:0', \
-             'CapacityBytes': 480000000000, 'Protocol': 'SATA'}}, {{'Id': 'osd', \
-             'Name': 'Disk 0:1:1', 'CapacityBytes': 8000000000000, 'Protocol': 'SAS'}}]",
-            uuid = uuid(n)
-        )
-    };
-    let extra = format!(
-        "SUSHY_EMULATOR_STORAGE = {{{}, {}}}\nSUSHY_EMULATOR_DRIVES = {{{}, {}}}\n",
-        storage(11),
-        storage(12),
-        drives(11),
-        drives(12)
-    );
+    let extra = two_systems_storage();
     let systems: Vec<Fake> = two_systems(false)
         .into_iter()
         .map(|mut f| {
