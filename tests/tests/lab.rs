@@ -579,7 +579,7 @@ fn proxy_dhcp_beside_dnsmasq_installs_uefi_nodes() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success()
-                && stdout.matches("power cycle").count() == 2
+                && stdout.matches("started from its firmware").count() == 2
                 && stdout.contains("2 of 2 installed"),
             "{}",
             describe(&out)
