@@ -17,8 +17,9 @@ use crate::store::Lease;
 pub struct LeaseTable {
     by_mac: HashMap<MacAddr, Lease>,
     by_ip: HashMap<Ipv4Addr, MacAddr>,
-    /// Addresses a client declined (someone else answers ARP for them), until when.
-    declined: HashMap<Ipv4Addr, i64>,
+    /// Addresses a client declined (someone else answers ARP for them): until when, and who.
+    /// Only leased pool addresses get here, so the pools bound it.
+    declined: HashMap<Ipv4Addr, (i64, MacAddr)>,
     /// Where the next search for a free pool address starts (Kea's iterative allocator): new
     /// clients get consecutive addresses, so a burst of DISCOVERs is not offered one address
     /// twice, and a search does not rescan the taken start of the pool.
@@ -40,10 +41,24 @@ impl LeaseTable {
         self.by_mac.get(&mac)
     }
 
-    /// Keep `ip` out of the pool until `until_ms`: a client said something else uses it
-    /// (DHCPDECLINE, RFC 2131 4.3.3).
-    pub fn decline(&mut self, ip: Ipv4Addr, until_ms: i64) {
-        self.declined.insert(ip, until_ms);
+    /// Keep `ip` out of the pool until `until_ms`: `mac` said something else uses it
+    /// (DHCPDECLINE, RFC 2131 4.3.3). Refused (false) when `mac` already keeps `at_most`
+    /// addresses out at `now_ms`.
+    pub fn decline(
+        &mut self,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        until_ms: i64,
+        now_ms: i64,
+        at_most: usize,
+    ) -> bool {
+        self.declined.retain(|_, (until, _)| *until > now_ms);
+        let by_mac = self.declined.values().filter(|(_, m)| *m == mac).count();
+        if by_mac >= at_most {
+            return false;
+        }
+        self.declined.insert(ip, (until_ms, mac));
+        true
     }
 
     /// The MAC holding `ip` with a lease that has not expired at `now_ms`.
@@ -66,7 +81,10 @@ impl LeaseTable {
         let free_for = |ip: Ipv4Addr| {
             pool.contains(ip)
                 && self.holder(ip, now_ms).is_none_or(|m| m == mac)
-                && self.declined.get(&ip).is_none_or(|until| *until <= now_ms)
+                && self
+                    .declined
+                    .get(&ip)
+                    .is_none_or(|(until, _)| *until <= now_ms)
         };
         if let Some(lease) = self.by_mac.get(&mac)
             && free_for(lease.ip)

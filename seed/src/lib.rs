@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod lab;
 pub mod leases;
 pub mod lifecycle;
+pub mod loglimit;
 pub mod metrics;
 pub mod mirror;
 pub mod net;

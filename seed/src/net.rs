@@ -1,4 +1,5 @@
-//! Small network value types: IPv4 subnets and MAC addresses.
+//! Small network value types: IPv4 subnets and MAC addresses, and text from the network made fit
+//! for a terminal ([`printable`]).
 //!
 //! Both parse strictly and say exactly what is wrong, because they come from an operator's
 //! config file and a typo here ends up as a node that never boots.
@@ -267,5 +268,35 @@ mod tests {
         ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
+    }
+}
+
+/// Text that came from the network (DHCP options, iPXE's query, installer events, BMC messages)
+/// fit for a terminal: control characters (escape sequences, BEL, CR/LF, C1's CSI among them)
+/// and the bidirectional overrides that reorder what is shown appear escaped, never acted on.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn terminal_escapes_from_the_network_are_shown_escaped() {
+        assert_eq!(
+            super::printable("ok\u{1b}[2Jgone\r\n\u{7}\u{9b}31m\u{202e}x"),
+            "ok\\u{1b}[2Jgone\\r\\n\\u{7}\\u{9b}31m\\u{202e}x"
+        );
+        assert_eq!(
+            super::printable("PXEClient:Arch:00007"),
+            "PXEClient:Arch:00007"
+        );
     }
 }

@@ -101,6 +101,17 @@ pub enum StoreError {
         /// Why.
         source: rusqlite::Error,
     },
+    /// The database file is there but holds nothing: a truncated copy, a full disk, a file
+    /// made by hand. Opening it would start an empty store (every node `ready`, leases and
+    /// tokens gone), so it is refused.
+    #[error(
+        "state database {} is empty (0 bytes) or has lost its main file: not a seed store. Restore it from a backup, or move it away to start a new store (every node ready, leases and tokens gone)",
+        path.display()
+    )]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
     /// The database was written by a newer seed.
     #[error(
         "state database {} has schema version {found}, newer than the {supported} this seed understands; run the newer seed or restore a backup",
@@ -319,6 +330,7 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        refuse_empty(path)?;
         let conn = Connection::open(path).map_err(open_err)?;
         // WAL: readers do not block the writer. FULL: a commit is durable when it returns, which
         // is what "a lease is committed before it is acknowledged" needs across power loss.
@@ -888,12 +900,24 @@ impl Store {
 
     /// The newest `limit` events (of one node, or all), oldest first.
     pub fn events(&self, node: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.events_before(node, limit, None)
+    }
+
+    /// The `limit` events before id `before` (all when `None`), oldest first: one page of a
+    /// node's events, walking back.
+    pub fn events_before(
+        &self,
+        node: Option<&str>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, at, node, kind, source, detail FROM (
-                 SELECT * FROM events WHERE ?1 IS NULL OR node = ?1 ORDER BY id DESC LIMIT ?2
+                 SELECT * FROM events WHERE (?1 IS NULL OR node = ?1) AND (?3 IS NULL OR id < ?3)
+                 ORDER BY id DESC LIMIT ?2
              ) ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![node, limit], |r| {
+        let rows = stmt.query_map(params![node, limit, before], |r| {
             Ok(Event {
                 id: r.get(0)?,
                 at: r.get(1)?,
@@ -1108,6 +1132,31 @@ fn parse_state(value: String) -> Result<NodeState, StoreError> {
     })
 }
 
+/// A new store is made only where there is none: a 0-byte database file (with no write-ahead
+/// log holding its pages), or a write-ahead log whose database is gone, is refused.
+fn refuse_empty(path: &Path) -> Result<(), StoreError> {
+    let len = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len());
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = len(Path::new(&wal)).unwrap_or(0);
+    match len(path) {
+        Some(0) if wal == 0 => Err(StoreError::Empty {
+            path: path.to_path_buf(),
+        }),
+        None if wal > 0 => Err(StoreError::Empty {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The longest event detail kept (bytes); longer ones are cut, saying how much was cut. A
+/// token holder posts installer events: their size must not be the store's.
+pub const MAX_EVENT_DETAIL: usize = 4096;
+/// Events kept per node (and for events about no node); the oldest beyond are dropped. A whole
+/// subiquity install reports a few hundred.
+pub const MAX_EVENTS_PER_NODE: u32 = 1000;
+
 fn insert_event(
     conn: &Connection,
     at: i64,
@@ -1116,11 +1165,36 @@ fn insert_event(
     source: &str,
     detail: &str,
 ) -> Result<i64, StoreError> {
+    let detail = bounded_detail(detail);
     conn.execute(
         "INSERT INTO events (at, node, kind, source, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![at, node, kind, source, detail],
     )?;
-    Ok(conn.last_insert_rowid())
+    let id = conn.last_insert_rowid();
+    // Drop what is beyond the bound, oldest first (events_by_node makes this a short index walk).
+    conn.execute(
+        "DELETE FROM events WHERE node IS ?1 AND id <= (
+             SELECT id FROM events WHERE node IS ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        params![node, MAX_EVENTS_PER_NODE],
+    )?;
+    Ok(id)
+}
+
+/// `detail`, cut at [`MAX_EVENT_DETAIL`] bytes (on a character boundary).
+fn bounded_detail(detail: &str) -> std::borrow::Cow<'_, str> {
+    if detail.len() <= MAX_EVENT_DETAIL {
+        return detail.into();
+    }
+    let mut end = MAX_EVENT_DETAIL;
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… ({} more bytes not kept)",
+        &detail[..end],
+        detail.len() - end
+    )
+    .into()
 }
 
 #[cfg(test)]
@@ -1131,6 +1205,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn an_empty_database_file_is_refused_not_started_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), b"").unwrap();
+        let err = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, StoreError::Empty { .. }), "{err}");
+        assert!(err.to_string().contains("is empty (0 bytes)"), "{err}");
+        // Nothing was written over it.
+        assert_eq!(
+            std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len(),
+            0
+        );
+        // A new directory still gets a new store.
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(Store::open(fresh.path()).is_ok());
     }
 
     #[test]

@@ -8,14 +8,15 @@
 //! DESIGN.md) gets it wrong. Each transfer runs in its own task on its own socket (the TID of
 //! RFC 1350), so one slow client never holds up another.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
+use crate::loglimit::LogLimit;
 use crate::metrics::{Metrics, TftpOutcome};
 use crate::tree::{OpenError, Tree};
 
@@ -27,12 +28,32 @@ const ERROR: u16 = 5;
 const OACK: u16 = 6;
 
 /// RFC 1350 error codes.
+const ERR_UNDEFINED: u16 = 0;
 const ERR_NOT_FOUND: u16 = 1;
 const ERR_ACCESS: u16 = 2;
 const ERR_ILLEGAL: u16 = 4;
 
 /// Retransmissions of one window before a transfer is given up.
 const MAX_RETRIES: u32 = 5;
+/// Transfers at once, in all and per client address: each holds a socket (a file descriptor)
+/// and a window of memory, and a client that never acknowledges must not hold them all.
+/// A PXE client runs one transfer (two with the tsize probe).
+pub const MAX_TRANSFERS: usize = 256;
+/// See [`MAX_TRANSFERS`].
+pub const MAX_TRANSFERS_PER_CLIENT: usize = 8;
+/// The longest `timeout` option acknowledged (s). RFC 2349 lets the server only take or leave
+/// the client's value; a larger one is left (not acknowledged), so an abandoned transfer ends
+/// within (retries + 1) × this.
+const MAX_TIMEOUT_SECS: u64 = 5;
+/// The largest `windowsize` granted (RFC 7440 lets the server answer less). UEFI asks for 4
+/// at most in the field; 64 blocks keep a window's memory and its retransmission small.
+const MAX_WINDOW: u16 = 64;
+/// A transfer that is still running after this is ended: a client acknowledging one block per
+/// timeout could otherwise hold a socket for hours. ipxe.efi takes well under a second.
+const MAX_TRANSFER_TIME: Duration = Duration::from_secs(120);
+/// Receive buffer per transfer: clients send only ACKs and ERRORs (the longest an ERROR with a
+/// message); a larger datagram is cut, which does not matter for either.
+const REPLY_BUFFER: usize = 1024;
 /// Files larger than this are refused: TFTP is for the small iPXE binaries; kernels, initrds
 /// and ISOs go over HTTP.
 const MAX_FILE: u64 = 64 << 20;
@@ -225,12 +246,15 @@ fn parse_request(packet: &[u8], max_blksize: usize) -> Result<Request, Refusal> 
                 options.blksize = n;
                 options.ack.push((name, n.to_string()));
             }
-            "timeout" if (1..=255).contains(&n) => {
+            // RFC 2349: 1-255, and the server takes it as it is or not at all.
+            "timeout" if (1..=MAX_TIMEOUT_SECS).contains(&n) => {
                 options.timeout = Duration::from_secs(n);
                 options.ack.push((name, n.to_string()));
             }
+            // RFC 7440: 1-65535; the OACK may carry a smaller value.
             "windowsize" if (1..=65535).contains(&n) => {
-                options.windowsize = n as u16;
+                let n = (n as u16).min(MAX_WINDOW);
+                options.windowsize = n;
                 options.ack.push((name, n.to_string()));
             }
             // The value is filled in with the file's size once it is known.
@@ -271,10 +295,21 @@ pub async fn serve(
     let mut buf = vec![0u8; 1500];
     tokio::pin!(shutdown);
     let mut transfers = tokio::task::JoinSet::new();
+    let mut active: HashMap<IpAddr, usize> = HashMap::new();
+    let mut refused_log = LogLimit::new(5, Duration::from_secs(10));
+    let ended_log = Arc::new(std::sync::Mutex::new(LogLimit::new(
+        5,
+        Duration::from_secs(10),
+    )));
     loop {
         let (len, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            Some(_) = transfers.join_next(), if !transfers.is_empty() => continue,
+            Some(done) = transfers.join_next(), if !transfers.is_empty() => {
+                if let Ok(ip) = done {
+                    release(&mut active, ip);
+                }
+                continue;
+            }
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(e) => {
@@ -287,29 +322,65 @@ pub async fn serve(
             Ok(r) => r,
             Err(refusal) => {
                 metrics.tftp_transfer(TftpOutcome::Failed, 0);
-                tracing::info!(%peer, reason = %refusal.message, "TFTP request refused");
+                crate::limited!(refused_log, info, %peer, reason = %refusal.message, "TFTP request refused");
                 let _ = socket
                     .send_to(&error_packet(refusal.code, &refusal.message), peer)
                     .await;
                 continue;
             }
         };
+        let from_peer = active.get(&peer.ip()).copied().unwrap_or(0);
+        if transfers.len() >= MAX_TRANSFERS || from_peer >= MAX_TRANSFERS_PER_CLIENT {
+            metrics.tftp_transfer(TftpOutcome::Failed, 0);
+            crate::limited!(refused_log, warn, %peer, running = transfers.len(), from_peer, "TFTP request refused: too many transfers");
+            let _ = socket
+                .send_to(
+                    &error_packet(ERR_UNDEFINED, "too many transfers; try again later"),
+                    peer,
+                )
+                .await;
+            continue;
+        }
+        *active.entry(peer.ip()).or_default() += 1;
         let files = Arc::clone(&files);
         let metrics = Arc::clone(&metrics);
+        let ended_log = Arc::clone(&ended_log);
         transfers.spawn(async move {
             let mut sent = 0;
-            let outcome = match transfer(local_ip, peer, request, &files, &mut sent).await {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    tracing::info!(%peer, error = %e, "TFTP transfer ended");
-                    TftpOutcome::Failed
-                }
+            let run = transfer(local_ip, peer, request, &files, &mut sent);
+            let (outcome, why) = match tokio::time::timeout(MAX_TRANSFER_TIME, run).await {
+                Ok(Ok(outcome)) => (outcome, None),
+                Ok(Err(e)) => (TftpOutcome::Failed, Some(e.to_string())),
+                Err(_) => (
+                    TftpOutcome::Aborted,
+                    Some(format!(
+                        "still running after {} s",
+                        MAX_TRANSFER_TIME.as_secs()
+                    )),
+                ),
             };
+            if let Some(why) = why {
+                let mut log = ended_log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                crate::limited!(log, info, %peer, error = %why, "TFTP transfer ended");
+            }
             metrics.tftp_transfer(outcome, sent);
+            peer.ip()
         });
     }
     transfers.abort_all();
     Ok(())
+}
+
+/// One transfer of `ip` ended.
+fn release(active: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = active.get_mut(&ip) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            active.remove(&ip);
+        }
+    }
 }
 
 /// One read transfer, on a socket of its own.
@@ -325,11 +396,14 @@ async fn transfer(
     let data = match files.open(&request.file) {
         Ok(d) => d,
         Err(refusal) => {
-            tracing::info!(%peer, file = %request.file, reason = %refusal.message, "TFTP read refused");
             socket
                 .send(&error_packet(refusal.code, &refusal.message))
                 .await?;
-            return Ok(TftpOutcome::Failed);
+            // Logged (within the log budget) by the caller.
+            return Err(std::io::Error::other(format!(
+                "read refused: {}",
+                crate::net::printable(&refusal.message)
+            )));
         }
     };
     let Options {
@@ -338,7 +412,7 @@ async fn transfer(
         windowsize,
         ack,
     } = request.options;
-    let mut buf = vec![0u8; 65536];
+    let mut buf = vec![0u8; REPLY_BUFFER];
     if !ack.is_empty() {
         // RFC 2347: an OACK, answered by ACK 0 (or by an ERROR: the tsize probe of PXE ROMs).
         let mut oack = OACK.to_be_bytes().to_vec();
@@ -362,25 +436,43 @@ async fn transfer(
     let blocks = (data.len() / blksize as u64 + 1) as usize; // the last block is short, possibly empty
     let mut ahead = ReadAhead::default();
     let mut base = 0usize; // blocks acknowledged so far
+    // One block until the client has acknowledged a DATA block: a request (and an ACK 0) from
+    // a forged address then costs its owner one block and its retransmissions, not a window.
+    let mut receiving = false;
     while base < blocks {
-        let end = (base + usize::from(windowsize)).min(blocks);
-        let mut window = Vec::with_capacity(end - base);
-        let bytes = ahead.get(&data, base as u64 * blksize as u64, (end - base) * blksize)?;
-        for (k, i) in (base..end).enumerate() {
-            let chunk =
-                &bytes[(k * blksize).min(bytes.len())..((k + 1) * blksize).min(bytes.len())];
-            let mut p = Vec::with_capacity(4 + chunk.len());
-            p.extend(DATA.to_be_bytes());
-            // Block numbers wrap at 65535 (RFC 7440 and common practice for large files).
-            p.extend((((i + 1) % 65536) as u16).to_be_bytes());
-            p.extend(chunk);
-            window.push(p);
-        }
+        let size = if receiving {
+            usize::from(windowsize)
+        } else {
+            1
+        };
+        let end = (base + size).min(blocks);
+        let offset = base as u64 * blksize as u64;
+        let len = (end - base) * blksize;
+        // The embedded binaries are sent from where they lie; a file through its read-ahead.
+        let bytes: &[u8] = match &data {
+            Source::Static(all) => {
+                let from = (offset as usize).min(all.len());
+                &all[from..(from + len).min(all.len())]
+            }
+            Source::File(..) => ahead.get(&data, offset, len)?,
+        };
+        let window: Vec<([u8; 4], &[u8])> = (base..end)
+            .enumerate()
+            .map(|(k, i)| {
+                let chunk =
+                    &bytes[(k * blksize).min(bytes.len())..((k + 1) * blksize).min(bytes.len())];
+                // Block numbers wrap at 65535 (RFC 7440 and common practice for large files).
+                let no = (((i + 1) % 65536) as u16).to_be_bytes();
+                let [d0, d1] = DATA.to_be_bytes();
+                ([d0, d1, no[0], no[1]], chunk)
+            })
+            .collect();
         let last = ((end % 65536) as u16, end);
         match send_window(&socket, &window, base, last, timeout, &mut buf).await? {
             Some(acked) => {
                 *sent = (acked as u64 * blksize as u64).min(data.len());
                 base = acked;
+                receiving = true;
             }
             None => return Ok(TftpOutcome::Aborted),
         }
@@ -451,7 +543,7 @@ async fn exchange(
 /// `None` when the client sent an ERROR.
 async fn send_window(
     socket: &UdpSocket,
-    window: &[Vec<u8>],
+    window: &[([u8; 4], &[u8])],
     base: usize,
     (last_no, last): (u16, usize),
     timeout: Duration,
@@ -491,7 +583,7 @@ async fn send_window(
 
 /// Send every packet of a window on the connected `socket`, as few `sendmmsg` calls as the
 /// socket buffer allows: one system call for a window of eight instead of eight.
-async fn send_all(socket: &UdpSocket, packets: &[Vec<u8>]) -> std::io::Result<()> {
+async fn send_all(socket: &UdpSocket, packets: &[([u8; 4], &[u8])]) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut sent = 0;
     while sent < packets.len() {
@@ -508,11 +600,13 @@ async fn send_all(socket: &UdpSocket, packets: &[Vec<u8>]) -> std::io::Result<()
     Ok(())
 }
 
-/// One `sendmmsg(2)` of `packets` on the connected socket `fd`; how many went out.
-fn send_batch(fd: std::os::fd::RawFd, packets: &[Vec<u8>]) -> nix::Result<usize> {
+/// One `sendmmsg(2)` of `packets` (header, data) on the connected socket `fd`; how many went out.
+fn send_batch(fd: std::os::fd::RawFd, packets: &[([u8; 4], &[u8])]) -> nix::Result<usize> {
     use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
-    let slices: Vec<[std::io::IoSlice<'_>; 1]> =
-        packets.iter().map(|p| [std::io::IoSlice::new(p)]).collect();
+    let slices: Vec<[std::io::IoSlice<'_>; 2]> = packets
+        .iter()
+        .map(|(header, data)| [std::io::IoSlice::new(header), std::io::IoSlice::new(data)])
+        .collect();
     // Connected: no address per message.
     let addresses: Vec<Option<SockaddrStorage>> = vec![None; packets.len()];
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(packets.len(), None);
@@ -571,6 +665,19 @@ mod tests {
         assert_eq!(names, ["tsize", "blksize", "windowsize"]);
         let too_big = parse_request(&rrq(&["x", "octet", "blksize", "70000"]), 65464).unwrap();
         assert_eq!(too_big.options.blksize, 512);
+        // The attacker's request: a timeout that would pin a socket for 25 minutes is left
+        // out of the OACK, a window of 65535 blocks is answered with 64.
+        let r = parse_request(
+            &rrq(&["x", "octet", "timeout", "255", "windowsize", "65535"]),
+            1468,
+        )
+        .unwrap();
+        assert_eq!(r.options.timeout, Duration::from_secs(1));
+        assert_eq!(r.options.windowsize, MAX_WINDOW);
+        assert_eq!(
+            r.options.ack,
+            [("windowsize".to_string(), MAX_WINDOW.to_string())]
+        );
     }
 
     #[test]

@@ -226,7 +226,7 @@ print(len(packets))
         describe(&out)
     );
     let log = seed.stop();
-    assert!(log.contains("malformed DHCP packets dropped"), "{log}");
+    assert!(log.contains("malformed DHCP packet dropped"), "{log}");
     assert!(
         log.contains("malformed: 5,"),
         "every bad packet counted: {log}"
@@ -793,6 +793,16 @@ fn renew_rebind_inform_nak_release_and_decline_follow_rfc_2131() {
     assert_eq!(replies[1], "none", "RELEASE has no answer");
     let declined = msg(2).yiaddr();
     let args = [
+        // RFC 2131 4.3.3: a client declines the address it was ACKed (after its ARP probe).
+        format!(
+            "67:{}",
+            client_packet(
+                3,
+                other,
+                [0; 4],
+                &[opt50(declined.octets()), server_id.to_vec()].concat()
+            )
+        ),
         format!(
             "67:{}:0.3",
             client_packet(
@@ -819,8 +829,15 @@ fn renew_rebind_inform_nak_release_and_decline_follow_rfc_2131() {
         .lines()
         .map(str::to_string)
         .collect();
-    assert_eq!(replies[0], "none", "DECLINE has no answer");
-    let after_decline = seed::dhcp::parse(&unhex(&replies[1])).unwrap().yiaddr();
+    assert_eq!(
+        seed::dhcp::parse(&unhex(&replies[0]))
+            .unwrap()
+            .opts()
+            .msg_type(),
+        Some(MessageType::Ack)
+    );
+    assert_eq!(replies[1], "none", "DECLINE has no answer");
+    let after_decline = seed::dhcp::parse(&unhex(&replies[2])).unwrap().yiaddr();
     assert_ne!(
         after_decline, declined,
         "a declined address is not offered again"
@@ -978,4 +995,137 @@ fn sighup_reloads_a_fixed_mac_and_refuses_a_broken_config() {
     assert_eq!(env.get("ip").map(String::as_str), Some("10.99.10.21"));
     let log = seed.stop();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Runs [`PY_CLIENT`] in the client namespace with `args`; its replies (hex or `none`).
+fn exchange(ns: &Netns, args: &[String]) -> Vec<String> {
+    let out = ns
+        .in_cli("python3")
+        .arg("-c")
+        .arg(PY_CLIENT)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// DHCPDECLINE is believed only from the MAC that holds the lease (anyone can send one naming
+/// any address; before, one took a pool address from the client holding it), one MAC keeps at
+/// most two addresses out of the pool (before, declining every address it was given emptied a
+/// pool), and a flood of refused DECLINEs writes a few log lines, not one per packet.
+#[test]
+fn a_decline_counts_only_from_the_lease_holder_and_cannot_empty_the_pool() {
+    use dhcproto::v4::MessageType;
+    let (ns, _dir, _config, seed) = serving(rack);
+    // The packets go to seed's address (as a relay's would): the client side needs a route.
+    ns.add_client_address("10.99.10.60/24");
+    let server_id = [54u8, 4, 10, 99, 10, 1];
+    let opt50 = |ip: std::net::Ipv4Addr| [&[50u8, 4][..], &ip.octets()].concat();
+    let parse = |hex: &str| seed::dhcp::parse(&unhex(hex)).unwrap();
+    // DISCOVER and REQUEST: the address `mac` is ACKed.
+    let dora = |mac: [u8; 6]| {
+        let offer =
+            parse(&exchange(&ns, &[format!("67:{}", client_packet(1, mac, [0; 4], &[]))])[0]);
+        let ip = offer.yiaddr();
+        let ack = exchange(
+            &ns,
+            &[format!(
+                "67:{}",
+                client_packet(3, mac, [0; 4], &[opt50(ip), server_id.to_vec()].concat())
+            )],
+        );
+        assert_eq!(parse(&ack[0]).opts().msg_type(), Some(MessageType::Ack));
+        ip
+    };
+    let decline = |mac: [u8; 6], ip: std::net::Ipv4Addr| {
+        format!(
+            "67:{}:0.2",
+            client_packet(4, mac, [0; 4], &[opt50(ip), server_id.to_vec()].concat())
+        )
+    };
+
+    let victim = [2, 0, 0, 0, 0, 0x31];
+    let attacker = [2, 0, 0, 0, 0, 0x32];
+    let held = dora(victim);
+    // The victim configures it (a renewal's ACK is sent there).
+    ns.add_client_address(&format!("{held}/24"));
+    // The attacker declines the victim's address with its own MAC.
+    assert_eq!(exchange(&ns, &[decline(attacker, held)]), ["none"]);
+    // The victim renews (RFC 2131 4.3.2 RENEWING: ciaddr, no option 50) and keeps it.
+    let renew = parse(
+        &exchange(
+            &ns,
+            &[format!(
+                "67:{}",
+                client_packet(3, victim, held.octets(), &[])
+            )],
+        )[0],
+    );
+    assert_eq!(
+        renew.opts().msg_type(),
+        Some(MessageType::Ack),
+        "the victim lost {held}"
+    );
+    assert_eq!(renew.yiaddr(), held);
+
+    // The attacker declines every address it is given, 12 times over a pool of ten.
+    for _ in 0..12 {
+        let ip = dora(attacker);
+        assert_eq!(exchange(&ns, &[decline(attacker, ip)]), ["none"]);
+    }
+    // A new machine still gets an address.
+    let newcomer = exchange(
+        &ns,
+        &[format!(
+            "67:{}",
+            client_packet(1, [2, 0, 0, 0, 0, 0x33], [0; 4], &[])
+        )],
+    );
+    assert_ne!(
+        newcomer[0], "none",
+        "the pool was emptied by one MAC's declines"
+    );
+
+    // 2,000 DECLINEs naming the victim's address from random MACs: a few log lines.
+    let flood = format!(
+        r#"
+import os, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(2000):
+    mac = bytes([2]) + os.urandom(5)
+    p = bytes([1, 1, 6, 0]) + bytes(24) + mac + bytes(202) + bytes([99, 130, 83, 99, 53, 1, 4, 50, 4]) + bytes([{}]) + bytes([255])
+    s.sendto(p, ("{SEED_IP}", 67))
+"#,
+        held.octets().map(|b| b.to_string()).join(", ")
+    );
+    let out = ns.in_cli("python3").arg("-c").arg(&flood).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    // Seed has read them all when a client asking after them is answered.
+    let renew = parse(
+        &exchange(
+            &ns,
+            &[format!(
+                "67:{}",
+                client_packet(3, victim, held.octets(), &[])
+            )],
+        )[0],
+    );
+    assert_eq!(
+        renew.yiaddr(),
+        held,
+        "the victim lost its address to the flood"
+    );
+    let log = seed.stop();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("DECLINE ignored"))
+        .count();
+    assert!(
+        (1..=12).contains(&lines),
+        "{lines} lines about ignored DECLINEs:\n{log}"
+    );
 }

@@ -1,6 +1,8 @@
 //! The HTTP server against curl, on loopback: the iPXE script through a node's lifecycle, the
 //! install documents behind their tokens, the installer's callbacks, the API, /metrics, and
 //! images with ranges. seed runs with `--no-dhcp --no-tftp`: nothing here needs a namespace.
+//! The lab rack's provisioning zone moves to 127.0.10.0/24 so that curl can ask as each node
+//! (`--interface 127.0.10.11`, cmp1's address) or as another host: loopback is all of 127/8.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
 
@@ -13,7 +15,7 @@ use common::http::{API_TOKEN, HttpSeed, curl, get, post, post_json};
 use common::{describe, repo_root, seed};
 
 /// seed.url of the lab config: it only appears in scripts, nothing connects to it.
-const LAB_URL: &str = "http://10.10.10.1:8080";
+const LAB_URL: &str = "http://127.0.10.1:8080";
 const CMP1: &str = "52:54:00:10:00:11"; // UEFI
 const CMP2: &str = "52:54:00:10:00:12"; // BIOS
 const STOR1: &str = "52:54:00:10:00:21";
@@ -36,6 +38,8 @@ impl Lab {
             &format!("{marker}  api_token: {{ env: SEED_TEST_API_TOKEN }}\n"),
             1,
         );
+        // The provisioning zone on loopback (see the module comment).
+        let text = text.replace("10.10.10.", "127.0.10.");
         let config = dir.path().join("seed.yaml");
         std::fs::write(&config, text).unwrap();
         let state = dir.path().join("state");
@@ -102,8 +106,29 @@ impl Lab {
     }
 }
 
+/// The address seed leases the node with `mac` (its BMC's last octet in 127.0.10.0/24); another
+/// host's for a MAC that is no node's.
+fn address_of(mac: &str) -> &'static str {
+    match mac {
+        CMP1 => "127.0.10.11",
+        CMP2 => "127.0.10.12",
+        STOR1 => "127.0.10.21",
+        _ => "127.0.10.99",
+    }
+}
+
+/// The iPXE script of the machine with `mac`, asked as that machine (from its address).
 fn script(seed: &HttpSeed, mac: &str) -> String {
-    let reply = get(&seed.url(&format!("/boot.ipxe?mac={mac}")));
+    script_from(seed, mac, address_of(mac))
+}
+
+/// The iPXE script of `mac`, asked from `from`.
+fn script_from(seed: &HttpSeed, mac: &str, from: &str) -> String {
+    let reply = curl(&[
+        "--interface",
+        from,
+        &seed.url(&format!("/boot.ipxe?mac={mac}")),
+    ]);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(reply.text().starts_with("#!ipxe\n"), "{}", reply.text());
     reply.text()
@@ -235,6 +260,122 @@ fn the_ipxe_script_follows_the_node_state_on_uefi_and_bios() {
     );
     assert_eq!(state_of(&seed, "cmp2"), "failed");
     assert_local_disk(&script(&seed, CMP2), "cmp2 is failed, not provisioning");
+}
+
+/// A node's installer (and the token in it) goes only to the node's address: another host that
+/// names its MAC gets the local disk, the node an event (one a minute however many asks), and
+/// the attempts do not move. The open API shows states, never a MAC, an address or a token.
+#[test]
+fn another_host_naming_a_nodes_mac_gets_no_installer_and_the_open_api_no_macs() {
+    let lab = Lab::new();
+    lab.add_image();
+    let seed = lab.start();
+    assert!(lab.provision(&["cmp1"]).status.success());
+    for _ in 0..5 {
+        let text = script_from(&seed, CMP1, "127.0.10.50");
+        assert_local_disk(&text, "cmp1: not this machine's to ask");
+        assert!(!text.contains("/nodes/"), "{text}");
+        // cmp2's address is not cmp1's either.
+        let text = script_from(&seed, CMP1, address_of(CMP2));
+        assert!(!text.contains("/nodes/"), "{text}");
+    }
+    assert_eq!(state_of(&seed, "cmp1"), "provisioning");
+    let bearer = format!("Authorization: Bearer {API_TOKEN}");
+    let node = curl(&["-H", &bearer, &seed.url("/api/v1/nodes/cmp1")]).json();
+    assert_eq!(node["attempts"], 0, "{node}");
+    let events = curl(&["-H", &bearer, &seed.url("/api/v1/nodes/cmp1/events")]).json();
+    let refused: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "refused")
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused.len(), 1, "{events}");
+    assert!(
+        refused[0].contains(&format!(
+            "install script for {CMP1} asked from 127.0.10.50, which is not cmp1's address (127.0.10.11)"
+        )),
+        "{refused:?}"
+    );
+    // The node itself gets it.
+    let token = token_of(&script(&seed, CMP1));
+
+    // The open API: states and event kinds, no details; the events need the token.
+    for path in ["/api/v1/nodes", "/api/v1/nodes/cmp1", "/"] {
+        let open = get(&seed.url(path));
+        assert_eq!(open.status, 200, "{path}");
+        let body = open.text().to_ascii_lowercase();
+        assert!(body.contains("provisioning"), "{path}: {body}");
+        for secret in [CMP1, "52-54-00-10-00-11", "127.0.10.", &token] {
+            assert!(!body.contains(secret), "{path} shows {secret}: {body}");
+        }
+    }
+    assert_eq!(get(&seed.url("/api/v1/nodes/cmp1/events")).status, 401);
+    let full = curl(&["-H", &bearer, &seed.url("/api/v1/nodes/cmp1")]).json();
+    assert!(
+        full["last_event"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(CMP1)),
+        "{full}"
+    );
+}
+
+/// The events API pages: `limit` (at most 500) and a `Link` to the page before.
+#[test]
+fn the_events_api_is_paginated() {
+    let lab = Lab::new();
+    lab.add_image();
+    let seed = lab.start();
+    assert!(lab.provision(&["cmp1"]).status.success());
+    let token = token_of(&script(&seed, CMP1));
+    for i in 0..12 {
+        let reply = post_json(
+            &seed.url(&format!("/nodes/{token}/events")),
+            &event("start", &format!("subiquity/step{i}"), None),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let bearer = format!("Authorization: Bearer {API_TOKEN}");
+    let mut url = seed.url("/api/v1/nodes/cmp1/events?limit=5");
+    let mut ids: Vec<i64> = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = curl(&["-H", &bearer, &url]);
+        assert_eq!(page.status, 200, "{}", page.text());
+        let events = page.json();
+        let mut page_ids: Vec<i64> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect();
+        assert!(page_ids.len() <= 5);
+        page_ids.append(&mut ids);
+        ids = page_ids;
+        pages += 1;
+        let Some(link) = page.header("link") else {
+            break;
+        };
+        let next = link
+            .trim_start_matches('<')
+            .split_once('>')
+            .unwrap_or_else(|| panic!("{link}"))
+            .0;
+        assert!(link.ends_with("rel=\"next\""), "{link}");
+        url = seed.url(next);
+        assert!(pages < 20, "the pages do not end");
+    }
+    // Registered, provisioning, installer served, 12 steps (the first also moved the state).
+    assert!(ids.len() >= 15, "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let all = curl(&[
+        "-H",
+        &bearer,
+        &seed.url("/api/v1/nodes/cmp1/events?limit=100000"),
+    ])
+    .json();
+    assert_eq!(all.as_array().unwrap().len(), ids.len());
 }
 
 #[test]
@@ -370,7 +511,7 @@ fn callbacks_move_the_state_and_show_in_status_the_api_and_metrics() {
     let row = lab.status_row("cmp1");
     assert!(row.contains("installing"), "{row}");
     assert!(row.contains("provisioning -> installing"), "{row}");
-    let node = get(&seed.url("/api/v1/nodes/cmp1")).json();
+    let node = curl(&["-H", &bearer, &seed.url("/api/v1/nodes/cmp1")]).json();
     assert_eq!(node["role"], "compute");
     assert!(
         node["last_event"]["detail"]
@@ -392,7 +533,7 @@ fn callbacks_move_the_state_and_show_in_status_the_api_and_metrics() {
         200
     );
     assert_eq!(state_of(&seed, "cmp1"), "deployed");
-    let events = get(&seed.url("/api/v1/nodes/cmp1/events")).json();
+    let events = curl(&["-H", &bearer, &seed.url("/api/v1/nodes/cmp1/events")]).json();
     let details: Vec<&str> = events
         .as_array()
         .unwrap()

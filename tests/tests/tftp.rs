@@ -173,13 +173,19 @@ fn a_tsize_probe_then_abort_then_rrq_again_is_served_and_bad_paths_are_refused()
     }
 }
 
+/// A rack of 200 machines PXE-booting at once: 200 addresses (seed caps transfers per client
+/// address, as a firmware runs one or two), each downloading ipxe.efi.
 #[test]
 fn two_hundred_concurrent_downloads_all_complete() {
     let (ns, dir, seed) = started();
+    for i in 0..200 {
+        ns.add_client_address(&format!("10.99.10.{}/24", 51 + i));
+    }
     let out_dir = dir.path().join("many");
     std::fs::create_dir(&out_dir).unwrap();
     let script = format!(
-        "seq 200 | xargs -P 200 -I{{}} curl -sS --max-time 120 --tftp-blksize 1468 -o {}/{{}} tftp://{SEED_IP}/ipxe.efi",
+        "seq 200 | xargs -P 200 -I{{}} sh -c 'curl -sS --max-time 120 --tftp-blksize 1468 \
+         --interface 10.99.10.$((50 + {{}})) -o {}/{{}} tftp://{SEED_IP}/ipxe.efi'",
         out_dir.display()
     );
     let out = ns

@@ -147,7 +147,7 @@ pub(crate) fn run(nodes: &Nodes, state_dir: &Path, plan: &Plan<'_>) -> anyhow::R
                 if p.last_seen != Some((record.state, event_id)) {
                     p.last_seen = Some((record.state, event_id));
                     if let Some(e) = &record.last_event {
-                        p.last_event = format!("{}: {}", e.kind, e.detail);
+                        p.last_event = format!("{}: {}", e.kind, crate::net::printable(&e.detail));
                     }
                     screen.change(&format!(
                         "{}  {name:<12} {:<13} {}",

@@ -153,6 +153,9 @@ where
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
+    if !matches!(cli.command, Command::Serve(_) | Command::Lab(_)) {
+        quiet_on_broken_pipe();
+    }
     match cli.command {
         Command::Check(args) => check::run(&global, args),
         Command::Render(args) => render::run(&global, args),
@@ -170,6 +173,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Debug(cmd) => debug::run(&global, cmd),
     }
+}
+
+/// A command whose output is cut short (`seed status | head -1`) ends as other Unix tools do when
+/// SIGPIPE ends them: silently, with status 141 (128 + SIGPIPE). Rust ignores SIGPIPE, so a
+/// print to a closed pipe panics instead; restoring the signal would take `unsafe`, so the panic
+/// of the print macros on EPIPE is turned into that exit. Servers are left alone: their
+/// clients' broken pipes are errors on sockets, not prints.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 fn init_logging(verbose: u8, color: bool) {

@@ -59,6 +59,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .context("cannot listen for SIGHUP")?;
         (Shutdown::listen()?, hangup)
     };
+    let open_files = raise_open_files();
     let config = Arc::new(global.load_config()?);
     let state_dir = global.state_dir(Some(&config));
     let mut store = Store::open(&state_dir)
@@ -167,7 +168,12 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             state_dir: state_dir.clone(),
             apt,
         });
-        let http_task = tokio::spawn(http::serve(http_listener, app, stopped(stop_rx.clone())));
+        let http_task = tokio::spawn(http::serve(
+            http_listener,
+            app,
+            http::max_connections(open_files),
+            stopped(stop_rx.clone()),
+        ));
         let lifecycle = config.seed.lifecycle;
         let every = stall_check(
             [
@@ -430,6 +436,30 @@ impl Shutdown {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Raise the soft open-file limit to the hard one, as servers do (the common soft default of
+/// 1,024 is below what a rack booting at once needs); the limit in force, which sizes HTTP's
+/// connection cap. Says so when it cannot.
+fn raise_open_files() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        tracing::warn!("cannot read the open-file limit; assuming 1024");
+        return 1024;
+    };
+    if soft >= hard {
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::info!(from = soft, to = hard, "open-file limit raised");
+            hard
+        }
+        Err(e) => {
+            tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit; HTTP takes fewer connections");
+            soft
         }
     }
 }

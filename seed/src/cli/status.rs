@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::Global;
 use super::table::Table;
 use crate::lifecycle::{NodeState, duration_text};
+use crate::net::printable;
 use crate::store::{Event, Store, now_ms};
 
 #[derive(Debug, Args)]
@@ -225,20 +226,6 @@ fn timeline(store: &Store, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Text from the network (installer events, BMC messages) fit for a terminal: control
-/// characters, escape sequences among them, shown escaped.
-fn printable(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
 /// `2026-11-21 13:55:02` from ms since the Unix epoch (UTC; days to civil date after
 /// Howard Hinnant's `civil_from_days`).
 fn utc_timestamp(ms: i64) -> String {
@@ -264,14 +251,6 @@ fn utc_timestamp(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::utc_timestamp;
-
-    #[test]
-    fn terminal_escapes_from_the_network_are_shown_escaped() {
-        assert_eq!(
-            super::printable("ok\u{1b}[2Jgone\r\n"),
-            "ok\\u{1b}[2Jgone\\r\\n"
-        );
-    }
 
     #[test]
     fn timestamps_are_civil_utc() {

@@ -15,9 +15,11 @@ impl Table {
         }
     }
 
-    /// Append a row.
+    /// Append a row. Cells are made printable: many hold text from the network (a DHCP vendor
+    /// class, an event's detail) that must not reach the terminal as escape sequences.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows
+            .push(cells.iter().map(|c| crate::net::printable(c)).collect());
     }
 
     /// Render; trailing spaces trimmed.

@@ -18,6 +18,7 @@ use dhcproto::v4::MessageType;
 use tokio::net::UdpSocket;
 
 use crate::leases::LeaseTable;
+use crate::loglimit::LogLimit;
 use crate::metrics::Metrics;
 use crate::net::MacAddr;
 use crate::provision::{DhcpAnswer, Provisioner};
@@ -40,8 +41,16 @@ const DISCOVERED_REFRESH_MS: i64 = 60_000;
 /// How many unknown MACs are remembered between store writes. A flood of random MACs must not
 /// grow memory without bound; forgetting them only costs one more store write each.
 const DISCOVERED_MEMORY: usize = 16_384;
-/// Bad packets are logged at most once per window, with a count.
-const BAD_PACKET_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Lines per 10 s for each kind of log line a client can cause (bad packets, declines, requests
+/// not answered, new machines); the rest are counted in the next line.
+const LOG_LINES: u32 = 5;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+/// MACs tracked by the per-second rate limit; a flood of random MACs starts a new window
+/// instead of growing the map.
+const RATE_LIMIT_MACS: usize = 16_384;
+/// Addresses one MAC may have in decline probation at once: a client that declines every address
+/// it is offered must not empty the pool.
+const DECLINES_PER_MAC: usize = 2;
 
 /// Bind the DHCP socket on `interface` the way a DHCP server must: `0.0.0.0:port` so broadcasts
 /// arrive, SO_BINDTODEVICE so only that interface's, SO_BROADCAST to answer by broadcast.
@@ -88,6 +97,7 @@ pub async fn serve(
     let socket = UdpSocket::from_std(socket)?;
     let pxe_socket = pxe_socket.map(UdpSocket::from_std).transpose()?;
     let proxy = provisioner.config().seed.dhcp.proxy;
+    provisioner.sightings().dhcp_started();
     let mut server = Server {
         proxy,
         metrics,
@@ -98,8 +108,7 @@ pub async fn serve(
         per_mac: HashMap::new(),
         discovered: HashMap::new(),
         window: Instant::now(),
-        bad_since_log: 0,
-        last_bad_log: None,
+        logs: Logs::default(),
     };
     tracing::info!(local = %socket.local_addr()?, proxy, leases = server.leases.len(), "DHCP server running");
     let mut buf = vec![0u8; 4096];
@@ -128,7 +137,7 @@ pub async fn serve(
             _ => &socket,
         };
         if let Err(e) = out.send_to(&reply, dest).await {
-            tracing::warn!(%dest, error = %e, "cannot send DHCP reply");
+            crate::limited!(server.logs.send, warn, %dest, error = %e, "cannot send DHCP reply");
         }
     }
     server.writer.stop();
@@ -158,8 +167,31 @@ struct Server {
     /// When each undiscovered-until-now MAC was last written to the store.
     discovered: HashMap<MacAddr, i64>,
     window: Instant,
-    bad_since_log: u64,
-    last_bad_log: Option<Instant>,
+    logs: Logs,
+}
+
+/// A log budget per kind of line a client can cause.
+struct Logs {
+    bad: LogLimit,
+    decline: LogLimit,
+    ignored: LogLimit,
+    discovered: LogLimit,
+    nak: LogLimit,
+    send: LogLimit,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        let limit = || LogLimit::new(LOG_LINES, LOG_WINDOW);
+        Self {
+            bad: limit(),
+            decline: limit(),
+            ignored: limit(),
+            discovered: limit(),
+            nak: limit(),
+            send: limit(),
+        }
+    }
 }
 
 impl Server {
@@ -189,6 +221,13 @@ impl Server {
             return None;
         }
         self.metrics.dhcp_received(u8::from(facts.kind));
+        if facts.kind == MessageType::Discover
+            && facts.request.ipxe
+            && let Some(node) = self.provisioner.node_of(facts.request.mac)
+        {
+            // A network boot of a node: what an install attempt counts.
+            self.provisioner.sightings().booted(&node.name);
+        }
         if self.proxy {
             return self.handle_proxy(&msg, &facts, peer, on_pxe_port);
         }
@@ -208,12 +247,7 @@ impl Server {
                 return None;
             }
             MessageType::Decline => {
-                let ip = facts.request.requested.unwrap_or(msg.ciaddr());
-                self.leases.decline(
-                    ip,
-                    now + i64::from(self.provisioner.config().seed.dhcp.lease_secs) * 1000,
-                );
-                tracing::warn!(mac = %facts.request.mac, %ip, "address declined: something else answers for it on the network");
+                self.decline(&facts, msg.ciaddr(), now);
                 return None;
             }
             other => {
@@ -233,7 +267,7 @@ impl Server {
             DhcpAnswer::Lease(offer) => offer,
             DhcpAnswer::Ignore(reason) => {
                 self.stats.ignored += 1;
-                tracing::info!(mac = %facts.request.mac, kind = ?facts.kind, %reason, "not answering");
+                crate::limited!(self.logs.ignored, info, mac = %facts.request.mac, kind = ?facts.kind, %reason, "not answering");
                 return None;
             }
         };
@@ -267,7 +301,7 @@ impl Server {
                     self.replied(MessageType::Nak);
                     // RFC 2131 4.3.2: wrong address (another network, a stale lease) → NAK, so
                     // the client starts over instead of keeping an address seed did not give.
-                    tracing::info!(mac = %facts.request.mac, ?wanted, offered = %offer.address, "NAK");
+                    crate::limited!(self.logs.nak, info, mac = %facts.request.mac, ?wanted, offered = %offer.address, "NAK");
                     let reply = packet::nak(&msg, server);
                     return Some((
                         packet::encode(&reply),
@@ -309,6 +343,13 @@ impl Server {
         };
         match self.provisioner.proxy(&facts.request) {
             Ok(boot) => {
+                if on_pxe_port {
+                    // The PXE client asks from the address the site's server gave it (ciaddr):
+                    // the address its install script will be asked from.
+                    self.provisioner
+                        .sightings()
+                        .proxied(facts.request.mac, msg.ciaddr());
+                }
                 self.replied(kind);
                 let server = self.provisioner.config().seed.address;
                 let reply = packet::proxy(msg, kind, &boot, server);
@@ -351,7 +392,8 @@ impl Server {
             self.discovered.clear();
         }
         if !self.discovered.contains_key(&req.mac) {
-            tracing::info!(mac = %req.mac, class = ?req.vendor_class, arch = ?req.arch, "discovered a machine that is not in the config");
+            let class = req.vendor_class.as_deref().map(crate::net::printable);
+            crate::limited!(self.logs.discovered, info, mac = %req.mac, ?class, arch = ?req.arch, "discovered a machine that is not in the config");
         }
         self.discovered.insert(req.mac, now);
         self.writer.seen(crate::store::Discovered {
@@ -366,9 +408,31 @@ impl Server {
         });
     }
 
+    /// DHCPDECLINE (RFC 2131 4.3.3): the client found the address it was given in use. Only the
+    /// MAC holding that lease can say so (anyone can send a DECLINE naming any address), and one
+    /// MAC keeps at most [`DECLINES_PER_MAC`] addresses out of the pool at once.
+    fn decline(&mut self, facts: &packet::Facts, ciaddr: Ipv4Addr, now: i64) {
+        let mac = facts.request.mac;
+        let ip = facts.request.requested.unwrap_or(ciaddr);
+        if self.leases.get(mac).is_none_or(|lease| lease.ip != ip) {
+            crate::limited!(self.logs.decline, warn, %mac, %ip, "DECLINE ignored: that address is not leased to this MAC");
+            return;
+        }
+        let until = now + i64::from(self.provisioner.config().seed.dhcp.lease_secs) * 1000;
+        if !self.leases.decline(mac, ip, until, now, DECLINES_PER_MAC) {
+            crate::limited!(self.logs.decline, warn, %mac, %ip, "DECLINE ignored: this MAC already declined {DECLINES_PER_MAC} addresses");
+            return;
+        }
+        // Its lease is void: it will ask again and get another address.
+        self.leases.release(mac);
+        self.writer.release(mac);
+        crate::limited!(self.logs.decline, warn, %mac, %ip, "address declined: something else answers for it on the network");
+    }
+
     /// Per-MAC packets-per-second limit, in one-second windows.
     fn allow(&mut self, mac: MacAddr) -> bool {
-        if self.window.elapsed() >= Duration::from_secs(1) {
+        if self.window.elapsed() >= Duration::from_secs(1) || self.per_mac.len() >= RATE_LIMIT_MACS
+        {
             self.per_mac.clear();
             self.window = Instant::now();
         }
@@ -380,14 +444,6 @@ impl Server {
     fn bad_packet(&mut self, peer: SocketAddr, why: &str) {
         self.stats.malformed += 1;
         self.metrics.dhcp_dropped();
-        self.bad_since_log += 1;
-        let due = self
-            .last_bad_log
-            .is_none_or(|t| t.elapsed() >= BAD_PACKET_LOG_WINDOW);
-        if due {
-            tracing::warn!(%peer, reason = why, dropped = self.bad_since_log, "malformed DHCP packets dropped");
-            self.bad_since_log = 0;
-            self.last_bad_log = Some(Instant::now());
-        }
+        crate::limited!(self.logs.bad, warn, %peer, reason = why, "malformed DHCP packet dropped");
     }
 }

@@ -1,5 +1,7 @@
-//! The JSON API, `/metrics` and the status page. Reading is open (no secrets are in it: tokens
-//! never leave the store this way); changing needs the bearer token from `seed.api_token`.
+//! The JSON API, `/metrics` and the status page. Reading states is open; what a node's events
+//! say (MACs, addresses, the installer's words) and changing anything need the bearer token from
+//! `seed.api_token`: a stranger on the provisioning network learns which nodes exist and their
+//! states, never a MAC to ask for a node's installer with (docs/ARCHITECTURE.md, trust model).
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -40,10 +42,35 @@ struct NodeView {
     since: i64,
     /// Installer servings of the current provisioning.
     attempts: u32,
-    last_event: Option<Event>,
+    /// The last event; its `detail` only for a caller with the API token.
+    last_event: Option<EventView>,
 }
 
-fn view(app: &App, record: NodeRecord) -> NodeView {
+/// An event as the API shows it.
+#[derive(Debug, Serialize)]
+struct EventView {
+    id: i64,
+    at: i64,
+    kind: String,
+    source: String,
+    /// Left out without the API token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl EventView {
+    fn of(event: Event, detailed: bool) -> Self {
+        Self {
+            id: event.id,
+            at: event.at,
+            kind: event.kind,
+            source: event.source,
+            detail: detailed.then_some(event.detail),
+        }
+    }
+}
+
+fn view(app: &App, record: NodeRecord, detailed: bool) -> NodeView {
     let config = app.nodes.config();
     let node = config.node(&record.name);
     NodeView {
@@ -53,39 +80,74 @@ fn view(app: &App, record: NodeRecord) -> NodeView {
         state: record.state,
         since: record.updated_at,
         attempts: record.attempts,
-        last_event: record.last_event,
+        last_event: record.last_event.map(|e| EventView::of(e, detailed)),
     }
 }
 
-async fn nodes(State(app): State<Arc<App>>) -> Response {
+async fn nodes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let detailed = unauthorized(&app, &headers).is_none();
     match decide(&app, |nodes| nodes.list()).await {
         Ok(records) => {
-            let views: Vec<NodeView> = records.into_iter().map(|r| view(&app, r)).collect();
+            let views: Vec<NodeView> = records
+                .into_iter()
+                .map(|r| view(&app, r, detailed))
+                .collect();
             Json(views).into_response()
         }
         Err(e) => e.into_response(),
     }
 }
 
-async fn node(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+async fn node(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let detailed = unauthorized(&app, &headers).is_none();
     match decide(&app, move |nodes| nodes.get(&name)).await {
-        Ok(record) => Json(view(&app, record)).into_response(),
+        Ok(record) => Json(view(&app, record, detailed)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
+/// Events per page unless `limit` says fewer; each event's detail is bounded by the store
+/// ([`crate::store::MAX_EVENT_DETAIL`]), so a page is at most about 2.5 MB.
+const EVENTS_PAGE: u32 = 500;
+
+/// `GET /api/v1/nodes/<name>/events[?limit=N][&before=ID]` (API token): one page of a node's
+/// events, oldest first, the newest `limit` before event `before`. A `Link: <…>; rel="next"`
+/// header names the page before it while there is one.
 async fn events(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
+    if let Some(refusal) = unauthorized(&app, &headers) {
+        return refusal;
+    }
     let limit = query
         .get("limit")
         .and_then(|l| l.parse::<u32>().ok())
-        .unwrap_or(200)
-        .min(10_000);
-    match decide(&app, move |nodes| nodes.events(&name, limit)).await {
-        Ok(events) => Json(events).into_response(),
+        .unwrap_or(100)
+        .clamp(1, EVENTS_PAGE);
+    let before = query.get("before").and_then(|b| b.parse::<i64>().ok());
+    let path_name = name.clone();
+    match decide(&app, move |nodes| nodes.events_before(&name, limit, before)).await {
+        Ok(events) => {
+            let next = (events.len() == limit as usize)
+                .then(|| events.first().map(|e| e.id))
+                .flatten();
+            let mut response = Json(events).into_response();
+            if let Some(oldest) = next
+                && let Ok(link) = axum::http::HeaderValue::from_str(&format!(
+                    "</api/v1/nodes/{path_name}/events?limit={limit}&before={oldest}>; rel=\"next\""
+                ))
+            {
+                response.headers_mut().insert(header::LINK, link);
+            }
+            response
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -297,10 +359,12 @@ async fn status_page(State(app): State<Arc<App>>) -> Response {
          <th>for</th><th>last event</th></tr>",
     );
     for record in records {
-        let v = view(&app, record);
-        let last = v.last_event.as_ref().map_or_else(String::new, |e| {
-            format!("{} ({}): {}", e.kind, e.source, e.detail)
-        });
+        // The page is for anyone on the network: states and event kinds, no details.
+        let v = view(&app, record, false);
+        let last = v
+            .last_event
+            .as_ref()
+            .map_or_else(String::new, |e| format!("{} ({})", e.kind, e.source));
         let _ = write!(
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -2,10 +2,11 @@
 //! boot) and the images (kernel, initrd, ISO).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,9 +33,11 @@ async fn image_file(
 }
 
 /// `GET /boot.ipxe?mac=<mac>[&chip=…&platform=…]`: the script for this machine's state. The
-/// DHCP side hands out this URL with the MAC filled in and iPXE fills in the rest.
+/// DHCP side hands out this URL with the MAC filled in and iPXE fills in the rest. The
+/// installer goes only to the address that is the node's ([`crate::provision::Nodes::ipxe_script`]).
 async fn script(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(raw) = query.get("mac") else {
@@ -58,7 +61,11 @@ async fn script(
         chip: query.get("chip").cloned(),
         platform: query.get("platform").cloned(),
     };
-    match decide(&app, move |nodes| nodes.ipxe_script(mac, &client)).await {
+    match decide(&app, move |nodes| {
+        nodes.ipxe_script(mac, peer.ip(), &client)
+    })
+    .await
+    {
         Ok(script) => (
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),

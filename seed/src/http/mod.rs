@@ -70,17 +70,101 @@ const BLOCKING_THREADS: usize = 8;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long requests in flight may take to finish after shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Connections one client address may hold at once. A booting node holds a few (iPXE, then the
+/// installer's downloads and apt); 1,100 idle connections from one host once took every file
+/// descriptor and stopped HTTP for everyone.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 128;
+/// File descriptors kept out of HTTP's share: the store, the TFTP transfers
+/// ([`crate::tftp::MAX_TRANSFERS`]), the DHCP sockets, the mirror's upstream connections.
+const FDS_RESERVED: u64 = crate::tftp::MAX_TRANSFERS as u64 + 128;
+
+/// How many connections HTTP takes at once under an open-file limit of `nofile`: each may hold
+/// a second descriptor (the image file it is sending), and [`FDS_RESERVED`] stay for the rest.
+pub fn max_connections(nofile: u64) -> usize {
+    (nofile.saturating_sub(FDS_RESERVED) / 2).clamp(16, 65_536) as usize
+}
+
+/// Open connections, in all and per client address. A connection's [`Slot`] gives its place
+/// back when it ends.
+#[derive(Debug)]
+struct Connections {
+    limit: usize,
+    per_client: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    total: std::sync::atomic::AtomicUsize,
+}
+
+/// One connection's place in [`Connections`].
+struct Slot {
+    connections: Arc<Connections>,
+    ip: std::net::IpAddr,
+}
+
+impl Connections {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            per_client: std::sync::Mutex::default(),
+            total: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A place for a connection from `ip`, or why not.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Result<Slot, &'static str> {
+        use std::sync::atomic::Ordering;
+        let mut per_client = self
+            .per_client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.total.load(Ordering::Relaxed) >= self.limit {
+            return Err("seed's connection limit is reached");
+        }
+        let mine = per_client.entry(ip).or_default();
+        if *mine >= MAX_CONNECTIONS_PER_CLIENT {
+            return Err("this client's connection limit is reached");
+        }
+        *mine += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            connections: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut per_client = self
+            .connections
+            .per_client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = per_client.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_client.remove(&self.ip);
+            }
+        }
+        self.connections
+            .total
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// Serve on `listener` (bound by the caller) until `shutdown` resolves, then let requests in
-/// flight finish (for at most [`DRAIN`]).
+/// flight finish (for at most [`DRAIN`]). At most `max_connections` at once (see
+/// [`max_connections`]), [`MAX_CONNECTIONS_PER_CLIENT`] of them from one address; a connection
+/// beyond is closed at once.
 pub async fn serve(
     listener: std::net::TcpListener,
     app: Arc<App>,
+    max_connections: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    tracing::info!(local = %listener.local_addr()?, "HTTP server running");
+    tracing::info!(local = %listener.local_addr()?, max_connections, "HTTP server running");
+    let open = Connections::new(max_connections);
+    let mut refused_log = crate::loglimit::LogLimit::new(5, Duration::from_secs(10));
     let metrics = Arc::clone(&app.metrics);
     let router = router(app);
     let connections = GracefulShutdown::new();
@@ -101,10 +185,17 @@ pub async fn serve(
                 }
             },
         };
+        let slot = match open.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                crate::limited!(refused_log, warn, %peer, "HTTP connection closed: {why}");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         // Round robin: keep-alive clients stay on the worker that took them.
         next = next.wrapping_add(1);
-        workers.hand(next, stream, peer, connections.watcher());
+        workers.hand(next, stream, peer, slot, connections.watcher());
     }
     drop(listener);
     drop(workers);
@@ -117,8 +208,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// A connection on its way to a worker, with the watcher that tells it about shutdown.
-type Handover = (std::net::TcpStream, SocketAddr, Watcher);
+/// A connection on its way to a worker, with its place among the open ones and the watcher that
+/// tells it about shutdown.
+type Handover = (std::net::TcpStream, SocketAddr, Slot, Watcher);
 
 /// One thread per core, each with a single-threaded runtime that owns the connections handed to
 /// it: a connection's reads, handler and writes never wake another thread. The multi-threaded
@@ -150,7 +242,7 @@ impl Workers {
                         .header_read_timeout(HEADER_TIMEOUT);
                     runtime.block_on(async move {
                         let mut running = tokio::task::JoinSet::new();
-                        while let Some((stream, peer, watcher)) = rx.recv().await {
+                        while let Some((stream, peer, slot, watcher)) = rx.recv().await {
                             let stream = match tokio::net::TcpStream::from_std(stream) {
                                 Ok(stream) => stream,
                                 Err(e) => {
@@ -158,13 +250,14 @@ impl Workers {
                                     continue;
                                 }
                             };
-                            let service = counted(router.clone(), Arc::clone(&metrics));
+                            let service = counted(router.clone(), Arc::clone(&metrics), peer);
                             let connection = watcher
                                 .watch(http1.serve_connection(TokioIo::new(stream), service));
                             running.spawn(async move {
                                 if let Err(e) = connection.await {
                                     tracing::debug!(%peer, error = %e, "HTTP connection ended");
                                 }
+                                drop(slot);
                             });
                             // Reap finished connections as we go.
                             while running.try_join_next().is_some() {}
@@ -179,7 +272,14 @@ impl Workers {
     }
 
     /// Give a connection to worker `n` (modulo their number).
-    fn hand(&self, n: usize, stream: tokio::net::TcpStream, peer: SocketAddr, watcher: Watcher) {
+    fn hand(
+        &self,
+        n: usize,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+        watcher: Watcher,
+    ) {
         let sender = &self.senders[n % self.senders.len()];
         // The stream is registered with the accepting runtime's reactor; move it as a plain
         // socket and register it again on the worker's.
@@ -190,23 +290,29 @@ impl Workers {
                 return;
             }
         };
-        let _ = sender.send((stream, peer, watcher));
+        let _ = sender.send((stream, peer, slot, watcher));
     }
 }
 
-/// The router as a hyper service that counts every request by route group and status class.
+/// The router as a hyper service that counts every request by route group and status class and
+/// tells handlers the peer's address.
 /// (A plain wrapper: axum's `from_fn` middleware boxed and cloned per request, 4 % of the
 /// small-file throughput.)
 fn counted(
     router: Router,
     metrics: Arc<Metrics>,
+    peer: SocketAddr,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = Response,
     Error = std::convert::Infallible,
     Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send,
 > + Clone {
-    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        // Who asks: the boot script goes only to the node's own address.
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         let mut router = router.clone();
         let metrics = Arc::clone(&metrics);
         async move {

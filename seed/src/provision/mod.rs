@@ -1,8 +1,10 @@
-//! The decisions. Protocol code (DHCP today; TFTP and HTTP next) describes what a client asked
-//! for and this module says what it gets, from the config, the address plan and the lease table.
+//! The decisions. Protocol code (DHCP, HTTP) describes what a client asked for and this module
+//! says what it gets, from the config, the address plan, the lease table and where a node was
+//! seen booting ([`sightings`]).
 //! It holds no sockets and sends nothing (pixiecore's `Booter`, matchbox's core).
 
 mod nodes;
+pub mod sightings;
 pub mod start;
 pub mod supervise;
 
@@ -10,7 +12,7 @@ pub use nodes::{Document, InstallerEvent, LOCAL_BOOT, NodeError, Nodes, Report};
 pub use start::{How, StartError, Started, start};
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, RwLock};
 
 use ipxe::Firmware;
@@ -168,6 +170,8 @@ pub struct Provisioner {
     current: RwLock<Arc<Decisions>>,
     /// The inventory last taken, so a new config's decisions know the recorded MACs too.
     inventories: std::sync::Mutex<HashMap<String, Hardware>>,
+    /// Boots and addresses the DHCP server saw.
+    sightings: std::sync::Mutex<sightings::Sightings>,
 }
 
 impl Provisioner {
@@ -176,7 +180,48 @@ impl Provisioner {
         Self {
             current: RwLock::new(Arc::new(Decisions::new(config))),
             inventories: std::sync::Mutex::default(),
+            sightings: std::sync::Mutex::default(),
         }
+    }
+
+    /// What the DHCP server saw of the nodes (it writes, HTTP reads).
+    pub fn sightings(&self) -> std::sync::MutexGuard<'_, sightings::Sightings> {
+        self.sightings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a request from `peer` comes from the machine that is `node` booting from `mac`:
+    /// from the address seed's DHCP leases it (its plan address in a zone it boots from: the
+    /// provisioning zone or a relayed one), or in proxyDHCP mode from the address its port-4011
+    /// exchange named. `Err` says what was expected, for the event.
+    pub fn from_node(&self, node: &str, mac: MacAddr, peer: IpAddr) -> Result<(), String> {
+        let decisions = self.now();
+        let mut expected: Vec<Ipv4Addr> = if decisions.config.seed.dhcp.proxy {
+            Vec::new()
+        } else {
+            decisions.boot_addresses(node)
+        };
+        if let Some(proxied) = self.sightings().proxied_address(mac) {
+            expected.push(proxied);
+        }
+        let from = sightings::requester_v4(peer);
+        if from.is_some_and(|ip| expected.contains(&ip)) {
+            return Ok(());
+        }
+        let expected = if expected.is_empty() {
+            "none known yet: no proxyDHCP request of its on port 4011".to_string()
+        } else {
+            expected
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(format!(
+            "asked from {}, which is not {node}'s address ({expected})",
+            peer.to_canonical()
+        ))
     }
 
     /// The decisions of the current config.
@@ -327,6 +372,20 @@ impl Decisions {
     /// The config decisions are made from.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The addresses seed's DHCP leases to `node`: its plan address in each zone it can boot
+    /// from (the provisioning zone, relayed zones).
+    pub fn boot_addresses(&self, node: &str) -> Vec<Ipv4Addr> {
+        let Some(plan) = self.plan.node(node) else {
+            return Vec::new();
+        };
+        self.config
+            .zones
+            .iter()
+            .filter(|z| z.boots())
+            .filter_map(|z| plan.zone(&z.name).and_then(|a| a.address))
+            .collect()
     }
 
     /// The config, shared.

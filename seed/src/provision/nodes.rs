@@ -3,6 +3,8 @@
 //! state, and provisioning itself. The HTTP server and the CLI ask; this decides. Every answer
 //! that changes state is committed before it is returned.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::Config;
@@ -111,7 +113,13 @@ pub struct Nodes {
     store: Mutex<Store>,
     /// The store's inventory version the provisioner's recorded MACs were taken at.
     inventory_seen: Mutex<Option<(i64, i64)>>,
+    /// When a stranger's request for each node's installer was last recorded (ms): one event a
+    /// minute per node, however many requests.
+    refusals: Mutex<HashMap<String, i64>>,
 }
+
+/// How often a refused install-script request is recorded per node (ms).
+const REFUSAL_EVENT_EVERY_MS: i64 = 60_000;
 
 impl Nodes {
     /// Decisions over `config`, `store` and the image catalogue. A config without an install
@@ -126,6 +134,7 @@ impl Nodes {
             images,
             store: Mutex::new(store),
             inventory_seen: Mutex::new(None),
+            refusals: Mutex::default(),
         }
     }
 
@@ -226,21 +235,48 @@ impl Nodes {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The iPXE script for the machine with `mac`, by its node's state: the installer while it
-    /// is provisioning (and, bounded, while installing), else its local disk.
-    pub fn ipxe_script(&self, mac: MacAddr, client: &IpxeClient) -> Result<String, NodeError> {
+    /// The iPXE script for the machine with `mac`, asked from `peer`, by its node's state: the
+    /// installer while it is provisioning (and, bounded, while installing), else its local disk.
+    /// The installer carries the node's token, so only the node itself gets it
+    /// ([`Provisioner::from_node`]); anyone else who names its MAC gets the local disk and the
+    /// node an event. An attempt is a network boot of the node, not a fetch.
+    pub fn ipxe_script(
+        &self,
+        mac: MacAddr,
+        peer: IpAddr,
+        client: &IpxeClient,
+    ) -> Result<String, NodeError> {
         let mut store = self.store();
         let record = match self.provisioner.node_of(mac) {
             Some(node) => store.node(&node.name)?,
             None => None,
         };
         let state = record.as_ref().map(|r| r.state);
-        let attempts = record.as_ref().map_or(0, |r| r.attempts);
+        let mut attempts = record.as_ref().map_or(0, |r| r.attempts);
+        let new_attempt = record
+            .as_ref()
+            .is_none_or(|r| self.provisioner.sightings().is_new_attempt(&r.name));
+        if !new_attempt {
+            // The same boot asks again: still the attempt already counted.
+            attempts = attempts.saturating_sub(1);
+        }
         let disk_written = record.as_ref().is_some_and(|r| r.disk_at.is_some());
-        match self
+        let decision = self
             .provisioner
-            .boot_script(mac, state, attempts, disk_written, client)
+            .boot_script(mac, state, attempts, disk_written, client);
+        if let BootScript::Install { node, .. } | BootScript::GiveUp { node } = &decision
+            && let Err(why) = self.provisioner.from_node(node, mac, peer)
         {
+            let why = format!("install script for {mac} {why}: answered the local disk");
+            if self.refusal_due(node) {
+                tracing::warn!(%node, "{why}");
+                store.record_event(Some(node), "refused", "http", &why)?;
+            }
+            return Ok(ipxe::script::local_disk(&format!(
+                "{node}: not this machine's to ask"
+            )));
+        }
+        match decision {
             BootScript::LocalDisk(why) => {
                 // The boot after an install: the node came back through the network and
                 // boots its disk. Recorded once, so an operator (and `seed lab`) sees it.
@@ -302,7 +338,10 @@ impl Nodes {
                         )));
                     }
                 };
-                store.count_attempt(&node)?;
+                if new_attempt {
+                    store.count_attempt(&node)?;
+                    self.provisioner.sightings().attempt_counted(&node);
+                }
                 store.record_event(
                     Some(&node),
                     "boot",
@@ -319,6 +358,22 @@ impl Nodes {
                 Ok(script)
             }
         }
+    }
+
+    /// Whether a refusal for `node` is recorded now (at most once a minute per node).
+    fn refusal_due(&self, node: &str) -> bool {
+        let now = now_ms();
+        let mut refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = refusals
+            .get(node)
+            .is_none_or(|last| now - last >= REFUSAL_EVENT_EVERY_MS);
+        if due {
+            refusals.insert(node.to_string(), now);
+        }
+        due
     }
 
     fn install_script(
@@ -679,11 +734,21 @@ impl Nodes {
 
     /// A node's newest `limit` events, oldest first.
     pub fn events(&self, name: &str, limit: u32) -> Result<Vec<Event>, NodeError> {
+        self.events_before(name, limit, None)
+    }
+
+    /// One page of `name`'s events: the `limit` before id `before`, oldest first.
+    pub fn events_before(
+        &self,
+        name: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<Event>, NodeError> {
         let store = self.store();
         if store.node(name)?.is_none() {
             return Err(NodeError::NotFound(format!("no node named {name}")));
         }
-        Ok(store.events(Some(name), limit)?)
+        Ok(store.events_before(Some(name), limit, before)?)
     }
 
     fn by_token(&self, token: &str) -> Result<Provisioning, NodeError> {
@@ -733,6 +798,11 @@ mod tests {
         (dir, Nodes::new(provisioner, store, images))
     }
 
+    /// The address cmp3 asks from: the one seed leases it.
+    fn cmp3_at(nodes: &Nodes) -> IpAddr {
+        IpAddr::V4(nodes.provisioner.now().boot_addresses("cmp3")[0])
+    }
+
     fn event(event_type: &str, result: Option<&str>) -> Report {
         Report::Event(InstallerEvent {
             event_type: event_type.into(),
@@ -750,7 +820,9 @@ mod tests {
         let (_dir, nodes) = nodes(3600);
         let mac: MacAddr = CMP3.parse().unwrap();
         let token = nodes.provision("cmp3", "test", false).unwrap().token;
-        let script = nodes.ipxe_script(mac, &IpxeClient::default()).unwrap();
+        let script = nodes
+            .ipxe_script(mac, cmp3_at(&nodes), &IpxeClient::default())
+            .unwrap();
         assert!(script.contains("kernel"), "first boot installs: {script}");
         let step = |event_type: &str| {
             Report::Event(InstallerEvent {
@@ -762,13 +834,17 @@ mod tests {
         };
         // Before the install step, a reboot may be served the installer again.
         nodes.report(&token, event("start", None)).unwrap();
-        let script = nodes.ipxe_script(mac, &IpxeClient::default()).unwrap();
+        let script = nodes
+            .ipxe_script(mac, cmp3_at(&nodes), &IpxeClient::default())
+            .unwrap();
         assert!(script.contains("kernel"), "{script}");
         nodes.report(&token, step("start")).unwrap();
         let record = nodes.get("cmp3").unwrap();
         assert!(record.disk_at.is_some());
         assert_eq!(record.last_event.unwrap().kind, "disk");
-        let script = nodes.ipxe_script(mac, &IpxeClient::default()).unwrap();
+        let script = nodes
+            .ipxe_script(mac, cmp3_at(&nodes), &IpxeClient::default())
+            .unwrap();
         assert!(!script.contains("kernel"), "{script}");
         assert!(script.contains("its installer wrote the disk"), "{script}");
         let events = nodes.events("cmp3", 50).unwrap();
@@ -788,7 +864,9 @@ mod tests {
         // A new provisioning (--force) starts with a clean slate.
         nodes.provision("cmp3", "test", true).unwrap();
         assert!(nodes.get("cmp3").unwrap().disk_at.is_none());
-        let script = nodes.ipxe_script(mac, &IpxeClient::default()).unwrap();
+        let script = nodes
+            .ipxe_script(mac, cmp3_at(&nodes), &IpxeClient::default())
+            .unwrap();
         assert!(script.contains("kernel"), "{script}");
     }
 
@@ -819,7 +897,11 @@ mod tests {
         );
         // A failed node boots its disk.
         let script = nodes
-            .ipxe_script(CMP3.parse().unwrap(), &IpxeClient::default())
+            .ipxe_script(
+                CMP3.parse().unwrap(),
+                cmp3_at(&nodes),
+                &IpxeClient::default(),
+            )
             .unwrap();
         assert!(
             script.contains("cmp3 is failed, not provisioning"),
