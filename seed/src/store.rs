@@ -1006,6 +1006,14 @@ impl Store {
                 ])?;
             }
         }
+        // Bounded: a flood of made-up MACs must not grow the table (nor `seed status`) without
+        // end; the most recently seen are kept, and what was not seen for a month goes.
+        let newest = seen.iter().map(|d| d.last_seen).max().unwrap_or(0);
+        tx.execute(
+            "DELETE FROM discovered WHERE last_seen < ?1 OR mac IN (
+                 SELECT mac FROM discovered ORDER BY last_seen DESC LIMIT -1 OFFSET ?2)",
+            params![newest - DISCOVERED_TTL_MS, MAX_DISCOVERED],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -1150,6 +1158,11 @@ fn refuse_empty(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Machines kept in the discovered table (the most recently seen).
+pub const MAX_DISCOVERED: u32 = 4096;
+/// A discovered machine not seen for this long is forgotten (ms): 30 days.
+pub const DISCOVERED_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
 /// The longest event detail kept (bytes); longer ones are cut, saying how much was cut. A
 /// token holder posts installer events: their size must not be the store's.
 pub const MAX_EVENT_DETAIL: usize = 4096;
@@ -1205,6 +1218,51 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn the_discovered_table_keeps_the_most_recent_and_forgets_the_stale() {
+        let (_dir, mut store) = store();
+        let day = 24 * 3600 * 1000;
+        let machine = |i: u32, at: i64| Discovered {
+            mac: format!(
+                "02:00:00:{:02x}:{:02x}:{:02x}",
+                i >> 16,
+                (i >> 8) & 0xff,
+                i & 0xff
+            )
+            .parse()
+            .unwrap(),
+            first_seen: at,
+            last_seen: at,
+            vendor_class: None,
+            arch: None,
+            address: None,
+            zone: None,
+            relay: None,
+        };
+        let start = 100 * day;
+        // A stale one, then a flood of more than the table keeps, in batches as DHCP writes.
+        store
+            .record_discovered(&[machine(999_999, start - 31 * day)])
+            .unwrap();
+        let flood: Vec<Discovered> = (0..MAX_DISCOVERED + 100)
+            .map(|i| machine(i, start + i64::from(i)))
+            .collect();
+        for batch in flood.chunks(500) {
+            store.record_discovered(batch).unwrap();
+        }
+        let kept = store.discovered().unwrap();
+        assert_eq!(kept.len(), MAX_DISCOVERED as usize);
+        assert_eq!(kept[0].mac, flood.last().unwrap().mac, "the newest is kept");
+        assert!(
+            !kept.iter().any(|d| d.mac == flood[0].mac),
+            "the oldest went"
+        );
+        assert!(
+            !kept.iter().any(|d| d.last_seen < start),
+            "the stale one went"
+        );
     }
 
     #[test]

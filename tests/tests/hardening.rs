@@ -231,3 +231,327 @@ fn an_empty_state_database_is_refused() {
         assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
     }
 }
+
+/// seed's resident memory (KiB) and open file descriptors.
+fn footprint(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    (rss, fds)
+}
+
+/// seed with its open-file limit at 1,024, soft and hard (so it cannot raise it).
+fn limited_seed(ns: &Netns, dir: &Path) -> common::netns::Seed {
+    let config = ns.config(dir, "10.99.10.0/24", "", NODES);
+    ns.start_seed_with(
+        &config,
+        &dir.join("state"),
+        &["prlimit", "--nofile=1024:1024"],
+    )
+}
+
+/// `GET /metrics` from `from`: whether HTTP answers within 5 s.
+fn http_answers(ns: &Netns, from: &str) -> bool {
+    ns.in_cli("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "5",
+            "--interface",
+            from,
+        ])
+        .arg(format!("http://{SEED_IP}:8080/metrics"))
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// A Python attacker in the client namespace holding its sockets until its stdin closes.
+fn attacker(ns: &Netns, script: &str, args: &[String]) -> common::KillOnDrop {
+    use std::io::BufRead;
+    let mut child = ns
+        .in_cli("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "the attacker did not start");
+    common::KillOnDrop::new(child)
+}
+
+const PY_TFTP_FLOOD: &str = r#"
+import resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+seed, addrs, n = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3])
+# Paced (about 1,000 a second) so that the kernel's receive buffer of port 69 drops none.
+rrq = b"\0\x01ipxe.efi\0octet\0timeout\0255\0windowsize\x0065535\0blksize\x001468\0"
+held = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addrs[i % len(addrs)], 0))
+    s.sendto(rrq, (seed, 69))
+    held.append(s)
+    time.sleep(0.001)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+const PY_TFTP_ACK0: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[2], 0))
+s.settimeout(3)
+s.sendto(b"\0\x01ipxe.efi\0octet\0windowsize\x0065535\0blksize\x001468\0", (sys.argv[1], 69))
+oack, tid = s.recvfrom(2048)
+assert oack[:2] == b"\0\x06", oack
+s.sendto(b"\0\x04\0\0", tid)
+total, end = 0, time.time() + 15
+while time.time() < end:
+    try:
+        data, _ = s.recvfrom(65536)
+    except socket.timeout:
+        break
+    total += len(data)
+print(total)
+"#;
+
+/// 2,000 abandoned read requests with the largest options (timeout 255, windowsize 65535) from
+/// 40 addresses: seed holds at most 256 transfers (8 per address), its memory and descriptors
+/// stay bounded, HTTP answers throughout under a 1,024 open-file limit, and once the attackers'
+/// transfers time out (timeout 255 is not acknowledged) TFTP serves again. Before: 300 such
+/// requests took seed from 16 to 533 MB, 1,000 stopped HTTP and TFTP. An RRQ and an ACK 0 get
+/// one block (and its retransmissions), not the whole file six times.
+#[test]
+fn abandoned_maximal_tftp_transfers_hold_bounded_resources() {
+    common::need("prlimit");
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = limited_seed(&ns, dir.path());
+    let attackers: Vec<String> = (100..140).map(|i| format!("10.99.10.{i}")).collect();
+    for a in attackers.iter().chain([&STRANGER_IP.to_string()]) {
+        ns.add_client_address(&format!("{a}/24"));
+    }
+    let (rss_before, fds_before) = footprint(seed.pid());
+
+    // The amplification probe first (while there is room for its transfer).
+    let out = ns
+        .in_cli("python3")
+        .args(["-c", PY_TFTP_ACK0, SEED_IP, "10.99.10.100"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let received: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(
+        (1472..=6 * 1472).contains(&received),
+        "an RRQ and an ACK 0 made seed send {received} bytes"
+    );
+
+    let flood = attacker(
+        &ns,
+        PY_TFTP_FLOOD,
+        &[SEED_IP.to_string(), attackers.join(","), "2000".to_string()],
+    );
+    // Every request has been read when the refusals (2,000 less the 256 taken) are counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ns
+            .in_cli("curl")
+            .args(["-sS", "--max-time", "5", "--interface", STRANGER_IP])
+            .arg(format!("http://{SEED_IP}:8080/metrics"))
+            .output()
+            .unwrap();
+        let failed: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("seed_tftp_transfers_total{outcome=\"failed\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if failed >= 2000 - 256 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed did not read the flood: {failed} refused"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (rss, fds) = footprint(seed.pid());
+    eprintln!("before: {rss_before} KiB, {fds_before} fds; under the flood: {rss} KiB, {fds} fds");
+    assert!(
+        fds <= fds_before + 256 + 8,
+        "{fds} descriptors (before {fds_before})"
+    );
+    assert!(
+        rss <= rss_before + 32 * 1024,
+        "{rss} KiB resident (before {rss_before})"
+    );
+    assert!(
+        http_answers(&ns, STRANGER_IP),
+        "HTTP stopped under the TFTP flood"
+    );
+
+    // The attackers go quiet; their transfers end within (5 retries + 1) × 1 s each.
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while footprint(seed.pid()).1 > fds_before + 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned transfers were never ended"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = dir.path().join("ipxe.efi");
+    let out = ns
+        .in_cli("curl")
+        .args(["-sS", "--max-time", "30", "--interface", STRANGER_IP, "-o"])
+        .arg(&got)
+        .arg(format!("tftp://{SEED_IP}/ipxe.efi"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        std::fs::read(&got).unwrap()
+            == std::fs::read(common::repo_root().join("ipxe/firmware/ipxe.efi")).unwrap()
+    );
+    seed.stop();
+}
+
+const PY_IDLE_HTTP: &str = r#"
+import resource, socket, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+seed, addr, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+held = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((addr, 0))
+    s.settimeout(5)
+    try:
+        s.connect((seed, 8080))
+    except OSError:
+        pass
+    held.append(s)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// 1,100 idle connections from one host under a 1,024 open-file limit: seed keeps at most
+/// 128 of them and answers everyone else. Before: HTTP stopped until they closed.
+#[test]
+fn idle_http_connections_from_one_host_cannot_take_every_descriptor() {
+    common::need("prlimit");
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = limited_seed(&ns, dir.path());
+    ns.add_client_address("10.99.10.100/24");
+    ns.add_client_address(&format!("{STRANGER_IP}/24"));
+    let (_, fds_before) = footprint(seed.pid());
+    let idle = attacker(
+        &ns,
+        PY_IDLE_HTTP,
+        &[
+            SEED_IP.to_string(),
+            "10.99.10.100".to_string(),
+            "1100".to_string(),
+        ],
+    );
+    assert!(
+        http_answers(&ns, STRANGER_IP),
+        "HTTP stopped under 1,100 idle connections"
+    );
+    let (_, fds) = footprint(seed.pid());
+    assert!(
+        fds <= fds_before + 128 + 2,
+        "{fds} descriptors (before {fds_before})"
+    );
+    drop(idle);
+    let log = seed.stop();
+    assert!(
+        log.contains("this client's connection limit is reached"),
+        "{log}"
+    );
+}
+
+const PY_DISCOVER_FLOOD: &str = r#"
+import os, socket, sys, time
+seed, n, klass = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(n):
+    mac = bytes([2]) + os.urandom(5) if i else bytes.fromhex("02eeeeeeee01")
+    p = bytes([1, 1, 6, 0]) + bytes(24) + mac + bytes(202) + bytes([99, 130, 83, 99, 53, 1, 1])
+    p += bytes([60, len(klass)]) + klass + bytes([255])
+    s.sendto(p, (seed, 67))
+    if i % 10 == 0:
+        time.sleep(0.002)
+print("ready", flush=True)
+"#;
+
+/// What reaches the operator's terminal from the network is made printable: a DHCP vendor
+/// class and an iPXE `chip` carrying escape sequences, BEL and CR/LF show escaped in `seed
+/// status` (before: printed raw). And a flood of made-up MACs leaves at most 4,096 machines
+/// in the discovered table (before: one row per MAC, without end).
+#[test]
+fn network_text_reaches_the_terminal_escaped_and_discovery_is_bounded() {
+    let (ns, dir, config, seed) = serving(installable);
+    provision_n1(&config, dir.path());
+    ns.add_client_address(&format!("{NODE_IP}/24"));
+    let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J\r\nfake line";
+    let hex: String = evil.bytes().map(|b| format!("{b:02x}")).collect();
+    let out = ns
+        .in_cli("python3")
+        .args(["-c", PY_DISCOVER_FLOOD, SEED_IP, "5000", &hex])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    // The node itself (a compromised one) names an evil chip.
+    let out = ns
+        .in_cli("curl")
+        .args(["-sS", "--max-time", "10", "--interface", NODE_IP])
+        .arg(format!(
+            "http://{SEED_IP}:8080/boot.ipxe?mac={NODE_MAC}&platform=pcbios&chip=%1b%5d0%3bowned%07%1b%5b2J%0d%0afake"
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    // The discovered machines reach the store in batches: poll until the flood is in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let out = cli(&config, dir.path(), &["status"]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let rows = text.lines().filter(|l| l.starts_with("02:")).count();
+        if rows >= 4096 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    seed.stop();
+    for raw in ['\u{1b}', '\u{7}', '\r'] {
+        assert!(!status.contains(raw), "{raw:?} reached the terminal");
+    }
+    assert!(
+        status.contains("\\u{1b}]0;owned\\u{7}"),
+        "the vendor class is not shown escaped"
+    );
+    assert!(
+        status.contains("iPXE \\u{1b}]0;owned"),
+        "the chip is not shown escaped:\n{}",
+        &status[..2000.min(status.len())]
+    );
+    let rows = status.lines().filter(|l| l.starts_with("02:")).count();
+    assert_eq!(rows, 4096, "discovered machines listed");
+}

@@ -378,6 +378,75 @@ fn the_events_api_is_paginated() {
     assert_eq!(all.as_array().unwrap().len(), ids.len());
 }
 
+/// A token holder posting events without end: each is cut at 4 KiB and the node keeps its
+/// newest 1,000, so the store stays small; and the largest page of the events API is bounded.
+/// Before: 2,000 events of 60 KB grew seed.db by 127 MB and `limit=10000` answered 123 MB.
+#[test]
+fn installer_events_are_bounded_in_size_and_number() {
+    let lab = Lab::new();
+    lab.add_image();
+    let seed = lab.start();
+    assert!(lab.provision(&["cmp1"]).status.success());
+    let token = token_of(&script(&seed, CMP1));
+    // About 60 KB a post (the name appears twice), under the endpoint's body limit.
+    let big = "x".repeat(29_000);
+    let body = event("start", &format!("subiquity/{big}"), None);
+    let file = lab.dir.path().join("event.json");
+    std::fs::write(&file, &body).unwrap();
+    let url = seed.url(&format!("/nodes/{token}/events"));
+    // 1,500 posts, over one keep-alive connection per 100 (curl repeats the URL).
+    for _ in 0..15 {
+        let mut args = vec![];
+        for i in 0..100 {
+            if i > 0 {
+                args.push("--next");
+            }
+            args.extend(["-s", "-o", "/dev/null", "-w", "%{http_code}\n"]);
+            args.extend(["-H", "Content-Type: application/json", "--data-binary"]);
+            args.push("@FILE");
+            args.push(&url);
+        }
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("@FILE", &format!("@{}", file.display())))
+            .collect();
+        let out = std::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .unwrap();
+        let codes = String::from_utf8_lossy(&out.stdout);
+        assert!(codes.lines().all(|c| c == "200"), "{codes}");
+    }
+    let state = lab.state.clone();
+    let size: u64 = ["seed.db", "seed.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(state.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(size < 16 << 20, "the store grew to {size} bytes");
+    let bearer = format!("Authorization: Bearer {API_TOKEN}");
+    let page = curl(&[
+        "-H",
+        &bearer,
+        &seed.url("/api/v1/nodes/cmp1/events?limit=10000"),
+    ]);
+    let events = page.json();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 500, "one page is at most 500 events");
+    assert!(
+        page.body.len() < 3 << 20,
+        "{} bytes in one page",
+        page.body.len()
+    );
+    let detail = events.last().unwrap()["detail"].as_str().unwrap();
+    assert!(detail.len() < 4200, "{} bytes in one event", detail.len());
+    assert!(
+        detail.ends_with("more bytes not kept)"),
+        "{}",
+        &detail[detail.len() - 60..]
+    );
+}
+
 #[test]
 fn install_documents_open_only_with_the_nodes_own_live_token() {
     let lab = Lab::new();
@@ -712,11 +781,16 @@ fn memory_stays_small_while_200_slow_clients_download_a_256_mib_image() {
 
     // Each client takes 1 MiB/s for 6 s: all 200 are mid-transfer at once, and none can take
     // the file quickly, so seed must hold 200 streams of a file far larger than 64 MiB.
+    // Each from its own address (127.0.20.x), as 200 nodes would be: seed caps connections per
+    // client address.
     let clients: Vec<common::KillOnDrop> = (0..CLIENTS)
-        .map(|_| {
+        .map(|i| {
+            let from = format!("127.0.20.{}", i + 1);
             common::KillOnDrop::new(
                 std::process::Command::new(common::need("curl"))
                     .args([
+                        "--interface",
+                        &from,
                         "-s",
                         "--limit-rate",
                         "1M",

@@ -98,12 +98,19 @@ pub fn strangers_since(discovered: &[Discovered], started_at: i64) -> String {
             format!("{} {} s after", d.mac, (at - started_at) / 1000)
         })
         .collect();
+    // A few name the likely culprit; a flood of made-up MACs must not make the event long.
+    const NAMED: usize = 5;
     match seen.as_slice() {
         [] => String::new(),
         [one] => format!("; unknown MAC {one} its start asked DHCP (a wrong MAC in the config?)"),
-        many => format!(
+        many if many.len() <= NAMED => format!(
             "; unknown MACs asked DHCP after its start: {} (a wrong MAC in the config?)",
             many.join(", ")
+        ),
+        many => format!(
+            "; {} unknown MACs asked DHCP after its start, among them {} (a wrong MAC in the config?)",
+            many.len(),
+            many[..NAMED].join(", ")
         ),
     }
 }

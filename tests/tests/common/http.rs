@@ -55,6 +55,7 @@ impl HttpSeed {
                 .lines()
                 .find(|l| l.contains("HTTP server running"))
                 .and_then(|l| l.split("local=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
             {
                 return Self {
                     child,

@@ -51,6 +51,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("ovs-vsctl", "openvswitch-switch"),
     ("perfdhcp", "kea-admin"),
+    ("prlimit", "util-linux"),
     ("python3", "python3"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("rdisc6", "ndisc6"),

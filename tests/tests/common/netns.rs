@@ -107,6 +107,12 @@ impl Netns {
     /// Start `seed serve` inside the server namespace and wait until its DHCP socket is bound.
     /// Its log goes to `<state>/../seed.log` ([`Seed::log`]).
     pub fn start_seed(&self, config: &Path, state: &Path) -> Seed {
+        self.start_seed_with(config, state, &[])
+    }
+
+    /// The same, started through `wrapper` (e.g. `prlimit --nofile=1024:1024`), which must
+    /// exec seed (one pid).
+    pub fn start_seed_with(&self, config: &Path, state: &Path, wrapper: &[&str]) -> Seed {
         let log_path = state.with_file_name("seed.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -115,6 +121,7 @@ impl Netns {
             .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.srv])
+            .args(wrapper)
             .arg(seed_bin())
             .arg("--config")
             .arg(config)
@@ -214,6 +221,12 @@ impl Seed {
             .status()
             .unwrap();
         assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// seed's process id (`ip netns exec` and the wrapper became seed).
+    #[allow(dead_code)] // not every test binary reads it
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
     }
 
     /// SIGKILL: no shutdown path runs.

@@ -95,4 +95,17 @@ fn an_unknown_mac_asking_right_after_a_start_is_named() {
         text,
         "; unknown MAC 52:54:00:00:00:99 3 s after its start asked DHCP (a wrong MAC in the config?)"
     );
+    // A flood of made-up MACs: five named, the rest counted.
+    let flood: Vec<Discovered> = (0..10_000)
+        .map(|i| {
+            seen(
+                &format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256),
+                start + S,
+                start + S,
+            )
+        })
+        .collect();
+    let text = strangers_since(&flood, start);
+    assert!(text.starts_with("; 10000 unknown MACs asked DHCP after its start, among them 02:00:00:00:00:00 1 s after, "), "{text}");
+    assert!(text.len() < 300, "{text}");
 }
