@@ -12,6 +12,8 @@ pub mod cli;
 pub mod config;
 pub mod dhcp;
 pub mod disk;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod install;
 pub mod inventory;

@@ -265,6 +265,12 @@ fn parse_request(packet: &[u8], max_blksize: usize) -> Result<Request, Refusal> 
     Ok(Request { file, options })
 }
 
+/// [`crate::fuzzing::tftp`]: a request as the server reads it; the file name asked for.
+#[doc(hidden)]
+pub fn parse_for_fuzzing(packet: &[u8]) -> Result<String, Refusal> {
+    parse_request(packet, 65464).map(|r| r.file)
+}
+
 fn error_packet(code: u16, message: &str) -> Vec<u8> {
     let mut p = Vec::with_capacity(5 + message.len());
     p.extend(ERROR.to_be_bytes());

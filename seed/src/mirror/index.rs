@@ -91,19 +91,63 @@ pub fn add_packages(text: &str, out: &mut HashMap<String, (u64, String)>) {
     }
 }
 
-/// A Packages file's text from its bytes, by its name's compression.
+/// The largest index text read (bytes): Ubuntu's largest Packages (noble universe amd64) is
+/// about 70 MB; a small file that inflates without end is refused instead.
+pub const MAX_INDEX: u64 = 512 << 20;
+
+/// A Packages file's text from its bytes, by its name's compression, at most [`MAX_INDEX`].
 pub fn decompress(name: &str, bytes: &[u8]) -> std::io::Result<String> {
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{name}: larger than {MAX_INDEX} bytes unpacked"),
+        )
+    };
     let mut out = Vec::new();
     if name.ends_with(".gz") {
-        flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)?;
+        flate2::read::GzDecoder::new(bytes)
+            .take(MAX_INDEX + 1)
+            .read_to_end(&mut out)?;
     } else if name.ends_with(".xz") {
-        lzma_rs::xz_decompress(&mut std::io::BufReader::new(bytes), &mut out)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}")))?;
+        let mut capped = Capped::default();
+        lzma_rs::xz_decompress(&mut std::io::BufReader::new(bytes), &mut capped).map_err(|e| {
+            if capped.over {
+                too_large()
+            } else {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}"))
+            }
+        })?;
+        out = capped.out;
     } else {
         out = bytes.to_vec();
     }
+    if out.len() as u64 > MAX_INDEX {
+        return Err(too_large());
+    }
     String::from_utf8(out)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// A writer that refuses to grow past [`MAX_INDEX`] (lzma-rs writes to a `Write`).
+#[derive(Default)]
+struct Capped {
+    out: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if (self.out.len() + buf.len()) as u64 > MAX_INDEX {
+            self.over = true;
+            return Err(std::io::Error::other("index too large"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

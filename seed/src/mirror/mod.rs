@@ -39,6 +39,26 @@ use tokio::io::AsyncWriteExt;
 
 use crate::config::{Mirror as MirrorConfig, MirrorRepo};
 
+/// [`crate::fuzzing::apt`]: a Release's SHA256 list and classification of what it names.
+#[doc(hidden)]
+pub fn fuzz_release(text: &str) -> usize {
+    let entries = index::sha256_entries(&index::release_text(text));
+    for entry in &entries {
+        let _ = index::is_packages(&entry.name);
+        let _ = classify(&entry.name);
+    }
+    entries.len()
+}
+
+/// [`crate::fuzzing::apt`]: a Packages index as the mirror reads it.
+#[doc(hidden)]
+pub fn fuzz_packages(name: &str, bytes: &[u8]) {
+    if let Ok(text) = index::decompress(name, bytes) {
+        let mut packages = HashMap::new();
+        index::add_packages(&text, &mut packages);
+    }
+}
+
 /// How long one upstream connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an upstream may stay silent mid-transfer.

@@ -26,6 +26,27 @@ use crate::config::Secret;
 use crate::disk::ReportedDisk;
 pub use model::{Boot, EthernetInterface, ResetAction, SecureBoot, ServiceRoot, System};
 
+/// [`crate::fuzzing::redfish`]: a body as the client reads it, into every model it reads.
+#[doc(hidden)]
+pub fn fuzz_models(body: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let _ = model::error_message(&value);
+    let _ = serde_json::from_value::<ServiceRoot>(value.clone()).map(|r| r.sessions_path());
+    let _ = serde_json::from_value::<model::Collection>(value.clone());
+    if let Ok(system) = serde_json::from_value::<System>(value.clone()) {
+        let _ = system.settings_path();
+        let _ = text(&format!("{system:?}"));
+    }
+    let _ = serde_json::from_value::<SecureBoot>(value.clone()).map(|s| s.on());
+    let _ = serde_json::from_value::<EthernetInterface>(value.clone());
+    let _ = serde_json::from_value::<model::ActionInfo>(value.clone())
+        .map(|a| a.allowable("ResetType"));
+    let _ = serde_json::from_value::<model::Storage>(value.clone());
+    let _ = serde_json::from_value::<model::StorageDevice>(value);
+}
+
 /// Why a Redfish call failed. Names the BMC and what was asked, never a credential.
 #[derive(Debug, thiserror::Error)]
 pub enum RedfishError {
