@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http::HttpSeed;
+use common::http::{HttpSeed, get};
 use common::{KillOnDrop, describe, repo_root, seed as seed_command};
 
 fn run(cmd: &mut Command) -> Output {
@@ -43,6 +43,27 @@ impl Repo {
 
     /// Adds package `name` (an `all` .deb carrying `size` bytes of payload).
     fn add(&self, name: &str, size: usize) -> PathBuf {
+        let payload: Vec<u8> = (0..size)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8 ^ name.len() as u8)
+            .collect();
+        self.add_payload(name, payload)
+    }
+
+    /// A package whose payload does not compress: its .deb is about `size` bytes.
+    fn add_incompressible(&self, name: &str, size: usize) -> PathBuf {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ name.len() as u64;
+        let payload: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        self.add_payload(name, payload)
+    }
+
+    fn add_payload(&self, name: &str, payload: Vec<u8>) -> PathBuf {
         let build = self.dir.parent().unwrap().join("build").join(name);
         std::fs::create_dir_all(build.join("DEBIAN")).unwrap();
         std::fs::create_dir_all(build.join("usr/share/seedtest")).unwrap();
@@ -54,9 +75,6 @@ impl Repo {
             ),
         )
         .unwrap();
-        let payload: Vec<u8> = (0..size)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8 ^ name.len() as u8)
-            .collect();
         std::fs::write(build.join("usr/share/seedtest").join(name), payload).unwrap();
         let pool = self.dir.join(format!("pool/main/s/{name}"));
         std::fs::create_dir_all(&pool).unwrap();
@@ -244,9 +262,14 @@ impl Upstream {
 }
 
 fn config(base: &Path, repo: &Path, upstream_port: u16) -> PathBuf {
+    config_with(base, repo, upstream_port, "")
+}
+
+/// [`config`] with more `mirror:` settings (`"  cache_size: 1M\n"`).
+fn config_with(base: &Path, repo: &Path, upstream_port: u16, extra: &str) -> PathBuf {
     let mut text = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
     text.push_str(&format!(
-        "\nmirror:\n  cache_dir: {}\n  repos:\n    - prefix: static\n      static: {}\n    \
+        "\nmirror:\n{extra}  cache_dir: {}\n  repos:\n    - prefix: static\n      static: {}\n    \
          - prefix: ubuntu\n      upstream: [\"http://127.0.0.1:{upstream_port}\"]\n",
         base.join("cache").display(),
         repo.display()
@@ -503,6 +526,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        if not self.path.startswith("/pool/"):
+            self.wfile.write(data)  # the indices whole: seed fetches only what they name
+            return
         self.wfile.write(data[: len(data) // 2])
         self.wfile.flush()
         time.sleep(60)
@@ -523,6 +549,36 @@ fn a_download_is_streamed_as_it_grows_and_a_crash_leaves_no_truncated_package() 
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
     std::fs::write(repo.join(rel), &payload).unwrap();
+    // The indices that name it (seed fetches only packages a verified Packages lists; it does
+    // not check signatures, apt does).
+    let sha256 = |path: &Path| {
+        let out = run(Command::new(common::need("sha256sum")).arg(path));
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let packages = repo.join("dists/stable/main/binary-amd64/Packages");
+    std::fs::create_dir_all(packages.parent().unwrap()).unwrap();
+    std::fs::write(
+        &packages,
+        format!(
+            "Package: xpkg\nVersion: 1.0\nArchitecture: all\nFilename: {rel}\nSize: {}\nSHA256: {}\n",
+            payload.len(),
+            sha256(&repo.join(rel))
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("dists/stable/Release"),
+        format!(
+            "Suite: stable\nSHA256:\n {} {} main/binary-amd64/Packages\n",
+            sha256(&packages),
+            std::fs::metadata(&packages).unwrap().len()
+        ),
+    )
+    .unwrap();
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -547,6 +603,13 @@ fn a_download_is_streamed_as_it_grows_and_a_crash_leaves_no_truncated_package() 
     }
     let state = base.join("state");
     let mut seed = HttpSeed::start(&config(base, &repo, port), &state);
+    for index in [
+        "dists/stable/Release",
+        "dists/stable/main/binary-amd64/Packages",
+    ] {
+        let reply = common::http::get(&seed.url(&format!("/apt/ubuntu/{index}")));
+        assert_eq!(reply.status, 200, "{index}: {}", reply.text());
+    }
     let url = seed.url(&format!("/apt/ubuntu/{rel}"));
     let client = Command::new(common::need("curl"))
         .args(["-s", "-o", "/dev/null", "--max-time", "30", &url])
@@ -631,4 +694,98 @@ fn a_download_is_streamed_as_it_grows_and_a_crash_leaves_no_truncated_package() 
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(std::fs::read(&cached).unwrap() == payload);
+}
+
+/// Only what verified indices name is fetched: a file in the upstream's pool that no Packages
+/// lists, a path outside dists/ and pool/, an index by a hash no Release names are refused
+/// without asking the upstream (before: fetched and kept, unverified). And the cache keeps
+/// under `cache_size`, the least recently used package going first.
+#[test]
+fn the_proxy_fetches_only_what_verified_indices_name_and_stays_under_its_size() {
+    let base = tempfile::tempdir().unwrap();
+    let base = base.path();
+    let repo = Repo::new(base);
+    for name in ["seedtest-a", "seedtest-b", "seedtest-c"] {
+        repo.add_incompressible(name, 450_000);
+    }
+    repo.publish();
+    // Files the upstream has that no index names.
+    let stray = repo.dir.join("pool/main/s/stray.bin");
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, vec![7u8; 100_000]).unwrap();
+    std::fs::write(repo.dir.join("ls-lR.gz"), b"listing").unwrap();
+    let upstream = Upstream::start(&repo.dir, base.join("upstream.log"));
+    let state = base.join("state");
+    let config = config_with(base, &repo.dir, upstream.port, "  cache_size: 1M\n");
+    let seed = HttpSeed::start(&config, &state);
+    let proxy = Apt::new(&base.join("apt"), &seed.url("/apt/ubuntu"), &repo.keyring);
+    let here = base.join("dl");
+    std::fs::create_dir_all(&here).unwrap();
+    let out = proxy.get(&["update"], &here);
+    assert!(out.status.success(), "proxy update: {}", describe(&out));
+
+    for (path, why) in [
+        (
+            "pool/main/s/stray.bin",
+            "is named by no index seed has verified",
+        ),
+        ("ls-lR.gz", "only dists/ and pool/ are proxied"),
+        (
+            "dists/stable/main/binary-amd64/by-hash/SHA256/0000000000000000000000000000000000000000000000000000000000000000",
+            "is named by no index seed has verified",
+        ),
+    ] {
+        let reply = get(&seed.url(&format!("/apt/ubuntu/{path}")));
+        assert_eq!(reply.status, 404, "{path}: {}", reply.text());
+        assert!(reply.text().contains(why), "{path}: {}", reply.text());
+        assert_eq!(upstream.gets(path), 0, "{path} was asked upstream");
+    }
+
+    // Three packages of 450 KB into a cache of 1 MiB: the least recently used goes.
+    let cache = base.join("cache/ubuntu/pool/main/s");
+    let in_cache = |name: &str| {
+        cache
+            .join(name)
+            .join(format!("{name}_1.0_all.deb"))
+            .is_file()
+    };
+    for name in ["seedtest-a", "seedtest-b"] {
+        let out = proxy.get(&["download", name], &here);
+        assert!(out.status.success(), "{name}: {}", describe(&out));
+    }
+    // a is used again (apt downloads it anew: seed serves it from the cache), so b is the
+    // least recently used when c arrives.
+    std::fs::remove_file(here.join("seedtest-a_1.0_all.deb")).unwrap();
+    let out = proxy.get(&["download", "seedtest-a"], &here);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        upstream.gets("pool/main/s/seedtest-a/seedtest-a_1.0_all.deb"),
+        1
+    );
+    let out = proxy.get(&["download", "seedtest-c"], &here);
+    assert!(out.status.success(), "{}", describe(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while in_cache("seedtest-b") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cache was not pruned: {}",
+            seed.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        in_cache("seedtest-a") && in_cache("seedtest-c"),
+        "the recently used were kept"
+    );
+    assert!(images::disk_usage(&base.join("cache")) <= 1 << 20);
+    let out = seed_command()
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(" of 1.0 MiB"), "{stdout}");
 }

@@ -86,16 +86,19 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     // What the seed host's disk holds: images and the APT mirror's cache.
     let images_bytes = images::Catalogue::new(state_dir.join("images")).disk_usage();
-    let mirror_bytes = config
-        .as_ref()
-        .and_then(|c| c.mirror.as_ref())
-        .map(|m| images::disk_usage(&m.cache_dir(&state_dir)));
+    let mirror = config.as_ref().and_then(|c| c.mirror.as_ref());
+    let mirror_bytes = mirror.map(|m| images::disk_usage(&m.cache_dir(&state_dir)));
+    let mirror_limit = mirror.map(|m| m.cache_bytes);
     if args.json {
         let rows: Vec<&Row> = rows.values().collect();
         let json = serde_json::json!({
             "nodes": rows,
             "discovered": discovered,
-            "disk": { "images_bytes": images_bytes, "mirror_cache_bytes": mirror_bytes },
+            "disk": {
+                "images_bytes": images_bytes,
+                "mirror_cache_bytes": mirror_bytes,
+                "mirror_cache_limit_bytes": mirror_limit,
+            },
             "state": { "database": db, "exists": store.is_some() },
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -146,10 +149,13 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
     println!(
         "disk: images {}{}",
         super::table::size(images_bytes),
-        mirror_bytes.map_or(String::new(), |b| format!(
-            ", APT mirror cache {}",
-            super::table::size(b)
-        ))
+        mirror_bytes
+            .zip(mirror_limit)
+            .map_or(String::new(), |(b, limit)| format!(
+                ", APT mirror cache {} of {} (least recently used packages go beyond)",
+                super::table::size(b),
+                super::table::size(limit)
+            ))
     );
     if !discovered.is_empty() {
         println!(

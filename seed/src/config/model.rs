@@ -35,9 +35,15 @@ pub struct Config {
 pub struct Mirror {
     /// Where proxied files are cached, if the config says; see [`Mirror::cache_dir`].
     pub cache_dir: Option<PathBuf>,
+    /// The most the cache keeps (bytes); see [`DEFAULT_MIRROR_CACHE`].
+    pub cache_bytes: u64,
     /// The repositories, by prefix.
     pub repos: Vec<MirrorRepo>,
 }
+
+/// The APT mirror cache's size unless `mirror.cache_size` says: what the packages of an
+/// Ubuntu server install and a few OpenStack nodes' updates take, many times over.
+pub const DEFAULT_MIRROR_CACHE: u64 = 32 << 30;
 
 impl Mirror {
     /// The cache directory: the configured one, else `apt/` in the state directory in use

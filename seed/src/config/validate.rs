@@ -1391,8 +1391,31 @@ fn mirror(v: &mut Validator, item: &Spanned<wire::MirrorWire>) -> Mirror {
                 .collect(),
         });
     }
+    let cache_bytes = match w.cache_size.as_deref() {
+        None => crate::config::model::DEFAULT_MIRROR_CACHE,
+        Some(size) => match lvm_size(size) {
+            Some(bytes) if bytes > 0 => bytes,
+            Some(_) => {
+                v.problem(
+                    line,
+                    "mirror.cache_size",
+                    "a cache of 0 bytes keeps nothing",
+                );
+                crate::config::model::DEFAULT_MIRROR_CACHE
+            }
+            None => {
+                v.problem(
+                    line,
+                    "mirror.cache_size",
+                    format!("`{size}` is not a size like `32G` (a whole number and M, G or T; binary units)"),
+                );
+                crate::config::model::DEFAULT_MIRROR_CACHE
+            }
+        },
+    };
     Mirror {
         cache_dir: w.cache_dir.clone(),
+        cache_bytes,
         repos,
     }
 }

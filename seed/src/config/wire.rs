@@ -38,6 +38,8 @@ pub struct ConfigFile {
 pub struct MirrorWire {
     /// Where proxied files are cached (default `<state_dir>/apt`).
     pub cache_dir: Option<PathBuf>,
+    /// The most the cache keeps (`32G`; M, G or T): the least recently used packages go first.
+    pub cache_size: Option<String>,
     /// The repositories.
     pub repos: Vec<MirrorRepoWire>,
 }

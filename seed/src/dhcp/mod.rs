@@ -336,6 +336,21 @@ impl Server {
         peer: SocketAddr,
         on_pxe_port: bool,
     ) -> Option<(Vec<u8>, SocketAddr)> {
+        if facts.kind == MessageType::Request
+            && self.provisioner.node_of(facts.request.mac).is_some()
+        {
+            // The address the site's server gives a node: option 50 of its broadcast REQUEST
+            // (or ciaddr when renewing), or ciaddr of its port-4011 REQUEST. Its install
+            // script will be asked from there.
+            let address = if on_pxe_port {
+                msg.ciaddr()
+            } else {
+                facts.request.requested.unwrap_or(msg.ciaddr())
+            };
+            self.provisioner
+                .sightings()
+                .proxied(facts.request.mac, address);
+        }
         let kind = match (facts.kind, on_pxe_port) {
             (MessageType::Discover, false) => MessageType::Offer,
             (MessageType::Request, true) => MessageType::Ack,
@@ -343,13 +358,6 @@ impl Server {
         };
         match self.provisioner.proxy(&facts.request) {
             Ok(boot) => {
-                if on_pxe_port {
-                    // The PXE client asks from the address the site's server gave it (ciaddr):
-                    // the address its install script will be asked from.
-                    self.provisioner
-                        .sightings()
-                        .proxied(facts.request.mac, msg.ciaddr());
-                }
                 self.replied(kind);
                 let server = self.provisioner.config().seed.address;
                 let reply = packet::proxy(msg, kind, &boot, server);

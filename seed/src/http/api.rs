@@ -332,7 +332,8 @@ async fn images_list(State(app): State<Arc<App>>) -> Response {
                 "images": list,
                 "disk": {
                     "images_bytes": catalogue.disk_usage(),
-                    "mirror_cache_bytes": mirror.map(|m| m.disk_usage()),
+                    "mirror_cache_bytes": mirror.as_ref().map(|m| m.disk_usage()),
+                    "mirror_cache_limit_bytes": mirror.as_ref().map(|m| m.limit()),
                 },
             })
         })

@@ -188,6 +188,12 @@ pub struct Mirror {
     /// Upstream GETs that returned a body.
     fetches: AtomicU64,
     tmp_counter: AtomicU64,
+    /// The most the cache keeps (`mirror.cache_size`).
+    limit: u64,
+    /// Bytes in the cache as last counted, plus what was added since (`None`: not counted yet).
+    usage: Mutex<Option<u64>>,
+    /// A prune is running.
+    pruning: std::sync::atomic::AtomicBool,
 }
 
 impl Mirror {
@@ -220,7 +226,85 @@ impl Mirror {
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             tmp_counter: AtomicU64::new(0),
+            limit: config.cache_bytes,
+            usage: Mutex::new(None),
+            pruning: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// The most the cache keeps.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// A cached package was served: it is recently used (its mtime is the LRU clock; atime is
+    /// off or lazy on most mounts).
+    fn used(&self, dest: &str) {
+        if let Ok(file) = std::fs::File::open(self.cache.join(dest)) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// `bytes` entered the cache: prune when it is over its limit (one prune at a time, on the
+    /// blocking pool).
+    fn grew(self: &Arc<Self>, bytes: u64) {
+        let over = {
+            let mut usage = self
+                .usage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match usage.as_mut() {
+                Some(total) => {
+                    *total += bytes;
+                    *total > self.limit
+                }
+                None => true, // not counted yet: count (and prune if need be)
+            }
+        };
+        if over && !self.pruning.swap(true, Ordering::SeqCst) {
+            let this = Arc::clone(self);
+            tokio::task::spawn_blocking(move || {
+                this.prune();
+                this.pruning.store(false, Ordering::SeqCst);
+            });
+        }
+    }
+
+    /// Removes the least recently used packages (`pool/` files: indices and Releases are small
+    /// and what verifies the rest) until the cache is under 90 % of its limit; returns how many
+    /// went. Blocking.
+    pub fn prune(&self) -> usize {
+        let total = images::disk_usage(&self.cache);
+        let mut now = total;
+        let mut removed = 0;
+        if total > self.limit {
+            let mut packages = Vec::new();
+            for prefix in self.repos.keys() {
+                walk_files(&self.cache.join(prefix).join("pool"), &mut packages);
+            }
+            packages.sort_by_key(|(modified, _, _)| *modified);
+            let target = self.limit / 10 * 9;
+            for (_, len, path) in packages {
+                if now <= target {
+                    break;
+                }
+                if std::fs::remove_file(&path).is_ok() {
+                    now = now.saturating_sub(len);
+                    removed += 1;
+                }
+            }
+            tracing::info!(
+                removed,
+                freed = total - now,
+                limit = self.limit,
+                "APT mirror cache over its limit: least recently used packages removed"
+            );
+        }
+        *self
+            .usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+        removed
     }
 
     /// The cache directory (served for [`Answer::Cached`]).
@@ -265,7 +349,10 @@ impl Mirror {
             Kind::Release { suite, file } => self.release(&repo, &suite, &file).await,
             Kind::Index { suite, name } => self.index(&repo, &suite, &name).await,
             Kind::Immutable => self.immutable(&repo, &path).await,
-            Kind::Other => self.other(&repo, &path).await,
+            // apt asks for nothing outside dists/ and pool/; seed fetches nothing else for it.
+            Kind::Other => Err(MirrorError::NotFound(format!(
+                "/apt/{prefix}/{path}: only dists/ and pool/ are proxied"
+            ))),
         }
     }
 
@@ -290,23 +377,6 @@ impl Mirror {
             .await
             .map_err(|e| MirrorError::Io(format!("{dest}: {e}")))?;
         Ok(Answer::Bytes(bytes))
-    }
-
-    /// A file outside `dists/` and `pool/`: revalidated like a Release, without the
-    /// consistency work.
-    async fn other(self: &Arc<Self>, repo: &MirrorRepo, path: &str) -> Result<Answer, MirrorError> {
-        let dest = format!("{}/{path}", repo.prefix);
-        let (this, repo2, rel2, dest2) = (
-            Arc::clone(self),
-            repo.clone(),
-            path.to_string(),
-            dest.clone(),
-        );
-        self.once(format!("revalidate {dest}"), async move {
-            this.refresh(&repo2, &rel2, &dest2, None).await
-        })
-        .await?;
-        Ok(Answer::Cached(dest))
     }
 
     /// Revalidates the mutable file `rel` (cached as `dest`) with the upstream. `suite`: it is
@@ -461,20 +531,31 @@ impl Mirror {
     ) -> Result<Answer, MirrorError> {
         let dest = format!("{}/{path}", repo.prefix);
         if self.cache.join(&dest).is_file() {
+            self.used(&dest);
             return Ok(Answer::Cached(dest));
         }
+        // Only what a verified index names is fetched: a package its Packages lists (Packages
+        // verified against the suite's Release), an index by a hash the suite's Release lists.
+        // Anything else would let any client make seed fetch and keep any upstream file.
         let expect = match by_hash_sha256(path) {
-            Some(sha256) => Some(Expect { size: None, sha256 }),
-            None if path.starts_with("pool/") => self.pool_entry(&repo.prefix, path).await,
-            None => None,
+            Some(sha256) => {
+                let named = self
+                    .cached_release(&repo.prefix, suite_of(path))?
+                    .is_some_and(|release| {
+                        index::sha256_entries(&index::release_text(&release))
+                            .iter()
+                            .any(|e| e.sha256 == sha256)
+                    });
+                named.then_some(Expect { size: None, sha256 })
+            }
+            None => self.pool_entry(&repo.prefix, path).await,
         };
-        if expect.is_none() {
-            tracing::info!(
-                path = dest,
-                "APT mirror: no index names this file; cached unverified"
-            );
-        }
-        self.start_download(repo, path, &dest, expect)
+        let Some(expect) = expect else {
+            return Err(MirrorError::NotFound(format!(
+                "/apt/{dest} is named by no index seed has verified (apt reads the suite's Release and Packages first)"
+            )));
+        };
+        self.start_download(repo, path, &dest, Some(expect))
     }
 
     /// Joins the download of `path` in progress, or starts it (one per file however many
@@ -524,6 +605,8 @@ impl Mirror {
                 .await;
             if result.is_err() {
                 let _ = std::fs::remove_file(&sink.tmp);
+            } else {
+                this.grew(sink.progress.borrow().written);
             }
             // In the cache (or failed) before it leaves the table: see above.
             this.growing
@@ -866,6 +949,22 @@ impl Mirror {
     /// Bytes in the cache.
     pub fn disk_usage(&self) -> u64 {
         images::disk_usage(&self.cache)
+    }
+}
+
+/// Every file below `dir`: (modified, length, path).
+fn walk_files(dir: &Path, out: &mut Vec<(std::time::SystemTime, u64, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            walk_files(&entry.path(), out);
+        } else if meta.is_file() {
+            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            out.push((modified, meta.len(), entry.path()));
+        }
     }
 }
 

@@ -193,8 +193,8 @@ impl Provisioner {
 
     /// Whether a request from `peer` comes from the machine that is `node` booting from `mac`:
     /// from the address seed's DHCP leases it (its plan address in a zone it boots from: the
-    /// provisioning zone or a relayed one), or in proxyDHCP mode from the address its port-4011
-    /// exchange named. `Err` says what was expected, for the event.
+    /// provisioning zone or a relayed one), or in proxyDHCP mode from the address its last
+    /// REQUEST named (see [`sightings`]). `Err` says what was expected, for the event.
     pub fn from_node(&self, node: &str, mac: MacAddr, peer: IpAddr) -> Result<(), String> {
         let decisions = self.now();
         let mut expected: Vec<Ipv4Addr> = if decisions.config.seed.dhcp.proxy {
@@ -210,7 +210,7 @@ impl Provisioner {
             return Ok(());
         }
         let expected = if expected.is_empty() {
-            "none known yet: no proxyDHCP request of its on port 4011".to_string()
+            "none known yet: seed saw no DHCP REQUEST of it".to_string()
         } else {
             expected
                 .iter()

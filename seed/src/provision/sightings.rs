@@ -2,8 +2,9 @@
 //! knows its MAC: which address asked for the install script, and whether a new network boot
 //! happened since the installer was last served.
 //!
-//! The DHCP side writes (every iPXE DISCOVER of a known node is a boot; a proxyDHCP REQUEST on
-//! port 4011 names the address the site's server gave it, RFC 2131 ciaddr); the HTTP side reads.
+//! The DHCP side writes (every iPXE DISCOVER of a known node is a boot; in proxyDHCP mode a
+//! node's REQUEST names the address the site's server gives it: option 50 of the broadcast
+//! REQUEST, RFC 2131 4.3.2, or ciaddr of the PXE REQUEST on port 4011); the HTTP side reads.
 //! Only configured nodes are remembered, so the maps are bounded by the config.
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ pub struct Sightings {
     boots: HashMap<String, u64>,
     /// The boot whose installer serving was last counted, per node.
     counted: HashMap<String, u64>,
-    /// proxyDHCP: the address each MAC said it has (ciaddr of its port-4011 REQUEST).
+    /// proxyDHCP: the address each node's MAC last asked for or said it has.
     proxied: HashMap<MacAddr, Ipv4Addr>,
 }
 
