@@ -319,6 +319,29 @@ fn another_host_naming_a_nodes_mac_gets_no_installer_and_the_open_api_no_macs() 
             .is_some_and(|d| d.contains(CMP1)),
         "{full}"
     );
+
+    // Installed: only the node's own network boot says it is back on its disk (`seed lab` and
+    // operators read that event as "done").
+    assert_eq!(
+        post(&seed.url(&format!("/nodes/{token}/installed"))).status,
+        200
+    );
+    let local_boots = || {
+        curl(&["-H", &bearer, &seed.url("/api/v1/nodes/cmp1/events")])
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "local-boot")
+            .count()
+    };
+    assert_local_disk(
+        &script_from(&seed, CMP1, "127.0.10.50"),
+        "cmp1 is installed",
+    );
+    assert_eq!(local_boots(), 0, "a stranger's ask left a local-boot event");
+    assert_local_disk(&script(&seed, CMP1), "cmp1 is installed");
+    assert_eq!(local_boots(), 1);
 }
 
 /// The events API pages: `limit` (at most 500) and a `Link` to the page before.

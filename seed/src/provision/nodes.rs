@@ -264,8 +264,17 @@ impl Nodes {
         let decision = self
             .provisioner
             .boot_script(mac, state, attempts, disk_written, client);
-        if let BootScript::Install { node, .. } | BootScript::GiveUp { node } = &decision
-            && let Err(why) = self.provisioner.from_node(node, mac, peer)
+        // Whether the machine asking is the node: only the node's own asks may serve its
+        // installer, count, fail it, or leave events (a `local-boot` event says the node is
+        // back on its disk: a stranger must not be able to say so).
+        let stranger = record
+            .as_ref()
+            .map(|r| self.provisioner.from_node(&r.name, mac, peer))
+            .and_then(Result::err);
+        if let BootScript::Install { node, .. }
+        | BootScript::GiveUp { node }
+        | BootScript::Chain { node, .. } = &decision
+            && let Some(why) = &stranger
         {
             let why = format!("install script for {mac} {why}: answered the local disk");
             if self.refusal_due(node) {
@@ -277,6 +286,7 @@ impl Nodes {
             )));
         }
         match decision {
+            BootScript::LocalDisk(why) if stranger.is_some() => Ok(ipxe::script::local_disk(&why)),
             BootScript::LocalDisk(why) => {
                 // The boot after an install: the node came back through the network and
                 // boots its disk. Recorded once, so an operator (and `seed lab`) sees it.
