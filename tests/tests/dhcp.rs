@@ -1053,18 +1053,21 @@ fn a_decline_counts_only_from_the_lease_holder_and_cannot_empty_the_pool() {
     let held = dora(victim);
     // The victim configures it (a renewal's ACK is sent there).
     ns.add_client_address(&format!("{held}/24"));
-    // The attacker declines the victim's address with its own MAC.
-    assert_eq!(exchange(&ns, &[decline(attacker, held)]), ["none"]);
-    // The victim renews (RFC 2131 4.3.2 RENEWING: ciaddr, no option 50) and keeps it.
-    let renew = parse(
-        &exchange(
+    // The victim renews (RFC 2131 4.3.2 RENEWING: ciaddr, no option 50).
+    let renewal = || {
+        let reply = exchange(
             &ns,
             &[format!(
                 "67:{}",
                 client_packet(3, victim, held.octets(), &[])
             )],
-        )[0],
-    );
+        );
+        parse(&reply[0])
+    };
+    // The attacker declines the victim's address with its own MAC.
+    assert_eq!(exchange(&ns, &[decline(attacker, held)]), ["none"]);
+    // The victim renews and keeps it.
+    let renew = renewal();
     assert_eq!(
         renew.opts().msg_type(),
         Some(MessageType::Ack),
@@ -1105,15 +1108,7 @@ for i in range(2000):
     let out = ns.in_cli("python3").arg("-c").arg(&flood).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     // Seed has read them all when a client asking after them is answered.
-    let renew = parse(
-        &exchange(
-            &ns,
-            &[format!(
-                "67:{}",
-                client_packet(3, victim, held.octets(), &[])
-            )],
-        )[0],
-    );
+    let renew = renewal();
     assert_eq!(
         renew.yiaddr(),
         held,
@@ -1124,8 +1119,10 @@ for i in range(2000):
         .lines()
         .filter(|l| l.contains("DECLINE ignored"))
         .count();
+    // Five lines per 10 s (the budget), however slow the machine: far from the 2,000+ DECLINEs
+    // ignored, one line each before.
     assert!(
-        (1..=12).contains(&lines),
+        (1..50).contains(&lines),
         "{lines} lines about ignored DECLINEs:\n{log}"
     );
 }

@@ -497,15 +497,7 @@ fn apt_installs_from_the_mirror_static_proxied_and_offline() {
     );
 
     // The seed host's disk use shows in `seed status`.
-    let out = seed_command()
-        .arg("--config")
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("status")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = status(&config, &state);
     let disk = stdout
         .lines()
         .find(|l| l.starts_with("disk: "))
@@ -778,14 +770,20 @@ fn the_proxy_fetches_only_what_verified_indices_name_and_stays_under_its_size() 
         "the recently used were kept"
     );
     assert!(images::disk_usage(&base.join("cache")) <= 1 << 20);
+    let stdout = status(&config, &state);
+    assert!(stdout.contains(" of 1.0 MiB"), "{stdout}");
+}
+
+/// `seed status` of `config` and `state`: its output.
+fn status(config: &Path, state: &Path) -> String {
     let out = seed_command()
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .arg("--state-dir")
-        .arg(&state)
+        .arg(state)
         .arg("status")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(" of 1.0 MiB"), "{stdout}");
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
