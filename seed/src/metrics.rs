@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::lifecycle::NodeState;
+use crate::provision::Unanswered;
 
 /// DHCP message types, in the order of their option 53 codes (RFC 2132 9.6).
 pub const DHCP_TYPES: [&str; 8] = [
@@ -73,6 +74,7 @@ pub struct Metrics {
     dhcp_received: [AtomicU64; 8],
     dhcp_sent: [AtomicU64; 8],
     dhcp_dropped: AtomicU64,
+    dhcp_unanswered: [AtomicU64; Unanswered::KINDS.len()],
     tftp: [AtomicU64; 3],
     tftp_bytes: AtomicU64,
     // Route × status class (1xx..5xx).
@@ -95,6 +97,11 @@ impl Metrics {
     /// A DHCP packet that did not parse, or was rate limited.
     pub fn dhcp_dropped(&self) {
         self.dhcp_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A DHCP request got no answer, for `why`.
+    pub fn dhcp_unanswered(&self, why: &Unanswered) {
+        self.dhcp_unanswered[why.kind()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A DHCP reply of type `kind` was sent.
@@ -138,6 +145,17 @@ impl Metrics {
         );
         out.push_str("# TYPE seed_dhcp_dropped_total counter\n");
         let _ = writeln!(out, "seed_dhcp_dropped_total {}", get(&self.dhcp_dropped));
+        out.push_str(
+            "# HELP seed_dhcp_unanswered_total DHCP requests seed decided not to answer, by reason.\n",
+        );
+        out.push_str("# TYPE seed_dhcp_unanswered_total counter\n");
+        for (reason, counter) in Unanswered::KINDS.iter().zip(&self.dhcp_unanswered) {
+            let _ = writeln!(
+                out,
+                "seed_dhcp_unanswered_total{{reason=\"{reason}\"}} {}",
+                get(counter)
+            );
+        }
         out.push_str("# HELP seed_tftp_transfers_total TFTP transfers by outcome.\n");
         out.push_str("# TYPE seed_tftp_transfers_total counter\n");
         for (i, outcome) in ["completed", "aborted", "failed"].iter().enumerate() {
@@ -187,6 +205,7 @@ mod tests {
         m.dhcp_received(1);
         m.dhcp_sent(2);
         m.dhcp_received(42);
+        m.dhcp_unanswered(&Unanswered::NoPool("management".into()));
         m.tftp_transfer(TftpOutcome::Completed, 1000);
         m.http_request(Route::Boot, 200);
         m.http_request(Route::Nodes, 404);
@@ -195,6 +214,8 @@ mod tests {
             "seed_dhcp_packets_total{type=\"discover\",direction=\"in\"} 2",
             "seed_dhcp_packets_total{type=\"offer\",direction=\"out\"} 1",
             "seed_dhcp_dropped_total 1",
+            "seed_dhcp_unanswered_total{reason=\"no_pool\"} 1",
+            "seed_dhcp_unanswered_total{reason=\"pool_full\"} 0",
             "seed_tftp_transfers_total{outcome=\"completed\"} 1",
             "seed_tftp_bytes_total 1000",
             "seed_http_requests_total{route=\"boot\",code=\"2xx\"} 1",

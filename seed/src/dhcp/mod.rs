@@ -7,6 +7,8 @@
 //! it, and a burst of clients costs one fsync per batch, not one per client.
 
 mod packet;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::collections::HashMap;
@@ -22,9 +24,10 @@ use crate::loglimit::LogLimit;
 use crate::metrics::Metrics;
 use crate::net::MacAddr;
 use crate::provision::{DhcpAnswer, Provisioner};
-use crate::store::{Lease, Store, now_ms};
+use crate::store::{Lease, now_ms};
 
 pub use packet::{parse, request_facts};
+pub use writer::{AckSink, LeaseStore};
 
 /// The client port (RFC 2131 section 4.1).
 pub const CLIENT_PORT: u16 = 68;
@@ -87,7 +90,7 @@ pub async fn serve(
     socket: std::net::UdpSocket,
     pxe_socket: Option<std::net::UdpSocket>,
     provisioner: Arc<Provisioner>,
-    store: Store,
+    store: impl LeaseStore,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<Stats> {
@@ -96,20 +99,8 @@ pub async fn serve(
     let writer = writer::LeaseWriter::start(store, send_socket)?;
     let socket = UdpSocket::from_std(socket)?;
     let pxe_socket = pxe_socket.map(UdpSocket::from_std).transpose()?;
-    let proxy = provisioner.config().seed.dhcp.proxy;
-    provisioner.sightings().dhcp_started();
-    let mut server = Server {
-        proxy,
-        metrics,
-        provisioner,
-        leases,
-        writer,
-        stats: Stats::default(),
-        per_mac: HashMap::new(),
-        discovered: HashMap::new(),
-        window: Instant::now(),
-        logs: Logs::default(),
-    };
+    let mut server = Server::new(provisioner, metrics, leases, writer);
+    let proxy = server.proxy;
     tracing::info!(local = %socket.local_addr()?, proxy, leases = server.leases.len(), "DHCP server running");
     let mut buf = vec![0u8; 4096];
     let mut pxe_buf = vec![0u8; 4096];
@@ -195,6 +186,29 @@ impl Default for Logs {
 }
 
 impl Server {
+    /// A server deciding with `provisioner` over `leases` (loaded from the store `writer`
+    /// commits to).
+    fn new(
+        provisioner: Arc<Provisioner>,
+        metrics: Arc<Metrics>,
+        leases: LeaseTable,
+        writer: writer::LeaseWriter,
+    ) -> Self {
+        provisioner.sightings().dhcp_started();
+        Self {
+            proxy: provisioner.config().seed.dhcp.proxy,
+            metrics,
+            provisioner,
+            leases,
+            writer,
+            stats: Stats::default(),
+            per_mac: HashMap::new(),
+            discovered: HashMap::new(),
+            window: Instant::now(),
+            logs: Logs::default(),
+        }
+    }
+
     /// One packet. Returns a reply to send now (OFFER, NAK, INFORM's ACK); lease ACKs go to the
     /// writer, which sends them after their commit.
     fn handle(
@@ -204,6 +218,15 @@ impl Server {
         on_pxe_port: bool,
     ) -> Option<(Vec<u8>, SocketAddr)> {
         self.stats.received += 1;
+        // The rate limit comes before decoding: a flood from one MAC costs a table lookup per
+        // packet, not a parse, so seed drains its socket faster than the flood fills it.
+        if let Some(mac) = packet::hardware_address(bytes)
+            && !self.allow(mac)
+        {
+            self.stats.rate_limited += 1;
+            self.metrics.dhcp_dropped();
+            return None;
+        }
         let msg = match parse(bytes) {
             Ok(msg) => msg,
             Err(why) => {
@@ -215,15 +238,10 @@ impl Server {
             self.bad_packet(peer, "not an Ethernet BOOTREQUEST with a DHCP message type");
             return None;
         };
-        if !self.allow(facts.request.mac) {
-            self.stats.rate_limited += 1;
-            self.metrics.dhcp_dropped();
-            return None;
-        }
         self.metrics.dhcp_received(u8::from(facts.kind));
         if facts.kind == MessageType::Discover
-            && facts.request.ipxe
-            && let Some(node) = self.provisioner.node_of(facts.request.mac)
+            && facts.request.client.ipxe
+            && let Some(node) = self.provisioner.node_of(facts.request.client.mac)
         {
             // A network boot of a node: what an install attempt counts.
             self.provisioner.sightings().booted(&node.name);
@@ -237,12 +255,12 @@ impl Server {
             MessageType::Release => {
                 if self
                     .leases
-                    .get(facts.request.mac)
+                    .get(facts.request.client.mac)
                     .is_some_and(|l| l.ip == msg.ciaddr())
                 {
-                    self.leases.release(facts.request.mac);
-                    self.writer.release(facts.request.mac);
-                    tracing::info!(mac = %facts.request.mac, ip = %msg.ciaddr(), "lease released");
+                    self.leases.release(facts.request.client.mac);
+                    self.writer.release(facts.request.client.mac);
+                    tracing::info!(mac = %facts.request.client.mac, ip = %msg.ciaddr(), "lease released");
                 }
                 return None;
             }
@@ -256,7 +274,7 @@ impl Server {
             }
         }
         let answer = self.provisioner.dhcp(&facts.request, &self.leases, now);
-        if self.provisioner.node_of(facts.request.mac).is_none() {
+        if self.provisioner.node_of(facts.request.client.mac).is_none() {
             let offered = match &answer {
                 DhcpAnswer::Lease(offer) => Some((offer.address, offer.zone.clone())),
                 DhcpAnswer::Ignore(_) => None,
@@ -267,7 +285,8 @@ impl Server {
             DhcpAnswer::Lease(offer) => offer,
             DhcpAnswer::Ignore(reason) => {
                 self.stats.ignored += 1;
-                crate::limited!(self.logs.ignored, info, mac = %facts.request.mac, kind = ?facts.kind, %reason, "not answering");
+                self.metrics.dhcp_unanswered(&reason);
+                crate::limited!(self.logs.ignored, info, mac = %facts.request.client.mac, kind = ?facts.kind, %reason, "not answering");
                 return None;
             }
         };
@@ -301,7 +320,7 @@ impl Server {
                     self.replied(MessageType::Nak);
                     // RFC 2131 4.3.2: wrong address (another network, a stale lease) → NAK, so
                     // the client starts over instead of keeping an address seed did not give.
-                    crate::limited!(self.logs.nak, info, mac = %facts.request.mac, ?wanted, offered = %offer.address, "NAK");
+                    crate::limited!(self.logs.nak, info, mac = %facts.request.client.mac, ?wanted, offered = %offer.address, "NAK");
                     let reply = packet::nak(&msg, server);
                     return Some((
                         packet::encode(&reply),
@@ -309,7 +328,7 @@ impl Server {
                     ));
                 }
                 let lease = Lease {
-                    mac: facts.request.mac,
+                    mac: facts.request.client.mac,
                     ip: offer.address,
                     node: offer.node.clone(),
                     expires_at: now + i64::from(offer.lease_secs) * 1000,
@@ -337,7 +356,7 @@ impl Server {
         on_pxe_port: bool,
     ) -> Option<(Vec<u8>, SocketAddr)> {
         if facts.kind == MessageType::Request
-            && self.provisioner.node_of(facts.request.mac).is_some()
+            && self.provisioner.node_of(facts.request.client.mac).is_some()
         {
             // The address the site's server gives a node: option 50 of its broadcast REQUEST
             // (or ciaddr when renewing), or ciaddr of its port-4011 REQUEST. Its install
@@ -349,14 +368,14 @@ impl Server {
             };
             self.provisioner
                 .sightings()
-                .proxied(facts.request.mac, address);
+                .proxied(facts.request.client.mac, address);
         }
         let kind = match (facts.kind, on_pxe_port) {
             (MessageType::Discover, false) => MessageType::Offer,
             (MessageType::Request, true) => MessageType::Ack,
             _ => return None,
         };
-        match self.provisioner.proxy(&facts.request) {
+        match self.provisioner.proxy(&facts.request.client) {
             Ok(boot) => {
                 self.replied(kind);
                 let server = self.provisioner.config().seed.address;
@@ -370,7 +389,8 @@ impl Server {
             }
             Err(reason) => {
                 self.stats.ignored += 1;
-                tracing::debug!(mac = %facts.request.mac, %reason, "proxyDHCP: not answering");
+                self.metrics.dhcp_unanswered(&reason);
+                tracing::debug!(mac = %facts.request.client.mac, %reason, "proxyDHCP: not answering");
                 None
             }
         }
@@ -391,7 +411,7 @@ impl Server {
     ) {
         let due = self
             .discovered
-            .get(&req.mac)
+            .get(&req.client.mac)
             .is_none_or(|last| now - last >= DISCOVERED_REFRESH_MS);
         if !due {
             return;
@@ -399,17 +419,21 @@ impl Server {
         if self.discovered.len() >= DISCOVERED_MEMORY {
             self.discovered.clear();
         }
-        if !self.discovered.contains_key(&req.mac) {
-            let class = req.vendor_class.as_deref().map(crate::net::printable);
-            crate::limited!(self.logs.discovered, info, mac = %req.mac, ?class, arch = ?req.arch, "discovered a machine that is not in the config");
+        if !self.discovered.contains_key(&req.client.mac) {
+            let class = req
+                .client
+                .vendor_class
+                .as_deref()
+                .map(crate::net::printable);
+            crate::limited!(self.logs.discovered, info, mac = %req.client.mac, ?class, arch = ?req.client.arch, "discovered a machine that is not in the config");
         }
-        self.discovered.insert(req.mac, now);
+        self.discovered.insert(req.client.mac, now);
         self.writer.seen(crate::store::Discovered {
-            mac: req.mac,
+            mac: req.client.mac,
             first_seen: now,
             last_seen: now,
-            vendor_class: req.vendor_class.clone(),
-            arch: req.arch,
+            vendor_class: req.client.vendor_class.clone(),
+            arch: req.client.arch,
             address: offered.as_ref().map(|(a, _)| *a),
             zone: offered.map(|(_, z)| z),
             relay: req.relay,
@@ -420,7 +444,7 @@ impl Server {
     /// MAC holding that lease can say so (anyone can send a DECLINE naming any address), and one
     /// MAC keeps at most [`DECLINES_PER_MAC`] addresses out of the pool at once.
     fn decline(&mut self, facts: &packet::Facts, ciaddr: Ipv4Addr, now: i64) {
-        let mac = facts.request.mac;
+        let mac = facts.request.client.mac;
         let ip = facts.request.requested.unwrap_or(ciaddr);
         if self.leases.get(mac).is_none_or(|lease| lease.ip != ip) {
             crate::limited!(self.logs.decline, warn, %mac, %ip, "DECLINE ignored: that address is not leased to this MAC");

@@ -1,6 +1,6 @@
 //! DHCP packets: parsing what clients send and building what seed answers. No decisions here.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use dhcproto::v4::relay::{RelayCode, RelayInfo};
 use dhcproto::v4::{
@@ -10,7 +10,7 @@ use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
 use super::{CLIENT_PORT, SERVER_PORT};
 use crate::net::MacAddr;
-use crate::provision::{Boot, DhcpRequest, Offer};
+use crate::provision::{Boot, BootClient, DhcpRequest, Offer};
 
 /// iPXE's encapsulated options (option 175); sub-option 176 = 1 is "no-pxedhcp": do not wait
 /// for a proxyDHCP offer (saves about 3 s per iPXE DHCP).
@@ -26,6 +26,15 @@ pub struct Facts {
     pub request: DhcpRequest,
     /// Option 54.
     pub server_id: Option<Ipv4Addr>,
+}
+
+/// The client's Ethernet address from the fixed BOOTP header (htype 1, hlen 6, chaddr at byte
+/// 28; RFC 2131 section 2), without decoding the rest: the rate limit asks this first.
+pub fn hardware_address(bytes: &[u8]) -> Option<MacAddr> {
+    if bytes.get(1..3)? != [1, 6] {
+        return None;
+    }
+    Some(MacAddr(bytes.get(28..34)?.try_into().ok()?))
 }
 
 /// Decode a packet; the error says why not.
@@ -111,10 +120,12 @@ pub fn request_facts(msg: &Message) -> Option<Facts> {
     Some(Facts {
         kind,
         request: DhcpRequest {
-            mac,
-            arch,
-            vendor_class,
-            ipxe: user_class_ipxe || ipxe_encap,
+            client: BootClient {
+                mac,
+                arch,
+                vendor_class,
+                ipxe: user_class_ipxe || ipxe_encap,
+            },
             relay,
             requested: requested
                 .or_else(|| (msg.ciaddr() != Ipv4Addr::UNSPECIFIED).then_some(msg.ciaddr())),
@@ -223,9 +234,14 @@ fn add_zone_options(reply: &mut Message, offer: &Offer) {
 
 fn add_boot(reply: &mut Message, boot: &Boot) {
     match boot {
-        Boot::Tftp { next_server, file } => {
+        Boot::Tftp { server, file } => {
+            // seed's own address: always IPv4 here (config's `seed.address`).
+            let next_server = match server {
+                IpAddr::V4(v4) => *v4,
+                IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            };
             // UEFI PXE uses siaddr and ignores option 66: a wrong siaddr fails with PXE-E18.
-            reply.set_siaddr(*next_server).set_fname_str(file);
+            reply.set_siaddr(next_server).set_fname_str(file);
             let opts = reply.opts_mut();
             opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
             opts.insert(DhcpOption::TFTPServerName(

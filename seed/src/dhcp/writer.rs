@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use crate::net::MacAddr;
-use crate::store::{Discovered, Lease, Store};
+use crate::store::{Discovered, Lease, Store, StoreError};
 
 /// The most leases in one transaction.
 const MAX_BATCH: usize = 512;
@@ -23,6 +23,49 @@ enum Job {
     },
     Release(MacAddr),
     Seen(Discovered),
+    /// Answered once everything queued before it is done (tests wait on it).
+    #[cfg(test)]
+    Barrier(mpsc::Sender<()>),
+}
+
+/// The durable side of the lease table: the four calls DHCP makes to storage. [`Store`] is the
+/// real one; the in-process tests put one here that fails a commit.
+pub trait LeaseStore: Send + 'static {
+    /// Every lease on record, to load the table at start.
+    fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+    /// Make `leases` durable, all or none.
+    fn commit_leases(&mut self, leases: &[Lease]) -> Result<(), StoreError>;
+    /// Forget the lease of `mac`.
+    fn release_lease(&mut self, mac: MacAddr) -> Result<(), StoreError>;
+    /// Remember machines that are not in the config.
+    fn record_discovered(&mut self, seen: &[Discovered]) -> Result<(), StoreError>;
+}
+
+impl LeaseStore for Store {
+    fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        Store::leases(self)
+    }
+    fn commit_leases(&mut self, leases: &[Lease]) -> Result<(), StoreError> {
+        Store::commit_leases(self, leases)
+    }
+    fn release_lease(&mut self, mac: MacAddr) -> Result<(), StoreError> {
+        Store::release_lease(self, mac).map(drop)
+    }
+    fn record_discovered(&mut self, seen: &[Discovered]) -> Result<(), StoreError> {
+        Store::record_discovered(self, seen)
+    }
+}
+
+/// Where an ACK goes once its lease is committed: the server's socket, or a test's channel.
+pub trait AckSink: Send + 'static {
+    /// Send `reply` to `dest`; a failure is logged, never retried for long (the client retries).
+    fn send_ack(&self, reply: &[u8], dest: SocketAddr);
+}
+
+impl AckSink for UdpSocket {
+    fn send_ack(&self, reply: &[u8], dest: SocketAddr) {
+        send(self, reply, dest);
+    }
 }
 
 /// Handle to the writer thread.
@@ -32,15 +75,16 @@ pub struct LeaseWriter {
 }
 
 impl LeaseWriter {
-    /// Start the thread; `socket` sends the ACKs.
+    /// Start the thread; `acks` sends the ACKs.
     ///
-    /// `socket` is a `try_clone` of the server's socket and shares its file description, so it
-    /// stays non-blocking (making it blocking would block the async server too).
-    pub fn start(store: Store, socket: UdpSocket) -> std::io::Result<Self> {
+    /// In `seed serve` `acks` is a `try_clone` of the server's socket and shares its file
+    /// description, so it stays non-blocking (making it blocking would block the async server
+    /// too).
+    pub fn start(store: impl LeaseStore, acks: impl AckSink) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("dhcp-leases".into())
-            .spawn(move || run(store, socket, rx))?;
+            .spawn(move || run(store, acks, rx))?;
         Ok(Self {
             jobs: Some(tx),
             thread: Some(thread),
@@ -60,6 +104,14 @@ impl LeaseWriter {
     /// Forget `mac`'s lease on disk.
     pub fn release(&self, mac: MacAddr) {
         self.send(Job::Release(mac));
+    }
+
+    /// Wait until everything queued so far is committed (or failed) and its ACKs sent.
+    #[cfg(test)]
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Barrier(tx));
+        let _ = rx.recv();
     }
 
     fn send(&self, job: Job) {
@@ -87,10 +139,12 @@ impl Drop for LeaseWriter {
     }
 }
 
-fn run(mut store: Store, socket: UdpSocket, jobs: mpsc::Receiver<Job>) {
+fn run(mut store: impl LeaseStore, acks: impl AckSink, jobs: mpsc::Receiver<Job>) {
     let mut leases = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     let mut seen = Vec::new();
+    #[cfg(test)]
+    let mut barriers: Vec<mpsc::Sender<()>> = Vec::new();
     while let Ok(first) = jobs.recv() {
         let mut next = Some(first);
         while let Some(job) = next.take() {
@@ -100,6 +154,8 @@ fn run(mut store: Store, socket: UdpSocket, jobs: mpsc::Receiver<Job>) {
                     replies.push((reply, dest));
                 }
                 Job::Seen(machine) => seen.push(machine),
+                #[cfg(test)]
+                Job::Barrier(done) => barriers.push(done),
                 Job::Release(mac) => {
                     if let Err(e) = store.release_lease(mac) {
                         tracing::error!(%mac, error = %e, "cannot record lease release");
@@ -116,22 +172,35 @@ fn run(mut store: Store, socket: UdpSocket, jobs: mpsc::Receiver<Job>) {
             }
             seen.clear();
         }
-        if leases.is_empty() {
-            continue;
+        if !leases.is_empty() {
+            commit(&mut store, &acks, &mut leases, &mut replies);
         }
-        match store.commit_leases(&leases) {
-            Ok(()) => {
-                for (reply, dest) in replies.drain(..) {
-                    send(&socket, &reply, dest);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, leases = leases.len(), "cannot commit leases; their ACKs are not sent");
-                replies.clear();
-            }
+        #[cfg(test)]
+        for done in barriers.drain(..) {
+            let _ = done.send(());
         }
-        leases.clear();
     }
+}
+
+/// Commit a batch, then send its ACKs; none if the commit fails.
+fn commit(
+    store: &mut impl LeaseStore,
+    acks: &impl AckSink,
+    leases: &mut Vec<Lease>,
+    replies: &mut Vec<(Vec<u8>, SocketAddr)>,
+) {
+    match store.commit_leases(leases) {
+        Ok(()) => {
+            for (reply, dest) in replies.drain(..) {
+                acks.send_ack(&reply, dest);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, leases = leases.len(), "cannot commit leases; their ACKs are not sent");
+            replies.clear();
+        }
+    }
+    leases.clear();
 }
 
 /// Send on the non-blocking socket; a full send buffer is retried for a little while (bounded:

@@ -153,13 +153,15 @@ fn a_hardware_report_survives_the_store_as_json() {
 #[test]
 fn dhcp_answers_a_recorded_mac_once_the_provisioner_takes_the_inventory() {
     use crate::leases::LeaseTable;
-    use crate::provision::{DhcpAnswer, DhcpRequest, Provisioner};
+    use crate::provision::{BootClient, DhcpAnswer, DhcpRequest, Provisioner};
     let p = Provisioner::new(std::sync::Arc::new(rack()));
     let req = DhcpRequest {
-        mac: mac("b8:ce:f6:20:00:21"), // bare's ens1f0: any port may be the one that boots
-        arch: Some(7),
-        vendor_class: Some("PXEClient:Arch:00007:UNDI:003016".into()),
-        ipxe: false,
+        client: BootClient {
+            mac: mac("b8:ce:f6:20:00:21"), // bare's ens1f0: any port may be the one that boots
+            arch: Some(7),
+            vendor_class: Some("PXEClient:Arch:00007:UNDI:003016".into()),
+            ipxe: false,
+        },
         relay: None,
         requested: None,
     };
@@ -179,7 +181,7 @@ fn dhcp_answers_a_recorded_mac_once_the_provisioner_takes_the_inventory() {
     }
     // Taken back (the inventory changed): unknown again.
     assert_eq!(p.set_recorded(&HashMap::new()), 0);
-    assert!(p.node_of(req.mac).is_none());
+    assert!(p.node_of(req.client.mac).is_none());
 }
 
 #[test]

@@ -24,17 +24,26 @@ use crate::lifecycle::NodeState;
 use crate::net::MacAddr;
 use crate::plan::{self, Plan};
 
-/// What a DHCP client told us about itself.
+/// What a network-booting client says about itself, in any DHCP family: what the boot
+/// decision ([`Decisions::boot`]) needs. DHCPv6 carries the same facts in options 1, 61 and 16
+/// (RFC 5970) as DHCPv4 does in chaddr, 93 and 60.
 #[derive(Debug, Clone)]
-pub struct DhcpRequest {
+pub struct BootClient {
     /// Client hardware address.
     pub mac: MacAddr,
-    /// Option 93, client system architecture.
+    /// Client system architecture (DHCPv4 option 93, DHCPv6 option 61).
     pub arch: Option<u16>,
-    /// Option 60, vendor class (`PXEClient:Arch:00007:…`, `HTTPClient:…`).
+    /// Vendor class (`PXEClient:Arch:00007:…`, `HTTPClient:…`).
     pub vendor_class: Option<String>,
-    /// User class "iPXE" (option 77) or iPXE's own option 175 present.
+    /// iPXE asks: user class "iPXE" (option 77) or iPXE's own option 175 present.
     pub ipxe: bool,
+}
+
+/// What a DHCPv4 client told us about itself.
+#[derive(Debug, Clone)]
+pub struct DhcpRequest {
+    /// Who asks and how it boots.
+    pub client: BootClient,
     /// giaddr, when a relay forwarded the request.
     pub relay: Option<Ipv4Addr>,
     /// The address the client asks for (option 50, or ciaddr when renewing).
@@ -44,10 +53,74 @@ pub struct DhcpRequest {
 /// What the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DhcpAnswer {
-    /// Nothing; the reason is logged.
-    Ignore(String),
+    /// Nothing; the reason is logged and counted.
+    Ignore(Unanswered),
     /// An address, with boot instructions for network-booting clients.
     Lease(Offer),
+}
+
+/// Why a DHCP client gets no answer: logged, and counted per kind in `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unanswered {
+    /// A relay (giaddr or link selection) outside every zone seed boots.
+    #[error("relayed through {0}, which is in neither the provisioning zone nor a relayed one")]
+    ForeignRelay(Ipv4Addr),
+    /// A node the plan gives no address in the zone it asks from.
+    #[error("node {node} has no address in zone {zone}")]
+    NoAddress {
+        /// The node.
+        node: String,
+        /// The zone it asked from.
+        zone: String,
+    },
+    /// A machine outside the config, in a zone without a discovery pool.
+    #[error("unknown MAC and zone {0} has no discovery pool")]
+    NoPool(String),
+    /// The zone's discovery pool has no free address.
+    #[error("discovery pool {start}-{end} of zone {zone} is full")]
+    PoolFull {
+        /// The zone.
+        zone: String,
+        /// First address of the pool.
+        start: Ipv4Addr,
+        /// Last address of the pool.
+        end: Ipv4Addr,
+    },
+    /// Firmware seed has no iPXE binary for.
+    #[error("{0} network boot: seed carries no binary for it")]
+    NoBinary(Firmware),
+    /// proxyDHCP: a machine that is not a configured node.
+    #[error("unknown MAC: proxyDHCP answers configured nodes only")]
+    NotANode,
+    /// proxyDHCP: a client that does not network-boot.
+    #[error("not a network-booting client; its DHCP server answers it")]
+    NotBooting,
+}
+
+impl Unanswered {
+    /// Every kind, in `/metrics` order.
+    pub const KINDS: [&'static str; 7] = [
+        "foreign_relay",
+        "no_address",
+        "no_pool",
+        "pool_full",
+        "no_binary",
+        "not_a_node",
+        "not_booting",
+    ];
+
+    /// The kind, as `/metrics` labels it (an index into [`Self::KINDS`]).
+    pub fn kind(&self) -> usize {
+        match self {
+            Self::ForeignRelay(_) => 0,
+            Self::NoAddress { .. } => 1,
+            Self::NoPool(_) => 2,
+            Self::PoolFull { .. } => 3,
+            Self::NoBinary(_) => 4,
+            Self::NotANode => 5,
+            Self::NotBooting => 6,
+        }
+    }
 }
 
 /// An address and what comes with it.
@@ -78,10 +151,11 @@ pub struct Offer {
 /// Boot instructions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Boot {
-    /// PXE firmware: fetch `file` over TFTP from `next_server` (siaddr; UEFI ignores option 66).
+    /// PXE firmware: fetch `file` over TFTP from `server` (DHCPv4 siaddr, where UEFI ignores
+    /// option 66; a `tftp://` URL in DHCPv6 option 59).
     Tftp {
-        /// TFTP server (siaddr).
-        next_server: Ipv4Addr,
+        /// The TFTP server.
+        server: IpAddr,
         /// The iPXE binary.
         file: String,
     },
@@ -294,8 +368,8 @@ impl Provisioner {
     }
 
     /// See [`Decisions::proxy`].
-    pub fn proxy(&self, req: &DhcpRequest) -> Result<Boot, String> {
-        self.now().proxy(req)
+    pub fn proxy(&self, client: &BootClient) -> Result<Boot, Unanswered> {
+        self.now().proxy(client)
     }
 }
 
@@ -396,12 +470,11 @@ impl Decisions {
     /// What a DHCP client gets. `leases` is only read (for discovery-pool addresses).
     pub fn dhcp(&self, req: &DhcpRequest, leases: &LeaseTable, now_ms: i64) -> DhcpAnswer {
         let Some(zone) = self.zone_for(req.relay) else {
-            return DhcpAnswer::Ignore(format!(
-                "relayed through {}, which is in neither the provisioning zone nor a relayed one",
-                req.relay.map_or_else(String::new, |r| r.to_string())
+            return DhcpAnswer::Ignore(Unanswered::ForeignRelay(
+                req.relay.unwrap_or(Ipv4Addr::UNSPECIFIED),
             ));
         };
-        let (address, node) = match self.node_of(req.mac) {
+        let (address, node) = match self.node_of(req.client.mac) {
             Some(node) => {
                 let address = self
                     .plan
@@ -411,32 +484,30 @@ impl Decisions {
                 match address {
                     Some(a) => (a, Some(node.name.clone())),
                     None => {
-                        return DhcpAnswer::Ignore(format!(
-                            "node {} has no address in zone {}",
-                            node.name, zone.name
-                        ));
+                        return DhcpAnswer::Ignore(Unanswered::NoAddress {
+                            node: node.name.clone(),
+                            zone: zone.name.clone(),
+                        });
                     }
                 }
             }
             None => match &zone.discovery_pool {
                 None => {
-                    return DhcpAnswer::Ignore(format!(
-                        "unknown MAC and zone {} has no discovery pool",
-                        zone.name
-                    ));
+                    return DhcpAnswer::Ignore(Unanswered::NoPool(zone.name.clone()));
                 }
-                Some(pool) => match leases.allocate(req.mac, pool, req.requested, now_ms) {
+                Some(pool) => match leases.allocate(req.client.mac, pool, req.requested, now_ms) {
                     Some(a) => (a, None),
                     None => {
-                        return DhcpAnswer::Ignore(format!(
-                            "discovery pool {}-{} of zone {} is full",
-                            pool.start, pool.end, zone.name
-                        ));
+                        return DhcpAnswer::Ignore(Unanswered::PoolFull {
+                            zone: zone.name.clone(),
+                            start: pool.start,
+                            end: pool.end,
+                        });
                     }
                 },
             },
         };
-        let boot = match self.boot(req) {
+        let boot = match self.boot(&req.client) {
             Ok(boot) => boot,
             Err(reason) => return DhcpAnswer::Ignore(reason),
         };
@@ -516,12 +587,11 @@ impl Decisions {
     /// proxyDHCP (`seed.dhcp.proxy`): boot information only, for a network-booting client of a
     /// known node; the address comes from the site's own DHCP server. Unknown machines are left
     /// alone: beside a foreign server, seed must not boot what it does not own.
-    pub fn proxy(&self, req: &DhcpRequest) -> Result<Boot, String> {
-        if self.index_of(req.mac).is_none() {
-            return Err("unknown MAC: proxyDHCP answers configured nodes only".into());
+    pub fn proxy(&self, client: &BootClient) -> Result<Boot, Unanswered> {
+        if self.index_of(client.mac).is_none() {
+            return Err(Unanswered::NotANode);
         }
-        self.boot(req)?
-            .ok_or_else(|| "not a network-booting client; its DHCP server answers it".into())
+        self.boot(client)?.ok_or(Unanswered::NotBooting)
     }
 
     /// The zone a request is served from: the boot zone (provisioning or relayed) holding
@@ -539,7 +609,10 @@ impl Decisions {
         }
     }
 
-    fn boot(&self, req: &DhcpRequest) -> Result<Option<Boot>, String> {
+    /// How `client` boots, whichever DHCP family it asked in: `None` when it does not
+    /// network-boot (an installer or installed system asking for an address).
+    pub fn boot(&self, client: &BootClient) -> Result<Option<Boot>, Unanswered> {
+        let req = client;
         let url = &self.config.seed.url;
         // iPXE first, by user class or option 175 and never by option 60/93 alone: a ROM iPXE
         // and a chainloaded undionly.kpxe look the same there, and handing iPXE the iPXE
@@ -564,9 +637,7 @@ impl Decisions {
         // Old PXE ROMs send no option 93; they are BIOS.
         let firmware = Firmware::from_arch(req.arch.unwrap_or(0));
         let Some(binary) = firmware.binary(self.snp) else {
-            return Err(format!(
-                "{firmware} network boot: seed carries no binary for it"
-            ));
+            return Err(Unanswered::NoBinary(firmware));
         };
         if firmware.is_http() || http {
             Ok(Some(Boot::Http {
@@ -574,7 +645,7 @@ impl Decisions {
             }))
         } else {
             Ok(Some(Boot::Tftp {
-                next_server: self.config.seed.address,
+                server: IpAddr::V4(self.config.seed.address),
                 file: binary.to_string(),
             }))
         }
@@ -593,10 +664,12 @@ mod tests {
 
     fn req(mac: &str, arch: Option<u16>, class: Option<&str>, ipxe: bool) -> DhcpRequest {
         DhcpRequest {
-            mac: mac.parse().unwrap(),
-            arch,
-            vendor_class: class.map(str::to_string),
-            ipxe,
+            client: BootClient {
+                mac: mac.parse().unwrap(),
+                arch,
+                vendor_class: class.map(str::to_string),
+                ipxe,
+            },
             relay: None,
             requested: None,
         }
@@ -632,7 +705,7 @@ mod tests {
         assert_eq!(
             uefi.boot,
             Some(Boot::Tftp {
-                next_server: Ipv4Addr::new(10, 1, 10, 5),
+                server: IpAddr::V4(Ipv4Addr::new(10, 1, 10, 5)),
                 file: "ipxe.efi".into()
             })
         );
@@ -708,7 +781,7 @@ mod tests {
                 0,
             );
             assert!(
-                matches!(&answer, DhcpAnswer::Ignore(why) if why.contains("carries no binary")),
+                matches!(&answer, DhcpAnswer::Ignore(Unanswered::NoBinary(_))),
                 "{arch}: {answer:?}"
             );
         }
@@ -802,15 +875,16 @@ mod tests {
     fn proxy_mode_boots_known_pxe_clients_only() {
         let p = provisioner();
         let boot = p
-            .proxy(&req(CMP3, Some(7), Some("PXEClient:Arch:00007"), false))
+            .proxy(&req(CMP3, Some(7), Some("PXEClient:Arch:00007"), false).client)
             .unwrap();
         assert!(matches!(boot, Boot::Tftp { file, .. } if file == "ipxe.efi"));
-        assert!(
-            p.proxy(&req("52:54:00:99:99:99", Some(7), Some("PXEClient"), false))
-                .is_err()
+        assert_eq!(
+            p.proxy(&req("52:54:00:99:99:99", Some(7), Some("PXEClient"), false).client),
+            Err(Unanswered::NotANode)
         );
-        assert!(
-            p.proxy(&req(CMP3, None, None, false)).is_err(),
+        assert_eq!(
+            p.proxy(&req(CMP3, None, None, false).client),
+            Err(Unanswered::NotBooting),
             "the OS's own DHCP is not ours"
         );
     }
@@ -838,23 +912,26 @@ mod tests {
         // Heard on seed's own segment, rack 2's node has no address there.
         r.relay = None;
         assert!(
-            matches!(p.dhcp(&r, &leases, 0), DhcpAnswer::Ignore(why) if why.contains("no address in zone rack1"))
+            matches!(p.dhcp(&r, &leases, 0), DhcpAnswer::Ignore(Unanswered::NoAddress { zone, .. }) if zone == "rack1")
         );
         // A rack-1 node behind rack 2's relay is not rack 2's.
-        r.mac = "3c:ec:ef:11:00:11".parse().unwrap();
+        r.client.mac = "3c:ec:ef:11:00:11".parse().unwrap();
         r.relay = Some(Ipv4Addr::new(10, 2, 10, 1));
         assert!(
-            matches!(p.dhcp(&r, &leases, 0), DhcpAnswer::Ignore(why) if why.contains("no address in zone rack2"))
+            matches!(p.dhcp(&r, &leases, 0), DhcpAnswer::Ignore(Unanswered::NoAddress { zone, .. }) if zone == "rack2")
         );
         // A stranger behind the relay gets an address from the relayed zone's discovery pool.
-        r.mac = "52:54:00:99:99:99".parse().unwrap();
+        r.client.mac = "52:54:00:99:99:99".parse().unwrap();
         let o = offer(p.dhcp(&r, &leases, 0));
         assert_eq!(o.address, Ipv4Addr::new(10, 2, 10, 200));
         // A relay in a zone nobody boots in (rack 2's storage VLAN), or in no zone, is ignored.
         for giaddr in [Ipv4Addr::new(10, 2, 40, 1), Ipv4Addr::new(192, 168, 1, 1)] {
             r.relay = Some(giaddr);
             assert!(
-                matches!(p.dhcp(&r, &leases, 0), DhcpAnswer::Ignore(why) if why.contains("neither the provisioning zone nor a relayed one")),
+                matches!(
+                    p.dhcp(&r, &leases, 0),
+                    DhcpAnswer::Ignore(Unanswered::ForeignRelay(_))
+                ),
                 "{giaddr}"
             );
         }
