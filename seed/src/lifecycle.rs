@@ -48,6 +48,15 @@ impl NodeState {
         Self::Failed,
     ];
 
+    /// The states of an install under way: seed served (or will serve) the node its installer,
+    /// and its token opens its documents. Its image must stay; its start is not repeated.
+    pub const UNDER_WAY: [NodeState; 2] = [Self::Provisioning, Self::Installing];
+
+    /// Whether an install is under way ([`Self::UNDER_WAY`]).
+    pub fn is_under_way(self) -> bool {
+        Self::UNDER_WAY.contains(&self)
+    }
+
     /// The lowercase name stored in the database and shown to operators.
     pub fn as_str(self) -> &'static str {
         match self {

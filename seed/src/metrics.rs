@@ -68,6 +68,15 @@ pub enum TftpOutcome {
     Failed,
 }
 
+/// What `/metrics` reads from the store and the mirror when it is asked.
+#[derive(Debug, Default)]
+pub struct Readings {
+    /// How many nodes are in each state (states not named have none).
+    pub nodes: Vec<(NodeState, u64)>,
+    /// Files the APT mirror downloaded, when there is a mirror.
+    pub apt_upstream_fetches: Option<u64>,
+}
+
 /// seed's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -123,8 +132,9 @@ impl Metrics {
         self.http[route as usize][class].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The counters, and `nodes` (how many nodes are in each state), as Prometheus text.
-    pub fn render(&self, nodes: &[(NodeState, u64)]) -> String {
+    /// The counters, and what `now` read elsewhere, as Prometheus text.
+    pub fn render(&self, now: &Readings) -> String {
+        let nodes = &now.nodes;
         let mut out = String::new();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         out.push_str(
@@ -190,6 +200,13 @@ impl Metrics {
                 .map_or(0, |(_, n)| *n);
             let _ = writeln!(out, "seed_nodes{{state=\"{state}\"}} {n}");
         }
+        if let Some(fetches) = now.apt_upstream_fetches {
+            out.push_str(
+                "# HELP seed_apt_upstream_fetches_total Files the APT mirror downloaded from its upstreams.\n",
+            );
+            out.push_str("# TYPE seed_apt_upstream_fetches_total counter\n");
+            let _ = writeln!(out, "seed_apt_upstream_fetches_total {fetches}");
+        }
         out
     }
 }
@@ -209,7 +226,10 @@ mod tests {
         m.tftp_transfer(TftpOutcome::Completed, 1000);
         m.http_request(Route::Boot, 200);
         m.http_request(Route::Nodes, 404);
-        let text = m.render(&[(NodeState::Ready, 3)]);
+        let text = m.render(&Readings {
+            nodes: vec![(NodeState::Ready, 3)],
+            apt_upstream_fetches: Some(7),
+        });
         for line in [
             "seed_dhcp_packets_total{type=\"discover\",direction=\"in\"} 2",
             "seed_dhcp_packets_total{type=\"offer\",direction=\"out\"} 1",
@@ -222,6 +242,7 @@ mod tests {
             "seed_http_requests_total{route=\"nodes\",code=\"4xx\"} 1",
             "seed_nodes{state=\"ready\"} 3",
             "seed_nodes{state=\"failed\"} 0",
+            "seed_apt_upstream_fetches_total 7",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -141,6 +141,10 @@ pub enum StoreError {
     /// No such node in the store.
     #[error("node {0} is not in the state database")]
     UnknownNode(String),
+    /// A check the caller made inside the transaction refused the change (e.g. the node's image
+    /// is not registered).
+    #[error("{0}")]
+    Refused(String),
     /// The lifecycle does not allow this move.
     #[error("node {node} cannot go from {from} to {to}{hint}")]
     IllegalTransition {
@@ -350,6 +354,12 @@ impl Store {
         Ok(store)
     }
 
+    /// How long a write waits for another connection's lock (tests that prove a lock is held).
+    #[cfg(test)]
+    pub(crate) fn set_busy_timeout_for_tests(&self, wait: Duration) {
+        self.conn.busy_timeout(wait).expect("busy timeout");
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -538,9 +548,23 @@ impl Store {
         source: &str,
         force: bool,
     ) -> Result<Provisioning, StoreError> {
+        self.provision_if(name, source, force, || Ok(()))
+    }
+
+    /// [`Self::provision`], if `ready` (asked while the write lock is held, so nothing it
+    /// checks can change before the node is provisioning; see [`Self::unless_under_way`])
+    /// says so; its `Err` is returned as [`StoreError::Refused`].
+    pub fn provision_if(
+        &mut self,
+        name: &str,
+        source: &str,
+        force: bool,
+        ready: impl FnOnce() -> Result<(), String>,
+    ) -> Result<Provisioning, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        ready().map_err(StoreError::Refused)?;
         // state, token, instance_id, attempts, updated_at
         type Row = (String, Option<String>, Option<String>, u32, i64);
         let row: Option<Row> = tx
@@ -553,7 +577,7 @@ impl Store {
         let (state, token, instance_id, attempts, updated_at) =
             row.ok_or_else(|| StoreError::UnknownNode(name.to_string()))?;
         let from = parse_state(state)?;
-        if matches!(from, NodeState::Provisioning | NodeState::Installing)
+        if from.is_under_way()
             && let (Some(token), Some(instance_id)) = (token, instance_id)
         {
             return Ok(Provisioning {
@@ -597,6 +621,38 @@ impl Store {
             previous: Some(from),
             updated_at: now,
         })
+    }
+
+    /// Runs `act` unless one of `names` has an install under way, holding the database's write
+    /// lock throughout: no node of `names` can start provisioning until `act` is done (a
+    /// provisioning takes the same lock, [`Self::provision_if`]). `Ok(Err(busy))` names the
+    /// nodes under way; `act` did not run.
+    pub fn unless_under_way<T>(
+        &mut self,
+        names: &[&str],
+        act: impl FnOnce() -> T,
+    ) -> Result<Result<T, Vec<String>>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut busy = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached("SELECT state FROM nodes WHERE name = ?1")?;
+            for name in names {
+                let state: Option<String> = stmt.query_row([name], |r| r.get(0)).optional()?;
+                if let Some(state) = state
+                    && parse_state(state)?.is_under_way()
+                {
+                    busy.push((*name).to_string());
+                }
+            }
+        }
+        if !busy.is_empty() {
+            return Ok(Err(busy));
+        }
+        let done = act();
+        tx.commit()?;
+        Ok(Ok(done))
     }
 
     /// Takes back a provisioning whose machine was never started (its BMC refused the boot
@@ -1340,7 +1396,7 @@ mod tests {
             .transition("done", NodeState::Deployed, "test", "", false)
             .unwrap();
         let later = now_ms() + 60_000;
-        const ACTIVE: &[NodeState] = &[NodeState::Provisioning, NodeState::Installing];
+        const ACTIVE: &[NodeState] = &NodeState::UNDER_WAY;
         // Everything active is stalled a minute from now; idle (ready) and deployed never are.
         assert_eq!(store.stalled(ACTIVE, later).unwrap(), ["busy", "waiting"]);
         assert!(

@@ -8,16 +8,15 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::seed;
 use seed::store::Store;
 
 #[test]
 fn sigkill_during_a_burst_of_writes_loses_no_committed_row() {
     let state = tempfile::tempdir().unwrap();
     for round in 0..3 {
-        let mut child = seed()
-            .args(["debug", "write-burst", "--count", "100000", "--state-dir"])
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_write-burst"))
             .arg(state.path())
+            .arg("100000")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -13,8 +13,8 @@ use super::progress::Screen;
 use super::provision::lines;
 use super::table::Table;
 use crate::lifecycle::NodeState;
-use crate::provision::{How, LOCAL_BOOT, Nodes, StartError, Started, start};
-use crate::store::{Store, now_ms};
+use crate::provision::{How, Nodes, Standing, StartError, Started, start};
+use crate::store::now_ms;
 
 /// When a node is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,6 @@ impl Progress {
 
 /// Provisions and follows `plan.nodes`; true when every one is done without failing.
 pub(crate) fn run(nodes: &Nodes, state_dir: &Path, plan: &Plan<'_>) -> anyhow::Result<bool> {
-    let mut store = Store::open(state_dir)?;
     let mut screen = Screen::stdout();
     let t0 = Instant::now();
     let stamp = || format!("{:>7}", secs(t0.elapsed()));
@@ -140,7 +139,7 @@ pub(crate) fn run(nodes: &Nodes, state_dir: &Path, plan: &Plan<'_>) -> anyhow::R
                 .iter_mut()
                 .filter(|(_, p)| !p.done(plan.until) && !p.starting)
             {
-                let Some(record) = store.node(name)? else {
+                let Some((record, standing)) = nodes.standing(name, p.started_ms)? else {
                     continue;
                 };
                 let event_id = record.last_event.as_ref().map_or(0, |e| e.id);
@@ -157,27 +156,23 @@ pub(crate) fn run(nodes: &Nodes, state_dir: &Path, plan: &Plan<'_>) -> anyhow::R
                     ));
                 }
                 let since = p.started.map(|s| s.elapsed()).unwrap_or_default();
-                match record.state {
-                    NodeState::Failed => p.failed = Some(since),
-                    NodeState::Installed | NodeState::Deployed => {
+                match standing {
+                    Standing::Failed => p.failed = Some(since),
+                    Standing::Installed => {
                         p.installed.get_or_insert(since);
-                        if plan.until == Until::LocalBoot
-                            && store
-                                .events(Some(name), 20)?
-                                .iter()
-                                .any(|e| e.kind == LOCAL_BOOT && e.at >= p.started_ms)
-                        {
+                    }
+                    Standing::OnItsDisk => {
+                        p.installed.get_or_insert(since);
+                        if plan.until == Until::LocalBoot {
                             p.local_boot = Some(since);
                         }
                     }
-                    _ => {}
+                    Standing::UnderWay => {}
                 }
                 if !p.done(plan.until) && since > plan.timeout {
                     // Out of time: failed, in the store too, so the API and status agree.
                     let why = format!("not done {} s after it was started", plan.timeout.as_secs());
-                    if record.state != NodeState::Installed {
-                        store.transition(name, NodeState::Failed, "cli", &why, false)?;
-                    }
+                    nodes.fail_if_under_way(name, "cli", &why)?;
                     screen.log(&format!("{}  {name:<12} {:<13} {why}", stamp(), "failed"));
                     p.last_event = why;
                     p.failed = Some(since);

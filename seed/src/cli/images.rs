@@ -10,8 +10,7 @@ use clap::{Args, Subcommand};
 use super::Global;
 use super::table::Table;
 use crate::config::Config;
-use crate::lifecycle::NodeState;
-use crate::store::Store;
+use crate::provision::catalogue;
 
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
@@ -151,8 +150,8 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
             );
         }
         ImagesCommand::Remove(args) => {
-            not_in_use(global, config.as_ref(), &args.name, "removed")?;
-            if !catalogue.remove(&args.name)? {
+            let state_dir = global.state_dir(config.as_ref());
+            if !catalogue::remove_image(config.as_ref(), &state_dir, &catalogue, &args.name)? {
                 anyhow::bail!("no image named {}", args.name);
             }
             println!("image {} removed", args.name);
@@ -162,44 +161,22 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
 }
 
 /// Refuses to take `image` away while a node of the config is installing from it: its kernel,
-/// initrd and ISO must stay what its installer started with.
+/// initrd and ISO must stay what its installer started with. (A replacement is checked before
+/// it starts; it runs for minutes, too long to hold the store's lock.)
 fn not_in_use(
     global: &Global,
     config: Option<&Config>,
     image: &str,
-    what: &str,
+    what: &'static str,
 ) -> anyhow::Result<()> {
-    let Some(config) = config else {
-        return Ok(());
-    };
-    let busy = busy_nodes(config, &global.state_dir(Some(config)), image)?;
-    if busy.is_empty() {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "image {image} is being installed on {}: it cannot be {what} now; wait, or fail those nodes first",
-        busy.join(", ")
-    )
-}
-
-/// Nodes of `config` that install `image` and are provisioning or installing now.
-fn busy_nodes(config: &Config, state_dir: &Path, image: &str) -> anyhow::Result<Vec<String>> {
-    if !state_dir.join(crate::store::DB_FILE).exists() {
-        return Ok(Vec::new());
-    }
-    let store = Store::open(state_dir)?;
-    let mut busy = Vec::new();
-    for node in config.nodes.iter().filter(|n| n.image == image) {
-        if let Some(record) = store.node(&node.name)?
-            && matches!(
-                record.state,
-                NodeState::Provisioning | NodeState::Installing
-            )
-        {
-            busy.push(node.name.clone());
-        }
-    }
-    Ok(busy)
+    let state_dir = global.state_dir(config);
+    Ok(catalogue::unless_installing(
+        config,
+        &state_dir,
+        image,
+        what,
+        || (),
+    )?)
 }
 
 fn import(catalogue: &images::Catalogue, args: ImportArgs) -> anyhow::Result<ExitCode> {

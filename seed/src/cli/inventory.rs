@@ -3,7 +3,6 @@
 //! A block per node says what was found, which port each NIC is and which drive the install
 //! rule selects; exit 1 if a node could not be read or recorded.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -13,7 +12,7 @@ use crate::config::{Config, Node};
 use crate::disk::{self, Selection as DiskSelection};
 use crate::inventory::{self, Hardware};
 use crate::power::{self, PowerError};
-use crate::store::Store;
+use crate::provision::inventory::Inventories;
 
 #[derive(Debug, Args)]
 pub struct InventoryArgs {
@@ -39,12 +38,7 @@ pub fn run(global: &Global, args: InventoryArgs) -> anyhow::Result<ExitCode> {
     let state_dir = global.state_dir(Some(&config));
     let names = args.which.names(&config)?;
     let nodes: Vec<&Node> = names.iter().filter_map(|n| config.node(n)).collect();
-    let mut store = Store::open(&state_dir)?;
-    let mut recorded: HashMap<String, Hardware> = store
-        .inventories()?
-        .into_iter()
-        .map(|(node, (_, hw))| (node, hw))
-        .collect();
+    let mut inventories = Inventories::open(&state_dir)?;
     let reads = in_parallel(&nodes, usize::from(args.parallel), |node| {
         read(node, &state_dir)
     });
@@ -60,11 +54,10 @@ pub fn run(global: &Global, args: InventoryArgs) -> anyhow::Result<ExitCode> {
             }
             Read::Nothing(why) => println!("{}\n  nothing to read ({why})", node.name),
             Read::Hardware(hardware, skipped) => {
-                let clashes = inventory::conflicts(&config, &node.name, &hardware, &recorded);
+                let line = summary(&hardware);
+                let clashes = inventories.record(&config, &node.name, hardware.clone(), &line)?;
                 print!("{}", render(&config, node, &hardware, &skipped, &clashes));
                 if clashes.is_empty() {
-                    store.record_inventory(&node.name, &hardware, &summary(&hardware))?;
-                    recorded.insert(node.name.clone(), hardware);
                     taken += 1;
                 } else {
                     failed.push(node.name.clone());

@@ -1,7 +1,6 @@
 //! The `seed` command line. Thin: parse arguments, call the library, print.
 
 mod check;
-mod debug;
 mod follow;
 mod images;
 mod inventory;
@@ -116,9 +115,6 @@ enum Command {
     /// Config helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Developer tools (store crash tests).
-    #[command(subcommand, hide = true)]
-    Debug(debug::DebugCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,7 +167,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Debug(cmd) => debug::run(&global, cmd),
     }
 }
 

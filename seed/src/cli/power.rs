@@ -80,12 +80,7 @@ pub fn run(global: &Global, cmd: PowerCommand) -> anyhow::Result<ExitCode> {
     });
     // A power action is part of the node's history (`seed status NODE`) where a store exists;
     // a status read is not.
-    let mut store = match cmd {
-        PowerCommand::Status(_) => None,
-        _ => crate::store::Store::open_existing(&state_dir)
-            .ok()
-            .flatten(),
-    };
+    let recorded = !matches!(cmd, PowerCommand::Status(_));
     let mut failed = false;
     for (node, result) in nodes.iter().zip(results) {
         let line = match &result {
@@ -99,11 +94,10 @@ pub fn run(global: &Global, cmd: PowerCommand) -> anyhow::Result<ExitCode> {
                 format!("failed: {}", e.detail())
             }
         };
-        if let Some(store) = store.as_mut() {
-            let _ = store.register_nodes([node.name.as_str()], "config");
-            if let Err(e) = store.record_event(Some(&node.name), "power", "cli", &line) {
-                tracing::warn!(node = %node.name, error = %e, "power action not recorded");
-            }
+        if recorded
+            && let Err(e) = crate::provision::note_in(&state_dir, &node.name, "power", "cli", &line)
+        {
+            tracing::warn!(node = %node.name, error = %e, "power action not recorded");
         }
     }
     Ok(if failed {

@@ -64,7 +64,6 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let state_dir = global.state_dir(Some(&config));
     let mut store = Store::open(&state_dir)
         .with_context(|| format!("cannot open state in {}", state_dir.display()))?;
-    let added = store.register_nodes(config.nodes.iter().map(|n| n.name.as_str()), "config")?;
     store.record_event(
         None,
         "started",
@@ -110,6 +109,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Store::open(&state_dir)?,
         catalogue.clone(),
     ));
+    let added = nodes.register_config()?;
     // MACs `seed inventory` recorded are known before the first DHCP packet.
     let recorded_macs = nodes
         .refresh_inventory()

@@ -284,29 +284,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let counts = decide(&app, |nodes| {
-        let mut counts: Vec<(NodeState, u64)> = Vec::new();
-        for record in nodes.list()? {
-            match counts.iter_mut().find(|(s, _)| *s == record.state) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((record.state, 1)),
-            }
-        }
-        Ok::<_, NodeError>(counts)
-    })
-    .await;
-    match counts {
-        Ok(counts) => {
-            let mut text = app.metrics.render(&counts);
-            if let Some(apt) = &app.apt {
-                let _ = writeln!(
-                    text,
-                    "# HELP seed_apt_upstream_fetches_total Files the APT mirror downloaded from its upstreams.\n\
-                     # TYPE seed_apt_upstream_fetches_total counter\n\
-                     seed_apt_upstream_fetches_total {}",
-                    apt.mirror.upstream_fetches()
-                );
-            }
+    match decide(&app, crate::provision::Nodes::count_by_state).await {
+        Ok(nodes) => {
+            let text = app.metrics.render(&crate::metrics::Readings {
+                nodes,
+                apt_upstream_fetches: app.apt.as_ref().map(|apt| apt.mirror.upstream_fetches()),
+            });
             (
                 [(
                     header::CONTENT_TYPE,

@@ -3,12 +3,16 @@
 //! seen booting ([`sightings`]).
 //! It holds no sockets and sends nothing (pixiecore's `Booter`, matchbox's core).
 
+pub mod catalogue;
+pub mod inventory;
 mod nodes;
 pub mod sightings;
 pub mod start;
 pub mod supervise;
 
-pub use nodes::{Document, InstallerEvent, LOCAL_BOOT, NodeError, Nodes, Report};
+pub use nodes::{
+    Document, InstallerEvent, LOCAL_BOOT, NodeError, Nodes, Report, Standing, note_in,
+};
 pub use start::{How, StartError, Started, start};
 
 use std::collections::HashMap;
@@ -546,16 +550,14 @@ impl Decisions {
             // Its installer began writing the disk: whatever happened since (a lost installed
             // callback, a reboot at the end), serving the installer again would wipe a disk
             // nobody asked to wipe. The operator's `--force` starts a new provisioning.
-            Some(s @ (NodeState::Provisioning | NodeState::Installing)) if disk_written => {
-                BootScript::LocalDisk(format!(
-                    "{name} is {s} and its installer wrote the disk; not installed again without seed provision --force"
-                ))
-            }
+            Some(s) if s.is_under_way() && disk_written => BootScript::LocalDisk(format!(
+                "{name} is {s} and its installer wrote the disk; not installed again without seed provision --force"
+            )),
             // Installing: the installer rebooted mid-way (or the node was reset). Provisioning
             // again: the installer never started (a kernel that did not download). Either way
             // serve it again, bounded, so a node that cannot install does not loop forever.
-            Some(NodeState::Provisioning | NodeState::Installing)
-                if attempts < self.config.seed.lifecycle.install_attempts =>
+            Some(s)
+                if s.is_under_way() && attempts < self.config.seed.lifecycle.install_attempts =>
             {
                 if node.ipxe == IpxePolicy::Seed
                     && let Some((binary, chip)) = client.foreign(node.firmware)
@@ -571,9 +573,7 @@ impl Decisions {
                     attempt: attempts + 1,
                 }
             }
-            Some(NodeState::Provisioning | NodeState::Installing) => {
-                BootScript::GiveUp { node: name }
-            }
+            Some(s) if s.is_under_way() => BootScript::GiveUp { node: name },
             Some(s @ (NodeState::Installed | NodeState::Deployed)) => {
                 BootScript::LocalDisk(format!("{name} is {s}"))
             }

@@ -290,10 +290,10 @@ impl Nodes {
             BootScript::LocalDisk(why) => {
                 // The boot after an install: the node came back through the network and
                 // boots its disk. Recorded once, so an operator (and `seed lab`) sees it.
-                if let Some(record) = record.as_ref().filter(|r| {
-                    matches!(r.state, NodeState::Provisioning | NodeState::Installing)
-                        && disk_written
-                }) {
+                if let Some(record) = record
+                    .as_ref()
+                    .filter(|r| r.state.is_under_way() && disk_written)
+                {
                     store.record_event(
                         Some(&record.name),
                         "boot",
@@ -438,10 +438,7 @@ impl Nodes {
     /// user-data holds SSH keys and password hashes, and the token is retired once it is done.
     pub fn document(&self, token: &str, document: Document) -> Result<String, NodeError> {
         let record = self.by_token(token)?;
-        if !matches!(
-            record.state,
-            NodeState::Provisioning | NodeState::Installing
-        ) {
+        if !record.state.is_under_way() {
             return Err(NodeError::Retired(format!(
                 "{} is {}; its install documents are no longer served",
                 record.node, record.state
@@ -528,7 +525,7 @@ impl Nodes {
             Report::Failed => Some((NodeState::Failed, "error-commands reported".into())),
             Report::PhoneHome(body) => {
                 store.record_event(Some(node), "phone-home", "installed system", body)?;
-                if matches!(state, NodeState::Provisioning | NodeState::Installing) {
+                if state.is_under_way() {
                     // The installed callback was lost; the system booting from its disk says
                     // more than it would have.
                     store.transition(
@@ -581,22 +578,26 @@ impl Nodes {
                 "{name} cannot be installed: {e}"
             )));
         }
-        match self.images.get(&node.image) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(NodeError::Unavailable(format!(
-                    "{name} installs image {}, which is not registered (seed images add {} --kernel … --initrd …)",
-                    node.image, node.image
-                )));
-            }
-            Err(e) => return Err(NodeError::Unavailable(e.to_string())),
-        }
         let mut store = self.store();
         store.register_nodes([name], "config")?;
-        store.provision(name, source, force).map_err(|e| match e {
-            StoreError::IllegalTransition { .. } => NodeError::Conflict(e.to_string()),
-            e => NodeError::Store(e),
-        })
+        // The image is looked up under the store's write lock: `seed images remove` takes the
+        // same lock to check that no node is installing from it, so it cannot disappear
+        // between this check and the node becoming `provisioning`.
+        let registered = || match self.images.get(&node.image) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(format!(
+                "{name} installs image {}, which is not registered (seed images add {} --kernel … --initrd …)",
+                node.image, node.image
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        store
+            .provision_if(name, source, force, registered)
+            .map_err(|e| match e {
+                StoreError::IllegalTransition { .. } => NodeError::Conflict(e.to_string()),
+                StoreError::Refused(why) => NodeError::Unavailable(why),
+                e => NodeError::Store(e),
+            })
     }
 
     /// Takes back the provisioning `p` started when its machine could not be started: the node
@@ -652,7 +653,7 @@ impl Nodes {
         let lifecycle = self.config().seed.lifecycle;
         let checks: [(&[NodeState], u64, &str); 2] = [
             (
-                &[NodeState::Provisioning, NodeState::Installing],
+                &NodeState::UNDER_WAY,
                 lifecycle.progress_timeout_secs,
                 "no progress",
             ),
@@ -705,6 +706,15 @@ impl Nodes {
         Ok(self.store().mark_started(name, again)?)
     }
 
+    /// Registers the config's nodes in the store (new ones are `ready`); returns how many
+    /// were new.
+    pub fn register_config(&self) -> Result<usize, NodeError> {
+        let config = self.config();
+        Ok(self
+            .store()
+            .register_nodes(config.nodes.iter().map(|n| n.name.as_str()), "config")?)
+    }
+
     /// Records an event about `name`.
     pub fn note(
         &self,
@@ -725,6 +735,52 @@ impl Nodes {
         Ok(())
     }
 
+    /// Fails `name` for `why` if its install is still under way (a deadline `source` set
+    /// passed: `seed provision --timeout`); true when it was failed.
+    pub fn fail_if_under_way(
+        &self,
+        name: &str,
+        source: &str,
+        why: &str,
+    ) -> Result<bool, NodeError> {
+        let mut store = self.store();
+        let under_way = store.node(name)?.is_some_and(|n| n.state.is_under_way());
+        if under_way {
+            store.transition(name, NodeState::Failed, source, why, false)?;
+        }
+        Ok(under_way)
+    }
+
+    /// Where `name` stands since it was started at `since_ms` (for `seed provision` and `seed
+    /// lab run`, which follow it), with its record; `None` for a node not in the store.
+    pub fn standing(
+        &self,
+        name: &str,
+        since_ms: i64,
+    ) -> Result<Option<(NodeRecord, Standing)>, NodeError> {
+        let store = self.store();
+        let Some(record) = store.node(name)? else {
+            return Ok(None);
+        };
+        let standing = match record.state {
+            NodeState::Failed => Standing::Failed,
+            NodeState::Installed | NodeState::Deployed => {
+                // The network boot after the install, answered with the local disk.
+                let back = store
+                    .events(Some(name), 20)?
+                    .iter()
+                    .any(|e| e.kind == LOCAL_BOOT && e.at >= since_ms);
+                if back {
+                    Standing::OnItsDisk
+                } else {
+                    Standing::Installed
+                }
+            }
+            _ => Standing::UnderWay,
+        };
+        Ok(Some((record, standing)))
+    }
+
     /// The machines seen in DHCP that are not in the config.
     pub fn discovered(&self) -> Result<Vec<crate::store::Discovered>, NodeError> {
         Ok(self.store().discovered()?)
@@ -733,6 +789,18 @@ impl Nodes {
     /// Every node in the store, with its newest event.
     pub fn list(&self) -> Result<Vec<NodeRecord>, NodeError> {
         Ok(self.store().nodes()?)
+    }
+
+    /// How many nodes are in each state (states with none left out).
+    pub fn count_by_state(&self) -> Result<Vec<(NodeState, u64)>, NodeError> {
+        let mut counts: Vec<(NodeState, u64)> = Vec::new();
+        for record in self.store().nodes()? {
+            match counts.iter_mut().find(|(s, _)| *s == record.state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((record.state, 1)),
+            }
+        }
+        Ok(counts)
     }
 
     /// One node.
@@ -770,6 +838,36 @@ impl Nodes {
             .by_token(token)?
             .ok_or_else(|| NodeError::NotFound("no such token".into()))
     }
+}
+
+/// Records an event about `name` in the store of `state_dir` when there is one (a CLI command
+/// that may run without `seed serve`, e.g. `seed power`): false when there is none.
+pub fn note_in(
+    state_dir: &std::path::Path,
+    name: &str,
+    kind: &str,
+    source: &str,
+    detail: &str,
+) -> Result<bool, NodeError> {
+    let Some(mut store) = Store::open_existing(state_dir)? else {
+        return Ok(false);
+    };
+    store.register_nodes([name], "config")?;
+    store.record_event(Some(name), kind, source, detail)?;
+    Ok(true)
+}
+
+/// Where a started node stands ([`Nodes::standing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Not done: its install is under way, or it is not marked yet.
+    UnderWay,
+    /// Installed (or deployed).
+    Installed,
+    /// Installed, and since its start it network-booted again and was sent to its disk.
+    OnItsDisk,
+    /// Failed.
+    Failed,
 }
 
 #[cfg(test)]
