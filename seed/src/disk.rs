@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::config::DiskMatch;
+use crate::config::model::DiskMatch;
 
 /// subiquity's `storage.layout.match` for `rule` (see the module doc).
 pub fn subiquity_match(rule: &DiskMatch) -> BTreeMap<String, Value> {

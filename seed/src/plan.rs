@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::config::{Config, Node, Zone};
+use crate::config::model::{Config, Node, Zone};
 use crate::net::{Ipv4Net, MacAddr};
 
 /// The last octet of a BMC address.

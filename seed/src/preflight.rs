@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::config::{DiskMatch, Firmware, NetBoot, Node, PowerDriver};
+use crate::config::{DiskMatch, Firmware, NetBoot, Node};
 use crate::disk::{self, ReportedDisk, Selection};
 use crate::power::{self, Inventory, Power, PowerError};
 use crate::redfish::same_mac;
@@ -118,7 +118,7 @@ pub fn without_controller(node: &Node, e: &PowerError) -> Report {
 
 /// The checks of `node` against what its controller reports.
 pub fn check(node: &Node, inv: &Inventory) -> Report {
-    let redfish = node.bmc.driver == PowerDriver::Redfish;
+    let reports = inv.reports;
     let mut findings = Vec::new();
     let mut add = |level, check, message: String| {
         findings.push(Finding {
@@ -138,7 +138,7 @@ pub fn check(node: &Node, inv: &Inventory) -> Report {
         },
     );
 
-    if redfish {
+    if reports.boot_override {
         let target = node.bmc.boot.redfish_target();
         if inv.boot_targets.is_empty() {
             add(
@@ -200,7 +200,7 @@ pub fn check(node: &Node, inv: &Inventory) -> Report {
                 .to_string(),
         ),
         Some(false) => add(Level::Ok, "secure boot", "off".to_string()),
-        None if redfish && node.firmware == Firmware::Uefi => add(
+        None if reports.secure_boot && node.firmware == Firmware::Uefi => add(
             Level::Warning,
             "secure boot",
             "the BMC does not report it: if it is on, the node will not start seed's unsigned \
@@ -220,7 +220,7 @@ pub fn check(node: &Node, inv: &Inventory) -> Report {
             ),
         ),
         Some(gib) => add(Level::Ok, "memory", format!("{gib} GiB")),
-        None if redfish => add(
+        None if reports.memory => add(
             Level::Ok,
             "memory",
             "the BMC does not report it (nodes need 8 GiB for the live ISO)".to_string(),
@@ -250,7 +250,7 @@ pub fn check(node: &Node, inv: &Inventory) -> Report {
                 ),
             );
         }
-    } else if redfish {
+    } else if reports.identity {
         let known: Vec<String> = [
             ("Id", &inv.id),
             ("UUID", &inv.uuid),
@@ -301,7 +301,7 @@ pub fn check(node: &Node, inv: &Inventory) -> Report {
                 format!("{} reported by the BMC", known.join(", ")),
             );
         }
-    } else if redfish {
+    } else if reports.nics {
         add(
             Level::Ok,
             "macs",
@@ -309,7 +309,7 @@ pub fn check(node: &Node, inv: &Inventory) -> Report {
         );
     }
 
-    if redfish {
+    if reports.disks {
         let (level, message) = match &inv.disks_unreadable {
             Some(why) => (
                 Level::Ok,
@@ -423,6 +423,7 @@ mod tests {
 
     fn healthy() -> Inventory {
         Inventory {
+            reports: crate::power::Reports::BMC,
             power: "Off".into(),
             boot_targets: vec!["None".into(), "Pxe".into(), "Hdd".into()],
             boot_modes: vec![],
@@ -471,6 +472,36 @@ mod tests {
                 ("disk", Level::Ok),
             ]
         );
+    }
+
+    #[test]
+    fn a_check_is_made_only_where_the_controller_can_report_it() {
+        let config = rack();
+        let node = config.node("cmp1").unwrap();
+        // A BMC that reports nothing of what it could: each silence is named.
+        let silent = Inventory {
+            reports: crate::power::Reports::BMC,
+            ..Inventory::default()
+        };
+        assert_eq!(
+            levels(&check(node, &silent)),
+            vec![
+                ("power", Level::Ok),
+                ("boot", Level::Ok),
+                ("secure boot", Level::Warning),
+                ("memory", Level::Ok),
+                ("identity", Level::Ok),
+                ("macs", Level::Ok),
+                ("disk", Level::Ok),
+            ]
+        );
+        // A lab machine's QMP knows its power only: nothing else is checked, nothing warned,
+        // whatever the node's config says of its driver.
+        let qmp = Inventory {
+            power: "On".into(),
+            ..Inventory::default()
+        };
+        assert_eq!(levels(&check(node, &qmp)), vec![("power", Level::Ok)]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
-use super::Global;
+use super::global::Global;
 use super::table::Table;
 use crate::config::{self, Config, ConfigError};
 use crate::install;
@@ -51,7 +51,7 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<ExitCode> {
     let plan = plan::derive(&config);
     // What `seed inventory` recorded, where the config's state directory has a store: MACs a
     // node's BMC reported count as known.
-    let recorded = super::recorded_hardware(global, &config).unwrap_or_else(|e| {
+    let recorded = super::global::recorded_hardware(global, &config).unwrap_or_else(|e| {
         eprintln!(
             "{}: warning: recorded inventory not read: {}",
             path.display(),

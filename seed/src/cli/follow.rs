@@ -10,7 +10,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::progress::Screen;
-use super::provision::lines;
 use super::table::Table;
 use crate::lifecycle::NodeState;
 use crate::provision::{How, Nodes, Standing, StartError, Started, start};
@@ -274,4 +273,25 @@ fn rows(plan: &Plan<'_>, progress: &BTreeMap<String, Progress>) -> Vec<String> {
 
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
+}
+
+/// The operator's lines for a started node: the outcome, then each preflight warning.
+pub(crate) fn lines(s: &Started) -> Vec<String> {
+    let mut lines = vec![if s.started {
+        format!(
+            "{}: provisioning (instance {}); {}",
+            s.node, s.instance_id, s.power
+        )
+    } else {
+        format!(
+            "{}: already {} (instance {}); not started again",
+            s.node, s.state, s.instance_id
+        )
+    }];
+    lines.extend(
+        s.warnings
+            .iter()
+            .map(|w| format!("{}: warning: {w}", s.node)),
+    );
+    lines
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::Global;
+use super::global::Global;
 use super::table::Table;
 use crate::config::Config;
 use crate::provision::catalogue;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{Global, Selection, in_parallel};
+use super::global::Global;
+use super::selection::{Selection, in_parallel};
 use crate::config::{Config, Node};
 use crate::disk::{self, Selection as DiskSelection};
 use crate::inventory::{self, Hardware};

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::Global;
 use super::follow::{self, Until};
+use super::global::Global;
 use super::provision::open_nodes;
 use crate::config::Config;
 use crate::lab::{self, Accel, Lab};

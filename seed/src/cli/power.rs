@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{Global, Selection, in_parallel};
+use super::global::Global;
+use super::selection::{Selection, in_parallel};
 use crate::power::{self, Outcome, Power, PowerError};
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{Global, Selection, in_parallel};
+use super::global::Global;
+use super::selection::{Selection, in_parallel};
 use crate::preflight::{self, Level, Report};
 
 #[derive(Debug, Args)]

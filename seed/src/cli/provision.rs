@@ -15,10 +15,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::follow::{self, Until};
-use super::{Global, Selection};
+use super::follow::{self, Until, lines};
+use super::global::Global;
+use super::selection::Selection;
 use crate::config::{Config, Firmware, PowerDriver};
-use crate::provision::{How, Nodes, Provisioner, Started, start};
+use crate::provision::{How, Nodes, Provisioner, start};
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -129,25 +130,4 @@ pub(crate) fn open_nodes(config: &Arc<Config>, state_dir: &Path) -> anyhow::Resu
         store,
         images::Catalogue::new(state_dir.join("images")),
     ))
-}
-
-/// The operator's lines for a started node: the outcome, then each preflight warning.
-pub(crate) fn lines(s: &Started) -> Vec<String> {
-    let mut lines = vec![if s.started {
-        format!(
-            "{}: provisioning (instance {}); {}",
-            s.node, s.instance_id, s.power
-        )
-    } else {
-        format!(
-            "{}: already {} (instance {}); not started again",
-            s.node, s.state, s.instance_id
-        )
-    }];
-    lines.extend(
-        s.warnings
-            .iter()
-            .map(|w| format!("{}: warning: {w}", s.node)),
-    );
-    lines
 }

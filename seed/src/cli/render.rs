@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
-use super::Global;
+use super::global::Global;
 use crate::install::{Installer, Instance};
 
 #[derive(Debug, Args)]
@@ -42,7 +42,7 @@ pub fn run(global: &Global, args: RenderArgs) -> anyhow::Result<ExitCode> {
     let config = std::sync::Arc::new(global.load_config()?);
     let installer = Installer::new(std::sync::Arc::clone(&config))?;
     // What `seed inventory` recorded, where a store exists: the MACs the BMCs reported.
-    let recorded = super::recorded_hardware(global, &config)?;
+    let recorded = super::global::recorded_hardware(global, &config)?;
     let render = |name: &str| {
         let instance = Instance {
             hardware: recorded.get(name).cloned(),

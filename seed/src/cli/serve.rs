@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::Global;
+use super::global::Global;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::provision::{Nodes, Provisioner};

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use super::Global;
+use super::global::Global;
 use super::table::Table;
 use crate::lifecycle::{NodeState, duration_text};
 use crate::net::printable;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 use serde_saphyr::granit_parser::{Event, Parser, ScanError, Span};
 
-use super::Problem;
+use super::problem::Problem;
 use super::wire;
 
 /// The wire struct at each place a mapping can stand: `[]` is "every item of the list".

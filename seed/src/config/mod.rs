@@ -5,7 +5,8 @@
 //! each naming the file, line, field and node.
 
 mod keys;
-mod model;
+pub(crate) mod model;
+mod problem;
 mod validate;
 pub mod wire;
 
@@ -13,21 +14,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
+pub use problem::Problem;
 pub use validate::{DEFAULT_IMAGE, DEFAULT_STATE_DIR};
 
 /// The OSISM example rack, embedded so `seed config example` can print a starting point.
 pub const EXAMPLE: &str = include_str!("../../../examples/osism-rack.yaml");
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// 1-based line of the item the problem is about, where known.
-    pub line: Option<u64>,
-    /// The field, as a path: `nodes[ctl1].bmc.address`.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]

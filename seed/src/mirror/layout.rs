@@ -1,7 +1,6 @@
 //! Where things are in a repository and in the cache: what kind of file a request names
 //! (which decides how it is fetched and kept), and the by-hash paths indices are stored under.
 
-use super::MirrorError;
 use super::index;
 
 /// What kind of repository file a path is.
@@ -67,21 +66,16 @@ pub(super) fn by_hash_sha256(path: &str) -> Option<String> {
         .then(|| hash.to_ascii_lowercase())
 }
 
-/// A request path made safe to join under the cache: plain segments only.
-pub(super) fn clean(path: &str) -> Result<String, MirrorError> {
+/// A request path made safe to join under the cache: plain segments only (`None`: not a
+/// repository path).
+pub(super) fn clean(path: &str) -> Option<String> {
     let ok = !path.is_empty()
         && path.split('/').all(|s| {
             !s.is_empty()
                 && !s.starts_with('.')
                 && s.chars().all(|c| c.is_ascii_graphic() && c != '\\')
         });
-    if ok {
-        Ok(path.to_string())
-    } else {
-        Err(MirrorError::BadPath(format!(
-            "`{path}` is not a repository path"
-        )))
-    }
+    ok.then(|| path.to_string())
 }
 
 #[cfg(test)]
@@ -125,9 +119,9 @@ mod tests {
             ".tmp/x",
             "pool/.meta",
         ] {
-            assert!(clean(bad).is_err(), "{bad}");
+            assert!(clean(bad).is_none(), "{bad}");
         }
-        assert!(clean("pool/main/a/a_1+b~2_all.deb").is_ok());
+        assert!(clean("pool/main/a/a_1+b~2_all.deb").is_some());
     }
 
     #[test]

@@ -331,7 +331,8 @@ impl Mirror {
             .get(prefix)
             .ok_or_else(|| MirrorError::NotFound(format!("no repository /apt/{prefix}/")))?
             .clone();
-        let path = clean(path)?;
+        let path = clean(path)
+            .ok_or_else(|| MirrorError::BadPath(format!("`{path}` is not a repository path")))?;
         if let Some(dir) = &repo.static_dir
             && dir.join(&path).is_file()
         {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Outcome, Power, PowerError, PowerState};
+use super::driver::{Outcome, Power, PowerError, PowerState};
 
 /// Where the lab puts a node's QMP socket.
 pub fn socket(state_dir: &Path, node: &str) -> PathBuf {

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Inventory, Outcome, Power, PowerError, PowerState};
+use super::driver::{Inventory, Outcome, Power, PowerError, PowerState, Reports};
 use std::path::Path;
 
 use crate::config::{BmcTls, Firmware, NetBoot, Node};
@@ -212,6 +212,7 @@ impl Power for RedfishPower {
                 Err(e) => (Vec::new(), Some(e.to_string())),
             };
             Ok(Inventory {
+                reports: Reports::BMC,
                 power: system.power_state.clone().unwrap_or_default(),
                 boot_targets: client.boot_targets(system),
                 boot_modes: system.boot.allowed_modes.clone(),
@@ -223,7 +224,7 @@ impl Power for RedfishPower {
                 nics: client
                     .nics(system)?
                     .into_iter()
-                    .map(|(id, mac)| super::ReportedNic { id, mac })
+                    .map(|(id, mac)| super::driver::ReportedNic { id, mac })
                     .collect(),
                 disks,
                 disks_unreadable,

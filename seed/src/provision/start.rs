@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::{NodeError, Nodes};
+use super::nodes::{NodeError, Nodes};
 use crate::lifecycle::NodeState;
 use crate::power::{self, PowerError};
 use crate::preflight::{self, Level, Report};
