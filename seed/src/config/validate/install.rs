@@ -259,3 +259,40 @@ pub(super) const RESERVED_USERNAMES: &[&str] = &[
     "telnetd",
     "tftpd",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::refused;
+
+    #[test]
+    fn the_operator_account_is_one_subiquity_takes() {
+        refused(
+            "    name: dragon ",
+            "    name: Dragon ",
+            "install.user.name",
+            "is not a valid login name",
+        );
+        refused(
+            "    name: dragon ",
+            "    name: daemon ",
+            "install.user.name",
+            "",
+        );
+        refused(
+            "    uid: 45000 ",
+            "    uid: 500 ",
+            "install.user.uid",
+            "outside 1000-59999",
+        );
+    }
+
+    #[test]
+    fn the_apt_source_is_a_url_and_seeds_own_prefix_exists() {
+        refused(
+            "  packages: [python3]",
+            "  packages: [python3]\n  apt_mirror: http://10.1.10.5/apt/debian",
+            "install.apt_mirror",
+            "mirror.repos has no prefix `debian`",
+        );
+    }
+}

@@ -92,3 +92,34 @@ pub(super) fn hash_policy(p: wire::HashPolicyWire) -> &'static str {
         Encap3And4 => "encap3+4",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::refused;
+
+    #[test]
+    fn a_bond_member_is_a_nic_of_one_bond_only() {
+        refused(
+            "members: [ens1f0, ens1f1]",
+            "members: [ens1f0, eno1]",
+            "links[bond1].bond.members",
+            "NIC `eno1` is already a member of bond bond0",
+        );
+        refused(
+            "members: [ens2f0, ens2f1]",
+            "members: [ens2f0, bond0]",
+            "links[bond2].bond.members",
+            "is a link of its own",
+        );
+    }
+
+    #[test]
+    fn mtus_are_ethernet_mtus() {
+        refused(
+            "  - name: bond1              # data plane: storage and tunnel traffic, jumbo frames\n    mtu: 9000",
+            "  - name: bond1\n    mtu: 9600",
+            "links[bond1].mtu",
+            "",
+        );
+    }
+}

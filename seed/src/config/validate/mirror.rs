@@ -83,3 +83,39 @@ pub(super) fn lvm_size(size: &str) -> Option<u64> {
     };
     number.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{problems_after, refused};
+    use super::lvm_size;
+
+    #[test]
+    fn repositories_have_one_prefix_each_and_upstreams_are_urls() {
+        refused(
+            "      upstream: [http://archive.ubuntu.com/ubuntu]",
+            "      upstream: [http://archive.ubuntu.com/ubuntu]\n    - prefix: ubuntu\n      upstream: [http://deb.example/ubuntu]",
+            "mirror.repos[ubuntu].prefix",
+            "given twice",
+        );
+        refused(
+            "      upstream: [http://archive.ubuntu.com/ubuntu]",
+            "      upstream: [archive.ubuntu.com/ubuntu]",
+            "mirror.repos[ubuntu].upstream",
+            "",
+        );
+    }
+
+    #[test]
+    fn the_cache_size_is_a_size() {
+        let with =
+            |size: &str| problems_after("  repos:\n", &format!("  cache_size: {size}\n  repos:\n"));
+        assert!(with("64G").is_empty());
+        let problems = with("lots");
+        assert!(
+            problems.len() == 1 && problems[0].starts_with("mirror.cache_size: "),
+            "{problems:?}"
+        );
+        assert_eq!(lvm_size("2T"), Some(2 << 40));
+        assert_eq!(lvm_size("200"), None);
+    }
+}

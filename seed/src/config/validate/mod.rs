@@ -237,3 +237,37 @@ fn duplicates<'a, T>(
         }
     }
 }
+
+/// What each section's tests share: the example rack with one edit, checked.
+#[cfg(test)]
+mod testing {
+    use super::super::Problem;
+
+    /// The problems of the example rack (examples/osism-rack.yaml) after `from` → `to` (which
+    /// must occur in it), as `field: message` lines; empty when it checks.
+    pub(super) fn problems_after(from: &str, to: &str) -> Vec<String> {
+        let example = crate::config::EXAMPLE;
+        assert!(example.contains(from), "the example has no `{from}`");
+        let text = example.replacen(from, to, 1);
+        match crate::config::parse(&text, std::path::Path::new("rack.yaml")) {
+            Ok(_) => Vec::new(),
+            Err(crate::config::ConfigError::Invalid { problems, .. }) => problems
+                .iter()
+                .map(|Problem { field, message, .. }| format!("{field}: {message}"))
+                .collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Asserts that the edit gives a problem on `field` saying `says` (others may follow
+    /// from it: a missing link also leaves a zone's role without it).
+    pub(super) fn refused(from: &str, to: &str, field: &str, says: &str) {
+        let problems = problems_after(from, to);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with(&format!("{field}: ")) && p.contains(says)),
+            "`{to}`: expected a problem on {field} saying `{says}`, got {problems:#?}"
+        );
+    }
+}

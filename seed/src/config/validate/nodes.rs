@@ -335,3 +335,40 @@ pub(super) fn bmc_seconds(
     }
     std::time::Duration::from_secs(secs.clamp(1, 600))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::refused;
+
+    #[test]
+    fn a_mac_belongs_to_one_node() {
+        refused(
+            r#"macs: ["3c:ec:ef:10:00:12"]"#,
+            r#"macs: ["3c:ec:ef:10:00:11"]"#,
+            "nodes[ctl2].macs",
+            "MAC 3c:ec:ef:10:00:11 is already node ctl1's",
+        );
+        refused(
+            r#"macs: ["3c:ec:ef:10:00:12"]"#,
+            r#"macs: ["01:00:5e:00:00:01"]"#,
+            "nodes[ctl2].macs",
+            "multicast",
+        );
+    }
+
+    #[test]
+    fn roles_consoles_and_bmc_timeouts() {
+        refused(
+            "  - name: ctl3\n    role: control",
+            "  - name: ctl3\n    role: controller",
+            "nodes[ctl3].role",
+            "no role named `controller`",
+        );
+        refused(
+            "    console: ttyS1,115200n8\n  - name: ctl2",
+            "    console: ttyS1 115200\n  - name: ctl2",
+            "nodes[ctl1].console",
+            "is not a kernel console",
+        );
+    }
+}

@@ -215,3 +215,41 @@ pub(super) fn role_nics<'a>(
             None => vec![&l.name],
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{problems_after, refused};
+
+    #[test]
+    fn a_disk_rule_names_a_disk() {
+        refused(
+            r#"disk: { model: "DELLBOSS VD" }   # the BOSS card"#,
+            r#"disk: { model: "" }   # the BOSS card"#,
+            "roles[control].disk.model",
+            "is empty",
+        );
+        refused(
+            r#"disk: { model: "DELLBOSS VD" }   # the BOSS card"#,
+            r#"disk: { wwn: "not-a-wwn" }   # the BOSS card"#,
+            "roles[control].disk.wwn",
+            "",
+        );
+        assert!(
+            problems_after(
+                r#"disk: { model: "DELLBOSS VD" }   # the BOSS card"#,
+                r#"disk: { serial: "S4EVNX0N123456" }   # the BOSS card"#
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_role_joins_links_that_exist() {
+        refused(
+            "  - name: network\n    links: [bond0, bond1, bond2]",
+            "  - name: network\n    links: [bond0, bond1, bond9]",
+            "roles[network].links",
+            "bond9",
+        );
+    }
+}

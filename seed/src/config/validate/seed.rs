@@ -150,3 +150,41 @@ pub(super) fn check_url(v: &mut Validator, line: Option<u64>, field: &str, url: 
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{problems_after, refused};
+
+    #[test]
+    fn the_seed_host_must_be_in_the_provisioning_zone_and_not_its_gateway() {
+        refused(
+            "  address: 10.1.10.5\n",
+            "  address: 10.1.20.5\n",
+            "seed.address",
+            "provisioning zone",
+        );
+        refused(
+            "  address: 10.1.10.5\n",
+            "  address: 10.1.10.1\n",
+            "seed.address",
+            "is the gateway of zone management",
+        );
+    }
+
+    #[test]
+    fn lifecycle_bounds_and_urls() {
+        refused(
+            "  state_dir: /var/lib/seed\n",
+            "  state_dir: /var/lib/seed\n  lifecycle: { install_attempts: 0 }\n",
+            "seed.lifecycle.install_attempts",
+            "outside 1-10",
+        );
+        refused(
+            "  # url: http://10.1.10.5 ",
+            "  url: ftp://10.1.10.5\n  # ",
+            "seed.url",
+            "is not a plain http:// or https:// URL",
+        );
+        assert!(problems_after("  interface: eno1 ", "  interface: eno1 ").is_empty());
+    }
+}

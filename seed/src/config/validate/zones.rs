@@ -365,3 +365,47 @@ pub(super) fn relayed_zone_problems(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::refused;
+
+    #[test]
+    fn vlans_gateways_and_links_are_checked() {
+        refused(
+            "    vlan: 20\n",
+            "    vlan: 5000\n",
+            "zones[api].vlan",
+            "outside 1-4094",
+        );
+        refused(
+            "    gateway: 203.0.113.1\n",
+            "    gateway: 203.0.114.1\n",
+            "zones[external].gateway",
+            "not a host address of 203.0.113.0/24",
+        );
+        refused(
+            "    link: bond2\n",
+            "    link: bond7\n",
+            "zones[external].link",
+            "no link named `bond7`",
+        );
+    }
+
+    #[test]
+    fn the_discovery_pool_lies_in_the_zone_and_clear_of_nodes() {
+        refused(
+            "discovery_pool: { start: 10.1.10.200, end: 10.1.10.249 }",
+            "discovery_pool: { start: 10.1.10.200, end: 10.1.11.249 }",
+            "zones[management].discovery_pool",
+            "",
+        );
+        // cmp3's plan address is 10.1.10.23.
+        refused(
+            "discovery_pool: { start: 10.1.10.200, end: 10.1.10.249 }",
+            "discovery_pool: { start: 10.1.10.20, end: 10.1.10.29 }",
+            "zones[management].discovery_pool",
+            "contains node cmp3's address 10.1.10.23",
+        );
+    }
+}
