@@ -191,16 +191,7 @@ fn an_empty_state_database_is_refused() {
         std::fs::read_to_string(common::repo_root().join("examples/lab.yaml")).unwrap(),
     )
     .unwrap();
-    for args in [
-        &["status"][..],
-        &[
-            "serve",
-            "--no-dhcp",
-            "--no-tftp",
-            "--http-listen",
-            "127.0.0.1:0",
-        ],
-    ] {
+    for args in [&["status"][..], &common::SERVE_HTTP_ONLY[..]] {
         let mut cmd = seed();
         cmd.arg("--config")
             .arg(&config)

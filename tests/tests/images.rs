@@ -245,17 +245,19 @@ fn checksums_are_enforced_and_bad_isos_register_nothing() {
     let keyring = key.keyring.clone();
     let sums_arg = sums.to_str().unwrap();
     let keyring_arg = keyring.to_str().unwrap();
-    let out = images(
-        &state,
-        &[
+    let import = |extra: &[&str]| {
+        let mut args = vec![
             "import",
             path,
             "--sha256sums",
             sums_arg,
             "--keyring",
             keyring_arg,
-        ],
-    );
+        ];
+        args.extend(extra);
+        images(&state, &args)
+    };
+    let out = import(&[]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("the ISO's SHA-256 matches"));
 
@@ -265,20 +267,7 @@ fn checksums_are_enforced_and_bad_isos_register_nothing() {
         format!("{} *ubuntu-24.04.1-live-server-amd64.iso\n", "2".repeat(64)),
     )
     .unwrap();
-    let out = images(
-        &state,
-        &[
-            "import",
-            path,
-            "--sha256sums",
-            sums_arg,
-            "--keyring",
-            keyring_arg,
-            "--replace",
-            "--name",
-            "other",
-        ],
-    );
+    let out = import(&["--replace", "--name", "other"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("the signature does not verify"),

@@ -39,13 +39,7 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
     assert!(before["discovered"].as_array().unwrap().is_empty());
 
     let child = seed_with("examples/osism-rack.yaml", state.path())
-        .args([
-            "serve",
-            "--no-dhcp",
-            "--no-tftp",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
+        .args(common::SERVE_HTTP_ONLY)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -281,13 +275,7 @@ fn serve_log(extra: &[&str]) -> String {
     let child = seed_with("examples/osism-rack.yaml", state.path())
         .arg("-v")
         .args(extra)
-        .args([
-            "serve",
-            "--no-dhcp",
-            "--no-tftp",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
+        .args(common::SERVE_HTTP_ONLY)
         .env_remove("NO_COLOR")
         .env_remove("SEED_COLOR")
         .stdout(Stdio::null())

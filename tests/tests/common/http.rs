@@ -34,14 +34,8 @@ impl HttpSeed {
             .arg(config)
             .arg("--state-dir")
             .arg(state)
-            .args([
-                "serve",
-                "--no-dhcp",
-                "--no-tftp",
-                "--http-listen",
-                "127.0.0.1:0",
-                "-v",
-            ])
+            .args(super::SERVE_HTTP_ONLY)
+            .arg("-v")
             .env("SEED_TEST_API_TOKEN", API_TOKEN)
             .stdout(Stdio::null())
             .stderr(file)

@@ -15,6 +15,15 @@ pub fn seed_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_seed-under-test"))
 }
 
+/// `seed serve` with HTTP only, on a free loopback port (it logs the one it got).
+pub const SERVE_HTTP_ONLY: [&str; 5] = [
+    "serve",
+    "--no-dhcp",
+    "--no-tftp",
+    "--http-listen",
+    "127.0.0.1:0",
+];
+
 /// A `seed` command with a clean environment for seed's own variables.
 pub fn seed() -> Command {
     let mut cmd = Command::new(seed_bin());
