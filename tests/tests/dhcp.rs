@@ -376,17 +376,15 @@ impl Capture {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("tcpdump");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("listening on")
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "tcpdump did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        common::wait_until(
+            std::time::Duration::from_secs(10),
+            "tcpdump did not start",
+            || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("listening on")
+            },
+        );
         Self(child, file.to_path_buf())
     }
 
@@ -442,15 +440,16 @@ fn sigkill_during_load_loses_no_acked_lease_and_hands_out_no_address_twice() {
             .spawn()
             .unwrap(),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::fs::metadata(dir.path().join("before.pcap"))
-        .map(|m| m.len())
-        .unwrap_or(0)
-        < 300_000
-    {
-        assert!(std::time::Instant::now() < deadline, "no DHCP traffic");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_until(
+        std::time::Duration::from_secs(20),
+        "no DHCP traffic",
+        || {
+            std::fs::metadata(dir.path().join("before.pcap"))
+                .map(|m| m.len())
+                .unwrap_or(0)
+                >= 300_000
+        },
+    );
     seed.kill();
     load.wait_with_output();
     let before = capture.stop();
@@ -945,11 +944,9 @@ fn sighup_reloads_a_fixed_mac_and_refuses_a_broken_config() {
             .collect()
     };
     let state = dir.path().join("state");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !discovered(&state).contains(&REAL.to_string()) {
-        assert!(std::time::Instant::now() < deadline, "not discovered");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::wait_until(std::time::Duration::from_secs(20), "not discovered", || {
+        discovered(&state).contains(&REAL.to_string())
+    });
 
     // The operator fixes the MAC and tells seed.
     let text = std::fs::read_to_string(&config).unwrap();
@@ -981,11 +978,11 @@ fn sighup_reloads_a_fixed_mac_and_refuses_a_broken_config() {
     )
     .unwrap();
     seed.signal("HUP");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !seed.log().contains("config reload refused") {
-        assert!(std::time::Instant::now() < deadline, "{}", seed.log());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::wait_until_else(
+        std::time::Duration::from_secs(20),
+        || seed.log().contains("config reload refused"),
+        || seed.log(),
+    );
     assert!(
         seed.log().contains("unknown field `colour`"),
         "{}",

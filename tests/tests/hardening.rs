@@ -204,11 +204,11 @@ fn an_empty_state_database_is_refused() {
             .spawn()
             .unwrap();
         let mut child = common::KillOnDrop::new(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.child().try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "seed {args:?} did not refuse");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_until_else(
+            std::time::Duration::from_secs(20),
+            || child.child().try_wait().unwrap().is_some(),
+            || format!("seed {args:?} did not refuse"),
+        );
         let out = child.wait_with_output();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", describe(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -398,14 +398,11 @@ fn abandoned_maximal_tftp_transfers_hold_bounded_resources() {
 
     // The attackers go quiet; their transfers end within (5 retries + 1) × 1 s each.
     drop(flood);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while footprint(seed.pid()).1 > fds_before + 4 {
-        assert!(
-            Instant::now() < deadline,
-            "the abandoned transfers were never ended"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_until(
+        std::time::Duration::from_secs(30),
+        "the abandoned transfers were never ended",
+        || footprint(seed.pid()).1 <= fds_before + 4,
+    );
     let got = dir.path().join("ipxe.efi");
     let out = ns
         .in_cli("curl")

@@ -758,14 +758,11 @@ fn images_are_served_with_ranges_etags_and_head() {
     let part = curl(&["-r", "6-12", &small_url]);
     assert_eq!((part.status, part.body.as_slice()), (206, &b"version"[..]));
     std::fs::write(&small, b"second").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while get(&small_url).body != b"second" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replaced small file was never served"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::wait_until(
+        std::time::Duration::from_secs(5),
+        "the replaced small file was never served",
+        || get(&small_url).body == b"second",
+    );
 
     for bad in [
         "/images/../seed.yaml",

@@ -819,20 +819,21 @@ fn a_routed_rack_installs_through_a_dhcp_relay_into_its_own_zone() {
             relay()
         );
         for (name, suffix, chip) in [("relay-uefi", 41, "SNP"), ("relay-bios", 42, "virtio-net")] {
-            let deadline = Instant::now() + Duration::from_secs(300);
-            while !lab
-                .events(name)
-                .iter()
-                .any(|e| e.kind == seed::provision::LOCAL_BOOT)
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "{name} did not come back to its disk in 300 s: {}\nconsole:\n{}",
-                    kinds_and_details(&lab.events(name)),
-                    lab.console(name)
-                );
-                std::thread::sleep(Duration::from_millis(500));
-            }
+            common::wait_until_else(
+                std::time::Duration::from_secs(300),
+                || {
+                    lab.events(name)
+                        .iter()
+                        .any(|e| e.kind == seed::provision::LOCAL_BOOT)
+                },
+                || {
+                    format!(
+                        "{name} did not come back to its disk in 300 s: {}\nconsole:\n{}",
+                        kinds_and_details(&lab.events(name)),
+                        lab.console(name)
+                    )
+                },
+            );
             assert_installed_and_back(&lab, name, chip);
             let address = format!("10.10.20.{suffix}");
             // The installer's DHCP came through the relay with its rack-2 address (its console
@@ -945,15 +946,16 @@ fn run_first_boot(
         .expect("qemu");
     let mut child = KillOnDrop::new(child);
     // It powers itself off when done (bounded inside: udev settle 30 s, networkd 30 s).
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while child.child().try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the first-boot machine ran longer than 240 s:\n{}",
-            std::fs::read_to_string(&console).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_until_else(
+        std::time::Duration::from_secs(240),
+        || child.child().try_wait().unwrap().is_some(),
+        || {
+            format!(
+                "the first-boot machine ran longer than 240 s:\n{}",
+                std::fs::read_to_string(&console).unwrap_or_default()
+            )
+        },
+    );
     String::from_utf8_lossy(&std::fs::read(&console).unwrap())
         .lines()
         .filter_map(|l| l.trim_end_matches('\r').strip_prefix("firstboot: "))
@@ -1252,16 +1254,17 @@ fn a_seed_restart_at_the_end_of_an_install_loses_nothing_and_reinstalls_nothing(
         footprint = Footprint::of(lab.dir.path(), &[netns]);
         lab.up(netns, &installer);
         let wait_for = |node: &str, what: &str, f: &dyn Fn(&[Event]) -> bool| {
-            let deadline = Instant::now() + Duration::from_secs(300);
-            while !f(&lab.events(node)) {
-                assert!(
-                    Instant::now() < deadline,
-                    "{node}: no {what} in 300 s:\n{}\nconsole:\n{}",
-                    kinds_and_details(&lab.events(node)),
-                    lab.console(node)
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            common::wait_until_else(
+                std::time::Duration::from_secs(300),
+                || f(&lab.events(node)),
+                || {
+                    format!(
+                        "{node}: no {what} in 300 s:\n{}\nconsole:\n{}",
+                        kinds_and_details(&lab.events(node)),
+                        lab.console(node)
+                    )
+                },
+            );
         };
 
         let out = lab
@@ -1318,14 +1321,15 @@ fn a_seed_restart_at_the_end_of_an_install_loses_nothing_and_reinstalls_nothing(
             .spawn()
             .expect("restart seed serve");
         let _restarted = KillOnDrop::new(restarted);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("HTTP server running")
-        {
-            assert!(Instant::now() < deadline, "seed did not come back");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_until(
+            std::time::Duration::from_secs(30),
+            "seed did not come back",
+            || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("HTTP server running")
+            },
+        );
         eprintln!("seed was down {:?}", down_at.elapsed());
         wait_for("late", "second boot to its disk", &|events| {
             events.iter().any(|e| e.kind == seed::provision::LOCAL_BOOT)
@@ -1432,34 +1436,32 @@ fn a_missed_boot_phase_starts_the_node_again_and_a_wrong_mac_is_named() {
             .output()
             .expect("seed provision");
         assert!(out.status.success(), "{}", describe(&out));
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while !lab.console("cut").contains("Kernel panic") {
-            assert!(
-                Instant::now() < deadline,
-                "cut's first kernel did not panic: {}",
-                lab.console("cut")
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        common::wait_until_else(
+            std::time::Duration::from_secs(300),
+            || lab.console("cut").contains("Kernel panic"),
+            || format!("cut's first kernel did not panic: {}", lab.console("cut")),
+        );
         std::fs::write(&initrd, &good).unwrap();
 
-        let deadline = Instant::now() + Duration::from_secs(420);
-        while !(lab.state_of("wrong") == "failed"
-            && lab
-                .events("cut")
-                .iter()
-                .any(|e| e.kind == seed::provision::LOCAL_BOOT))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "wrong: {}\n{}\ncut: {}\n{}",
-                lab.state_of("wrong"),
-                kinds_and_details(&lab.events("wrong")),
-                lab.state_of("cut"),
-                kinds_and_details(&lab.events("cut"))
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        common::wait_until_else(
+            std::time::Duration::from_secs(420),
+            || {
+                lab.state_of("wrong") == "failed"
+                    && lab
+                        .events("cut")
+                        .iter()
+                        .any(|e| e.kind == seed::provision::LOCAL_BOOT)
+            },
+            || {
+                format!(
+                    "wrong: {}\n{}\ncut: {}\n{}",
+                    lab.state_of("wrong"),
+                    kinds_and_details(&lab.events("wrong")),
+                    lab.state_of("cut"),
+                    kinds_and_details(&lab.events("cut"))
+                )
+            },
+        );
         let cut = kinds_and_details(&lab.events("cut"));
         assert!(
             cut.contains("power-cycled again: was served the installer, which never reported")
@@ -1552,14 +1554,15 @@ fn an_interrupted_lab_run_leaves_nothing_behind() {
             .expect("seed lab run");
         let mut run = KillOnDrop::new(child);
         // Interrupt once the machine runs.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !std::fs::read_to_string(&stdout_path)
-            .unwrap_or_default()
-            .contains("power cycle")
-        {
-            assert!(Instant::now() < deadline, "lab run did not start a machine");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::wait_until(
+            std::time::Duration::from_secs(60),
+            "lab run did not start a machine",
+            || {
+                std::fs::read_to_string(&stdout_path)
+                    .unwrap_or_default()
+                    .contains("power cycle")
+            },
+        );
         assert!(
             footprint
                 .processes()
@@ -1579,17 +1582,11 @@ fn an_interrupted_lab_run_leaves_nothing_behind() {
                 .unwrap()
                 .success()
         );
-        let deadline = Instant::now() + Duration::from_secs(40);
-        let status = loop {
-            if let Some(status) = run.child().try_wait().expect("wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "lab run did not end after SIGINT"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let status = common::wait_for(
+            Duration::from_secs(40),
+            || run.child().try_wait().expect("wait"),
+            || "lab run did not end after SIGINT".into(),
+        );
         let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
         assert_eq!(status.code(), Some(1), "{stdout}");
         assert!(stdout.contains("interrupted"), "{stdout}");

@@ -390,14 +390,10 @@ fn apt_installs_from_the_mirror_static_proxied_and_offline() {
         describe(&out)
     );
     // The download task logs its refusal as it drops the file; apt may hear of it first.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !seed.log().contains("does not match the index") && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(
-        seed.log().contains("does not match the index"),
-        "seed says why: {}",
-        seed.log()
+    common::wait_until_else(
+        Duration::from_secs(10),
+        || seed.log().contains("does not match the index"),
+        || format!("seed says why: {}", seed.log()),
     );
     assert!(
         !base
@@ -585,14 +581,11 @@ fn a_download_is_streamed_as_it_grows_and_a_crash_leaves_no_truncated_package() 
         .spawn()
         .unwrap();
     let _stalling = KillOnDrop::new(stalling);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the stalling upstream did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until(
+        Duration::from_secs(20),
+        "the stalling upstream did not start",
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
     let state = base.join("state");
     let mut seed = HttpSeed::start(&config(base, &repo, port), &state);
     for index in [
@@ -677,14 +670,11 @@ fn a_download_is_streamed_as_it_grows_and_a_crash_leaves_no_truncated_package() 
     assert_eq!(reply.status, 200);
     assert!(reply.body == payload, "the package is whole");
     // The client may have its last byte before seed has verified and renamed the file.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cached.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the package never reached the cache"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "the package never reached the cache",
+        || cached.exists(),
+    );
     assert!(std::fs::read(&cached).unwrap() == payload);
 }
 
@@ -756,15 +746,11 @@ fn the_proxy_fetches_only_what_verified_indices_name_and_stays_under_its_size() 
     );
     let out = proxy.get(&["download", "seedtest-c"], &here);
     assert!(out.status.success(), "{}", describe(&out));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while in_cache("seedtest-b") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cache was not pruned: {}",
-            seed.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    common::wait_until_else(
+        std::time::Duration::from_secs(20),
+        || !(in_cache("seedtest-b")),
+        || format!("the cache was not pruned: {}", seed.log()),
+    );
     assert!(
         in_cache("seedtest-a") && in_cache("seedtest-c"),
         "the recently used were kept"

@@ -284,18 +284,11 @@ impl Emulator {
     /// Polls the system with this UUID until `pointer` is `want` (the fake driver applies
     /// power after 1-11 s).
     fn wait_for_by(&self, id: &str, pointer: &str, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let system = self.system_by(id);
-            if system.pointer(pointer).and_then(|v| v.as_str()) == Some(want) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id}: {pointer} is not {want} after 30 s: {system}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        common::wait_until_else(
+            Duration::from_secs(30),
+            || self.system_by(id).pointer(pointer).and_then(|v| v.as_str()) == Some(want),
+            || format!("{id}: {pointer} is not {want}: {}", self.system_by(id)),
+        );
     }
 
     /// The emulator's request log (werkzeug's access lines).

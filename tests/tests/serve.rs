@@ -72,14 +72,11 @@ fn serve_registers_nodes_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(term.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = running.child().try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "serve ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_for(
+        Duration::from_secs(30),
+        || running.child().try_wait().unwrap(),
+        || "serve ignored SIGTERM".into(),
+    );
     assert!(status.success(), "serve exit: {status}");
 }
 
@@ -283,15 +280,12 @@ fn serve_log(extra: &[&str]) -> String {
         .spawn()
         .unwrap();
     let _running = common::KillOnDrop::new(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("HTTP server running") {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "serve did not start: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    common::wait_for(
+        Duration::from_secs(30),
+        || Some(read()).filter(|text| text.contains("HTTP server running")),
+        || format!("serve did not start: {}", read()),
+    )
 }
 
 #[test]

@@ -153,3 +153,44 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Polls `done` every 20 ms until it holds; fails the test saying `what` if it does not within
+/// `within`. The one way these tests wait for something another process does.
+pub fn wait_until(within: std::time::Duration, what: &str, done: impl FnMut() -> bool) {
+    wait_until_else(within, done, || what.to_string());
+}
+
+/// Polls `ready` every 20 ms until it gives a value; fails the test saying `why()` if it gives
+/// none within `within`.
+pub fn wait_for<T>(
+    within: std::time::Duration,
+    mut ready: impl FnMut() -> Option<T>,
+    why: impl FnOnce() -> String,
+) -> T {
+    let mut value = None;
+    wait_until_else(
+        within,
+        || {
+            value = ready();
+            value.is_some()
+        },
+        why,
+    );
+    value.expect("wait_until_else returned, so ready() gave a value")
+}
+
+/// [`wait_until`], the failure described by `why` when it happens (the console or the events
+/// as they are at the deadline, not as they were at the start).
+pub fn wait_until_else(
+    within: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+    why: impl FnOnce() -> String,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        if std::time::Instant::now() >= deadline {
+            panic!("not within {} s: {}", within.as_secs_f64(), why());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
