@@ -14,7 +14,7 @@ use crate::power::{self, Inventory, Power, PowerError};
 use crate::redfish::same_mac;
 
 /// casper copies the live-server ISO (2.6–3.2 GB) into RAM; with the installer and the
-/// target's page cache on top, nodes need about 6–8 GB (DESIGN.md, "what the field teaches").
+/// target's page cache on top, nodes need about 6–8 GB (the project's field notes).
 pub const MIN_MEMORY_GIB: f64 = 8.0;
 
 /// How bad a finding is.

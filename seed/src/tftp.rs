@@ -4,8 +4,8 @@
 //! Written on tokio's UdpSocket rather than async-tftp: the firmware pattern that matters most,
 //! "RRQ with tsize → OACK → client ERROR → RRQ again" (OVMF's PXE, measured), must end the first
 //! transfer quietly and serve the second from the same client address at once; a
-//! server that keys transfers by peer address and ignores ERROR after OACK (async-tftp 0.4, see
-//! DESIGN.md) gets it wrong. Each transfer runs in its own task on its own socket (the TID of
+//! server that keys transfers by peer address and ignores ERROR after OACK (async-tftp 0.4)
+//! gets it wrong. Each transfer runs in its own task on its own socket (the TID of
 //! RFC 1350), so one slow client never holds up another.
 
 use std::collections::{BTreeMap, HashMap};
