@@ -692,6 +692,136 @@ fn sparse(path: &Path, len: u64, marks: &[(u64, &[u8])]) {
     }
 }
 
+/// One keep-alive connection, its requests pipelined in one write: file GETs and HEADs go out
+/// on seed's zero-copy path (sendfile), the first request that is anything else (a GET with a
+/// body, an API call) hands the connection to hyper, which answers it and everything after.
+/// Every answer is whole and in order, with the same headers either way.
+#[test]
+fn one_connection_mixes_zero_copy_files_and_hyper_routes() {
+    use std::io::{Read, Write};
+    let lab = Lab::new();
+    let seed = lab.start();
+    let dir = lab.state.join("images/mixed");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Larger than the 16 KiB kept in memory: the body goes through sendfile.
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.join("initrd"), &content).unwrap();
+    let host = seed.base.trim_start_matches("http://").to_string();
+    let get =
+        |extra: &str| format!("GET /images/mixed/initrd HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
+    let requests = [
+        (get(""), false),
+        (get("Range: bytes=10-19\r\n"), false),
+        (
+            format!("HEAD /images/mixed/initrd HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            true,
+        ),
+        (get("Range: bytes=0-4\r\n"), false),
+        // A body on a GET: hyper's from here.
+        (
+            format!(
+                "GET /images/mixed/initrd HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nabc"
+            ),
+            false,
+        ),
+        (
+            format!("GET /api/v1/nodes HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            false,
+        ),
+        (get("Connection: close\r\n"), false),
+    ];
+    let mut stream = std::net::TcpStream::connect(&host).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let all: String = requests.iter().map(|(r, _)| r.as_str()).collect();
+    stream.write_all(all.as_bytes()).unwrap();
+    // Until seed closes (the last request asks it to), bounded in size and time: a server
+    // that answered one request over and over must fail this test, not hang it.
+    let mut reply = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut chunk = vec![0u8; 65536];
+    while reply.len() < 4 << 20 && std::time::Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("reading the answers: {e}"),
+        }
+    }
+
+    let mut rest = reply.as_slice();
+    let mut answers = Vec::new();
+    for (_, head_only) in &requests {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} answers, then {:?}",
+                    answers.len(),
+                    String::from_utf8_lossy(rest)
+                )
+            });
+        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let body_len = if *head_only { 0 } else { length };
+        let body = rest[end + 4..end + 4 + body_len].to_vec();
+        rest = &rest[end + 4 + body_len..];
+        answers.push((head, body));
+    }
+    assert!(
+        rest.is_empty(),
+        "more than asked for: {:?}",
+        String::from_utf8_lossy(rest)
+    );
+    let status = |i: usize| answers[i].0.lines().next().unwrap().to_string();
+    assert_eq!(status(0), "http/1.1 200 ok");
+    assert!(answers[0].1 == content, "the whole file, byte for byte");
+    assert_eq!(status(1), "http/1.1 206 partial content");
+    assert_eq!(answers[1].1, &content[10..20]);
+    assert!(
+        answers[1].0.contains("content-range: bytes 10-19/300000"),
+        "{}",
+        answers[1].0
+    );
+    assert_eq!(status(2), "http/1.1 200 ok");
+    assert!(
+        answers[2].0.contains("content-length: 300000"),
+        "{}",
+        answers[2].0
+    );
+    assert_eq!(answers[3].1, &content[..5]);
+    assert_eq!(status(4), "http/1.1 200 ok");
+    assert!(answers[4].1 == content);
+    assert_eq!(status(5), "http/1.1 200 ok");
+    assert!(
+        answers[5].0.contains("content-type: application/json")
+            && String::from_utf8_lossy(&answers[5].1).contains("\"cmp1\""),
+        "{answers:?}"
+    );
+    assert!(answers[6].1 == content);
+    // The same headers on both paths (hyper's adds nothing the zero-copy one lacks).
+    for i in [0, 4] {
+        for name in [
+            "etag: ",
+            "last-modified: ",
+            "accept-ranges: bytes",
+            "content-type: ",
+            "date: ",
+        ] {
+            assert!(
+                answers[i].0.contains(name),
+                "answer {i} lacks {name}: {}",
+                answers[i].0
+            );
+        }
+    }
+}
+
 #[test]
 fn images_are_served_with_ranges_etags_and_head() {
     let lab = Lab::new();

@@ -64,12 +64,6 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let state_dir = global.state_dir(Some(&config));
     let mut store = Store::open(&state_dir)
         .with_context(|| format!("cannot open state in {}", state_dir.display()))?;
-    store.record_event(
-        None,
-        "started",
-        "serve",
-        &format!("config {}", config.source.display()),
-    )?;
 
     // Bind before anything runs, so a wrong interface is an error at start, not a silent seed.
     let dhcp_socket = if args.no_dhcp {
@@ -109,7 +103,15 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Store::open(&state_dir)?,
         catalogue.clone(),
     ));
+    // Registered first: a node's timeline starts with its registration and shows this run's
+    // start after it (`seed status NODE` marks a start that follows a start as a crash).
     let added = nodes.register_config()?;
+    store.record_event(
+        None,
+        "started",
+        "serve",
+        &format!("config {}", config.source.display()),
+    )?;
     // MACs `seed inventory` recorded are known before the first DHCP packet.
     let recorded_macs = nodes
         .refresh_inventory()

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::tree::{OpenError, Tree};
 
@@ -146,10 +146,6 @@ fn etag(len: u64, modified: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("\"{len:x}-{nanos:x}\"")
-}
-
-fn text(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, message.into()).into_response()
 }
 
 /// Whether an `If-None-Match` list names `etag` (weak comparison, RFC 9110 13.1.2).
@@ -353,8 +349,74 @@ impl Drop for Chunk {
     }
 }
 
+/// What the answer to a file request is, before it is written: status and headers, and where
+/// the body comes from. hyper's path streams it ([`serve`]); the zero-copy path hands a file
+/// body to sendfile(2) (`super::zerocopy`).
+#[derive(Debug)]
+pub(super) struct Planned {
+    /// The status.
+    pub status: StatusCode,
+    /// Every header but `date` (and `connection`, which the writer decides).
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: PlannedBody,
+}
+
+/// Where a planned body comes from.
+#[derive(Debug)]
+pub(super) enum PlannedBody {
+    /// None (HEAD, 304, 416).
+    Empty,
+    /// These bytes (a small file, an error message).
+    Memory(Bytes),
+    /// `count` bytes of `file` from `start`.
+    File {
+        /// The open file.
+        file: Arc<std::fs::File>,
+        /// First byte.
+        start: u64,
+        /// How many.
+        count: u64,
+    },
+}
+
+impl Planned {
+    fn text(status: StatusCode, message: String) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(message.len()));
+        Self {
+            status,
+            headers,
+            body: PlannedBody::Memory(Bytes::from(message)),
+        }
+    }
+}
+
 /// Serve the file `relative` under `root` for `method` (GET or HEAD) and the request headers.
 pub async fn serve(root: &Root, relative: &str, method: &Method, headers: &HeaderMap) -> Response {
+    let Planned {
+        status,
+        headers,
+        body,
+    } = plan(root, relative, method, headers);
+    let body = match body {
+        PlannedBody::Empty => Body::empty(),
+        PlannedBody::Memory(bytes) => Body::from(bytes),
+        PlannedBody::File { file, start, count } => Body::from_stream(chunks(file, start, count)),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The answer to a request for `relative` under `root`: one range (RFC 9110 14), HEAD, ETag and
+/// Last-Modified with their conditional requests.
+pub(super) fn plan(root: &Root, relative: &str, method: &Method, headers: &HeaderMap) -> Planned {
     // Resolving, opening and stat'ing run on this thread: they are dentry-cache lookups, and a
     // trip to the blocking pool halved the small-file throughput (bench/http).
     let Opened {
@@ -364,11 +426,25 @@ pub async fn serve(root: &Root, relative: &str, method: &Method, headers: &Heade
         content_type,
     } = match open(root, relative) {
         Ok(opened) => opened,
-        Err((status, message)) => return text(status, message),
+        Err((status, message)) => return Planned::text(status, message),
     };
     let tag = etag(len, modified);
     let last_modified = httpdate::fmt_http_date(modified);
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let mut out = HeaderMap::new();
+    let mut put = |name: header::HeaderName, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            out.insert(name, value);
+        }
+    };
+    put(header::ETAG, tag.clone());
+    put(header::LAST_MODIFIED, last_modified);
+    put(header::ACCEPT_RANGES, "bytes".into());
+    let empty = |status: StatusCode, headers: HeaderMap| Planned {
+        status,
+        headers,
+        body: PlannedBody::Empty,
+    };
 
     // RFC 9110 13.2.2: If-None-Match wins over If-Modified-Since.
     let not_modified = match header_str(header::IF_NONE_MATCH) {
@@ -377,12 +453,8 @@ pub async fn serve(root: &Root, relative: &str, method: &Method, headers: &Heade
             .and_then(|d| httpdate::parse_http_date(d).ok())
             .is_some_and(|since| whole_seconds(modified) <= whole_seconds(since)),
     };
-    let mut response = Response::builder()
-        .header(header::ETAG, &tag)
-        .header(header::LAST_MODIFIED, &last_modified)
-        .header(header::ACCEPT_RANGES, "bytes");
     if not_modified {
-        return finish(response.status(StatusCode::NOT_MODIFIED), Body::empty());
+        return empty(StatusCode::NOT_MODIFIED, out);
     }
     // If-Range: the range only if the client's copy is still this file (RFC 9110 13.1.5).
     let range_applies = match header_str(header::IF_RANGE) {
@@ -399,38 +471,32 @@ pub async fn serve(root: &Root, relative: &str, method: &Method, headers: &Heade
     let (status, start, count) = match range {
         Range::Full => (StatusCode::OK, 0, len),
         Range::Part { start, end } => {
-            response = response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
+            put(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         Range::Unsatisfiable => {
-            return finish(
-                response
-                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .header(header::CONTENT_RANGE, format!("bytes */{len}")),
-                Body::empty(),
-            );
+            put(header::CONTENT_RANGE, format!("bytes */{len}"));
+            // No body, and says so (hyper would add it; the zero-copy path writes what is here).
+            out.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+            return empty(StatusCode::RANGE_NOT_SATISFIABLE, out);
         }
     };
-    response = response
-        .status(status)
-        .header(header::CONTENT_LENGTH, count)
-        .header(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if method == Method::HEAD {
-        return finish(response, Body::empty());
+        return empty(status, out);
     }
-    match content {
+    let body = match content {
         Content::Memory(bytes) => {
-            let body = bytes.slice(start as usize..(start + count) as usize);
-            finish(response, Body::from(body))
+            PlannedBody::Memory(bytes.slice(start as usize..(start + count) as usize))
         }
-        Content::File(file) => finish(response, Body::from_stream(chunks(file, start, count))),
+        Content::File(file) => PlannedBody::File { file, start, count },
+    };
+    Planned {
+        status,
+        headers: out,
+        body,
     }
-}
-
-fn finish(response: axum::http::response::Builder, body: Body) -> Response {
-    response
-        .body(body)
-        .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")))
 }
 
 /// HTTP dates have one-second resolution; compare at that.

@@ -14,6 +14,7 @@ pub mod apt;
 mod boot;
 pub mod files;
 mod node;
+mod zerocopy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -166,9 +167,11 @@ pub async fn serve(
     let open = Connections::new(max_connections);
     let mut refused_log = crate::loglimit::LogLimit::new(5, Duration::from_secs(10));
     let metrics = Arc::clone(&app.metrics);
-    let router = router(app);
+    let router = router(Arc::clone(&app));
     let connections = GracefulShutdown::new();
-    let workers = Workers::start(&router, &metrics)?;
+    // Tells connections still on the zero-copy path (hyper's are told by `connections`).
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = Workers::start(&router, &app, &metrics, &stopped)?;
     tokio::pin!(shutdown);
     let mut next = 0usize;
     loop {
@@ -198,6 +201,7 @@ pub async fn serve(
         workers.hand(next, stream, peer, slot, connections.watcher());
     }
     drop(listener);
+    let _ = stop.send(true);
     drop(workers);
     tokio::select! {
         () = connections.shutdown() => {}
@@ -221,7 +225,12 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(router: &Router, metrics: &Arc<Metrics>) -> std::io::Result<Self> {
+    fn start(
+        router: &Router,
+        app: &Arc<App>,
+        metrics: &Arc<Metrics>,
+        stopped: &tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<Self> {
         let count = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut senders = Vec::with_capacity(count);
         for i in 0..count {
@@ -231,7 +240,9 @@ impl Workers {
                 .max_blocking_threads(BLOCKING_THREADS)
                 .build()?;
             let router = router.clone();
+            let app = Arc::clone(app);
             let metrics = Arc::clone(metrics);
+            let stopped = stopped.clone();
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
@@ -251,11 +262,20 @@ impl Workers {
                                 }
                             };
                             let service = counted(router.clone(), Arc::clone(&metrics), peer);
-                            let connection = watcher
-                                .watch(http1.serve_connection(TokioIo::new(stream), service));
+                            let (app, http1, mut stopped) =
+                                (Arc::clone(&app), http1.clone(), stopped.clone());
                             running.spawn(async move {
-                                if let Err(e) = connection.await {
-                                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                                // File GETs first, with sendfile; hyper from the first
+                                // request that is not one.
+                                if let zerocopy::Outcome::Handover(stream, read) =
+                                    zerocopy::serve(stream, &app, &mut stopped).await
+                                {
+                                    let io = TokioIo::new(zerocopy::Prefixed::new(stream, read));
+                                    let connection =
+                                        watcher.watch(http1.serve_connection(io, service));
+                                    if let Err(e) = connection.await {
+                                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                                    }
                                 }
                                 drop(slot);
                             });

@@ -324,6 +324,29 @@ impl Mirror {
         self.fetches.load(Ordering::Relaxed)
     }
 
+    /// The answer to `path` in repository `prefix` when it is a file on disk now: in the
+    /// static directory, or an immutable file (pool/, by-hash/) already in the cache (marked
+    /// served, for the LRU). `None` for everything that needs [`Self::get`] (a revalidation,
+    /// a download, an error).
+    pub fn ready(&self, prefix: &str, path: &str) -> Option<Answer> {
+        let repo = self.repos.get(prefix)?;
+        let path = clean(path)?;
+        if let Some(dir) = &repo.static_dir
+            && dir.join(&path).is_file()
+        {
+            return Some(Answer::Static(path));
+        }
+        if repo.upstream.is_empty() || classify(&path) != Kind::Immutable {
+            return None;
+        }
+        let dest = format!("{}/{path}", repo.prefix);
+        if !self.cache.join(&dest).is_file() {
+            return None;
+        }
+        self.used(&dest);
+        Some(Answer::Cached(dest))
+    }
+
     /// Answers a request for `path` in repository `prefix`.
     pub async fn get(self: &Arc<Self>, prefix: &str, path: &str) -> Result<Answer, MirrorError> {
         let repo = self
