@@ -65,10 +65,10 @@ mod tests {
 
     #[test]
     fn every_binary_the_firmware_mapping_names_is_carried() {
-        use crate::Firmware;
+        use crate::ClientArch;
         for arch in [0, 7, 9, 16] {
             for snp in [false, true] {
-                let name = Firmware::from_arch(arch).binary(snp).unwrap();
+                let name = ClientArch::from_arch(arch).binary(snp).unwrap();
                 assert!(binary(name).is_some(), "{name}");
             }
         }

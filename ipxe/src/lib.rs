@@ -11,9 +11,10 @@ pub mod script;
 
 use std::fmt;
 
-/// A firmware kind, from DHCP option 93.
+/// The client system architecture a network-booting client names in DHCP option 93 (RFC 4578
+/// 2.1; IANA's processor architecture types): which firmware asks, and so which iPXE binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Firmware {
+pub enum ClientArch {
     /// 0: x86 legacy BIOS PXE.
     Bios,
     /// 6: 32-bit x86 UEFI.
@@ -32,7 +33,7 @@ pub enum Firmware {
     Other(u16),
 }
 
-impl Firmware {
+impl ClientArch {
     /// The firmware for an option 93 value.
     pub fn from_arch(arch: u16) -> Self {
         match arch {
@@ -70,7 +71,7 @@ impl Firmware {
 /// The BIOS binary: iPXE over the PXE ROM's UNDI driver, which works with any PXE NIC.
 pub const BIOS_BINARY: &str = "undionly.kpxe";
 
-impl fmt::Display for Firmware {
+impl fmt::Display for ClientArch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Bios => f.write_str("BIOS (arch 0)"),
@@ -91,22 +92,29 @@ mod tests {
 
     #[test]
     fn x86_firmware_gets_the_matching_binary() {
-        assert_eq!(Firmware::from_arch(0).binary(false), Some("undionly.kpxe"));
-        assert_eq!(Firmware::from_arch(7).binary(false), Some("ipxe.efi"));
-        assert_eq!(Firmware::from_arch(9).binary(false), Some("ipxe.efi"));
-        assert_eq!(Firmware::from_arch(7).binary(true), Some("snponly.efi"));
-        assert_eq!(Firmware::from_arch(16).binary(false), Some("ipxe.efi"));
-        assert!(Firmware::from_arch(16).is_http());
-        assert!(!Firmware::from_arch(7).is_http());
+        assert_eq!(
+            ClientArch::from_arch(0).binary(false),
+            Some("undionly.kpxe")
+        );
+        assert_eq!(ClientArch::from_arch(7).binary(false), Some("ipxe.efi"));
+        assert_eq!(ClientArch::from_arch(9).binary(false), Some("ipxe.efi"));
+        assert_eq!(ClientArch::from_arch(7).binary(true), Some("snponly.efi"));
+        assert_eq!(ClientArch::from_arch(16).binary(false), Some("ipxe.efi"));
+        assert!(ClientArch::from_arch(16).is_http());
+        assert!(!ClientArch::from_arch(7).is_http());
     }
 
     #[test]
     fn firmware_seed_carries_nothing_for_gets_nothing() {
         for arch in [6, 10, 11, 19, 2, 0xffff] {
-            assert_eq!(Firmware::from_arch(arch).binary(false), None, "arch {arch}");
+            assert_eq!(
+                ClientArch::from_arch(arch).binary(false),
+                None,
+                "arch {arch}"
+            );
         }
         assert_eq!(
-            Firmware::from_arch(6).to_string(),
+            ClientArch::from_arch(6).to_string(),
             "32-bit x86 UEFI (arch 6)"
         );
     }

@@ -26,7 +26,7 @@ pub(crate) enum Until {
 }
 
 /// What to do and how long to wait.
-pub(crate) struct Plan<'a> {
+pub(crate) struct Follow<'a> {
     /// The nodes, in order, each with a label for the summary (how it boots).
     pub nodes: Vec<(String, String)>,
     /// How they are provisioned.
@@ -79,7 +79,7 @@ impl Progress {
 }
 
 /// Provisions and follows `plan.nodes`; true when every one is done without failing.
-pub(crate) fn run(nodes: &Nodes, state_dir: &Path, plan: &Plan<'_>) -> anyhow::Result<bool> {
+pub(crate) fn run(nodes: &Nodes, state_dir: &Path, plan: &Follow<'_>) -> anyhow::Result<bool> {
     let mut screen = Screen::stdout();
     let t0 = Instant::now();
     let stamp = || format!("{:>7}", secs(t0.elapsed()));
@@ -242,7 +242,7 @@ pub(crate) fn run(nodes: &Nodes, state_dir: &Path, plan: &Plan<'_>) -> anyhow::R
 }
 
 /// The live block: a line per node with its state, time since its start and last event.
-fn rows(plan: &Plan<'_>, progress: &BTreeMap<String, Progress>) -> Vec<String> {
+fn rows(plan: &Follow<'_>, progress: &BTreeMap<String, Progress>) -> Vec<String> {
     plan.nodes
         .iter()
         .map(|(name, _)| {

@@ -223,7 +223,7 @@ fn follow(
             println!("{name}: {e}");
         }
     };
-    let plan = follow::Plan {
+    let plan = follow::Follow {
         nodes: lab
             .machines
             .iter()

@@ -61,7 +61,7 @@ pub fn run(global: &Global, args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     };
     if !(args.no_wait || args.no_power) {
         let never = AtomicBool::new(false);
-        let plan = follow::Plan {
+        let plan = follow::Follow {
             nodes: names
                 .iter()
                 .map(|n| {

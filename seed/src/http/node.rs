@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::{App, decide};
-use crate::provision::{Document, InstallerEvent, Report};
+use crate::provision::{Callback, Document, InstallerEvent};
 
 /// Installer events are a few hundred bytes; a body far beyond that is not one.
 const MAX_REPORT: usize = 64 * 1024;
@@ -58,7 +58,7 @@ async fn vendor_data(State(app): State<Arc<App>>, Path(token): Path<String>) -> 
     document(app, token, Document::VendorData).await
 }
 
-async fn report(app: Arc<App>, token: String, report: Report) -> Response {
+async fn report(app: Arc<App>, token: String, report: Callback) -> Response {
     match decide(&app, move |nodes| nodes.report(&token, report)).await {
         Ok(state) => (StatusCode::OK, format!("{state}\n")).into_response(),
         Err(e) => e.into_response(),
@@ -94,15 +94,15 @@ async fn events(State(app): State<Arc<App>>, Path(token): Path<String>, body: By
         description: event.description,
         result: event.result,
     };
-    report(app, token, Report::Event(event)).await
+    report(app, token, Callback::Event(event)).await
 }
 
 async fn installed(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
-    report(app, token, Report::Installed).await
+    report(app, token, Callback::Installed).await
 }
 
 async fn failed(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
-    report(app, token, Report::Failed).await
+    report(app, token, Callback::Failed).await
 }
 
 /// cloud-init's phone_home posts a form (`instance_id=…&hostname=…`); it is kept as the event's
@@ -117,5 +117,5 @@ async fn phone_home(
         .filter(|c| !c.is_control())
         .take(256)
         .collect();
-    report(app, token, Report::PhoneHome(detail)).await
+    report(app, token, Callback::PhoneHome(detail)).await
 }

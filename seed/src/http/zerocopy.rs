@@ -237,8 +237,16 @@ async fn respond(stream: &mut TcpStream, planned: Planned, close: bool) -> io::R
             stream.write_all(&head).await
         }
         PlannedBody::File { file, start, count } => {
-            stream.write_all(&head).await?;
-            send_file(stream, &file, start, count).await
+            // Corked (nginx's tcp_nopush): the head goes out in the first full segment with
+            // the file's first bytes, and no sendfile call ends in a short segment of its own
+            // (TCP_NODELAY is on for the small answers). Uncorking sends what is left.
+            let _ = socket2::SockRef::from(&*stream).set_tcp_cork(true);
+            let sent = match stream.write_all(&head).await {
+                Ok(()) => send_file(stream, &file, start, count).await,
+                Err(e) => Err(e),
+            };
+            let _ = socket2::SockRef::from(&*stream).set_tcp_cork(false);
+            sent
         }
     }
 }

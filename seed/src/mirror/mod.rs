@@ -67,6 +67,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const REVALIDATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long revalidations skip an upstream after it failed.
 const DOWN_FOR: Duration = Duration::from_secs(60);
+/// How finely the LRU clock (a cached file's mtime) tells uses apart.
+const LRU_RESOLUTION: Duration = Duration::from_secs(60);
+/// Cached files whose last move of the LRU clock is remembered.
+const TOUCHED_MEMORY: usize = 16_384;
 /// A Release larger than this is not one.
 const MAX_RELEASE: u64 = 64 << 20;
 
@@ -194,6 +198,8 @@ pub struct Mirror {
     usage: Mutex<Option<u64>>,
     /// A prune is running.
     pruning: std::sync::atomic::AtomicBool,
+    /// When each cached file's mtime was last moved by a serving ([`Self::used`]).
+    touched: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Mirror {
@@ -229,6 +235,7 @@ impl Mirror {
             limit: config.cache_bytes,
             usage: Mutex::new(None),
             pruning: std::sync::atomic::AtomicBool::new(false),
+            touched: Mutex::default(),
         }))
     }
 
@@ -238,8 +245,28 @@ impl Mirror {
     }
 
     /// A cached package was served: it is recently used (its mtime is the LRU clock; atime is
-    /// off or lazy on most mounts).
+    /// off or lazy on most mounts). Moved at most once a minute per file: a package served a
+    /// thousand times a second costs an inode write a minute, not a thousand, and keeps its
+    /// ETag (size and mtime) meanwhile. The first serving after a download always moves it.
     fn used(&self, dest: &str) {
+        let now = std::time::Instant::now();
+        {
+            let mut touched = self
+                .touched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if touched
+                .get(dest)
+                .is_some_and(|at| now.duration_since(*at) < LRU_RESOLUTION)
+            {
+                return;
+            }
+            if touched.len() >= TOUCHED_MEMORY {
+                // Forgetting costs one more inode write each.
+                touched.clear();
+            }
+            touched.insert(dest.to_string(), now);
+        }
         if let Ok(file) = std::fs::File::open(self.cache.join(dest)) {
             let _ = file.set_modified(std::time::SystemTime::now());
         }

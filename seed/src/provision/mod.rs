@@ -11,7 +11,7 @@ pub mod start;
 pub mod supervise;
 
 pub use nodes::{
-    Document, InstallerEvent, LOCAL_BOOT, NodeError, Nodes, Report, Standing, note_in,
+    Callback, Document, InstallerEvent, LOCAL_BOOT, NodeError, Nodes, Standing, note_in,
 };
 pub use start::{How, StartError, Started, start};
 
@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, RwLock};
 
-use ipxe::Firmware;
+use ipxe::ClientArch;
 
-use crate::config::{Config, Firmware as ConfigFirmware, IpxePolicy, Zone};
+use crate::config::{Config, Firmware, IpxePolicy, Zone};
 use crate::inventory::Hardware;
 use crate::leases::LeaseTable;
 use crate::lifecycle::NodeState;
@@ -92,7 +92,7 @@ pub enum Unanswered {
     },
     /// Firmware seed has no iPXE binary for.
     #[error("{0} network boot: seed carries no binary for it")]
-    NoBinary(Firmware),
+    NoBinary(ClientArch),
     /// proxyDHCP: a machine that is not a configured node.
     #[error("unknown MAC: proxyDHCP answers configured nodes only")]
     NotANode,
@@ -220,7 +220,7 @@ impl IpxeClient {
     /// The seed binary to chainload and the foreign chip, when this iPXE is not seed's build.
     /// An iPXE that did not expand the settings (or another client) is taken as it is: a
     /// chainload that cannot tell whether it worked would loop.
-    fn foreign(&self, firmware: ConfigFirmware) -> Option<(&'static str, &str)> {
+    fn foreign(&self, firmware: Firmware) -> Option<(&'static str, &str)> {
         let chip = self
             .chip
             .as_deref()
@@ -228,7 +228,7 @@ impl IpxeClient {
         let efi = match self.platform.as_deref() {
             Some("efi") => true,
             Some("pcbios") => false,
-            _ => firmware == ConfigFirmware::Uefi,
+            _ => firmware == Firmware::Uefi,
         };
         // seed's BIOS binary drives the NIC through the ROM's UNDI API (chip `undionly`); its
         // UEFI one through the firmware's SNP protocol (chip `SNP`, or `NII` on UNDI-only NICs).
@@ -635,7 +635,7 @@ impl Decisions {
             return Ok(None);
         }
         // Old PXE ROMs send no option 93; they are BIOS.
-        let firmware = Firmware::from_arch(req.arch.unwrap_or(0));
+        let firmware = ClientArch::from_arch(req.arch.unwrap_or(0));
         let Some(binary) = firmware.binary(self.snp) else {
             return Err(Unanswered::NoBinary(firmware));
         };
@@ -946,7 +946,7 @@ mod tests {
 
     #[test]
     fn only_a_foreign_ipxe_chainloads_seeds_binary() {
-        use ConfigFirmware::{Bios, Uefi};
+        use Firmware::{Bios, Uefi};
         // A NIC's ROM (measured: QEMU's says virtio-net) loads seed's binary for its platform.
         assert_eq!(
             client(Some("virtio-net"), Some("pcbios")).foreign(Uefi),

@@ -93,7 +93,7 @@ impl InstallerEvent {
 
 /// What a node's private URLs report.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Report {
+pub enum Callback {
     /// A webhook event from the installer.
     Event(InstallerEvent),
     /// late-commands: the install finished.
@@ -472,7 +472,7 @@ impl Nodes {
     /// What an installer callback does to its node. Accepted while the node installs and, for a
     /// grace period, after it is deployed or failed (the installer reports its last steps after
     /// `installed`); then the token is retired.
-    pub fn report(&self, token: &str, report: Report) -> Result<NodeState, NodeError> {
+    pub fn report(&self, token: &str, report: Callback) -> Result<NodeState, NodeError> {
         let record = self.by_token(token)?;
         let node = record.node.as_str();
         let grace_ms = i64::try_from(self.config().seed.lifecycle.callback_grace_secs)
@@ -493,7 +493,7 @@ impl Nodes {
         let mut store = self.store();
         let state = record.state;
         let to = match &report {
-            Report::Event(event) => {
+            Callback::Event(event) => {
                 let result = event
                     .result
                     .as_deref()
@@ -521,9 +521,9 @@ impl Nodes {
                     None
                 }
             }
-            Report::Installed => Some((NodeState::Installed, "late-commands reported".into())),
-            Report::Failed => Some((NodeState::Failed, "error-commands reported".into())),
-            Report::PhoneHome(body) => {
+            Callback::Installed => Some((NodeState::Installed, "late-commands reported".into())),
+            Callback::Failed => Some((NodeState::Failed, "error-commands reported".into())),
+            Callback::PhoneHome(body) => {
                 store.record_event(Some(node), "phone-home", "installed system", body)?;
                 if state.is_under_way() {
                     // The installed callback was lost; the system booting from its disk says
@@ -911,8 +911,8 @@ mod tests {
         IpAddr::V4(nodes.provisioner.now().boot_addresses("cmp3")[0])
     }
 
-    fn event(event_type: &str, result: Option<&str>) -> Report {
-        Report::Event(InstallerEvent {
+    fn event(event_type: &str, result: Option<&str>) -> Callback {
+        Callback::Event(InstallerEvent {
             event_type: event_type.into(),
             name: "subiquity/Install".into(),
             description: "install".into(),
@@ -933,7 +933,7 @@ mod tests {
             .unwrap();
         assert!(script.contains("kernel"), "first boot installs: {script}");
         let step = |event_type: &str| {
-            Report::Event(InstallerEvent {
+            Callback::Event(InstallerEvent {
                 event_type: event_type.into(),
                 name: "subiquity/Install/install".into(),
                 description: "installing system".into(),
@@ -966,7 +966,7 @@ mod tests {
         );
         // The installed system phones home: installed (implied) and deployed.
         nodes
-            .report(&token, Report::PhoneHome("instance_id=x".into()))
+            .report(&token, Callback::PhoneHome("instance_id=x".into()))
             .unwrap();
         assert_eq!(nodes.get("cmp3").unwrap().state, NodeState::Deployed);
         // A new provisioning (--force) starts with a clean slate.
@@ -992,7 +992,7 @@ mod tests {
         );
         // Within the grace period the callback is taken, kept as an event, and changes nothing.
         assert_eq!(
-            nodes.report(&token, Report::Installed).unwrap(),
+            nodes.report(&token, Callback::Installed).unwrap(),
             NodeState::Failed
         );
         let last = nodes.get("cmp3").unwrap().last_event.unwrap();
@@ -1022,7 +1022,7 @@ mod tests {
         let (_dir, nodes) = nodes(0);
         let token = nodes.provision("cmp3", "test", false).unwrap().token;
         assert!(nodes.document(&token, Document::UserData).is_ok());
-        nodes.report(&token, Report::Installed).unwrap();
+        nodes.report(&token, Callback::Installed).unwrap();
         assert!(matches!(
             nodes.document(&token, Document::UserData),
             Err(NodeError::Retired(_))
@@ -1030,7 +1030,7 @@ mod tests {
         // Installed still takes reports (the phone home); deployed with no grace does not.
         assert_eq!(
             nodes
-                .report(&token, Report::PhoneHome("hostname=cmp3".into()))
+                .report(&token, Callback::PhoneHome("hostname=cmp3".into()))
                 .unwrap(),
             NodeState::Deployed
         );
@@ -1039,7 +1039,7 @@ mod tests {
             Err(NodeError::Retired(_))
         ));
         assert!(matches!(
-            nodes.report(&"f".repeat(64), Report::Installed),
+            nodes.report(&"f".repeat(64), Callback::Installed),
             Err(NodeError::NotFound(_))
         ));
     }
