@@ -194,12 +194,23 @@ fn answer(app: &App, request: &FileRequest) -> Option<Planned> {
             let apt = app.apt.as_ref()?;
             let rest = request.path.strip_prefix("/apt/")?;
             let (prefix, path) = rest.split_once('/')?;
-            let root = match apt.mirror.ready(prefix, path)? {
-                Answer::Static(relative) => (apt.statics.get(prefix)?, relative),
-                Answer::Cached(relative) => (&apt.cache, relative),
-                _ => return None,
-            };
-            Some(files::plan(root.0, &root.1, &method, &request.headers))
+            // The first place that opens; a file in none of them (not fetched yet, or a
+            // Release to revalidate) is hyper's, which asks the mirror.
+            for place in apt.mirror.on_disk(prefix, path) {
+                let (root, relative, cached) = match &place {
+                    Answer::Static(relative) => (apt.statics.get(prefix)?, relative, false),
+                    Answer::Cached(relative) => (&apt.cache, relative, true),
+                    _ => continue,
+                };
+                let planned = files::plan(root, relative, &method, &request.headers);
+                if planned.status != axum::http::StatusCode::NOT_FOUND {
+                    if cached {
+                        apt.mirror.served(relative);
+                    }
+                    return Some(planned);
+                }
+            }
+            None
         }
     }
 }
@@ -224,7 +235,7 @@ async fn respond(stream: &mut TcpStream, planned: Planned, close: bool) -> io::R
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"date: ");
-    head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    date(|now| head.extend_from_slice(now));
     head.extend_from_slice(b"\r\n");
     if close {
         head.extend_from_slice(b"connection: close\r\n");
@@ -249,6 +260,27 @@ async fn respond(stream: &mut TcpStream, planned: Planned, close: bool) -> io::R
             sent
         }
     }
+}
+
+thread_local! {
+    /// The `date` header's value and the second it names: formatted once a second per worker
+    /// thread, as hyper does, not once per answer.
+    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// Calls `with` with the current HTTP date (RFC 9110 5.6.7).
+fn date(with: impl FnOnce(&[u8])) {
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != second || text.is_empty() {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        with(text.as_bytes());
+    });
 }
 
 /// `count` bytes of `file` from `start` to `stream`, copied by the kernel. A file that ends

@@ -351,27 +351,32 @@ impl Mirror {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// The answer to `path` in repository `prefix` when it is a file on disk now: in the
-    /// static directory, or an immutable file (pool/, by-hash/) already in the cache (marked
-    /// served, for the LRU). `None` for everything that needs [`Self::get`] (a revalidation,
-    /// a download, an error).
-    pub fn ready(&self, prefix: &str, path: &str) -> Option<Answer> {
-        let repo = self.repos.get(prefix)?;
-        let path = clean(path)?;
-        if let Some(dir) = &repo.static_dir
-            && dir.join(&path).is_file()
-        {
-            return Some(Answer::Static(path));
+    /// Where `path` of repository `prefix` would be on disk if it can be served as a file with
+    /// no fetch and no revalidation, without looking: the static directory's copy first (when
+    /// the repository has one), then the cache's for an immutable file (pool/, by-hash/). The
+    /// caller tries them in order, serves the first that opens, and reports a cached one
+    /// with [`Self::served`]; when none opens, [`Self::get`] answers.
+    pub fn on_disk(&self, prefix: &str, path: &str) -> Vec<Answer> {
+        let Some(repo) = self.repos.get(prefix) else {
+            return Vec::new();
+        };
+        let Some(path) = clean(path) else {
+            return Vec::new();
+        };
+        let mut places = Vec::with_capacity(2);
+        let immutable = classify(&path) == Kind::Immutable;
+        if repo.static_dir.is_some() {
+            places.push(Answer::Static(path.clone()));
         }
-        if repo.upstream.is_empty() || classify(&path) != Kind::Immutable {
-            return None;
+        if !repo.upstream.is_empty() && immutable {
+            places.push(Answer::Cached(format!("{}/{path}", repo.prefix)));
         }
-        let dest = format!("{}/{path}", repo.prefix);
-        if !self.cache.join(&dest).is_file() {
-            return None;
-        }
-        self.used(&dest);
-        Some(Answer::Cached(dest))
+        places
+    }
+
+    /// A cached file ([`Answer::Cached`]) was served from disk: recently used.
+    pub fn served(&self, dest: &str) {
+        self.used(dest);
     }
 
     /// Answers a request for `path` in repository `prefix`.
