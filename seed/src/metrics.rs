@@ -34,6 +34,20 @@ pub enum Route {
 }
 
 impl Route {
+    /// The group a request path is counted in.
+    pub fn of(path: &str) -> Self {
+        let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        match first {
+            "boot.ipxe" => Self::Boot,
+            "ipxe" => Self::Ipxe,
+            "images" => Self::Images,
+            "nodes" => Self::Nodes,
+            "api" => Self::Api,
+            "metrics" | "" => Self::Status,
+            _ => Self::Other,
+        }
+    }
+
     const ALL: [Route; 7] = [
         Self::Boot,
         Self::Ipxe,

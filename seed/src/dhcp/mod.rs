@@ -26,13 +26,9 @@ use crate::net::MacAddr;
 use crate::provision::{DhcpAnswer, Provisioner};
 use crate::store::{Lease, now_ms};
 
-pub use packet::{parse, request_facts};
+pub use packet::{CLIENT_PORT, SERVER_PORT, parse, request_facts};
 pub use writer::{AckSink, LeaseStore};
 
-/// The client port (RFC 2131 section 4.1).
-pub const CLIENT_PORT: u16 = 68;
-/// The server (and relay) port.
-pub const SERVER_PORT: u16 = 67;
 /// The PXE boot server port, where firmware asks a proxyDHCP server for its boot file.
 pub const PXE_PORT: u16 = 4011;
 

@@ -8,9 +8,13 @@ use dhcproto::v4::{
 };
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
-use super::{CLIENT_PORT, SERVER_PORT};
 use crate::net::MacAddr;
 use crate::provision::{Boot, BootClient, DhcpRequest, Offer};
+
+/// The client port (RFC 2131 section 4.1).
+pub const CLIENT_PORT: u16 = 68;
+/// The server (and relay) port.
+pub const SERVER_PORT: u16 = 67;
 
 /// iPXE's encapsulated options (option 175); sub-option 176 = 1 is "no-pxedhcp": do not wait
 /// for a proxyDHCP offer (saves about 3 s per iPXE DHCP).

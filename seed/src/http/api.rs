@@ -15,7 +15,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::{App, decide};
+use super::app::{App, decide};
 use crate::lifecycle::NodeState;
 use crate::provision::{How, NodeError, StartError, start};
 use crate::store::{Event, NodeRecord};

@@ -2,7 +2,6 @@
 //! file, verified how) are [`crate::mirror`]'s; this serves what it names, with the same
 //! ranges and ETags as images.
 
-use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -14,32 +13,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::{App, files};
-use crate::mirror::{Answer, Growing, Mirror, MirrorError};
-
-/// The mirror and the directories it answers from.
-pub struct Apt {
-    /// The decisions.
-    pub mirror: Arc<Mirror>,
-    /// Each static repository's directory, by prefix.
-    pub statics: HashMap<String, files::Root>,
-    /// The proxy's cache.
-    pub cache: files::Root,
-}
-
-impl Apt {
-    /// The HTTP side of `mirror`.
-    pub fn new(mirror: Arc<Mirror>) -> Self {
-        Self {
-            statics: mirror
-                .static_dirs()
-                .map(|(prefix, dir)| (prefix.to_string(), files::Root::new(dir)))
-                .collect(),
-            cache: files::Root::new(mirror.cache_dir()),
-            mirror,
-        }
-    }
-}
+use super::app::App;
+pub use super::app::Apt;
+use super::files;
+use crate::mirror::{Answer, Growing, MirrorError};
 
 pub(super) fn routes() -> Router<Arc<App>> {
     Router::new().route("/apt/{prefix}/{*path}", get(apt_file))

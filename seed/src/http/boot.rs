@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::{App, decide, files};
+use super::app::{App, decide};
+use super::files;
 use crate::net::MacAddr;
 use crate::provision::IpxeClient;
 

@@ -1,7 +1,7 @@
 //! The HTTP server: one listener for iPXE scripts, UEFI HTTP boot, images, the nodes' private
 //! install URLs, the JSON API, `/metrics` and the status page.
 //!
-//! Handlers translate: they parse what the client sent, ask [`Nodes`] (which decides, from the
+//! Handlers translate: they parse what the client sent, ask [`Nodes`](crate::provision::Nodes) (which decides, from the
 //! config and the store) and turn the answer into a response. Store calls are blocking SQLite
 //! work and run on a blocking pool, never on the threads that drive connections. Connections
 //! are served by one single-threaded runtime per core ([`serve`]).
@@ -10,6 +10,7 @@
 //! accepting and lets requests in flight finish.
 
 mod api;
+mod app;
 pub mod apt;
 mod boot;
 pub mod files;
@@ -17,36 +18,19 @@ mod node;
 mod zerocopy;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tower_service::Service as _;
 
-use crate::config::Secret;
 use crate::metrics::{Metrics, Route};
-use crate::provision::{NodeError, Nodes};
 
-/// What the handlers share.
-pub struct App {
-    /// The node decisions.
-    pub nodes: Arc<Nodes>,
-    /// Counters for `/metrics`.
-    pub metrics: Arc<Metrics>,
-    /// The image catalogue's directory, served as `/images/`.
-    pub images: files::Root,
-    /// The bearer token mutating API calls must carry; `None` refuses them.
-    pub api_token: Option<Secret>,
-    /// The state directory (BMC certificate pins, lab QMP sockets) for power actions.
-    pub state_dir: PathBuf,
-    /// The APT mirror under `/apt/`, when the config has one.
-    pub apt: Option<apt::Apt>,
-}
+pub use app::App;
+use app::HEADER_TIMEOUT;
 
 /// The routes.
 pub fn router(app: Arc<App>) -> Router {
@@ -67,8 +51,6 @@ const MAX_WRITE_BUFFER: usize = 8192;
 /// short transaction; tokio's default of 512 let 200 slow clients grow a pool to about 95
 /// threads (tests/tests/http.rs measures the memory).
 const BLOCKING_THREADS: usize = 8;
-/// A client that has not sent its request headers by then is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long requests in flight may take to finish after shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(10);
 /// Connections one client address may hold at once. A booting node holds a few (iPXE, then the
@@ -336,7 +318,7 @@ fn counted(
         let mut router = router.clone();
         let metrics = Arc::clone(&metrics);
         async move {
-            let route = route_of(request.uri().path());
+            let route = Route::of(request.uri().path());
             let response = router.call(request).await;
             if let Ok(response) = &response {
                 metrics.http_request(route, response.status().as_u16());
@@ -344,46 +326,4 @@ fn counted(
             response
         }
     })
-}
-
-fn route_of(path: &str) -> Route {
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    match first {
-        "boot.ipxe" => Route::Boot,
-        "ipxe" => Route::Ipxe,
-        "images" => Route::Images,
-        "nodes" => Route::Nodes,
-        "api" => Route::Api,
-        "metrics" | "" => Route::Status,
-        _ => Route::Other,
-    }
-}
-
-/// A refusal as a response: the status its kind maps to and the reason as text.
-impl IntoResponse for NodeError {
-    fn into_response(self) -> Response {
-        let status = match &self {
-            NodeError::NotFound(_) => StatusCode::NOT_FOUND,
-            NodeError::Retired(_) => StatusCode::FORBIDDEN,
-            NodeError::Conflict(_) => StatusCode::CONFLICT,
-            NodeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            NodeError::Store(_) | NodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        if status.is_server_error() {
-            tracing::error!(error = %self, "HTTP request failed");
-        }
-        (status, format!("{self}\n")).into_response()
-    }
-}
-
-/// Run a store-backed decision on the blocking pool.
-async fn decide<T, F>(app: &Arc<App>, f: F) -> Result<T, NodeError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Nodes) -> Result<T, NodeError> + Send + 'static,
-{
-    let nodes = Arc::clone(&app.nodes);
-    tokio::task::spawn_blocking(move || f(&nodes))
-        .await
-        .unwrap_or_else(|e| Err(NodeError::Internal(format!("request task failed: {e}"))))
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::{App, decide};
+use super::app::{App, decide};
 use crate::provision::{Callback, Document, InstallerEvent};
 
 /// Installer events are a few hundred bytes; a body far beyond that is not one.

@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::App;
+use super::app::{App, HEADER_TIMEOUT};
 use super::files::{self, Planned, PlannedBody};
 use crate::mirror::Answer;
 
@@ -53,7 +53,7 @@ pub(super) async fn serve(
     loop {
         // The next head, within the time hyper would give it.
         let read = tokio::select! {
-            read = tokio::time::timeout(super::HEADER_TIMEOUT, read_head(&mut stream, &mut buffer)) => read,
+            read = tokio::time::timeout(HEADER_TIMEOUT, read_head(&mut stream, &mut buffer)) => read,
             _ = stop.wait_for(|stop| *stop) => return Outcome::Closed,
         };
         let head_len = match read {
@@ -70,8 +70,10 @@ pub(super) async fn serve(
             return Outcome::Handover(stream, Bytes::from(buffer));
         };
         buffer.drain(..head_len);
-        app.metrics
-            .http_request(super::route_of(&request.path), planned.status.as_u16());
+        app.metrics.http_request(
+            crate::metrics::Route::of(&request.path),
+            planned.status.as_u16(),
+        );
         if respond(&mut stream, planned, request.close).await.is_err() || request.close {
             return Outcome::Closed;
         }

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::inventory::{self, Hardware};
 use crate::store::Store;
 
-use super::NodeError;
+use super::nodes::NodeError;
 
 /// The inventories recorded in a store, and the rule for adding one.
 pub struct Inventories {

@@ -13,7 +13,7 @@ use crate::lifecycle::NodeState;
 use crate::net::MacAddr;
 use crate::store::{Event, NodeRecord, Provisioning, Store, StoreError, now_ms};
 
-use super::{BootScript, IpxeClient, Provisioner};
+use super::decisions::{BootScript, IpxeClient, Provisioner};
 
 /// The event kind recorded when an installed node network-boots again and is handed its local
 /// disk: the second boot of an install.

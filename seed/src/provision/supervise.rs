@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::Path;
 
-use super::{NodeError, Nodes};
+use super::nodes::{NodeError, Nodes};
 use crate::config::Lifecycle;
 use crate::power;
 use crate::store::{Discovered, Watched, now_ms};
