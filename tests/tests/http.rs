@@ -692,7 +692,7 @@ fn sparse(path: &Path, len: u64, marks: &[(u64, &[u8])]) {
     }
 }
 
-/// One keep-alive connection, its requests pipelined in one write: file GETs and HEADs go out
+/// One keep-alive connection, its requests pipelined in one write: file GETs and HEADs (one of a missing file) go out
 /// on seed's zero-copy path (sendfile), the first request that is anything else (a GET with a
 /// body, an API call) hands the connection to hyper, which answers it and everything after.
 /// Every answer is whole and in order, with the same headers either way.
@@ -714,6 +714,11 @@ fn one_connection_mixes_zero_copy_files_and_hyper_routes() {
         (get("Range: bytes=10-19\r\n"), false),
         (
             format!("HEAD /images/mixed/initrd HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            true,
+        ),
+        // A HEAD of what is not there: the 404's head only, or the next answer is garbled.
+        (
+            format!("HEAD /images/mixed/missing HTTP/1.1\r\nHost: {host}\r\n\r\n"),
             true,
         ),
         (get("Range: bytes=0-4\r\n"), false),
@@ -794,18 +799,25 @@ fn one_connection_mixes_zero_copy_files_and_hyper_routes() {
         "{}",
         answers[2].0
     );
-    assert_eq!(answers[3].1, &content[..5]);
-    assert_eq!(status(4), "http/1.1 200 ok");
-    assert!(answers[4].1 == content);
+    assert_eq!(status(3), "http/1.1 404 not found");
+    for (i, (head, _)) in answers.iter().enumerate() {
+        assert!(
+            head.starts_with("http/1.1 "),
+            "answer {i} is garbled: {head:?}"
+        );
+    }
+    assert_eq!(answers[4].1, &content[..5]);
     assert_eq!(status(5), "http/1.1 200 ok");
+    assert!(answers[5].1 == content);
+    assert_eq!(status(6), "http/1.1 200 ok");
     assert!(
-        answers[5].0.contains("content-type: application/json")
-            && String::from_utf8_lossy(&answers[5].1).contains("\"cmp1\""),
+        answers[6].0.contains("content-type: application/json")
+            && String::from_utf8_lossy(&answers[6].1).contains("\"cmp1\""),
         "{answers:?}"
     );
-    assert!(answers[6].1 == content);
+    assert!(answers[7].1 == content);
     // The same headers on both paths (hyper's adds nothing the zero-copy one lacks).
-    for i in [0, 4] {
+    for i in [0, 5] {
         for name in [
             "etag: ",
             "last-modified: ",

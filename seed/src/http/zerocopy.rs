@@ -74,6 +74,16 @@ pub(super) async fn serve(
             crate::metrics::Route::of(&request.path),
             planned.status.as_u16(),
         );
+        // A HEAD is answered with the GET's head and no body, whatever the plan carries (an
+        // error's text): bytes after it would be read as the next answer.
+        let planned = if request.head {
+            Planned {
+                body: PlannedBody::Empty,
+                ..planned
+            }
+        } else {
+            planned
+        };
         if respond(&mut stream, planned, request.close).await.is_err() || request.close {
             return Outcome::Closed;
         }
