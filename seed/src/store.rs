@@ -1202,17 +1202,27 @@ fn refuse_empty(path: &Path) -> Result<(), StoreError> {
     let len = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len());
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    let wal = len(Path::new(&wal)).unwrap_or(0);
-    match len(path) {
-        Some(0) if wal == 0 => Err(StoreError::Empty {
-            path: path.to_path_buf(),
-        }),
-        None if wal > 0 => Err(StoreError::Empty {
-            path: path.to_path_buf(),
-        }),
-        _ => Ok(()),
+    let empty = || {
+        let wal = len(Path::new(&wal)).unwrap_or(0);
+        matches!((len(path), wal), (Some(0), 0) | (None, 1..))
+    };
+    // A store being created looks empty for the few milliseconds between SQLite creating the
+    // file and its first transaction (`seed status` beside a starting `seed serve` saw it):
+    // only a store that stays empty is refused.
+    let deadline = std::time::Instant::now() + EMPTY_GRACE;
+    while empty() {
+        if std::time::Instant::now() >= deadline {
+            return Err(StoreError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(())
 }
+
+/// How long an empty-looking store is given to be filled by the process creating it.
+const EMPTY_GRACE: Duration = Duration::from_secs(2);
 
 /// Machines kept in the discovered table (the most recently seen).
 pub const MAX_DISCOVERED: u32 = 4096;
