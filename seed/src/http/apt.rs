@@ -16,7 +16,8 @@ use axum::routing::get;
 use super::app::App;
 pub use super::app::Apt;
 use super::files;
-use crate::mirror::{Answer, Growing, MirrorError};
+use crate::cache::Growing;
+use crate::mirror::{Answer, MirrorError};
 
 pub(super) fn routes() -> Router<Arc<App>> {
     Router::new().route("/apt/{prefix}/{*path}", get(apt_file))
@@ -79,7 +80,7 @@ async fn growing(mut download: Growing, method: &Method, prefix: &str, path: &st
         .map(|p| p.clone());
     let total = match first {
         Ok(p) => match p.end {
-            Some(Err(e)) if p.written == 0 => return error(prefix, path, &e),
+            Some(Err(e)) if p.written == 0 => return error(prefix, path, &e.into()),
             _ => p.total,
         },
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),

@@ -15,8 +15,8 @@
 //!   the old one are fetched and verified first; only then is the new Release served. So apt
 //!   never gets a Release that names indices the cache does not hold, online or offline.
 //!
-//! Every cache write goes to a temporary file, is synced, and renamed into place: a crash
-//! never leaves a truncated file that is later served as complete.
+//! What is fetched is kept in a [`Cache`]: verified, written whole or not at all, fetched once
+//! however many clients ask, readable while it grows, pruned least recently used first.
 
 mod index;
 mod layout;
@@ -29,14 +29,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
+use crate::cache::{Cache, CacheError, Entry, Expect, Filler, Flights, Growing};
 use crate::config::{Mirror as MirrorConfig, MirrorRepo};
 
 /// [`crate::fuzzing::apt`]: a Release's SHA256 list and classification of what it names.
@@ -67,10 +64,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const REVALIDATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long revalidations skip an upstream after it failed.
 const DOWN_FOR: Duration = Duration::from_secs(60);
-/// How finely the LRU clock (a cached file's mtime) tells uses apart.
-const LRU_RESOLUTION: Duration = Duration::from_secs(60);
-/// Cached files whose last move of the LRU clock is remembered.
-const TOUCHED_MEMORY: usize = 16_384;
 /// A Release larger than this is not one.
 const MAX_RELEASE: u64 = 64 << 20;
 
@@ -94,6 +87,18 @@ pub enum MirrorError {
     Io(String),
 }
 
+impl From<CacheError> for MirrorError {
+    fn from(e: CacheError) -> Self {
+        let text = e.to_string();
+        match e {
+            CacheError::Missing(_) => Self::NotFound(text),
+            CacheError::Source(_) => Self::Upstream(text),
+            CacheError::Mismatch { .. } => Self::Mismatch(format!("{text}: not served")),
+            CacheError::Io { .. } => Self::Io(text),
+        }
+    }
+}
+
 /// Where the answer to a request is.
 #[derive(Debug)]
 pub enum Answer {
@@ -104,45 +109,8 @@ pub enum Answer {
     /// A suite's Release file, read whole from the cache: it can be replaced any time, and a
     /// client must get one version of it.
     Bytes(Vec<u8>),
-    /// A file being downloaded: served as it grows, so the first clients do not wait for a
-    /// large package in silence (apt gives up on a connection that stays quiet for its
-    /// `Acquire::http::Timeout`).
+    /// A file being downloaded: served as it grows.
     Growing(Growing),
-}
-
-/// A download in progress, readable while it is written.
-#[derive(Debug, Clone)]
-pub struct Growing {
-    /// The temporary file, opened for reading (positioned reads; the rename into the cache at
-    /// the end does not disturb it).
-    pub file: Arc<std::fs::File>,
-    /// How far the download is.
-    pub progress: tokio::sync::watch::Receiver<Progress>,
-}
-
-/// How far a download is.
-#[derive(Debug, Clone, Default)]
-pub struct Progress {
-    /// Bytes in the temporary file (flushed: readable).
-    pub written: u64,
-    /// The size, once the upstream said it (or the index did).
-    pub total: Option<u64>,
-    /// Set at the end: verified and in the cache, or why not (a client that got every byte
-    /// of a file that then failed verification sees its connection aborted).
-    pub end: Option<Result<(), MirrorError>>,
-}
-
-/// Where [`Mirror::fetch`] writes a download others read as it grows.
-struct Sink {
-    tmp: PathBuf,
-    progress: tokio::sync::watch::Sender<Progress>,
-}
-
-/// What a file of the upstream is expected to be.
-#[derive(Debug, Clone)]
-struct Expect {
-    size: Option<u64>,
-    sha256: String,
 }
 
 /// What an upstream GET gave.
@@ -151,11 +119,10 @@ enum Fetched {
     NotModified,
     /// 404 from every upstream.
     Missing,
-    /// A body, in a synced temporary file.
+    /// A body, in the filler it was given (not yet synced or verified; boxed: a hasher's state
+    /// and a file).
     Body {
-        tmp: PathBuf,
-        size: u64,
-        sha256: String,
+        filler: Box<Filler>,
         validators: Validators,
     },
 }
@@ -167,8 +134,6 @@ struct Validators {
     last_modified: Option<String>,
 }
 
-type Flight = Shared<BoxFuture<'static, Result<(), MirrorError>>>;
-
 /// Packages' sizes and hashes of one repository, for the Release files cached when it was
 /// built.
 struct PoolIndex {
@@ -179,38 +144,36 @@ struct PoolIndex {
 /// The mirror: its repositories and its cache.
 pub struct Mirror {
     repos: HashMap<String, MirrorRepo>,
-    cache: PathBuf,
+    cache: Arc<Cache>,
     client: reqwest::Client,
-    inflight: Mutex<HashMap<String, Flight>>,
+    /// Revalidations and index fetches in progress (packages single-fly in the cache).
+    flights: Flights<MirrorError>,
     /// Upstreams that failed, and when.
     down: Mutex<HashMap<String, Instant>>,
-    /// Downloads of immutable files in progress, by cache path.
-    growing: Mutex<HashMap<String, Growing>>,
     pools: tokio::sync::Mutex<HashMap<String, Arc<PoolIndex>>>,
     /// Bumped whenever a Release is replaced: pool indices are rebuilt after.
     generation: AtomicU64,
     /// Upstream GETs that returned a body.
     fetches: AtomicU64,
-    tmp_counter: AtomicU64,
-    /// The most the cache keeps (`mirror.cache_size`).
-    limit: u64,
-    /// Bytes in the cache as last counted, plus what was added since (`None`: not counted yet).
-    usage: Mutex<Option<u64>>,
-    /// A prune is running.
-    pruning: std::sync::atomic::AtomicBool,
-    /// When each cached file's mtime was last moved by a serving ([`Self::used`]).
-    touched: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Mirror {
-    /// The mirror of `config` (its cache in `state_dir` unless configured): creates the cache directory and empties its temporary files
-    /// (left by a crash: never served, never complete).
+    /// The mirror of `config` (its cache in `state_dir` unless configured): creates the cache
+    /// directory and empties its temporary files (left by a crash: never served, never
+    /// complete). Only packages (`<prefix>/pool/`) are evicted: indices and Releases are small
+    /// and what verifies the rest.
     pub fn new(config: &MirrorConfig, state_dir: &Path) -> Result<Arc<Self>, MirrorError> {
-        let cache = config.cache_dir(state_dir);
-        let tmp = cache.join(".tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)
-            .map_err(|e| MirrorError::Io(format!("{}: {e}", tmp.display())))?;
+        let evictable = config
+            .repos
+            .iter()
+            .map(|r| PathBuf::from(&r.prefix).join("pool"))
+            .collect();
+        let cache = Cache::open(
+            &config.cache_dir(state_dir),
+            config.cache_bytes,
+            evictable,
+            "APT mirror",
+        )?;
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
@@ -225,118 +188,33 @@ impl Mirror {
                 .collect(),
             cache,
             client,
-            inflight: Mutex::new(HashMap::new()),
-            growing: Mutex::new(HashMap::new()),
+            flights: Flights::default(),
             down: Mutex::new(HashMap::new()),
             pools: tokio::sync::Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
-            tmp_counter: AtomicU64::new(0),
-            limit: config.cache_bytes,
-            usage: Mutex::new(None),
-            pruning: std::sync::atomic::AtomicBool::new(false),
-            touched: Mutex::default(),
         }))
     }
 
     /// The most the cache keeps.
     pub fn limit(&self) -> u64 {
-        self.limit
+        self.cache.limit()
     }
 
-    /// A cached package was served: it is recently used (its mtime is the LRU clock; atime is
-    /// off or lazy on most mounts). Moved at most once a minute per file: a package served a
-    /// thousand times a second costs an inode write a minute, not a thousand, and keeps its
-    /// ETag (size and mtime) meanwhile. The first serving after a download always moves it.
-    fn used(&self, dest: &str) {
-        let now = std::time::Instant::now();
-        {
-            let mut touched = self
-                .touched
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if touched
-                .get(dest)
-                .is_some_and(|at| now.duration_since(*at) < LRU_RESOLUTION)
-            {
-                return;
-            }
-            if touched.len() >= TOUCHED_MEMORY {
-                // Forgetting costs one more inode write each.
-                touched.clear();
-            }
-            touched.insert(dest.to_string(), now);
-        }
-        if let Ok(file) = std::fs::File::open(self.cache.join(dest)) {
-            let _ = file.set_modified(std::time::SystemTime::now());
-        }
-    }
-
-    /// `bytes` entered the cache: prune when it is over its limit (one prune at a time, on the
-    /// blocking pool).
-    fn grew(self: &Arc<Self>, bytes: u64) {
-        let over = {
-            let mut usage = self
-                .usage
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match usage.as_mut() {
-                Some(total) => {
-                    *total += bytes;
-                    *total > self.limit
-                }
-                None => true, // not counted yet: count (and prune if need be)
-            }
-        };
-        if over && !self.pruning.swap(true, Ordering::SeqCst) {
-            let this = Arc::clone(self);
-            tokio::task::spawn_blocking(move || {
-                this.prune();
-                this.pruning.store(false, Ordering::SeqCst);
-            });
-        }
-    }
-
-    /// Removes the least recently used packages (`pool/` files: indices and Releases are small
-    /// and what verifies the rest) until the cache is under 90 % of its limit; returns how many
-    /// went. Blocking.
+    /// Removes the least recently used packages until the cache is under 90 % of its limit;
+    /// returns how many went. Blocking.
     pub fn prune(&self) -> usize {
-        let total = images::disk_usage(&self.cache);
-        let mut now = total;
-        let mut removed = 0;
-        if total > self.limit {
-            let mut packages = Vec::new();
-            for prefix in self.repos.keys() {
-                walk_files(&self.cache.join(prefix).join("pool"), &mut packages);
-            }
-            packages.sort_by_key(|(modified, _, _)| *modified);
-            let target = self.limit / 10 * 9;
-            for (_, len, path) in packages {
-                if now <= target {
-                    break;
-                }
-                if std::fs::remove_file(&path).is_ok() {
-                    now = now.saturating_sub(len);
-                    removed += 1;
-                }
-            }
-            tracing::info!(
-                removed,
-                freed = total - now,
-                limit = self.limit,
-                "APT mirror cache over its limit: least recently used packages removed"
-            );
-        }
-        *self
-            .usage
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
-        removed
+        self.cache.prune()
     }
 
     /// The cache directory (served for [`Answer::Cached`]).
     pub fn cache_dir(&self) -> &Path {
-        &self.cache
+        self.cache.dir()
+    }
+
+    /// Bytes in the cache.
+    pub fn disk_usage(&self) -> u64 {
+        self.cache.disk_usage()
     }
 
     /// The static directory of each repository that has one.
@@ -376,7 +254,7 @@ impl Mirror {
 
     /// A cached file ([`Answer::Cached`]) was served from disk: recently used.
     pub fn served(&self, dest: &str) {
-        self.used(dest);
+        self.cache.used(dest);
     }
 
     /// Answers a request for `path` in repository `prefix`.
@@ -424,12 +302,13 @@ impl Mirror {
         let (this, repo2, rel2, dest2) =
             (Arc::clone(self), repo.clone(), rel.clone(), dest.clone());
         let consistent = file != "Release.gpg";
-        self.once(format!("revalidate {dest}"), async move {
-            this.refresh(&repo2, &rel2, &dest2, consistent.then_some(suite_of(&rel2)))
-                .await
-        })
-        .await?;
-        let bytes = tokio::fs::read(self.cache.join(&dest))
+        self.flights
+            .once(format!("revalidate {dest}"), async move {
+                this.refresh(&repo2, &rel2, &dest2, consistent.then_some(suite_of(&rel2)))
+                    .await
+            })
+            .await?;
+        let bytes = tokio::fs::read(self.cache.path(&dest))
             .await
             .map_err(|e| MirrorError::Io(format!("{dest}: {e}")))?;
         Ok(Answer::Bytes(bytes))
@@ -445,20 +324,21 @@ impl Mirror {
         dest: &str,
         suite: Option<&str>,
     ) -> Result<(), MirrorError> {
-        let cached = self.cache.join(dest);
+        let cached = self.cache.path(dest);
         let have = cached.is_file();
         let validators = if have {
-            self.read_validators(dest)
+            self.cache.meta::<Validators>(dest)
         } else {
             None
         };
-        let fetched = match self.fetch(repo, rel, validators.as_ref(), None).await {
+        let filler = self.cache.filler("release")?;
+        let fetched = match self.fetch(repo, rel, validators.as_ref(), filler).await {
             Ok(fetched) => fetched,
             Err(e) if have => {
                 tracing::warn!(path = dest, error = %e, "APT mirror: upstream unreachable, serving the cached copy");
                 return Ok(());
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         match fetched {
             Fetched::NotModified => Ok(()),
@@ -466,24 +346,26 @@ impl Mirror {
                 "/apt/{dest}: not found upstream"
             ))),
             Fetched::Body {
-                tmp, validators, ..
+                mut filler,
+                validators,
             } => {
                 if let Some(suite) = suite
                     && have
                 {
+                    filler.flush().await?;
                     let old = read_text(&cached, MAX_RELEASE)?;
-                    let new = read_text(&tmp, MAX_RELEASE)?;
+                    let new = read_text(filler.path(), MAX_RELEASE)?;
                     if old != new
                         && let Err(e) = self.prefetch(repo, suite, &old, &new).await
                     {
-                        // Keep serving the Release whose indices the cache holds.
-                        let _ = std::fs::remove_file(&tmp);
+                        // Keep serving the Release whose indices the cache holds (the new
+                        // one's filler goes, and its file with it).
                         tracing::warn!(path = dest, error = %e, "APT mirror: a new Release's indices could not be fetched; the cached Release stays");
                         return Ok(());
                     }
                 }
-                self.commit(tmp, dest).await?;
-                self.write_validators(dest, &validators)?;
+                filler.commit(dest, None).await?;
+                self.cache.set_meta(dest, &validators)?;
                 if suite.is_some() {
                     self.generation.fetch_add(1, Ordering::SeqCst);
                 }
@@ -505,7 +387,7 @@ impl Mirror {
         let new_entries = index::sha256_entries(&index::release_text(new));
         for used in old_entries
             .iter()
-            .filter(|e| self.cache.join(by_hash(&repo.prefix, suite, e)).is_file())
+            .filter(|e| self.cache.contains(&by_hash(&repo.prefix, suite, e)))
         {
             let Some(next) = new_entries.iter().find(|e| e.name == used.name) else {
                 continue;
@@ -551,7 +433,7 @@ impl Mirror {
         entry: &index::Entry,
     ) -> Result<(), MirrorError> {
         let dest = by_hash(&repo.prefix, suite, entry);
-        if self.cache.join(&dest).is_file() {
+        if self.cache.contains(&dest) {
             return Ok(());
         }
         let expect = Expect {
@@ -564,19 +446,17 @@ impl Mirror {
             .unwrap_or(&dest)
             .to_string();
         let (this, repo2, dest2) = (Arc::clone(self), repo.clone(), dest.clone());
-        self.once(dest.clone(), async move {
-            match this
-                .download(&repo2, &by_name, &dest2, Some(&expect), None)
-                .await
-            {
-                Err(MirrorError::Mismatch(first)) => this
-                    .download(&repo2, &by_hash_path, &dest2, Some(&expect), None)
-                    .await
-                    .map_err(|_| MirrorError::Mismatch(first)),
-                other => other,
-            }
-        })
-        .await
+        self.flights
+            .once(dest.clone(), async move {
+                match this.download(&repo2, &by_name, &dest2, &expect).await {
+                    Err(MirrorError::Mismatch(first)) => this
+                        .download(&repo2, &by_hash_path, &dest2, &expect)
+                        .await
+                        .map_err(|_| MirrorError::Mismatch(first)),
+                    other => other,
+                }
+            })
+            .await
     }
 
     /// `pool/…` and `by-hash/…`: from the cache, else downloaded once and verified.
@@ -586,8 +466,8 @@ impl Mirror {
         path: &str,
     ) -> Result<Answer, MirrorError> {
         let dest = format!("{}/{path}", repo.prefix);
-        if self.cache.join(&dest).is_file() {
-            self.used(&dest);
+        if self.cache.contains(&dest) {
+            self.cache.used(&dest);
             return Ok(Answer::Cached(dest));
         }
         // Only what a verified index names is fetched: a package its Packages lists (Packages
@@ -611,67 +491,48 @@ impl Mirror {
                 "/apt/{dest} is named by no index seed has verified (apt reads the suite's Release and Packages first)"
             )));
         };
-        self.start_download(repo, path, &dest, Some(expect))
-    }
-
-    /// Joins the download of `path` in progress, or starts it (one per file however many
-    /// clients ask). Checked under the lock the finished download takes to leave the table: a
-    /// file is either in the table or in the cache, never fetched twice.
-    fn start_download(
-        self: &Arc<Self>,
-        repo: &MirrorRepo,
-        path: &str,
-        dest: &str,
-        expect: Option<Expect>,
-    ) -> Result<Answer, MirrorError> {
-        let mut growing = self
-            .growing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(download) = growing.get(dest) {
-            return Ok(Answer::Growing(download.clone()));
-        }
-        if self.cache.join(dest).is_file() {
-            return Ok(Answer::Cached(dest.to_string()));
-        }
-        let tmp = self.tmp_path("get");
-        let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", tmp.display()));
-        std::fs::File::create(&tmp).map_err(io)?;
-        let reader = Arc::new(std::fs::File::open(&tmp).map_err(io)?);
-        let (tx, rx) = tokio::sync::watch::channel(Progress {
-            total: expect.as_ref().and_then(|e| e.size),
-            ..Progress::default()
-        });
-        let download = Growing {
-            file: reader,
-            progress: rx,
-        };
-        growing.insert(dest.to_string(), download.clone());
-        drop(growing);
-        let (this, repo, path, dest) = (
+        let (this, repo, path, expect2) = (
             Arc::clone(self),
             repo.clone(),
             path.to_string(),
-            dest.to_string(),
+            expect.clone(),
         );
-        tokio::spawn(async move {
-            let sink = Sink { tmp, progress: tx };
-            let result = this
-                .download(&repo, &path, &dest, expect.as_ref(), Some(&sink))
-                .await;
-            if result.is_err() {
-                let _ = std::fs::remove_file(&sink.tmp);
-            } else {
-                this.grew(sink.progress.borrow().written);
-            }
-            // In the cache (or failed) before it leaves the table: see above.
-            this.growing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&dest);
-            sink.progress.send_modify(|p| p.end = Some(result));
-        });
-        Ok(Answer::Growing(download))
+        let entry = self
+            .cache
+            .fill(&dest, Some(expect), move |filler| async move {
+                match this.fetch(&repo, &path, None, filler).await? {
+                    Fetched::Body { filler, .. } => {
+                        this.verify(&repo, &path, &filler, &expect2)?;
+                        Ok(*filler)
+                    }
+                    Fetched::Missing => Err(CacheError::Missing(format!(
+                        "/apt/{}/{path}: not found upstream",
+                        repo.prefix
+                    ))),
+                    Fetched::NotModified => Err(CacheError::Source(format!(
+                        "/apt/{}/{path}: the upstream said 304 to a request without validators",
+                        repo.prefix
+                    ))),
+                }
+            })?;
+        Ok(match entry {
+            Entry::Cached(dest) => Answer::Cached(dest),
+            Entry::Growing(download) => Answer::Growing(download),
+        })
+    }
+
+    /// Whether the upstream's `rel` is what the index says; logged when not.
+    fn verify(
+        &self,
+        repo: &MirrorRepo,
+        rel: &str,
+        filler: &Filler,
+        expect: &Expect,
+    ) -> Result<(), CacheError> {
+        let what = format!("/apt/{}/{rel} from the upstream", repo.prefix);
+        filler.verify(&what, expect).inspect_err(|e| {
+            tracing::warn!(error = %e, "APT mirror: upstream file does not match the index; refused");
+        })
     }
 
     /// Whether `base` failed less than [`DOWN_FOR`] ago.
@@ -703,14 +564,6 @@ impl Mirror {
         }
     }
 
-    fn tmp_path(&self, what: &str) -> PathBuf {
-        self.cache.join(".tmp").join(format!(
-            "{what}-{}-{}",
-            std::process::id(),
-            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-
     /// The size and SHA-256 the cached Packages indices give for a package. The table is
     /// built once per Release generation, by one request while the others wait (parsing
     /// Ubuntu's universe index is seconds of CPU and tens of MiB).
@@ -724,7 +577,7 @@ impl Mirror {
         let pool = match fresh {
             Some(pool) => pool,
             None => {
-                let (cache, prefix2) = (self.cache.clone(), prefix.to_string());
+                let (cache, prefix2) = (self.cache.dir().to_path_buf(), prefix.to_string());
                 let packages = tokio::task::spawn_blocking(move || pool_index(&cache, &prefix2))
                     .await
                     .unwrap_or_default();
@@ -743,75 +596,19 @@ impl Mirror {
         })
     }
 
-    /// Runs `work` once for `key` however many requests wait for it. The work runs as a task
-    /// of its own: a client that goes away does not abort a download others wait for.
-    async fn once(
-        self: &Arc<Self>,
-        key: String,
-        work: impl std::future::Future<Output = Result<(), MirrorError>> + Send + 'static,
-    ) -> Result<(), MirrorError> {
-        let flight = {
-            let mut inflight = self
-                .inflight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match inflight.get(&key) {
-                Some(flight) => flight.clone(),
-                None => {
-                    let this = Arc::clone(self);
-                    let k = key.clone();
-                    let task = tokio::spawn(async move {
-                        let result = work.await;
-                        this.inflight
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .remove(&k);
-                        result
-                    });
-                    let flight = async move {
-                        task.await
-                            .unwrap_or_else(|e| Err(MirrorError::Io(format!("mirror task: {e}"))))
-                    }
-                    .boxed()
-                    .shared();
-                    inflight.insert(key, flight.clone());
-                    flight
-                }
-            }
-        };
-        flight.await
-    }
-
     /// Downloads `rel` into the cache as `dest`, refusing it when it is not `expect`.
     async fn download(
         self: &Arc<Self>,
         repo: &MirrorRepo,
         rel: &str,
         dest: &str,
-        expect: Option<&Expect>,
-        sink: Option<&Sink>,
+        expect: &Expect,
     ) -> Result<(), MirrorError> {
-        match self.fetch(repo, rel, None, sink).await? {
-            Fetched::Body {
-                tmp, size, sha256, ..
-            } => {
-                if let Some(expect) = expect
-                    && (expect.sha256 != sha256 || expect.size.is_some_and(|s| s != size))
-                {
-                    let _ = std::fs::remove_file(&tmp);
-                    tracing::warn!(path = rel, got = %sha256, want = %expect.sha256, "APT mirror: upstream file does not match the index; refused");
-                    return Err(MirrorError::Mismatch(format!(
-                        "/apt/{}/{rel}: the upstream's file ({size} bytes, SHA-256 {sha256}) is \
-                         not what the index says ({}SHA-256 {}); not served",
-                        repo.prefix,
-                        expect
-                            .size
-                            .map(|s| format!("{s} bytes, "))
-                            .unwrap_or_default(),
-                        expect.sha256
-                    )));
-                }
-                self.commit(tmp, dest).await
+        let filler = self.cache.filler("index")?;
+        match self.fetch(repo, rel, None, filler).await? {
+            Fetched::Body { filler, .. } => {
+                self.verify(repo, rel, &filler, expect)?;
+                Ok(filler.commit(dest, None).await?)
             }
             Fetched::Missing => Err(MirrorError::NotFound(format!(
                 "/apt/{}/{rel}: not found upstream",
@@ -822,15 +619,15 @@ impl Mirror {
     }
 
     /// GETs `rel` from the repository's upstreams in order (the next on a connection error or
-    /// a 5xx, as long as nothing was written), into a synced temporary file: `sink`'s, with
-    /// progress announced after each flushed chunk, or a new one.
+    /// a 5xx, as long as nothing was written) into `filler`, whose readers (a growing fetch)
+    /// see each chunk as it arrives.
     async fn fetch(
         &self,
         repo: &MirrorRepo,
         rel: &str,
         validators: Option<&Validators>,
-        sink: Option<&Sink>,
-    ) -> Result<Fetched, MirrorError> {
+        mut filler: Filler,
+    ) -> Result<Fetched, CacheError> {
         let mut errors = Vec::new();
         let mut missing = false;
         // A revalidation has a cached copy to fall back on: it does not wait long, and skips an
@@ -895,132 +692,46 @@ impl Mirror {
                 etag: header(ETAG),
                 last_modified: header(LAST_MODIFIED),
             };
-            let tmp = match sink {
-                Some(sink) => sink.tmp.clone(),
-                None => self.tmp_path("get"),
-            };
-            let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", tmp.display()));
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-            if let Some(sink) = sink {
-                let total = response.content_length();
-                sink.progress.send_modify(|p| p.total = p.total.or(total));
-            }
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
+            filler.announce(response.content_length());
             loop {
                 match response.chunk().await {
-                    Ok(Some(chunk)) => {
-                        hasher.update(&chunk);
-                        size += chunk.len() as u64;
-                        file.write_all(&chunk).await.map_err(io)?;
-                        if let Some(sink) = sink {
-                            // Readers pread the file: the bytes must be in it first.
-                            file.flush().await.map_err(io)?;
-                            sink.progress.send_modify(|p| p.written = size);
-                        }
-                    }
+                    Ok(Some(chunk)) => filler.write(&chunk).await?,
                     Ok(None) => break,
                     Err(e) => {
-                        drop(file);
-                        if sink.is_none() {
-                            let _ = tokio::fs::remove_file(&tmp).await;
-                        }
                         self.mark_down(base);
-                        return Err(MirrorError::Upstream(format!(
-                            "{url}: the transfer broke off after {size} bytes: {}",
+                        return Err(CacheError::Source(format!(
+                            "{url}: the transfer broke off after {} bytes: {}",
+                            filler.size(),
                             crate::error_chain(&e)
                         )));
                     }
                 }
             }
-            file.sync_all().await.map_err(io)?;
             self.fetches.fetch_add(1, Ordering::Relaxed);
             return Ok(Fetched::Body {
-                tmp,
-                size,
-                sha256: hex(&hasher.finalize()),
+                filler: Box::new(filler),
                 validators,
             });
         }
         if missing && errors.is_empty() {
             return Ok(Fetched::Missing);
         }
-        Err(MirrorError::Upstream(format!(
+        Err(CacheError::Source(format!(
             "/apt/{}/{rel}: no upstream answered: {}",
             repo.prefix,
             errors.join("; ")
         )))
     }
 
-    /// Renames a synced temporary file into the cache as `dest` and syncs its directory (on
-    /// the blocking pool: an fsync must not stall the runtime's thread).
-    async fn commit(&self, tmp: PathBuf, dest: &str) -> Result<(), MirrorError> {
-        let path = self.cache.join(dest);
-        let cache = self.cache.clone();
-        tokio::task::spawn_blocking(move || {
-            let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", path.display()));
-            let parent = path.parent().unwrap_or(&cache);
-            std::fs::create_dir_all(parent).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            std::fs::File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(io)
-        })
-        .await
-        .unwrap_or_else(|e| Err(MirrorError::Io(format!("cache write: {e}"))))
-    }
-
-    fn validators_path(&self, dest: &str) -> PathBuf {
-        self.cache.join(".meta").join(format!("{dest}.json"))
-    }
-
-    fn read_validators(&self, dest: &str) -> Option<Validators> {
-        let text = std::fs::read(self.validators_path(dest)).ok()?;
-        serde_json::from_slice(&text).ok()
-    }
-
-    fn write_validators(&self, dest: &str, v: &Validators) -> Result<(), MirrorError> {
-        let path = self.validators_path(dest);
-        let tmp = self.tmp_path("meta");
-        let io = |e: std::io::Error| MirrorError::Io(format!("{}: {e}", path.display()));
-        let text = serde_json::to_vec(v).map_err(|e| MirrorError::Io(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(io)?;
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io)
-    }
-
     /// The cached InRelease (else Release) of `suite`.
     fn cached_release(&self, prefix: &str, suite: &str) -> Result<Option<String>, MirrorError> {
         for file in ["InRelease", "Release"] {
-            let path = self.cache.join(prefix).join("dists").join(suite).join(file);
+            let path = self.cache.path(&format!("{prefix}/dists/{suite}/{file}"));
             if path.is_file() {
                 return read_text(&path, MAX_RELEASE).map(Some);
             }
         }
         Ok(None)
-    }
-
-    /// Bytes in the cache.
-    pub fn disk_usage(&self) -> u64 {
-        images::disk_usage(&self.cache)
-    }
-}
-
-/// Every file below `dir`: (modified, length, path).
-fn walk_files(dir: &Path, out: &mut Vec<(std::time::SystemTime, u64, PathBuf)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
-            walk_files(&entry.path(), out);
-        } else if meta.is_file() {
-            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            out.push((modified, meta.len(), entry.path()));
-        }
     }
 }
 
@@ -1091,8 +802,4 @@ fn pool_index(cache: &Path, prefix: &str) -> HashMap<String, (u64, String)> {
         }
     }
     packages
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
