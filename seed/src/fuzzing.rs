@@ -19,9 +19,11 @@ pub fn tftp(data: &[u8]) {
     }
 }
 
-/// An HTTP `Range` header against a length (the first 8 bytes), and a request path below a
-/// served root (RFC 9110 14.1).
+/// An HTTP `Range` header against a length (the first 8 bytes), a request path below a
+/// served root (RFC 9110 14.1), and the whole input as a request head the connection loop
+/// reads before hyper (`http::connection`).
 pub fn http(data: &[u8]) {
+    crate::http::fuzz_head(data);
     let (len, rest) = data.split_at(data.len().min(8));
     let mut word = [0u8; 8];
     word[..len.len()].copy_from_slice(len);

@@ -102,6 +102,7 @@ pub struct Metrics {
     tftp_bytes: AtomicU64,
     // Route × status class (1xx..5xx).
     http: [[AtomicU64; 5]; 7],
+    http_sendfile_bytes: AtomicU64,
 }
 
 fn dhcp_index(kind: u8) -> Option<usize> {
@@ -144,6 +145,11 @@ impl Metrics {
     pub fn http_request(&self, route: Route, status: u16) {
         let class = usize::from((status / 100).clamp(1, 5) - 1);
         self.http[route as usize][class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `bytes` of a file went to an HTTP client by sendfile (no copy through seed).
+    pub fn http_sendfile(&self, bytes: u64) {
+        self.http_sendfile_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// The counters, and what `now` read elsewhere, as Prometheus text.
@@ -205,6 +211,15 @@ impl Metrics {
                 );
             }
         }
+        out.push_str(
+            "# HELP seed_http_sendfile_bytes_total File bytes sent to HTTP clients with sendfile (not copied through seed).\n",
+        );
+        out.push_str("# TYPE seed_http_sendfile_bytes_total counter\n");
+        let _ = writeln!(
+            out,
+            "seed_http_sendfile_bytes_total {}",
+            get(&self.http_sendfile_bytes)
+        );
         out.push_str("# HELP seed_nodes Nodes by lifecycle state.\n");
         out.push_str("# TYPE seed_nodes gauge\n");
         for state in NodeState::ALL {

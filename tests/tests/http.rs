@@ -698,7 +698,6 @@ fn sparse(path: &Path, len: u64, marks: &[(u64, &[u8])]) {
 /// Every answer is whole and in order, with the same headers either way.
 #[test]
 fn one_connection_mixes_zero_copy_files_and_hyper_routes() {
-    use std::io::{Read, Write};
     let lab = Lab::new();
     let seed = lab.start();
     let dir = lab.state.join("images/mixed");
@@ -735,54 +734,7 @@ fn one_connection_mixes_zero_copy_files_and_hyper_routes() {
         ),
         (get("Connection: close\r\n"), false),
     ];
-    let mut stream = std::net::TcpStream::connect(&host).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let all: String = requests.iter().map(|(r, _)| r.as_str()).collect();
-    stream.write_all(all.as_bytes()).unwrap();
-    // Until seed closes (the last request asks it to), bounded in size and time: a server
-    // that answered one request over and over must fail this test, not hang it.
-    let mut reply = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut chunk = vec![0u8; 65536];
-    while reply.len() < 4 << 20 && std::time::Instant::now() < deadline {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => reply.extend_from_slice(&chunk[..n]),
-            Err(e) => panic!("reading the answers: {e}"),
-        }
-    }
-
-    let mut rest = reply.as_slice();
-    let mut answers = Vec::new();
-    for (_, head_only) in &requests {
-        let end = rest
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| {
-                panic!(
-                    "{} answers, then {:?}",
-                    answers.len(),
-                    String::from_utf8_lossy(rest)
-                )
-            });
-        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        let body_len = if *head_only { 0 } else { length };
-        let body = rest[end + 4..end + 4 + body_len].to_vec();
-        rest = &rest[end + 4 + body_len..];
-        answers.push((head, body));
-    }
-    assert!(
-        rest.is_empty(),
-        "more than asked for: {:?}",
-        String::from_utf8_lossy(rest)
-    );
+    let answers = pipelined(&host, &requests);
     let status = |i: usize| answers[i].0.lines().next().unwrap().to_string();
     assert_eq!(status(0), "http/1.1 200 ok");
     assert!(answers[0].1 == content, "the whole file, byte for byte");
@@ -832,6 +784,134 @@ fn one_connection_mixes_zero_copy_files_and_hyper_routes() {
             );
         }
     }
+}
+
+/// Sends `requests` (text, whether it is a HEAD) on one connection at once and splits what comes
+/// back into (lower-case head, body) by content-length, until seed closes (the last request
+/// must ask it to). Bounded in size and time: a server that answered one request over and over
+/// must fail the test, not hang it.
+fn pipelined(host: &str, requests: &[(String, bool)]) -> Vec<(String, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let all: String = requests.iter().map(|(r, _)| r.as_str()).collect();
+    stream.write_all(all.as_bytes()).unwrap();
+    // Until seed closes (the last request asks it to), bounded in size and time: a server
+    // that answered one request over and over must fail this test, not hang it.
+    let mut reply = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut chunk = vec![0u8; 65536];
+    while reply.len() < 4 << 20 && std::time::Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("reading the answers: {e}"),
+        }
+    }
+
+    let mut rest = reply.as_slice();
+    let mut answers = Vec::new();
+    for (_, head_only) in requests {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} answers, then {:?}",
+                    answers.len(),
+                    String::from_utf8_lossy(rest)
+                )
+            });
+        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let body_len = if *head_only { 0 } else { length };
+        let body = rest[end + 4..end + 4 + body_len].to_vec();
+        rest = &rest[end + 4 + body_len..];
+        answers.push((head, body));
+    }
+    assert!(
+        rest.is_empty(),
+        "more than asked for: {:?}",
+        String::from_utf8_lossy(rest)
+    );
+    answers
+}
+
+/// What `/metrics` says seed sent with sendfile so far.
+fn sendfile_bytes(seed: &HttpSeed) -> u64 {
+    common::http::curl(&[&seed.url("/metrics")])
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("seed_http_sendfile_bytes_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("seed_http_sendfile_bytes_total in /metrics")
+}
+
+#[test]
+fn files_after_routed_requests_on_one_connection_still_go_by_sendfile() {
+    // iPXE asks for its script and then the kernel on one connection; apt asks for a Release
+    // and then the packages. The files must not lose sendfile to what came first.
+    let lab = Lab::new();
+    let seed = lab.start();
+    let dir = lab.state.join("images/after");
+    std::fs::create_dir_all(&dir).unwrap();
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(dir.join("vmlinuz"), &content).unwrap();
+    let host = seed.base.trim_start_matches("http://").to_string();
+    let before = sendfile_bytes(&seed);
+    let requests = [
+        (
+            format!("GET /api/v1/nodes HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            false,
+        ),
+        (
+            format!("HEAD /api/v1/nodes HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            true,
+        ),
+        (
+            format!("GET /no/such/route HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            false,
+        ),
+        (
+            format!(
+                "GET /images/after/vmlinuz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            ),
+            false,
+        ),
+    ];
+    let answers = pipelined(&host, &requests);
+    let status = |i: usize| answers[i].0.lines().next().unwrap().to_string();
+    assert_eq!(status(0), "http/1.1 200 ok");
+    assert!(
+        String::from_utf8_lossy(&answers[0].1).contains("\"cmp1\""),
+        "{:?}",
+        answers[0]
+    );
+    assert_eq!(status(1), "http/1.1 200 ok");
+    assert!(
+        answers[1].0.contains("content-length: "),
+        "{}",
+        answers[1].0
+    );
+    assert_eq!(status(2), "http/1.1 404 not found");
+    assert_eq!(status(3), "http/1.1 200 ok");
+    assert!(answers[3].1 == content, "the whole file, byte for byte");
+    assert!(
+        answers[3].0.contains("connection: close"),
+        "{}",
+        answers[3].0
+    );
+    assert_eq!(
+        sendfile_bytes(&seed) - before,
+        content.len() as u64,
+        "the file after three routed requests went by sendfile"
+    );
 }
 
 #[test]

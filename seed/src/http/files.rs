@@ -351,7 +351,7 @@ impl Drop for Chunk {
 
 /// What the answer to a file request is, before it is written: status and headers, and where
 /// the body comes from. hyper's path streams it ([`serve`]); the zero-copy path hands a file
-/// body to sendfile(2) (`super::zerocopy`).
+/// body to sendfile(2) (`super::connection`).
 #[derive(Debug)]
 pub(super) struct Planned {
     /// The status.

@@ -13,9 +13,9 @@ mod api;
 mod app;
 pub mod apt;
 mod boot;
+mod connection;
 pub mod files;
 mod node;
-mod zerocopy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +31,12 @@ use crate::metrics::{Metrics, Route};
 
 pub use app::App;
 use app::HEADER_TIMEOUT;
+
+/// [`crate::fuzzing::http`]: a request head as the connection loop reads it.
+#[doc(hidden)]
+pub fn fuzz_head(data: &[u8]) {
+    connection::fuzz_head(data);
+}
 
 /// The routes.
 pub fn router(app: Arc<App>) -> Router {
@@ -244,15 +250,21 @@ impl Workers {
                                 }
                             };
                             let service = counted(router.clone(), Arc::clone(&metrics), peer);
-                            let (app, http1, mut stopped) =
-                                (Arc::clone(&app), http1.clone(), stopped.clone());
+                            let (app, router, http1, mut stopped) = (
+                                Arc::clone(&app),
+                                router.clone(),
+                                http1.clone(),
+                                stopped.clone(),
+                            );
                             running.spawn(async move {
-                                // File GETs first, with sendfile; hyper from the first
-                                // request that is not one.
-                                if let zerocopy::Outcome::Handover(stream, read) =
-                                    zerocopy::serve(stream, &app, &mut stopped).await
+                                // Bodiless requests here (files with sendfile); hyper from
+                                // the first request that is not one.
+                                if let connection::Outcome::Handover(stream, read) =
+                                    connection::serve(stream, &app, &router, peer, &mut stopped)
+                                        .await
                                 {
-                                    let io = TokioIo::new(zerocopy::Prefixed::new(stream, read));
+                                    let io =
+                                        TokioIo::new(connection::Prefixed::new(stream, read));
                                     let connection =
                                         watcher.watch(http1.serve_connection(io, service));
                                     if let Err(e) = connection.await {
