@@ -299,6 +299,71 @@ impl Cache {
         Ok(Entry::Growing(download))
     }
 
+    /// Stores what `reader` gives as `key`, verified against `expect`, whole or not at all;
+    /// blocking (imports, not the runtime's threads). `Ok(Some(bytes))` when it was stored;
+    /// `Ok(None)` when the cache has `key` already (`reader` is left unread).
+    pub fn store(
+        &self,
+        key: &str,
+        reader: &mut dyn std::io::Read,
+        expect: &Expect,
+    ) -> Result<Option<u64>, CacheError> {
+        use std::io::Write;
+        if self.contains(key) {
+            return Ok(None);
+        }
+        let tmp = self.dir.join(".tmp").join(format!(
+            "store-{}-{}",
+            std::process::id(),
+            self.tmp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        // Removed on every way out but the rename.
+        struct Temporary<'a>(&'a Path, bool);
+        impl Drop for Temporary<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    let _ = std::fs::remove_file(self.0);
+                }
+            }
+        }
+        let mut guard = Temporary(&tmp, false);
+        let io = CacheError::io(&tmp);
+        let mut file = std::fs::File::create(&tmp).map_err(&io)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buffer = vec![0u8; 256 << 10];
+        loop {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CacheError::Source(format!("reading {key}: {e}"))),
+            };
+            hasher.update(&buffer[..n]);
+            file.write_all(&buffer[..n]).map_err(&io)?;
+            size += n as u64;
+        }
+        let sha256 = hex(&hasher.finalize());
+        if sha256 != expect.sha256 || expect.size.is_some_and(|s| s != size) {
+            return Err(CacheError::Mismatch {
+                what: key.to_string(),
+                size,
+                sha256,
+                expected: expect.clone(),
+            });
+        }
+        file.sync_all().map_err(&io)?;
+        let path = self.path(key);
+        let parent = path.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(parent).map_err(CacheError::io(parent))?;
+        std::fs::rename(&tmp, &path).map_err(CacheError::io(&path))?;
+        guard.1 = true;
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(CacheError::io(parent))?;
+        Ok(Some(size))
+    }
+
     /// `bytes` entered the cache: prune when it is over its limit (one prune at a time, on the
     /// blocking pool).
     fn grew(self: &Arc<Self>, bytes: u64) {

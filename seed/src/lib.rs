@@ -31,6 +31,7 @@ pub mod preflight;
 pub mod provision;
 pub mod ra;
 pub mod redfish;
+pub mod registry;
 pub mod store;
 pub mod tftp;
 pub mod tree;

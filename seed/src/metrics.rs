@@ -29,6 +29,10 @@ pub enum Route {
     Api,
     /// `/metrics` and the status page.
     Status,
+    /// `/apt/…` (the APT mirror).
+    Apt,
+    /// `/v2/…` (the container registry).
+    Registry,
     /// Anything else.
     Other,
 }
@@ -44,17 +48,21 @@ impl Route {
             "nodes" => Self::Nodes,
             "api" => Self::Api,
             "metrics" | "" => Self::Status,
+            "apt" => Self::Apt,
+            "v2" => Self::Registry,
             _ => Self::Other,
         }
     }
 
-    const ALL: [Route; 7] = [
+    const ALL: [Route; 9] = [
         Self::Boot,
         Self::Ipxe,
         Self::Images,
         Self::Nodes,
         Self::Api,
         Self::Status,
+        Self::Apt,
+        Self::Registry,
         Self::Other,
     ];
 
@@ -66,6 +74,8 @@ impl Route {
             Self::Nodes => "nodes",
             Self::Api => "api",
             Self::Status => "status",
+            Self::Apt => "apt",
+            Self::Registry => "registry",
             Self::Other => "other",
         }
     }
@@ -101,7 +111,7 @@ pub struct Metrics {
     tftp: [AtomicU64; 3],
     tftp_bytes: AtomicU64,
     // Route × status class (1xx..5xx).
-    http: [[AtomicU64; 5]; 7],
+    http: [[AtomicU64; 5]; Route::ALL.len()],
     http_sendfile_bytes: AtomicU64,
 }
 

@@ -10,6 +10,7 @@ mod power;
 mod preflight;
 mod progress;
 mod provision;
+mod registry;
 mod render;
 mod selection;
 mod serve;
@@ -60,6 +61,9 @@ enum Command {
     /// Register and list the images nodes install from.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// The container registry nodes and the manager pull from (`/v2/`): import, list, remove.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Run seed: open the state store and serve until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
     /// Switch nodes on, off or through a restart, or show their power (Redfish; QMP in the lab).
@@ -117,6 +121,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Preflight(args) => preflight::run(&global, args),
         Command::Inventory(args) => inventory::run(&global, args),
         Command::Images(cmd) => images::run(&global, cmd),
+        Command::Registry(cmd) => registry::run(&global, cmd),
         Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
         Command::Lab(cmd) => lab::run(&global, cmd),

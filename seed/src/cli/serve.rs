@@ -162,6 +162,15 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 stopped(stop_rx.clone()),
             ))
         });
+        // The registry's store opens in a moment (it only empties its temporaries); a
+        // failure leaves /v2/ answering that nothing is known, and says why.
+        let registry = match crate::registry::Registry::open(&state_dir) {
+            Ok(registry) => Some(Arc::new(registry)),
+            Err(e) => {
+                tracing::error!(error = %e, "container registry unavailable");
+                None
+            }
+        };
         let app = Arc::new(http::App {
             nodes: Arc::clone(&nodes),
             metrics: Arc::clone(&metrics),
@@ -169,6 +178,8 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             api_token,
             state_dir: state_dir.clone(),
             apt,
+            registry_files: http::files::Root::new(state_dir.join("registry")),
+            registry,
         });
         let http_task = tokio::spawn(http::serve(
             http_listener,

@@ -304,10 +304,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /api/v1/images`: the image catalogue (records with sizes and hashes) and what the seed
-/// host's disk holds for images and the APT mirror's cache.
+/// host's disk holds for images, the container registry and the APT mirror's cache.
 async fn images_list(State(app): State<Arc<App>>) -> Response {
     let root = app.images.path().to_path_buf();
     let mirror = app.apt.as_ref().map(|apt| Arc::clone(&apt.mirror));
+    let registry = app.registry.clone();
     let listed = tokio::task::spawn_blocking(move || {
         let catalogue = images::Catalogue::new(root);
         catalogue.list().map(|list| {
@@ -315,6 +316,7 @@ async fn images_list(State(app): State<Arc<App>>) -> Response {
                 "images": list,
                 "disk": {
                     "images_bytes": catalogue.disk_usage(),
+                    "registry_bytes": registry.as_ref().map(|r| r.disk_usage()),
                     "mirror_cache_bytes": mirror.as_ref().map(|m| m.disk_usage()),
                     "mirror_cache_limit_bytes": mirror.as_ref().map(|m| m.limit()),
                 },

@@ -14,6 +14,7 @@ use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
 use crate::provision::{NodeError, Nodes};
+use crate::registry::Registry;
 
 /// A client that has not sent its request headers by then is dropped (hyper's
 /// `header_read_timeout`, and the zero-copy path's wait for the next request).
@@ -33,6 +34,10 @@ pub struct App {
     pub state_dir: PathBuf,
     /// The APT mirror under `/apt/`, when the config has one.
     pub apt: Option<Apt>,
+    /// The container registry under `/v2/` (`None`: its store could not be opened).
+    pub registry: Option<Arc<Registry>>,
+    /// The registry's store, served for blobs.
+    pub registry_files: files::Root,
 }
 
 /// A refusal as a response: the status its kind maps to and the reason as text.

@@ -32,6 +32,7 @@ use super::app::{App, HEADER_TIMEOUT};
 use super::files::{self, Planned, PlannedBody};
 use crate::metrics::Route;
 use crate::mirror::Answer;
+use crate::registry::reference::{Endpoint, endpoint};
 
 /// The largest request head read here; a larger one goes to hyper (which refuses it). Every
 /// request a file client sends (curl, apt, iPXE, casper's wget) fits many times over.
@@ -168,6 +169,8 @@ enum Files {
     Images,
     /// `/apt/…`: the mirror.
     Apt,
+    /// `/v2/…`: the container registry (its blobs).
+    Registry,
 }
 
 impl Bodiless {
@@ -200,6 +203,8 @@ impl Bodiless {
             Some(Files::Images)
         } else if path.starts_with("/apt/") {
             Some(Files::Apt)
+        } else if path.starts_with("/v2/") && path.contains("/blobs/") {
+            Some(Files::Registry)
         } else {
             None
         };
@@ -270,6 +275,14 @@ fn answer(app: &App, request: &Bodiless) -> Option<Planned> {
                 }
             }
             None
+        }
+        Files::Registry => {
+            let rest = request.path.strip_prefix("/v2/")?;
+            let Endpoint::Blob(name, digest) = endpoint(rest) else {
+                return None;
+            };
+            // A refusal is the router's to write (the same function answers there).
+            super::registry::blob_plan(app, &name, &digest, &method, &request.headers).ok()
         }
     }
 }

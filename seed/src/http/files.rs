@@ -398,20 +398,29 @@ impl Planned {
 
 /// Serve the file `relative` under `root` for `method` (GET or HEAD) and the request headers.
 pub async fn serve(root: &Root, relative: &str, method: &Method, headers: &HeaderMap) -> Response {
-    let Planned {
-        status,
-        headers,
-        body,
-    } = plan(root, relative, method, headers);
-    let body = match body {
-        PlannedBody::Empty => Body::empty(),
-        PlannedBody::Memory(bytes) => Body::from(bytes),
-        PlannedBody::File { file, start, count } => Body::from_stream(chunks(file, start, count)),
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response
+    plan(root, relative, method, headers).into_response()
+}
+
+impl Planned {
+    /// hyper's response: the body streamed a chunk at a time.
+    pub(super) fn into_response(self) -> Response {
+        let Planned {
+            status,
+            headers,
+            body,
+        } = self;
+        let body = match body {
+            PlannedBody::Empty => Body::empty(),
+            PlannedBody::Memory(bytes) => Body::from(bytes),
+            PlannedBody::File { file, start, count } => {
+                Body::from_stream(chunks(file, start, count))
+            }
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
 }
 
 /// The answer to a request for `relative` under `root`: one range (RFC 9110 14), HEAD, ETag and

@@ -16,6 +16,7 @@ mod boot;
 mod connection;
 pub mod files;
 mod node;
+mod registry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(node::routes())
         .merge(api::routes())
         .merge(apt::routes())
+        .merge(registry::routes())
         .with_state(app)
 }
 

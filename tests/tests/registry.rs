@@ -1,0 +1,616 @@
+//! The container registry against the real thing: images pushed with skopeo into Debian's
+//! `docker-registry` (distribution 2.8, what OSISM runs), its storage directory bundled as
+//! OSISM ships it (`tar.bz2` of `docker/registry/v2`), imported into seed, then pulled from
+//! seed with skopeo and compared, request by request, with what distribution answers for the
+//! same storage. Everything listens on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::http::HttpSeed;
+use common::{KillOnDrop, describe, need, repo_root, seed};
+use seed::registry::reference::Digest;
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", describe(&out));
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One layer: a directory with `file` holding `content`, as a gzip'd tar (deterministic:
+/// GNU tar with fixed owner and time, gzip -n). Returns (diff_id, compressed bytes).
+fn layer(work: &Path, file: &str, content: &str) -> (Digest, Vec<u8>) {
+    let dir = work.join(format!("layer-{file}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(file), content).unwrap();
+    let tar = work.join(format!("{file}.tar"));
+    run(Command::new(need("tar"))
+        .args([
+            "--sort=name",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "-C",
+        ])
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    let plain = std::fs::read(&tar).unwrap();
+    let gz = run(Command::new(need("gzip")).args(["-n", "-c"]).arg(&tar)).stdout;
+    (Digest::of(&plain), gz)
+}
+
+/// A layer: its diff_id (of the plain tar) and its gzip'd bytes.
+type Layer = (Digest, Vec<u8>);
+
+/// Writes an OCI image layout with one image per `(tag, arch, layers)` and, when `index_tag`
+/// is given, an image index over all of them under that tag instead.
+fn layout(dir: &Path, images: &[(&str, &str, Vec<Layer>)], index_tag: Option<&str>) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let put = |bytes: &[u8]| {
+        let digest = Digest::of(bytes);
+        std::fs::write(blobs.join(digest.hex()), bytes).unwrap();
+        serde_json::json!({ "digest": digest.to_string(), "size": bytes.len() })
+    };
+    let mut manifests = Vec::new();
+    for (tag, arch, layers) in images {
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": { "Cmd": ["/bin/true"] },
+            "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>() },
+        });
+        let mut config_desc = put(config.to_string().as_bytes());
+        config_desc["mediaType"] = "application/vnd.oci.image.config.v1+json".into();
+        let layer_descs: Vec<_> = layers
+            .iter()
+            .map(|(_, gz)| {
+                let mut d = put(gz);
+                d["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip".into();
+                d
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config_desc,
+            "layers": layer_descs,
+        });
+        let mut desc = put(manifest.to_string().as_bytes());
+        desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json".into();
+        desc["platform"] = serde_json::json!({ "architecture": arch, "os": "linux" });
+        if index_tag.is_none() {
+            desc["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
+        }
+        manifests.push(desc);
+    }
+    if let Some(tag) = index_tag {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        let mut desc = put(index.to_string().as_bytes());
+        desc["mediaType"] = "application/vnd.oci.image.index.v1+json".into();
+        desc["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
+        manifests = vec![desc];
+    }
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": manifests });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+}
+
+/// skopeo with the flags every call here needs: no signature policy file, plain HTTP.
+fn skopeo() -> Command {
+    let mut cmd = Command::new(need("skopeo"));
+    cmd.arg("--insecure-policy");
+    cmd
+}
+
+/// An HTTP answer as it came: status, headers (lower-case names), body (de-chunked).
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on its own connection, read to the end (bounded in size and time).
+fn request(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let host = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    stream
+        .take(64 << 20)
+        .read_to_end(&mut reply)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let end = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "{method} {path}: no head in {:?}",
+                String::from_utf8_lossy(&reply)
+            )
+        });
+    let head = String::from_utf8_lossy(&reply[..end]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = reply[end + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        let mut plain = Vec::new();
+        let mut rest = body.as_slice();
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                    .unwrap();
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            plain.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        body = plain;
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// distribution 2.8 serving `root` on loopback, killed when dropped.
+struct Distribution {
+    _process: KillOnDrop,
+    base: String,
+}
+
+impl Distribution {
+    fn start(work: &Path, root: &Path) -> Self {
+        let port = free_port();
+        let config = work.join("distribution.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+                 delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let process = Command::new(need("docker-registry"))
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.join("distribution.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        common::wait_until(
+            Duration::from_secs(20),
+            "docker-registry answers /v2/",
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && request(&base, "GET", "/v2/", &[]).status == 200
+            },
+        );
+        Self {
+            _process: KillOnDrop::new(process),
+            base,
+        }
+    }
+}
+
+/// The images of the bundle: (repository:tag, how it is pushed).
+const IMAGES: [&str; 3] = [
+    "osism/kolla/nova-api:2024.2",
+    "osism/kolla/glance-api:2024.2",
+    "osism/multi:1",
+];
+
+#[test]
+fn an_osism_bundle_imports_and_skopeo_pulls_from_seed_what_distribution_serves() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let storage = work.join("distribution");
+    let distribution = Distribution::start(work, &storage);
+    let dist_host = distribution.base.trim_start_matches("http://").to_string();
+
+    // Three layers, one shared by every image (as kolla's base layers are).
+    let base = layer(work, "base", "the base every kolla image shares");
+    let nova = layer(work, "nova", "nova-api");
+    let glance = layer(work, "glance", "glance-api");
+    let nova_layout = work.join("oci-nova");
+    layout(
+        &nova_layout,
+        &[("2024.2", "amd64", vec![base.clone(), nova.clone()])],
+        None,
+    );
+    let glance_layout = work.join("oci-glance");
+    layout(
+        &glance_layout,
+        &[("2024.2", "amd64", vec![base.clone(), glance.clone()])],
+        None,
+    );
+    let multi_layout = work.join("oci-multi");
+    layout(
+        &multi_layout,
+        &[
+            ("amd64", "amd64", vec![base.clone(), nova.clone()]),
+            ("arm64", "arm64", vec![base.clone(), glance.clone()]),
+        ],
+        Some("1"),
+    );
+    // Pushed as OCI, as Docker schema 2, and as a multi-arch OCI index.
+    let push = |layout: &Path, tag: &str, image: &str, extra: &[&str]| {
+        run(skopeo()
+            .args(["copy", "--dest-tls-verify=false"])
+            .args(extra)
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{dist_host}/{image}")));
+    };
+    push(&nova_layout, "2024.2", IMAGES[0], &[]);
+    push(&glance_layout, "2024.2", IMAGES[1], &["--format", "v2s2"]);
+    push(&multi_layout, "1", IMAGES[2], &["--all"]);
+
+    // OSISM's bundle: the storage directory as a tar.bz2 of docker/registry/v2.
+    let bundle = work.join("registry-2024.2.tar.bz2");
+    run(Command::new(need("tar"))
+        .arg("-C")
+        .arg(&storage)
+        .arg("-cjf")
+        .arg(&bundle)
+        .arg("docker"));
+    let state = work.join("state");
+    let out = run(seed()
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["registry", "import"])
+        .arg(&bundle));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for image in IMAGES {
+        assert!(listed.contains(image), "{image} not imported: {listed}");
+    }
+    // Shared layers stored once: 3 layers, 4 configs (nova's and the multi amd64 image's are
+    // the same bytes: 3), 3 image manifests + 1 index.
+    let stored = std::fs::read_dir(state.join("registry/blobs/sha256"))
+        .unwrap()
+        .count();
+    let in_distribution = std::fs::read_dir(storage.join("docker/registry/v2/blobs/sha256"))
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum::<usize>();
+    assert_eq!(stored, in_distribution, "every blob of the bundle, once");
+
+    let listed = run(seed()
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["registry", "list"]))
+    .stdout;
+    let listed = String::from_utf8_lossy(&listed);
+    assert!(
+        listed.contains("osism/kolla/glance-api") && listed.contains("2024.2"),
+        "{listed}"
+    );
+    let status = run(seed()
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["status", "--json"]))
+    .stdout;
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    assert!(
+        status["disk"]["registry_bytes"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+
+    let config = work.join("seed.yaml");
+    std::fs::copy(repo_root().join("examples/lab.yaml"), &config).unwrap();
+    let seed = HttpSeed::start(&config, &state);
+    let seed_host = seed.base.trim_start_matches("http://").to_string();
+
+    // skopeo pulls every image from seed, byte for byte what distribution has.
+    for image in IMAGES {
+        let raw = |host: &str| {
+            run(skopeo()
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{host}/{image}")))
+            .stdout
+        };
+        assert_eq!(
+            raw(&seed_host),
+            raw(&dist_host),
+            "{image}: the same manifest"
+        );
+    }
+    let copied = work.join("copied");
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{seed_host}/{}", IMAGES[0]))
+        .arg(format!("dir:{}", copied.display())));
+    for (_, gz) in [&base, &nova] {
+        let digest = Digest::of(gz);
+        assert_eq!(
+            std::fs::read(copied.join(digest.hex())).unwrap(),
+            *gz,
+            "layer {digest} pulled whole"
+        );
+    }
+    let copied_oci = work.join("copied-oci");
+    run(skopeo()
+        .args(["copy", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{seed_host}/{}", IMAGES[2]))
+        .arg(format!("oci:{}:1", copied_oci.display())));
+    let digest_of = |host: &str| {
+        let out = run(skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{host}/{}", IMAGES[2])));
+        Digest::of(&out.stdout).to_string()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copied_oci.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["digest"].as_str().unwrap(),
+        digest_of(&dist_host),
+        "the multi-arch index copied with its digest"
+    );
+
+    differential(&seed.base, &distribution.base, &base.1);
+
+    // Read-only: a push is refused as distribution refuses it in read-only mode.
+    for (method, path) in [
+        ("POST", "/v2/osism/kolla/nova-api/blobs/uploads/"),
+        ("PUT", "/v2/osism/kolla/nova-api/manifests/evil"),
+        ("DELETE", "/v2/osism/kolla/nova-api/manifests/2024.2"),
+    ] {
+        let answer = request(&seed.base, method, path, &[]);
+        assert_eq!(answer.status, 405, "{method} {path}");
+        assert!(
+            String::from_utf8_lossy(&answer.body).contains("\"UNSUPPORTED\""),
+            "{method} {path}: {answer:?}"
+        );
+    }
+    assert_eq!(
+        request(&seed.base, "GET", "/v2/osism/kolla/nova-api/tags/list", &[]).status,
+        200,
+        "still there"
+    );
+}
+
+/// The same requests to seed and to distribution: the same status, the headers clients read,
+/// and the same body (for errors: the same error codes).
+fn differential(seed: &str, distribution: &str, shared_layer: &[u8]) {
+    let layer = Digest::of(shared_layer).to_string();
+    let unknown = Digest::of(b"nothing has this").to_string();
+    let nova_digest = request(
+        distribution,
+        "GET",
+        "/v2/osism/kolla/nova-api/manifests/2024.2",
+        &[("Accept", ACCEPT_ALL)],
+    )
+    .header("docker-content-digest")
+    .unwrap()
+    .to_string();
+    type Request<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let all: &[Request] = &[
+        ("GET", "/v2/", vec![]),
+        ("GET", "/v2/_catalog", vec![]),
+        ("GET", "/v2/_catalog?n=1", vec![]),
+        (
+            "GET",
+            "/v2/_catalog?n=1&last=osism/kolla/glance-api",
+            vec![],
+        ),
+        ("GET", "/v2/osism/kolla/nova-api/tags/list", vec![]),
+        ("GET", "/v2/osism/multi/tags/list?n=0", vec![]),
+        ("GET", "/v2/osism/kolla/nova-api/tags/list?n=x", vec![]),
+        ("GET", "/v2/_catalog?n=0", vec![]),
+        ("GET", "/v2/Upper/tags/list", vec![]),
+        ("GET", "/v2/_catalog?n=x", vec![]),
+        // No Accept: distribution 2.8 still answers an OCI manifest with MANIFEST_UNKNOWN.
+        ("GET", "/v2/osism/kolla/nova-api/manifests/2024.2", vec![]),
+        ("GET", "/v2/osism/nothing/tags/list", vec![]),
+        (
+            "GET",
+            "/v2/osism/kolla/nova-api/manifests/2024.2",
+            vec![("Accept", ACCEPT_ALL)],
+        ),
+        (
+            "HEAD",
+            "/v2/osism/kolla/nova-api/manifests/2024.2",
+            vec![("Accept", ACCEPT_ALL)],
+        ),
+        (
+            "GET",
+            "/v2/osism/kolla/glance-api/manifests/2024.2",
+            vec![("Accept", ACCEPT_ALL)],
+        ),
+        (
+            "GET",
+            "/v2/osism/multi/manifests/1",
+            vec![("Accept", ACCEPT_ALL)],
+        ),
+        (
+            "GET",
+            "/v2/osism/multi/manifests/1",
+            vec![("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        ),
+        (
+            "GET",
+            "/v2/osism/kolla/glance-api/manifests/2024.2",
+            vec![(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )],
+        ),
+        (
+            "GET",
+            &format!("/v2/osism/kolla/nova-api/manifests/{nova_digest}"),
+            vec![("Accept", ACCEPT_ALL)],
+        ),
+        (
+            "GET",
+            "/v2/osism/kolla/nova-api/manifests/9999",
+            vec![("Accept", ACCEPT_ALL)],
+        ),
+        (
+            "GET",
+            "/v2/osism/nothing/manifests/1",
+            vec![("Accept", ACCEPT_ALL)],
+        ),
+        (
+            "GET",
+            &format!("/v2/osism/kolla/nova-api/manifests/{unknown}"),
+            vec![("Accept", ACCEPT_ALL)],
+        ),
+        (
+            "GET",
+            &format!("/v2/osism/kolla/nova-api/blobs/{layer}"),
+            vec![],
+        ),
+        (
+            "HEAD",
+            &format!("/v2/osism/kolla/nova-api/blobs/{layer}"),
+            vec![],
+        ),
+        (
+            "GET",
+            &format!("/v2/osism/kolla/nova-api/blobs/{layer}"),
+            vec![("Range", "bytes=3-9")],
+        ),
+        (
+            "GET",
+            &format!("/v2/osism/kolla/nova-api/blobs/{unknown}"),
+            vec![],
+        ),
+        (
+            "HEAD",
+            &format!("/v2/osism/kolla/nova-api/blobs/{unknown}"),
+            vec![],
+        ),
+        ("GET", &format!("/v2/osism/nothing/blobs/{layer}"), vec![]),
+        ("GET", "/v2/osism/kolla/nova-api/blobs/sha256:abc", vec![]),
+    ];
+    let mut differences = Vec::new();
+    for (method, path, headers) in all {
+        let ours = request(seed, method, path, headers);
+        let theirs = request(distribution, method, path, headers);
+        let mut say = |what: String| differences.push(format!("{method} {path}: {what}"));
+        if ours.status != theirs.status {
+            say(format!(
+                "status {} (distribution {})",
+                ours.status, theirs.status
+            ));
+            continue;
+        }
+        for name in [
+            "content-type",
+            "docker-content-digest",
+            "content-length",
+            "content-range",
+            "link",
+            "docker-distribution-api-version",
+            "etag",
+        ] {
+            let (a, b) = (ours.header(name), theirs.header(name));
+            // Error bodies are compared by code below; their lengths differ with the text.
+            // Where distribution's router answers a path its patterns refuse, it writes plain
+            // text; seed writes the spec's JSON error, which says why.
+            let router = theirs.header("content-type") == Some("text/plain; charset=utf-8");
+            if ours.status >= 400
+                && (name == "content-length" || (router && name == "content-type"))
+            {
+                continue;
+            }
+            if a != b {
+                say(format!("{name}: {a:?} (distribution {b:?})"));
+            }
+        }
+        if ours.status >= 400 {
+            let codes = |a: &Answer| -> Vec<String> {
+                serde_json::from_slice::<serde_json::Value>(&a.body)
+                    .ok()
+                    .and_then(|v| v["errors"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|e| e["code"].as_str().map(str::to_string))
+                    .collect()
+            };
+            // Where distribution's router answers (a path its patterns refuse) there is no
+            // error body to compare.
+            if *method != "HEAD" && !codes(&theirs).is_empty() && codes(&ours) != codes(&theirs) {
+                say(format!(
+                    "errors {:?} (distribution {:?})",
+                    codes(&ours),
+                    codes(&theirs)
+                ));
+            }
+        } else if ours.body != theirs.body {
+            let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
+            if json(&ours.body).is_none() || json(&ours.body) != json(&theirs.body) {
+                say(format!(
+                    "body {:?} (distribution {:?})",
+                    String::from_utf8_lossy(&ours.body[..ours.body.len().min(200)]),
+                    String::from_utf8_lossy(&theirs.body[..theirs.body.len().min(200)])
+                ));
+            }
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "seed differs from distribution:\n{}",
+        differences.join("\n")
+    );
+}
