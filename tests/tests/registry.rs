@@ -1,8 +1,9 @@
 //! The container registry against the real thing: images pushed with skopeo into Debian's
 //! `docker-registry` (distribution 2.8, what OSISM runs), its storage directory bundled as
 //! OSISM ships it (`tar.bz2` of `docker/registry/v2`), imported into seed, then pulled from
-//! seed with skopeo and compared, request by request, with what distribution answers for the
-//! same storage. Everything listens on 127.0.0.1.
+//! seed with skopeo, podman and containerd's ctr, and compared, request by request, with what
+//! distribution answers for the same storage. Everything listens on 127.0.0.1 or a socket in
+//! the test's directory.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on purpose
 
@@ -254,6 +255,61 @@ impl Distribution {
     }
 }
 
+/// containerd on a socket in `work`, with its root and state there, killed when dropped.
+struct Containerd {
+    _process: KillOnDrop,
+    socket: std::path::PathBuf,
+}
+
+impl Containerd {
+    fn start(work: &Path) -> Self {
+        let dir = work.join("containerd");
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        // Only what a pull needs: no CRI (it wants a CNI setup), no ttrpc socket elsewhere.
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{socket}\"\n[ttrpc]\n  address = \"{ttrpc}\"\n",
+                root = dir.join("root").display(),
+                state = dir.join("state").display(),
+                socket = socket.display(),
+                ttrpc = dir.join("ttrpc.sock").display(),
+            ),
+        )
+        .unwrap();
+        let process = Command::new(need("containerd"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let this = Self {
+            _process: KillOnDrop::new(process),
+            socket,
+        };
+        common::wait_until(Duration::from_secs(30), "containerd answers", || {
+            this.ctr()
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        this
+    }
+
+    fn ctr(&self) -> Command {
+        let mut cmd = Command::new(need("ctr"));
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "seedtest"]);
+        cmd
+    }
+}
+
 /// The images of the bundle: (repository:tag, how it is pushed).
 const IMAGES: [&str; 3] = [
     "osism/kolla/nova-api:2024.2",
@@ -262,7 +318,7 @@ const IMAGES: [&str; 3] = [
 ];
 
 #[test]
-fn an_osism_bundle_imports_and_skopeo_pulls_from_seed_what_distribution_serves() {
+fn an_osism_bundle_imports_and_skopeo_podman_and_ctr_pull_from_seed_what_distribution_serves() {
     let work = tempfile::tempdir().unwrap();
     let work = work.path();
     let storage = work.join("distribution");
@@ -408,6 +464,72 @@ fn an_osism_bundle_imports_and_skopeo_pulls_from_seed_what_distribution_serves()
     );
 
     differential(&seed.base, &distribution.base, &base.1);
+
+    // podman pulls the multi-arch index (it picks the amd64 image) and the Docker schema 2
+    // image, into a store of the test's own.
+    let podman = |args: &[&str]| {
+        let mut cmd = Command::new(need("podman"));
+        cmd.arg("--root")
+            .arg(work.join("podman/storage"))
+            .arg("--runroot")
+            .arg(work.join("podman/run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ])
+            .args(args);
+        run(&mut cmd)
+    };
+    for image in [IMAGES[2], IMAGES[1]] {
+        podman(&[
+            "pull",
+            "--tls-verify=false",
+            &format!("{seed_host}/{image}"),
+        ]);
+        let digest = podman(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Digest}}",
+            &format!("{seed_host}/{image}"),
+        ])
+        .stdout;
+        let raw = run(skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{dist_host}/{image}")))
+        .stdout;
+        assert_eq!(
+            String::from_utf8_lossy(&digest).trim(),
+            Digest::of(&raw).to_string(),
+            "podman pulled {image} by the digest distribution has"
+        );
+    }
+
+    // containerd (started here, on a socket of the test's) pulls and unpacks with ctr.
+    let containerd = Containerd::start(work);
+    for image in [IMAGES[0], IMAGES[2]] {
+        let reference = format!("{seed_host}/{image}");
+        run(containerd
+            .ctr()
+            .args(["images", "pull", "--plain-http", "--snapshotter", "native"])
+            .arg(&reference));
+        let listed = run(containerd.ctr().args(["images", "ls"])).stdout;
+        let listed = String::from_utf8_lossy(&listed);
+        let raw = run(skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{dist_host}/{image}")))
+        .stdout;
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&reference) && l.contains(&Digest::of(&raw).to_string())),
+            "ctr lists {reference} with its digest: {listed}"
+        );
+    }
 
     // Read-only: a push is refused as distribution refuses it in read-only mode.
     for (method, path) in [
