@@ -20,16 +20,34 @@ pub fn tftp(data: &[u8]) {
 }
 
 /// An HTTP `Range` header against a length (the first 8 bytes), a request path below a
-/// served root (RFC 9110 14.1), and the whole input as a request head the connection loop
-/// reads before hyper (`http::connection`).
+/// served root (RFC 9110 14.1), the whole input as a request head the connection loop reads
+/// before hyper (`http::connection`), and as a registry path (`/v2/<name>/…`).
 pub fn http(data: &[u8]) {
     crate::http::fuzz_head(data);
+    registry_path(&String::from_utf8_lossy(data));
     let (len, rest) = data.split_at(data.len().min(8));
     let mut word = [0u8; 8];
     word[..len.len()].copy_from_slice(len);
     let text = String::from_utf8_lossy(rest);
     let _ = crate::http::files::parse_range(&text, u64::from_le_bytes(word));
     let _ = crate::tree::plain(&text);
+}
+
+/// A path below `/v2/` as the registry splits and checks it (names, tags, digests).
+fn registry_path(text: &str) {
+    use crate::registry::reference::{Digest, Endpoint, Name, Reference, endpoint};
+    match endpoint(text) {
+        Endpoint::Tags(name) => {
+            let _ = Name::parse(&name);
+        }
+        Endpoint::Manifest(name, reference) => {
+            let _ = (Name::parse(&name), Reference::parse(&reference));
+        }
+        Endpoint::Blob(name, digest) => {
+            let _ = (Name::parse(&name), Digest::parse(&digest));
+        }
+        Endpoint::Base | Endpoint::Catalog | Endpoint::Unknown => {}
+    }
 }
 
 /// An APT Release (clearsigned or not) and a Packages index, compressed by the first byte's

@@ -113,6 +113,17 @@ pub struct Metrics {
     // Route × status class (1xx..5xx).
     http: [[AtomicU64; 5]; Route::ALL.len()],
     http_sendfile_bytes: AtomicU64,
+    // Manifests, blobs.
+    registry_pulls: [AtomicU64; 2],
+}
+
+/// What a registry client pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pulled {
+    /// A manifest or index (GET or HEAD answered 200).
+    Manifest,
+    /// A blob (GET answered 200 or 206).
+    Blob,
 }
 
 fn dhcp_index(kind: u8) -> Option<usize> {
@@ -160,6 +171,11 @@ impl Metrics {
     /// `bytes` of a file went to an HTTP client by sendfile (no copy through seed).
     pub fn http_sendfile(&self, bytes: u64) {
         self.http_sendfile_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A registry client got a manifest or a blob.
+    pub fn registry_pull(&self, what: Pulled) {
+        self.registry_pulls[what as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counters, and what `now` read elsewhere, as Prometheus text.
@@ -230,6 +246,17 @@ impl Metrics {
             "seed_http_sendfile_bytes_total {}",
             get(&self.http_sendfile_bytes)
         );
+        out.push_str(
+            "# HELP seed_registry_pulls_total Manifests and blobs the container registry served.\n",
+        );
+        out.push_str("# TYPE seed_registry_pulls_total counter\n");
+        for (i, kind) in ["manifest", "blob"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "seed_registry_pulls_total{{kind=\"{kind}\"}} {}",
+                get(&self.registry_pulls[i])
+            );
+        }
         out.push_str("# HELP seed_nodes Nodes by lifecycle state.\n");
         out.push_str("# TYPE seed_nodes gauge\n");
         for state in NodeState::ALL {
@@ -265,6 +292,8 @@ mod tests {
         m.tftp_transfer(TftpOutcome::Completed, 1000);
         m.http_request(Route::Boot, 200);
         m.http_request(Route::Nodes, 404);
+        m.registry_pull(Pulled::Blob);
+        m.http_sendfile(4096);
         let text = m.render(&Readings {
             nodes: vec![(NodeState::Ready, 3)],
             apt_upstream_fetches: Some(7),
@@ -282,6 +311,9 @@ mod tests {
             "seed_nodes{state=\"ready\"} 3",
             "seed_nodes{state=\"failed\"} 0",
             "seed_apt_upstream_fetches_total 7",
+            "seed_registry_pulls_total{kind=\"blob\"} 1",
+            "seed_registry_pulls_total{kind=\"manifest\"} 0",
+            "seed_http_sendfile_bytes_total 4096",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -531,6 +531,18 @@ fn an_osism_bundle_imports_and_skopeo_podman_and_ctr_pull_from_seed_what_distrib
         );
     }
 
+    // Pulls are counted.
+    let metrics =
+        String::from_utf8_lossy(&request(&seed.base, "GET", "/metrics", &[]).body).into_owned();
+    for kind in ["manifest", "blob"] {
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("seed_registry_pulls_total{{kind=\"{kind}\"}} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {kind} pulls in\n{metrics}"));
+        assert!(count > 0, "{kind}: {count}");
+    }
+
     // Read-only: a push is refused as distribution refuses it in read-only mode.
     for (method, path) in [
         ("POST", "/v2/osism/kolla/nova-api/blobs/uploads/"),

@@ -282,7 +282,12 @@ fn answer(app: &App, request: &Bodiless) -> Option<Planned> {
                 return None;
             };
             // A refusal is the router's to write (the same function answers there).
-            super::registry::blob_plan(app, &name, &digest, &method, &request.headers).ok()
+            let planned =
+                super::registry::blob_plan(app, &name, &digest, &method, &request.headers).ok()?;
+            if planned.status.is_success() && !request.head {
+                app.metrics.registry_pull(crate::metrics::Pulled::Blob);
+            }
+            Some(planned)
         }
     }
 }

@@ -16,6 +16,7 @@ use axum::routing::any;
 
 use super::app::App;
 use super::files::{self, Planned};
+use crate::metrics::Pulled;
 use crate::registry::reference::{Digest, Endpoint, Name, Reference, endpoint};
 use crate::registry::{
     DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST, OCI_INDEX, OCI_MANIFEST, Registry, RegistryError,
@@ -121,10 +122,19 @@ async fn v2(
                     &reference,
                 );
             };
-            manifest(&registry, &name, &reference, &method, &headers).await
+            let response = manifest(&registry, &name, &reference, &method, &headers).await;
+            if response.status() == StatusCode::OK {
+                app.metrics.registry_pull(Pulled::Manifest);
+            }
+            response
         }
         Endpoint::Blob(name, digest) => match blob_plan(&app, &name, &digest, &method, &headers) {
-            Ok(planned) => planned.into_response(),
+            Ok(planned) => {
+                if planned.status.is_success() && method == Method::GET {
+                    app.metrics.registry_pull(Pulled::Blob);
+                }
+                planned.into_response()
+            }
             Err(response) => *response,
         },
         Endpoint::Unknown => error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint", ""),
