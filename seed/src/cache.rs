@@ -651,6 +651,25 @@ fn walk_files(dir: &Path, out: &mut Vec<(SystemTime, u64, PathBuf)>) {
     }
 }
 
+/// How long an upstream connection may take to open.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an upstream may stay silent mid-transfer.
+const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The HTTP client a cache's user fetches from its upstreams with: bounded connect and
+/// silence, a user agent naming seed and `what` fetches (`APT mirror`, `registry`).
+pub fn upstream_client(what: &str) -> Result<reqwest::Client, CacheError> {
+    reqwest::Client::builder()
+        .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
+        .read_timeout(UPSTREAM_READ_TIMEOUT)
+        .user_agent(format!("seed/{} ({what})", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| CacheError::Io {
+            path: "HTTP client".into(),
+            reason: e.to_string(),
+        })
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

@@ -215,14 +215,17 @@ const ACCEPT_ALL: &str = "application/vnd.oci.image.index.v1+json, application/v
 
 /// distribution 2.8 serving `root` on loopback, killed when dropped.
 struct Distribution {
-    _process: KillOnDrop,
+    process: Option<KillOnDrop>,
     base: String,
+    /// Its access log (stdout): a line per request.
+    log: std::path::PathBuf,
 }
 
 impl Distribution {
     fn start(work: &Path, root: &Path) -> Self {
         let port = free_port();
-        let config = work.join("distribution.yml");
+        let name = root.file_name().unwrap().to_string_lossy().into_owned();
+        let config = work.join(format!("{name}.yml"));
         std::fs::write(
             &config,
             format!(
@@ -232,11 +235,12 @@ impl Distribution {
             ),
         )
         .unwrap();
+        let log = work.join(format!("{name}.access.log"));
         let process = Command::new(need("docker-registry"))
             .arg("serve")
             .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.join("distribution.log")).unwrap())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(work.join(format!("{name}.log"))).unwrap())
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
@@ -249,9 +253,29 @@ impl Distribution {
             },
         );
         Self {
-            _process: KillOnDrop::new(process),
+            process: Some(KillOnDrop::new(process)),
             base,
+            log,
         }
+    }
+
+    /// `host:port`.
+    fn host(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
+    /// GETs of `path` it answered so far.
+    fn gets(&self, path: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("\"GET {path} ")))
+            .count()
+    }
+
+    /// Stops it (and waits, so its port is closed).
+    fn stop(&mut self) {
+        self.process.take();
     }
 }
 
@@ -323,7 +347,7 @@ fn an_osism_bundle_imports_and_skopeo_podman_and_ctr_pull_from_seed_what_distrib
     let work = work.path();
     let storage = work.join("distribution");
     let distribution = Distribution::start(work, &storage);
-    let dist_host = distribution.base.trim_start_matches("http://").to_string();
+    let dist_host = distribution.host();
 
     // Three layers, one shared by every image (as kolla's base layers are).
     let base = layer(work, "base", "the base every kolla image shares");
@@ -747,4 +771,174 @@ fn differential(seed: &str, distribution: &str, shared_layer: &[u8]) {
         "seed differs from distribution:\n{}",
         differences.join("\n")
     );
+}
+
+#[test]
+fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_are_down() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let mut one = Distribution::start(work, &work.join("one"));
+    let mut two = Distribution::start(work, &work.join("two"));
+    let base = layer(work, "base", "the base every kolla image shares");
+    let nova = layer(work, "nova", "nova-api");
+    let glance = layer(work, "glance", "glance-api");
+    let evil = layer(work, "evil", "what the upstream will garble");
+    let push = |layout: &Path, to: &Distribution, image: &str, extra: &[&str]| {
+        run(skopeo()
+            .args(["copy", "--dest-tls-verify=false"])
+            .args(extra)
+            .arg(format!("oci:{}:1", layout.display()))
+            .arg(format!("docker://{}/{image}", to.host())));
+    };
+    let oci = |dir: &str, layers: Vec<Layer>| {
+        let path = work.join(dir);
+        layout(&path, &[("1", "amd64", layers)], None);
+        path
+    };
+    push(
+        &oci("oci-nova", vec![base.clone(), nova.clone()]),
+        &one,
+        "osism/kolla/nova-api:1",
+        &[],
+    );
+    push(
+        &oci("oci-evil", vec![evil.clone()]),
+        &one,
+        "osism/evil:1",
+        &[],
+    );
+    push(
+        &oci("oci-glance", vec![base.clone(), glance.clone()]),
+        &two,
+        "library/glance:1",
+        &["--format", "v2s2"],
+    );
+    // The upstream garbles a blob it stores (a bad disk; or a man in the middle).
+    let evil_digest = Digest::of(&evil.1);
+    let evil_data = work
+        .join("one/docker/registry/v2/blobs/sha256")
+        .join(&evil_digest.hex()[..2])
+        .join(evil_digest.hex())
+        .join("data");
+    let mut garbled = std::fs::read(&evil_data).unwrap();
+    let last = garbled.len() - 1;
+    garbled[last] ^= 0xff;
+    std::fs::write(&evil_data, garbled).unwrap();
+
+    let state = work.join("state");
+    let mut config = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
+    // Every tag request asks its upstream again: what happens when it is down shows at once.
+    config.push_str(&format!(
+        "\nregistry:\n  tag_max_age: 0s\n  upstreams:\n    - {{ prefix: one.example, url: \"{}\" }}\n    \
+         - {{ prefix: two.example, url: \"{}\" }}\n",
+        one.base, two.base
+    ));
+    let config_path = work.join("seed.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let seed = HttpSeed::start(&config_path, &state);
+    let seed_host = seed.base.trim_start_matches("http://").to_string();
+
+    // 20 clients pull the same image through seed at once: each blob leaves the upstream once.
+    let pulls: Vec<_> = (0..20)
+        .map(|i| {
+            let (seed_host, out) = (seed_host.clone(), work.join(format!("pulled-{i}")));
+            std::thread::spawn(move || {
+                skopeo()
+                    .args(["copy", "--src-tls-verify=false"])
+                    .arg(format!("docker://{seed_host}/two.example/library/glance:1"))
+                    .arg(format!("dir:{}", out.display()))
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for pull in pulls {
+        let out = pull.join().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    for (_, gz) in [&base, &glance] {
+        let digest = Digest::of(gz);
+        assert_eq!(
+            two.gets(&format!("/v2/library/glance/blobs/{digest}")),
+            1,
+            "blob {digest}: one upstream fetch for 20 pulls"
+        );
+        assert_eq!(
+            std::fs::read(work.join("pulled-7").join(digest.hex())).unwrap(),
+            *gz
+        );
+    }
+    // The other upstream, by its own prefix, byte for byte what it has.
+    let raw = |host: &str, image: &str| {
+        run(skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{host}/{image}")))
+        .stdout
+    };
+    assert_eq!(
+        raw(&seed_host, "one.example/osism/kolla/nova-api:1"),
+        raw(&one.host(), "osism/kolla/nova-api:1")
+    );
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!(
+            "docker://{seed_host}/one.example/osism/kolla/nova-api:1"
+        ))
+        .arg(format!("dir:{}", work.join("nova").display())));
+    // Only what a verified manifest names is fetched: a blob of another repository is not.
+    let other = request(
+        &seed.base,
+        "GET",
+        &format!("/v2/one.example/osism/kolla/nova-api/blobs/{evil_digest}"),
+        &[],
+    );
+    assert_eq!(other.status, 404, "{other:?}");
+    // The garbled blob is refused: the client's transfer fails and nothing is stored.
+    let pulled = skopeo()
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{seed_host}/one.example/osism/evil:1"))
+        .arg(format!("dir:{}", work.join("evil").display()))
+        .output()
+        .unwrap();
+    assert!(
+        !pulled.status.success(),
+        "a garbled blob was served: {}",
+        describe(&pulled)
+    );
+    assert!(
+        !state
+            .join("registry/blobs/sha256")
+            .join(evil_digest.hex())
+            .exists(),
+        "a garbled blob was stored"
+    );
+    common::wait_until_else(
+        Duration::from_secs(10),
+        || seed.log().contains("does not match its digest"),
+        || format!("seed says why: {}", seed.log()),
+    );
+
+    // Both upstreams down: what was pulled still pulls.
+    one.stop();
+    two.stop();
+    let offline = request(
+        &seed.base,
+        "GET",
+        "/v2/two.example/library/glance/manifests/1",
+        &[("Accept", ACCEPT_ALL)],
+    );
+    assert_eq!(
+        offline.status, 200,
+        "the stored tag, upstream down: {offline:?}"
+    );
+    for image in [
+        "two.example/library/glance:1",
+        "one.example/osism/kolla/nova-api:1",
+    ] {
+        let out = work.join(format!("offline-{}", image.replace(['/', ':'], "-")));
+        run(skopeo()
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{seed_host}/{image}"))
+            .arg(format!("dir:{}", out.display())));
+    }
 }

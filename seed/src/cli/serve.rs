@@ -171,6 +171,13 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 None
             }
         };
+        let registry_proxy = match (&registry, config.registry.upstreams.is_empty()) {
+            (Some(registry), false) => Some(Arc::new(
+                crate::registry::Proxy::new(Arc::clone(registry), &config.registry)
+                    .context("container registry's upstreams")?,
+            )),
+            _ => None,
+        };
         let app = Arc::new(http::App {
             nodes: Arc::clone(&nodes),
             metrics: Arc::clone(&metrics),
@@ -179,6 +186,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             state_dir: state_dir.clone(),
             apt,
             registry_files: http::files::Root::new(state_dir.join("registry")),
+            registry_proxy,
             registry,
         });
         let http_task = tokio::spawn(http::serve(

@@ -36,6 +36,8 @@ fn fields_at(path: &str) -> Option<&'static [&'static str]> {
         "install.user" => fields::<wire::UserWire>(),
         "mirror" => fields::<wire::MirrorWire>(),
         "mirror.repos[]" => fields::<wire::MirrorRepoWire>(),
+        "registry" => fields::<wire::RegistryWire>(),
+        "registry.upstreams[]" => fields::<wire::RegistryUpstreamWire>(),
         _ => return None,
     })
 }

@@ -28,6 +28,30 @@ pub struct Config {
     pub install: Option<Install>,
     /// The APT mirror; `None` when the config has no `mirror:` section.
     pub mirror: Option<Mirror>,
+    /// The container registry's pull-through upstreams (none without a `registry:` section).
+    pub registry: Registry,
+}
+
+/// The container registry's pull-through cache.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    /// Upstreams, each under its name prefix.
+    pub upstreams: Vec<RegistryUpstream>,
+    /// How old a cached tag may be before its upstream is asked again.
+    pub tag_max_age: std::time::Duration,
+}
+
+/// How long a pulled-through tag is served without asking its upstream, unless
+/// `registry.tag_max_age` says.
+pub const DEFAULT_TAG_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// An upstream registry under a name prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryUpstream {
+    /// The name prefix (`quay.io`).
+    pub prefix: String,
+    /// The base URL (`https://quay.io`, no trailing `/`).
+    pub url: String,
 }
 
 /// The APT mirror under `/apt/`.

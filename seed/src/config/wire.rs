@@ -30,6 +30,30 @@ pub struct ConfigFile {
     pub install: Option<Spanned<InstallWire>>,
     /// The APT mirror under `/apt/`.
     pub mirror: Option<Spanned<MirrorWire>>,
+    /// The container registry under `/v2/`: its pull-through upstreams.
+    pub registry: Option<Spanned<RegistryWire>>,
+}
+
+/// `registry:` — the container registry's pull-through cache (imported images need nothing).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryWire {
+    /// Upstream registries, each under a name prefix.
+    #[serde(default)]
+    pub upstreams: Vec<RegistryUpstreamWire>,
+    /// How old a cached tag may be before it is asked of its upstream again (`5m`; s, m, h).
+    pub tag_max_age: Option<String>,
+}
+
+/// `registry.upstreams[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryUpstreamWire {
+    /// The first name component(s) clients put before the upstream's name (`quay.io` →
+    /// `seed/quay.io/osism/osism-ansible`).
+    pub prefix: String,
+    /// The upstream registry's base URL (`https://quay.io`).
+    pub url: String,
 }
 
 /// `mirror:` — APT repositories served under `/apt/<prefix>/`.

@@ -38,6 +38,8 @@ pub struct App {
     pub registry: Option<Arc<Registry>>,
     /// The registry's store, served for blobs.
     pub registry_files: files::Root,
+    /// The registry's pull-through upstreams, when the config names any.
+    pub registry_proxy: Option<Arc<crate::registry::Proxy>>,
 }
 
 /// A refusal as a response: the status its kind maps to and the reason as text.

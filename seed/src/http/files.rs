@@ -524,6 +524,71 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
+/// Bytes per read of a growing file.
+const GROWING_CHUNK: u64 = 64 << 10;
+
+/// A fetch in progress ([`crate::cache::Growing`]) as a response body, streamed as it grows:
+/// waits until the source answered (its size, when it gave one, is returned for
+/// `Content-Length`), then every byte as it is flushed to the temporary file. A fetch that
+/// fails before its first byte is the error; one that fails later, also one whose bytes all
+/// went out but did not verify, ends the body with an error, so the connection is aborted and
+/// the client never takes it for complete. `head_only`: the size, and an empty body.
+pub(super) async fn growing(
+    mut download: crate::cache::Growing,
+    head_only: bool,
+) -> Result<(Option<u64>, Body), crate::cache::CacheError> {
+    let first = download
+        .progress
+        .wait_for(|p| p.total.is_some() || p.written > 0 || p.end.is_some())
+        .await
+        .map(|p| p.clone())
+        .map_err(|_| crate::cache::CacheError::Source("the fetch ended without a result".into()))?;
+    if let Some(Err(e)) = first.end
+        && first.written == 0
+    {
+        return Err(e);
+    }
+    if head_only {
+        return Ok((first.total, Body::empty()));
+    }
+    let stream =
+        futures_util::stream::unfold((download, 0u64, false), |(mut d, sent, over)| async move {
+            if over {
+                return None;
+            }
+            loop {
+                let p = d.progress.borrow_and_update().clone();
+                if sent < p.written {
+                    let n = (p.written - sent).min(GROWING_CHUNK);
+                    let file = Arc::clone(&d.file);
+                    let read = tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; n as usize];
+                        file.read_exact_at(&mut buf, sent).map(|()| buf)
+                    })
+                    .await;
+                    return Some(match read {
+                        Ok(Ok(buf)) => (Ok(Bytes::from(buf)), (d, sent + n, false)),
+                        Ok(Err(e)) => (Err(e), (d, sent, true)),
+                        Err(e) => (Err(std::io::Error::other(e.to_string())), (d, sent, true)),
+                    });
+                }
+                match p.end {
+                    Some(Ok(())) => return None,
+                    Some(Err(e)) => {
+                        return Some((Err(std::io::Error::other(e.to_string())), (d, sent, true)));
+                    }
+                    None => {
+                        if d.progress.changed().await.is_err() {
+                            let gone = std::io::Error::other("the download ended without a result");
+                            return Some((Err(gone), (d, sent, true)));
+                        }
+                    }
+                }
+            }
+        });
+    Ok((first.total, Body::from_stream(stream)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

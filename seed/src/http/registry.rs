@@ -122,6 +122,11 @@ async fn v2(
                     &reference,
                 );
             };
+            if let Some(proxy) = &app.registry_proxy
+                && let Err(e) = proxy.manifest(&name, &reference).await
+            {
+                return registry_error(&e);
+            }
             let response = manifest(&registry, &name, &reference, &method, &headers).await;
             if response.status() == StatusCode::OK {
                 app.metrics.registry_pull(Pulled::Manifest);
@@ -129,6 +134,12 @@ async fn v2(
             response
         }
         Endpoint::Blob(name, digest) => match blob_plan(&app, &name, &digest, &method, &headers) {
+            Err(refused) if app.registry_proxy.is_some() => {
+                match pulled_through(&app, &name, &digest, &method, &headers).await {
+                    Some(response) => response,
+                    None => *refused,
+                }
+            }
             Ok(planned) => {
                 if planned.status.is_success() && method == Method::GET {
                     app.metrics.registry_pull(Pulled::Blob);
@@ -139,6 +150,53 @@ async fn v2(
         },
         Endpoint::Unknown => error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint", ""),
     }
+}
+
+/// A blob the store lacks, from its upstream: streamed while it arrives (or, when it arrived
+/// meanwhile, from the store). `None`: not an upstream's, or not one a verified manifest of the
+/// repository names (the store's refusal stands).
+async fn pulled_through(
+    app: &Arc<App>,
+    name: &str,
+    digest: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let proxy = app.registry_proxy.as_ref()?;
+    let (name, digest) = (Name::parse(name)?, Digest::parse(digest)?);
+    let entry = match proxy.blob(&name, &digest) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return None,
+        Err(e) => return Some(registry_error(&e)),
+    };
+    let download = match entry {
+        crate::cache::Entry::Growing(download) => download,
+        crate::cache::Entry::Cached(_) => {
+            return Some(
+                match blob_plan(app, name.as_str(), &digest.to_string(), method, headers) {
+                    Ok(planned) => planned.into_response(),
+                    Err(response) => *response,
+                },
+            );
+        }
+    };
+    let (total, body) = match files::growing(download, *method == Method::HEAD).await {
+        Ok(started) => started,
+        Err(e) => return Some(registry_error(&e.into())),
+    };
+    if *method == Method::GET {
+        app.metrics.registry_pull(Pulled::Blob);
+    }
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    set(h, "content-type", "application/octet-stream");
+    if let Some(total) = total {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    }
+    set(h, "docker-content-digest", &digest.to_string());
+    set(h, "etag", &format!("\"{digest}\""));
+    set(h, API_VERSION.0, API_VERSION.1);
+    Some(response)
 }
 
 /// Which manifest media types a client's `Accept` headers name (parameters and `q` ignored,
@@ -482,6 +540,15 @@ fn registry_error(e: &RegistryError) -> Response {
             "manifest tag did not match URI",
             tag,
         ),
+        RegistryError::Upstream(why) | RegistryError::Corrupt { detail: why, .. } => {
+            tracing::warn!(error = %e, "registry: pull through failed");
+            error(
+                StatusCode::BAD_GATEWAY,
+                "UNKNOWN",
+                "upstream registry failed",
+                why,
+            )
+        }
         other => internal(&other.to_string()),
     }
 }

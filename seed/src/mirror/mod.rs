@@ -56,10 +56,6 @@ pub fn fuzz_packages(name: &str, bytes: &[u8]) {
     }
 }
 
-/// How long one upstream connection may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an upstream may stay silent mid-transfer.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a revalidation waits for the upstream before serving the cached copy.
 const REVALIDATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long revalidations skip an upstream after it failed.
@@ -174,12 +170,7 @@ impl Mirror {
             evictable,
             "APT mirror",
         )?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(concat!("seed/", env!("CARGO_PKG_VERSION"), " (APT mirror)"))
-            .build()
-            .map_err(|e| MirrorError::Io(format!("HTTP client: {e}")))?;
+        let client = crate::cache::upstream_client("APT mirror")?;
         Ok(Arc::new(Self {
             repos: config
                 .repos

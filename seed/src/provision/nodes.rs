@@ -182,6 +182,10 @@ impl Nodes {
                 "mirror",
                 format!("{:?}", current.mirror) == format!("{:?}", config.mirror),
             ),
+            (
+                "registry",
+                format!("{:?}", current.registry) == format!("{:?}", config.registry),
+            ),
         ] {
             if !same {
                 return Err(NodeError::Conflict(format!(

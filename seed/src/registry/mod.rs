@@ -17,9 +17,11 @@
 //! into place: an import that dies leaves blobs nobody names and nothing half-visible.
 
 mod import;
+pub mod proxy;
 pub mod reference;
 
 pub use import::{Imported, import};
+pub use proxy::Proxy;
 use reference::{Digest, Name, Reference};
 
 use std::path::{Path, PathBuf};
@@ -38,8 +40,8 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 /// The largest manifest read (distribution's limit too).
 pub const MAX_MANIFEST: u64 = 4 << 20;
 
-/// Why a registry request or an import failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a registry request or an import failed. Clone: every waiter of a shared fetch gets it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     /// Not a repository name (the spec's grammar).
     #[error("`{0}` is not a repository name")]
@@ -81,6 +83,10 @@ pub enum RegistryError {
     /// parse, a layout that is not one).
     #[error("{0}")]
     Source(String),
+    /// A pull-through upstream failed (unreachable, an error status, an answer that is not a
+    /// manifest).
+    #[error("{0}")]
+    Upstream(String),
     /// The store's disk failed.
     #[error("{0}")]
     Io(String),
@@ -101,6 +107,7 @@ impl From<CacheError> for RegistryError {
                 digest: what,
                 detail: format!("{size} bytes with SHA-256 {sha256}"),
             },
+            CacheError::Missing(why) | CacheError::Source(why) => Self::Upstream(why),
             other => Self::Io(other.to_string()),
         }
     }
@@ -290,6 +297,68 @@ impl Registry {
             }
         }
         removed
+    }
+
+    /// How long ago tag `tag` of `name` was written or last confirmed by its upstream.
+    pub fn tag_age(&self, name: &Name, tag: &str) -> Option<std::time::Duration> {
+        proxy::age(&self.repository(name).join("_tags").join(tag))
+    }
+
+    /// Whether repository `name` links blob `digest` (a manifest it holds names it), whether
+    /// or not the blob is stored yet.
+    pub fn links(&self, name: &Name, digest: &Digest) -> bool {
+        let repository = self.repository(name);
+        repository.join("_layers").join(digest.hex()).is_file()
+            || repository.join("_manifests").join(digest.hex()).is_file()
+    }
+
+    /// Stores manifest `bytes` (verified against `digest`) in repository `name` and links what
+    /// it names (an image's config and layers; an index's manifests come by digest when asked).
+    fn add_manifest_bytes(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        media_type: &str,
+        bytes: &[u8],
+        manifest: &serde_json::Value,
+    ) -> Result<(), RegistryError> {
+        let expect = crate::cache::Expect {
+            size: Some(bytes.len() as u64),
+            sha256: digest.hex().to_string(),
+        };
+        self.cache
+            .store(&Self::blob_key(digest), &mut &bytes[..], &expect)?;
+        let repository = self.repository(name);
+        if media_type != OCI_INDEX && media_type != DOCKER_LIST {
+            let config = manifest.get("config").into_iter();
+            let layers = manifest
+                .get("layers")
+                .and_then(|l| l.as_array())
+                .into_iter()
+                .flatten();
+            for named in config.chain(layers) {
+                if let Some(child) = named
+                    .get("digest")
+                    .and_then(|d| d.as_str())
+                    .and_then(Digest::parse)
+                {
+                    self.write_link(&repository.join("_layers").join(child.hex()), "")?;
+                }
+            }
+        }
+        self.write_link(
+            &repository.join("_manifests").join(digest.hex()),
+            media_type,
+        )
+    }
+
+    /// Points tag `tag` of `name` at `digest` (also when it already does: its mtime says when
+    /// it was last confirmed).
+    fn tag(&self, name: &Name, tag: &str, digest: &Digest) -> Result<(), RegistryError> {
+        self.write_link(
+            &self.repository(name).join("_tags").join(tag),
+            &digest.to_string(),
+        )
     }
 
     /// Bytes in the store.

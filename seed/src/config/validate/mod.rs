@@ -14,7 +14,8 @@ use serde_saphyr::Spanned;
 use super::model::{
     BMC_ACTION_TIMEOUT_SECS, BMC_TIMEOUT_SECS, Bmc, BmcTls, Bond, Config, DhcpSettings, DiskMatch,
     Firmware, Install, IpxePolicy, Lifecycle, Link, Mirror, MirrorRepo, NetBoot, Node,
-    OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Role, SecretRef, SeedHost, Zone,
+    OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Registry, RegistryUpstream, Role,
+    SecretRef, SeedHost, Zone,
 };
 use super::problem::Problem;
 use super::wire::{self, ConfigFile};
@@ -25,6 +26,7 @@ mod install;
 mod links;
 mod mirror;
 mod nodes;
+mod registry;
 mod roles;
 mod seed;
 mod zones;
@@ -33,6 +35,7 @@ use install::*;
 use links::*;
 use mirror::*;
 use nodes::*;
+use registry::*;
 use roles::*;
 use seed::*;
 use zones::*;
@@ -109,6 +112,14 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
     let nodes = nodes(&mut v, &file.nodes, &roles, &zones, &links, &default_image);
     let install = file.install.as_ref().map(|i| install(&mut v, i, &seed));
     let mirror = file.mirror.as_ref().map(|m| mirror(&mut v, m));
+    let registry = file
+        .registry
+        .as_ref()
+        .map(|r| registry(&mut v, r))
+        .unwrap_or_else(|| Registry {
+            upstreams: Vec::new(),
+            tag_max_age: crate::config::model::DEFAULT_TAG_MAX_AGE,
+        });
     if let (Some(install), Some(mirror)) = (&install, &mirror) {
         // The nodes' apt source is seed's own /apt/<prefix>: that prefix must exist.
         let own = format!("{}/apt/", seed.url);
@@ -134,6 +145,7 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
         nodes,
         install,
         mirror,
+        registry,
     };
     seed_in_provisioning_zone(&mut v, line_of(&file.seed), &config);
 

@@ -1,0 +1,109 @@
+//! `registry:`: the container registry's pull-through upstreams.
+
+use super::*;
+
+pub(super) fn registry(v: &mut Validator, item: &Spanned<wire::RegistryWire>) -> Registry {
+    let (w, line) = (&item.value, line_of(item));
+    let mut upstreams: Vec<RegistryUpstream> = Vec::new();
+    for u in &w.upstreams {
+        let at = format!("registry.upstreams[{}]", u.prefix);
+        // Clients write `seed/<prefix>/<upstream name>`: the prefix is the start of a name.
+        if crate::registry::reference::Name::parse(&u.prefix).is_none() {
+            v.problem(
+                line,
+                format!("{at}.prefix"),
+                "a prefix is the start of a repository name: lower-case components of a-z, 0-9 \
+                 and `.`, `_`, `-` between them, joined by `/` (`quay.io`, `docker.io/library`)",
+            );
+        }
+        let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+        if let Some(other) = upstreams
+            .iter()
+            .find(|o| nested(&o.prefix, &u.prefix) || nested(&u.prefix, &o.prefix))
+        {
+            v.problem(
+                line,
+                format!("{at}.prefix"),
+                format!(
+                    "overlaps `{}`: a name would belong to both upstreams",
+                    other.prefix
+                ),
+            );
+        }
+        check_url(v, line, &format!("{at}.url"), &u.url);
+        upstreams.push(RegistryUpstream {
+            prefix: u.prefix.clone(),
+            url: u.url.trim_end_matches('/').to_string(),
+        });
+    }
+    let tag_max_age = match w.tag_max_age.as_deref() {
+        None => crate::config::model::DEFAULT_TAG_MAX_AGE,
+        Some(text) => duration(text).unwrap_or_else(|| {
+            v.problem(
+                line,
+                "registry.tag_max_age",
+                format!("`{text}` is not a duration like `5m` (a whole number and s, m or h)"),
+            );
+            crate::config::model::DEFAULT_TAG_MAX_AGE
+        }),
+    };
+    Registry {
+        upstreams,
+        tag_max_age,
+    }
+}
+
+/// `30s`, `5m`, `1h`.
+fn duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(
+        number.parse::<u64>().ok()?.checked_mul(seconds)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{problems_after, refused};
+
+    const SECTION: &str = "registry:\n  tag_max_age: 10m\n  upstreams:\n    - { prefix: quay.io, url: \"https://quay.io\" }\n    - { prefix: docker.io/library, url: \"https://registry-1.docker.io\" }\nmirror:";
+
+    fn with(edit: &str, to: &str) -> String {
+        SECTION.replace(edit, to)
+    }
+
+    #[test]
+    fn upstreams_are_name_prefixes_that_do_not_overlap() {
+        assert_eq!(problems_after("mirror:", SECTION), Vec::<String>::new());
+        refused(
+            "mirror:",
+            &with("prefix: quay.io", "prefix: Quay.IO"),
+            "registry.upstreams[Quay.IO].prefix",
+            "start of a repository name",
+        );
+        refused(
+            "mirror:",
+            &with("prefix: quay.io", "prefix: docker.io"),
+            "registry.upstreams[docker.io/library].prefix",
+            "overlaps `docker.io`",
+        );
+        refused(
+            "mirror:",
+            &with("\"https://quay.io\"", "quay.io"),
+            "registry.upstreams[quay.io].url",
+            "",
+        );
+        refused(
+            "mirror:",
+            &with("10m", "10 minutes"),
+            "registry.tag_max_age",
+            "not a duration",
+        );
+    }
+}
