@@ -99,6 +99,8 @@ pub struct Readings {
     pub nodes: Vec<(NodeState, u64)>,
     /// Files the APT mirror downloaded, when there is a mirror.
     pub apt_upstream_fetches: Option<u64>,
+    /// Manifests and blobs the registry's pull-through fetched, when it has upstreams.
+    pub registry_upstream_fetches: Option<u64>,
 }
 
 /// seed's counters.
@@ -273,6 +275,13 @@ impl Metrics {
             out.push_str("# TYPE seed_apt_upstream_fetches_total counter\n");
             let _ = writeln!(out, "seed_apt_upstream_fetches_total {fetches}");
         }
+        if let Some(fetches) = now.registry_upstream_fetches {
+            out.push_str(
+                "# HELP seed_registry_upstream_fetches_total Manifests and blobs the registry fetched from its upstreams.\n",
+            );
+            out.push_str("# TYPE seed_registry_upstream_fetches_total counter\n");
+            let _ = writeln!(out, "seed_registry_upstream_fetches_total {fetches}");
+        }
         out
     }
 }
@@ -297,6 +306,7 @@ mod tests {
         let text = m.render(&Readings {
             nodes: vec![(NodeState::Ready, 3)],
             apt_upstream_fetches: Some(7),
+            registry_upstream_fetches: Some(3),
         });
         for line in [
             "seed_dhcp_packets_total{type=\"discover\",direction=\"in\"} 2",
@@ -311,6 +321,7 @@ mod tests {
             "seed_nodes{state=\"ready\"} 3",
             "seed_nodes{state=\"failed\"} 0",
             "seed_apt_upstream_fetches_total 7",
+            "seed_registry_upstream_fetches_total 3",
             "seed_registry_pulls_total{kind=\"blob\"} 1",
             "seed_registry_pulls_total{kind=\"manifest\"} 0",
             "seed_http_sendfile_bytes_total 4096",

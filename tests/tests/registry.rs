@@ -279,6 +279,95 @@ impl Distribution {
     }
 }
 
+/// The Docker/OCI bearer challenge in front of a registry (a dialect fake: distribution's own
+/// token auth wants a token server with signing keys): a request without the token gets 401
+/// and `WWW-Authenticate: Bearer realm=…,service=…,scope=…`; the realm hands out the token; a
+/// request with it is passed on. Python's http.server, on loopback.
+struct BearerAuth {
+    process: Option<KillOnDrop>,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+const BEARER_AUTH: &str = r#"
+import http.server, json, sys, urllib.error, urllib.request
+port, backend = int(sys.argv[1]), sys.argv[2]
+TOKEN = "seed-test-token"
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path.startswith("/token?"):
+            body = json.dumps({"token": TOKEN, "expires_in": 300}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if self.headers.get("Authorization") != "Bearer " + TOKEN:
+            name = self.path[len("/v2/"):].rsplit("/", 2)[0]
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer realm="http://127.0.0.1:%d/token",service="seed-test",scope="repository:%s:pull"' % (port, name))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "range")}
+        try:
+            answer = urllib.request.urlopen(urllib.request.Request(backend + self.path, headers=headers))
+        except urllib.error.HTTPError as e:
+            answer = e
+        body = answer.read()
+        self.send_response(answer.status)
+        for k, v in answer.headers.items():
+            if k.lower() in ("content-type", "docker-content-digest", "etag"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;
+
+impl BearerAuth {
+    fn start(work: &Path, backend: &str) -> Self {
+        let port = free_port();
+        let script = work.join("bearer-auth.py");
+        std::fs::write(&script, BEARER_AUTH).unwrap();
+        let log = work.join("bearer-auth.log");
+        let process = Command::new(need("python3"))
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(backend)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        common::wait_until(
+            Duration::from_secs(20),
+            "the bearer auth fake answers",
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        Self {
+            process: Some(KillOnDrop::new(process)),
+            base,
+            log,
+        }
+    }
+
+    /// Tokens handed out so far (http.server logs every request to stderr).
+    fn tokens_issued(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET /token?"))
+            .count()
+    }
+
+    fn stop(&mut self) {
+        self.process.take();
+    }
+}
+
 /// containerd on a socket in `work`, with its root and state there, killed when dropped.
 struct Containerd {
     _process: KillOnDrop,
@@ -825,13 +914,16 @@ fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_ar
     garbled[last] ^= 0xff;
     std::fs::write(&evil_data, garbled).unwrap();
 
+    // The second upstream asks for a bearer token, as Docker Hub and quay.io do.
+    let mut auth = BearerAuth::start(work, &two.base);
+
     let state = work.join("state");
     let mut config = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
     // Every tag request asks its upstream again: what happens when it is down shows at once.
     config.push_str(&format!(
         "\nregistry:\n  tag_max_age: 0s\n  upstreams:\n    - {{ prefix: one.example, url: \"{}\" }}\n    \
          - {{ prefix: two.example, url: \"{}\" }}\n",
-        one.base, two.base
+        one.base, auth.base
     ));
     let config_path = work.join("seed.yaml");
     std::fs::write(&config_path, config).unwrap();
@@ -868,6 +960,19 @@ fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_ar
             *gz
         );
     }
+    assert!(
+        auth.tokens_issued() >= 1,
+        "seed answered the bearer challenge with a token from the realm"
+    );
+    let metrics =
+        String::from_utf8_lossy(&request(&seed.base, "GET", "/metrics", &[]).body).into_owned();
+    // The glance image: its manifest (at least once) and three blobs (config, two layers).
+    let fetched: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("seed_registry_upstream_fetches_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no upstream fetches in\n{metrics}"));
+    assert!(fetched >= 4, "{fetched} upstream fetches");
     // The other upstream, by its own prefix, byte for byte what it has.
     let raw = |host: &str, image: &str| {
         run(skopeo()
@@ -921,6 +1026,7 @@ fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_ar
     // Both upstreams down: what was pulled still pulls.
     one.stop();
     two.stop();
+    auth.stop();
     let offline = request(
         &seed.base,
         "GET",
