@@ -527,8 +527,36 @@ fn an_osism_bundle_imports_and_skopeo_podman_and_ctr_pull_from_seed_what_distrib
 
     let config = work.join("seed.yaml");
     std::fs::copy(repo_root().join("examples/lab.yaml"), &config).unwrap();
-    let seed = HttpSeed::start(&config, &state);
+    // The registry's own port too (metalbox's :5000), on a free loopback port.
+    let registry_port = free_port();
+    let seed = HttpSeed::start_with_args(
+        &config,
+        &state,
+        &["--registry-listen", &format!("127.0.0.1:{registry_port}")],
+    );
     let seed_host = seed.base.trim_start_matches("http://").to_string();
+    let port_host = format!("127.0.0.1:{registry_port}");
+    common::wait_until(
+        Duration::from_secs(20),
+        "the registry's port answers",
+        || std::net::TcpStream::connect(&port_host).is_ok(),
+    );
+    // It serves /v2/ and nothing else of seed's.
+    assert_eq!(
+        request(&format!("http://{port_host}"), "GET", "/v2/", &[]).status,
+        200
+    );
+    for other in ["/api/v1/nodes", "/metrics", "/images/x/vmlinuz"] {
+        assert_eq!(
+            request(&format!("http://{port_host}"), "GET", other, &[]).status,
+            404,
+            "{other} on the registry's port"
+        );
+    }
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{port_host}/{}", IMAGES[1]))
+        .arg(format!("dir:{}", work.join("by-port").display())));
 
     // skopeo pulls every image from seed, byte for byte what distribution has.
     for image in IMAGES {

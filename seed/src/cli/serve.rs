@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// try seed on a machine without the provisioning network).
     #[arg(long, value_name = "ADDR:PORT")]
     http_listen: Option<SocketAddr>,
+    /// Where the registry's own port listens, instead of seed.address and registry.port (it
+    /// serves /v2/ only; without registry.port in the config this opens it anyway).
+    #[arg(long, value_name = "ADDR:PORT")]
+    registry_listen: Option<SocketAddr>,
 }
 
 pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -85,6 +89,18 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let http_listener = std::net::TcpListener::bind(http_addr).with_context(|| {
         format!("cannot bind HTTP to {http_addr} (seed.address must be this machine's; --http-listen picks another)")
     })?;
+    let registry_addr = args.registry_listen.or_else(|| {
+        config
+            .registry
+            .port
+            .map(|port| SocketAddr::from((config.seed.address, port)))
+    });
+    let registry_listener = match registry_addr {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).with_context(|| {
+            format!("cannot bind the registry's port to {addr} (registry.port; --registry-listen picks another)")
+        })?),
+        None => None,
+    };
     let api_token = match &config.seed.api_token {
         Some(secret) => Some(secret.resolve().context("seed.api_token")?),
         None => None,
@@ -189,10 +205,25 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             registry_proxy,
             registry,
         });
+        // The registry's port takes a quarter of the connections the open-file limit allows.
+        let connections = http::max_connections(open_files);
+        let (http_share, registry_share) = match &registry_listener {
+            Some(_) => (connections - connections / 4, (connections / 4).max(1)),
+            None => (connections, 0),
+        };
+        let registry_task = registry_listener.map(|listener| {
+            tokio::spawn(http::serve_scope(
+                listener,
+                Arc::clone(&app),
+                http::Scope::Registry,
+                registry_share,
+                stopped(stop_rx.clone()),
+            ))
+        });
         let http_task = tokio::spawn(http::serve(
             http_listener,
             app,
-            http::max_connections(open_files),
+            http_share,
             stopped(stop_rx.clone()),
         ));
         let lifecycle = config.seed.lifecycle;
@@ -235,6 +266,11 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("HTTP server task")?
             .context("HTTP server")?;
+        if let Some(task) = registry_task {
+            task.await
+                .context("registry port task")?
+                .context("registry port")?;
+        }
         if let Some(task) = tftp_task {
             task.await
                 .context("TFTP server task")?

@@ -39,6 +39,8 @@ pub struct Registry {
     pub upstreams: Vec<RegistryUpstream>,
     /// How old a cached tag may be before its upstream is asked again.
     pub tag_max_age: std::time::Duration,
+    /// A port of its own on `seed.address`, serving only `/v2/`.
+    pub port: Option<u16>,
 }
 
 /// How long a pulled-through tag is served without asking its upstream, unless

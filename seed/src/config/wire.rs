@@ -43,6 +43,9 @@ pub struct RegistryWire {
     pub upstreams: Vec<RegistryUpstreamWire>,
     /// How old a cached tag may be before it is asked of its upstream again (`5m`; s, m, h).
     pub tag_max_age: Option<String>,
+    /// A port of its own on seed.address (`5000`, as OSISM's metalbox), beside `/v2/` on the
+    /// HTTP port.
+    pub port: Option<u16>,
 }
 
 /// `registry.upstreams[]`.

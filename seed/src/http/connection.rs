@@ -59,6 +59,7 @@ pub(super) async fn serve(
     mut stream: TcpStream,
     app: &Arc<App>,
     router: &Router,
+    scope: super::Scope,
     peer: SocketAddr,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Outcome {
@@ -81,7 +82,12 @@ pub(super) async fn serve(
         };
         buffer.drain(..head_len);
         let route = Route::of(&request.path);
-        let written = match answer(app, &request) {
+        // The registry's own port serves its blobs from disk, nothing else.
+        let on_disk = match scope {
+            super::Scope::Registry if request.files != Some(Files::Registry) => None,
+            _ => answer(app, &request),
+        };
+        let written = match on_disk {
             Some(planned) => {
                 app.metrics.http_request(route, planned.status.as_u16());
                 // A HEAD is answered with the GET's head and no body, whatever the plan

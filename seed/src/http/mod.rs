@@ -141,8 +141,17 @@ impl Drop for Slot {
     }
 }
 
-/// Serve on `listener` (bound by the caller) until `shutdown` resolves, then let requests in
-/// flight finish (for at most [`DRAIN`]). At most `max_connections` at once (see
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every route: seed's HTTP port.
+    All,
+    /// The container registry's `/v2/` only: its port of its own (`registry.port`).
+    Registry,
+}
+
+/// Serve every route on `listener` (bound by the caller) until `shutdown` resolves, then let
+/// requests in flight finish (for at most [`DRAIN`]). At most `max_connections` at once (see
 /// [`max_connections`]), [`MAX_CONNECTIONS_PER_CLIENT`] of them from one address; a connection
 /// beyond is closed at once.
 pub async fn serve(
@@ -151,17 +160,38 @@ pub async fn serve(
     max_connections: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_scope(listener, app, Scope::All, max_connections, shutdown).await
+}
+
+/// [`serve`] for what `scope` names.
+pub async fn serve_scope(
+    listener: std::net::TcpListener,
+    app: Arc<App>,
+    scope: Scope,
+    max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    tracing::info!(local = %listener.local_addr()?, max_connections, "HTTP server running");
+    match scope {
+        Scope::All => {
+            tracing::info!(local = %listener.local_addr()?, max_connections, "HTTP server running");
+        }
+        Scope::Registry => {
+            tracing::info!(local = %listener.local_addr()?, max_connections, "registry port running");
+        }
+    }
     let open = Connections::new(max_connections);
     let mut refused_log = crate::loglimit::LogLimit::new(5, Duration::from_secs(10));
     let metrics = Arc::clone(&app.metrics);
-    let router = router(Arc::clone(&app));
+    let router = match scope {
+        Scope::All => router(Arc::clone(&app)),
+        Scope::Registry => registry::routes().with_state(Arc::clone(&app)),
+    };
     let connections = GracefulShutdown::new();
     // Tells connections still on the zero-copy path (hyper's are told by `connections`).
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = Workers::start(&router, &app, &metrics, &stopped)?;
+    let workers = Workers::start(&router, &app, scope, &metrics, &stopped)?;
     tokio::pin!(shutdown);
     let mut next = 0usize;
     loop {
@@ -218,6 +248,7 @@ impl Workers {
     fn start(
         router: &Router,
         app: &Arc<App>,
+        scope: Scope,
         metrics: &Arc<Metrics>,
         stopped: &tokio::sync::watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
@@ -262,8 +293,15 @@ impl Workers {
                                 // Bodiless requests here (files with sendfile); hyper from
                                 // the first request that is not one.
                                 if let connection::Outcome::Handover(stream, read) =
-                                    connection::serve(stream, &app, &router, peer, &mut stopped)
-                                        .await
+                                    connection::serve(
+                                        stream,
+                                        &app,
+                                        &router,
+                                        scope,
+                                        peer,
+                                        &mut stopped,
+                                    )
+                                    .await
                                 {
                                     let io =
                                         TokioIo::new(connection::Prefixed::new(stream, read));

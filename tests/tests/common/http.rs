@@ -24,8 +24,17 @@ impl HttpSeed {
         Self::start_with_env(config, state, &[])
     }
 
+    /// The same with more arguments to `seed serve`.
+    pub fn start_with_args(config: &Path, state: &Path, args: &[&str]) -> Self {
+        Self::start_full(config, state, &[], args)
+    }
+
     /// The same with more environment variables (a BMC password the config names).
     pub fn start_with_env(config: &Path, state: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_full(config, state, env, &[])
+    }
+
+    fn start_full(config: &Path, state: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let log = state.with_extension("log");
         let file = std::fs::File::create(&log).unwrap();
         let child = seed()
@@ -35,6 +44,7 @@ impl HttpSeed {
             .arg("--state-dir")
             .arg(state)
             .args(super::SERVE_HTTP_ONLY)
+            .args(args)
             .arg("-v")
             .env("SEED_TEST_API_TOKEN", API_TOKEN)
             .stdout(Stdio::null())

@@ -115,10 +115,11 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
     let registry = file
         .registry
         .as_ref()
-        .map(|r| registry(&mut v, r))
+        .map(|r| registry(&mut v, r, &seed))
         .unwrap_or_else(|| Registry {
             upstreams: Vec::new(),
             tag_max_age: crate::config::model::DEFAULT_TAG_MAX_AGE,
+            port: None,
         });
     if let (Some(install), Some(mirror)) = (&install, &mirror) {
         // The nodes' apt source is seed's own /apt/<prefix>: that prefix must exist.

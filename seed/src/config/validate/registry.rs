@@ -2,7 +2,11 @@
 
 use super::*;
 
-pub(super) fn registry(v: &mut Validator, item: &Spanned<wire::RegistryWire>) -> Registry {
+pub(super) fn registry(
+    v: &mut Validator,
+    item: &Spanned<wire::RegistryWire>,
+    seed: &SeedHost,
+) -> Registry {
     let (w, line) = (&item.value, line_of(item));
     let mut upstreams: Vec<RegistryUpstream> = Vec::new();
     for u in &w.upstreams {
@@ -47,9 +51,22 @@ pub(super) fn registry(v: &mut Validator, item: &Spanned<wire::RegistryWire>) ->
             crate::config::model::DEFAULT_TAG_MAX_AGE
         }),
     };
+    if let Some(port) = w.port
+        && (port == 0 || port == seed.ports.http)
+    {
+        v.problem(
+            line,
+            "registry.port",
+            format!(
+                "{port} is not a port of its own (seed.ports.http is {}; /v2/ is there anyway)",
+                seed.ports.http
+            ),
+        );
+    }
     Registry {
         upstreams,
         tag_max_age,
+        port: w.port,
     }
 }
 
@@ -104,6 +121,16 @@ mod tests {
             &with("10m", "10 minutes"),
             "registry.tag_max_age",
             "not a duration",
+        );
+        assert_eq!(
+            problems_after("mirror:", &with("tag_max_age: 10m", "port: 5000")),
+            Vec::<String>::new()
+        );
+        refused(
+            "mirror:",
+            &with("tag_max_age: 10m", "port: 80"),
+            "registry.port",
+            "not a port of its own",
         );
     }
 }
