@@ -1076,3 +1076,80 @@ fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_ar
             .arg(format!("dir:{}", out.display())));
     }
 }
+
+#[test]
+fn the_registrys_port_speaks_tls_with_the_configured_certificate() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let base = layer(work, "base", "a layer served over TLS");
+    let oci = work.join("oci");
+    layout(&oci, &[("1", "amd64", vec![base.clone()])], None);
+    let state = work.join("state");
+    run(seed()
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["registry", "import", "--name", "osism/tls"])
+        .arg(&oci));
+    // A throwaway certificate for 127.0.0.1, trusted by skopeo through --cert-dir.
+    let certs = work.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    run(Command::new(need("openssl"))
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(work.join("key.pem"))
+        .arg("-out")
+        .arg(certs.join("ca.crt")));
+    let mut config = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
+    config.push_str(&format!(
+        "\nregistry:\n  port: 5000\n  tls: {{ cert: {}, key: {} }}\n",
+        certs.join("ca.crt").display(),
+        work.join("key.pem").display()
+    ));
+    let config_path = work.join("seed.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let port = free_port();
+    let _seed = HttpSeed::start_with_args(
+        &config_path,
+        &state,
+        &["--registry-listen", &format!("127.0.0.1:{port}")],
+    );
+    common::wait_until(
+        Duration::from_secs(20),
+        "the registry's port answers",
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    // Verified TLS: skopeo checks the certificate against the one it was given.
+    let pulled = work.join("pulled");
+    run(skopeo()
+        .arg("copy")
+        .arg(format!("--src-cert-dir={}", certs.display()))
+        .arg(format!("docker://127.0.0.1:{port}/osism/tls:1"))
+        .arg(format!("dir:{}", pulled.display())));
+    assert_eq!(
+        std::fs::read(pulled.join(Digest::of(&base.1).hex())).unwrap(),
+        base.1
+    );
+    // No plain HTTP on it.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    assert!(
+        !reply.starts_with(b"HTTP/1.1 200"),
+        "plain HTTP answered on the TLS port: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
+}

@@ -101,6 +101,14 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
+    let registry_tls = match (&registry_listener, &config.registry.tls) {
+        (Some(_), Some((cert, key))) => Some(
+            http::tls_config(cert, key)
+                .map_err(anyhow::Error::msg)
+                .context("registry.tls")?,
+        ),
+        _ => None,
+    };
     let api_token = match &config.seed.api_token {
         Some(secret) => Some(secret.resolve().context("seed.api_token")?),
         None => None,
@@ -216,6 +224,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 listener,
                 Arc::clone(&app),
                 http::Scope::Registry,
+                registry_tls,
                 registry_share,
                 stopped(stop_rx.clone()),
             ))

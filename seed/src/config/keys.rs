@@ -38,6 +38,7 @@ fn fields_at(path: &str) -> Option<&'static [&'static str]> {
         "mirror.repos[]" => fields::<wire::MirrorRepoWire>(),
         "registry" => fields::<wire::RegistryWire>(),
         "registry.upstreams[]" => fields::<wire::RegistryUpstreamWire>(),
+        "registry.tls" => fields::<wire::RegistryTlsWire>(),
         _ => return None,
     })
 }

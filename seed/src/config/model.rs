@@ -41,6 +41,8 @@ pub struct Registry {
     pub tag_max_age: std::time::Duration,
     /// A port of its own on `seed.address`, serving only `/v2/`.
     pub port: Option<u16>,
+    /// TLS on that port: (certificate chain, key), PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// How long a pulled-through tag is served without asking its upstream, unless

@@ -46,6 +46,18 @@ pub struct RegistryWire {
     /// A port of its own on seed.address (`5000`, as OSISM's metalbox), beside `/v2/` on the
     /// HTTP port.
     pub port: Option<u16>,
+    /// TLS on that port: PEM files.
+    pub tls: Option<RegistryTlsWire>,
+}
+
+/// `registry.tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryTlsWire {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
 }
 
 /// `registry.upstreams[]`.

@@ -141,6 +141,29 @@ impl Drop for Slot {
     }
 }
 
+/// A TLS server config from PEM files: the certificate chain (leaf first) and its private key.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map(Arc::new)
+        .map_err(|e| format!("{} and its key: {e}", cert.display()))
+}
+
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -160,14 +183,15 @@ pub async fn serve(
     max_connections: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_scope(listener, app, Scope::All, max_connections, shutdown).await
+    serve_scope(listener, app, Scope::All, None, max_connections, shutdown).await
 }
 
-/// [`serve`] for what `scope` names.
+/// [`serve`] for what `scope` names, over TLS when `tls` is given.
 pub async fn serve_scope(
     listener: std::net::TcpListener,
     app: Arc<App>,
     scope: Scope,
+    tls: Option<Arc<rustls::ServerConfig>>,
     max_connections: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -178,7 +202,7 @@ pub async fn serve_scope(
             tracing::info!(local = %listener.local_addr()?, max_connections, "HTTP server running");
         }
         Scope::Registry => {
-            tracing::info!(local = %listener.local_addr()?, max_connections, "registry port running");
+            tracing::info!(local = %listener.local_addr()?, max_connections, tls = tls.is_some(), "registry port running");
         }
     }
     let open = Connections::new(max_connections);
@@ -191,7 +215,14 @@ pub async fn serve_scope(
     let connections = GracefulShutdown::new();
     // Tells connections still on the zero-copy path (hyper's are told by `connections`).
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = Workers::start(&router, &app, scope, &metrics, &stopped)?;
+    let workers = Workers::start(
+        &router,
+        &app,
+        scope,
+        tls.map(tokio_rustls::TlsAcceptor::from),
+        &metrics,
+        &stopped,
+    )?;
     tokio::pin!(shutdown);
     let mut next = 0usize;
     loop {
@@ -249,6 +280,7 @@ impl Workers {
         router: &Router,
         app: &Arc<App>,
         scope: Scope,
+        tls: Option<tokio_rustls::TlsAcceptor>,
         metrics: &Arc<Metrics>,
         stopped: &tokio::sync::watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
@@ -264,6 +296,7 @@ impl Workers {
             let app = Arc::clone(app);
             let metrics = Arc::clone(metrics);
             let stopped = stopped.clone();
+            let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
@@ -289,7 +322,31 @@ impl Workers {
                                 http1.clone(),
                                 stopped.clone(),
                             );
+                            let tls = tls.clone();
                             running.spawn(async move {
+                                // TLS: hyper's from the start (sendfile cannot encrypt).
+                                if let Some(acceptor) = tls {
+                                    let handshake =
+                                        tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream));
+                                    match handshake.await {
+                                        Ok(Ok(stream)) => {
+                                            let io = TokioIo::new(stream);
+                                            let connection = watcher
+                                                .watch(http1.serve_connection(io, service));
+                                            if let Err(e) = connection.await {
+                                                tracing::debug!(%peer, error = %e, "HTTPS connection ended");
+                                            }
+                                        }
+                                        Ok(Err(e)) => {
+                                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        }
+                                        Err(_) => {
+                                            tracing::debug!(%peer, "TLS handshake timed out");
+                                        }
+                                    }
+                                    drop(slot);
+                                    return;
+                                }
                                 // Bodiless requests here (files with sendfile); hyper from
                                 // the first request that is not one.
                                 if let connection::Outcome::Handover(stream, read) =

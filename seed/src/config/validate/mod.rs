@@ -120,6 +120,7 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
             upstreams: Vec::new(),
             tag_max_age: crate::config::model::DEFAULT_TAG_MAX_AGE,
             port: None,
+            tls: None,
         });
     if let (Some(install), Some(mirror)) = (&install, &mirror) {
         // The nodes' apt source is seed's own /apt/<prefix>: that prefix must exist.

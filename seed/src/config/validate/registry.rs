@@ -63,10 +63,18 @@ pub(super) fn registry(
             ),
         );
     }
+    if w.tls.is_some() && w.port.is_none() {
+        v.problem(
+            line,
+            "registry.tls",
+            "TLS is served on the registry's own port: give registry.port (5000)",
+        );
+    }
     Registry {
         upstreams,
         tag_max_age,
         port: w.port,
+        tls: w.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
     }
 }
 
@@ -125,6 +133,15 @@ mod tests {
         assert_eq!(
             problems_after("mirror:", &with("tag_max_age: 10m", "port: 5000")),
             Vec::<String>::new()
+        );
+        refused(
+            "mirror:",
+            &with(
+                "tag_max_age: 10m",
+                "tls: { cert: /etc/seed/c.pem, key: /etc/seed/k.pem }",
+            ),
+            "registry.tls",
+            "give registry.port",
         );
         refused(
             "mirror:",
