@@ -505,6 +505,30 @@ impl Filler {
         Ok(())
     }
 
+    /// Writes the body of an upstream's `response` (from `url`), announcing its length first.
+    /// A transfer that breaks off is [`CacheError::Source`]; the cache's own disk failing is
+    /// [`CacheError::Io`] (a caller that tracks upstream health tells them apart).
+    pub async fn take_body(
+        &mut self,
+        mut response: reqwest::Response,
+        url: &str,
+    ) -> Result<(), CacheError> {
+        self.announce(response.content_length());
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => self.write(&chunk).await?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(CacheError::Source(format!(
+                        "{url}: the transfer broke off after {} bytes: {}",
+                        self.size,
+                        crate::error_chain(&e)
+                    )));
+                }
+            }
+        }
+    }
+
     /// Makes every byte written readable through [`Self::path`].
     pub async fn flush(&mut self) -> Result<(), CacheError> {
         if let Some(file) = self.file.as_mut() {

@@ -646,7 +646,7 @@ impl Mirror {
                     request = request.header(IF_MODIFIED_SINCE, date);
                 }
             }
-            let mut response = match request.send().await {
+            let response = match request.send().await {
                 Ok(r) => r,
                 Err(e) => {
                     self.mark_down(base);
@@ -683,20 +683,11 @@ impl Mirror {
                 etag: header(ETAG),
                 last_modified: header(LAST_MODIFIED),
             };
-            filler.announce(response.content_length());
-            loop {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => filler.write(&chunk).await?,
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.mark_down(base);
-                        return Err(CacheError::Source(format!(
-                            "{url}: the transfer broke off after {} bytes: {}",
-                            filler.size(),
-                            crate::error_chain(&e)
-                        )));
-                    }
+            if let Err(e) = filler.take_body(response, &url).await {
+                if matches!(e, CacheError::Source(_)) {
+                    self.mark_down(base);
                 }
+                return Err(e);
             }
             self.fetches.fetch_add(1, Ordering::Relaxed);
             return Ok(Fetched::Body {

@@ -256,7 +256,7 @@ impl Proxy {
             Some(expect),
             move |mut filler| async move {
                 let path = format!("/v2/{remote}/blobs/{digest2}");
-                let mut response = this
+                let response = this
                     .get(&upstream, &remote, &path, None)
                     .await
                     .map_err(|e| CacheError::Source(e.to_string()))?;
@@ -267,20 +267,9 @@ impl Proxy {
                     }
                     s => return Err(CacheError::Source(format!("{}{path}: {s}", upstream.url))),
                 }
-                filler.announce(response.content_length());
-                loop {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) => filler.write(&chunk).await?,
-                        Ok(None) => break,
-                        Err(e) => {
-                            return Err(CacheError::Source(format!(
-                                "{}{path}: the transfer broke off after {} bytes: {e}",
-                                upstream.url,
-                                filler.size()
-                            )));
-                        }
-                    }
-                }
+                filler
+                    .take_body(response, &format!("{}{path}", upstream.url))
+                    .await?;
                 this.fetches.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = filler.verify(&digest2.to_string(), &Expect {
                     size: None,
