@@ -125,6 +125,24 @@ pub struct Progress {
     pub end: Option<Result<(), CacheError>>,
 }
 
+/// Removes the temporaries in `tmp` whose process is gone. Their names end `-<pid>-<n>`.
+fn remove_orphans(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let running = name
+            .to_str()
+            .and_then(|n| n.rsplit('-').nth(1))
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !running {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The cache: a directory and what is being fetched into it.
 pub struct Cache {
     dir: PathBuf,
@@ -147,8 +165,9 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// The cache in `dir`, created if need be, its temporary files removed (left by a crash:
-    /// never complete, never served). `evictable`: the directories (relative) whose files a
+    /// The cache in `dir`, created if need be, the temporary files a crash left removed (never
+    /// complete, never served; a running process's stay: `seed registry import` opens the
+    /// store `seed serve` is filling). `evictable`: the directories (relative) whose files a
     /// prune may remove, least recently used first, to keep the cache under `limit` bytes.
     pub fn open(
         dir: &Path,
@@ -157,8 +176,8 @@ impl Cache {
         label: &'static str,
     ) -> Result<Arc<Self>, CacheError> {
         let tmp = dir.join(".tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(CacheError::io(&tmp))?;
+        remove_orphans(&tmp);
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             evictable,

@@ -197,8 +197,16 @@ async fn flights_run_work_once_for_all_who_wait() {
 fn opening_removes_what_a_crash_left_and_a_dropped_filler_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join(".tmp")).unwrap();
-    std::fs::write(dir.path().join(".tmp/fill-1-0"), b"half a file").unwrap();
+    // Beyond the kernel's largest pid_max (2^22): no process has it.
+    std::fs::write(dir.path().join(".tmp/fill-99999999-0"), b"half a file").unwrap();
+    std::fs::write(dir.path().join(".tmp/not-ours"), b"?").unwrap();
     let cache = open(dir.path());
+    assert_eq!(temporaries(&cache), 0);
+    // A running process's temporary stays (`seed registry import` beside `seed serve`).
+    let filling = cache.filler("x").unwrap();
+    let again = open(dir.path());
+    assert_eq!(temporaries(&again), 1);
+    drop(filling);
     assert_eq!(temporaries(&cache), 0);
     let filler = cache.filler("x").unwrap();
     assert_eq!(temporaries(&cache), 1);
