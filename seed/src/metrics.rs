@@ -99,8 +99,21 @@ pub struct Readings {
     pub nodes: Vec<(NodeState, u64)>,
     /// Files the APT mirror downloaded, when there is a mirror.
     pub apt_upstream_fetches: Option<u64>,
-    /// Manifests and blobs the registry's pull-through fetched, when it has upstreams.
-    pub registry_upstream_fetches: Option<u64>,
+    /// The registry's pull-through cache, when it has upstreams.
+    pub registry_proxy: Option<ProxyCounts>,
+}
+
+/// How the registry's pull-through cache answered, since seed started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyCounts {
+    /// Manifests and blobs fetched from upstreams.
+    pub upstream_fetches: u64,
+    /// Requests for an upstream's repository answered from the store.
+    pub hits: u64,
+    /// Requests that waited for the upstream (a fetch of their own or one they joined).
+    pub misses: u64,
+    /// Tags served as stored because their upstream could not be reached.
+    pub stale: u64,
 }
 
 /// seed's counters.
@@ -117,6 +130,7 @@ pub struct Metrics {
     http_sendfile_bytes: AtomicU64,
     // Manifests, blobs.
     registry_pulls: [AtomicU64; 2],
+    registry_bytes: AtomicU64,
 }
 
 /// What a registry client pulled.
@@ -175,9 +189,11 @@ impl Metrics {
         self.http_sendfile_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// A registry client got a manifest or a blob.
-    pub fn registry_pull(&self, what: Pulled) {
+    /// A registry client got a manifest or a blob, `bytes` long (the body answered: a range's
+    /// length; a transfer cut short still counts whole).
+    pub fn registry_pull(&self, what: Pulled, bytes: u64) {
         self.registry_pulls[what as usize].fetch_add(1, Ordering::Relaxed);
+        self.registry_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// The counters, and what `now` read elsewhere, as Prometheus text.
@@ -259,6 +275,15 @@ impl Metrics {
                 get(&self.registry_pulls[i])
             );
         }
+        out.push_str(
+            "# HELP seed_registry_pulled_bytes_total Bytes of manifests and blobs the container registry answered with.\n",
+        );
+        out.push_str("# TYPE seed_registry_pulled_bytes_total counter\n");
+        let _ = writeln!(
+            out,
+            "seed_registry_pulled_bytes_total {}",
+            get(&self.registry_bytes)
+        );
         out.push_str("# HELP seed_nodes Nodes by lifecycle state.\n");
         out.push_str("# TYPE seed_nodes gauge\n");
         for state in NodeState::ALL {
@@ -275,12 +300,30 @@ impl Metrics {
             out.push_str("# TYPE seed_apt_upstream_fetches_total counter\n");
             let _ = writeln!(out, "seed_apt_upstream_fetches_total {fetches}");
         }
-        if let Some(fetches) = now.registry_upstream_fetches {
+        if let Some(proxy) = now.registry_proxy {
             out.push_str(
                 "# HELP seed_registry_upstream_fetches_total Manifests and blobs the registry fetched from its upstreams.\n",
             );
             out.push_str("# TYPE seed_registry_upstream_fetches_total counter\n");
-            let _ = writeln!(out, "seed_registry_upstream_fetches_total {fetches}");
+            let _ = writeln!(
+                out,
+                "seed_registry_upstream_fetches_total {}",
+                proxy.upstream_fetches
+            );
+            out.push_str(
+                "# HELP seed_registry_cache_requests_total Requests for an upstream's repository: answered from the store (hit), after the upstream (miss), or as stored while the upstream was unreachable (stale).\n",
+            );
+            out.push_str("# TYPE seed_registry_cache_requests_total counter\n");
+            for (result, n) in [
+                ("hit", proxy.hits),
+                ("miss", proxy.misses),
+                ("stale", proxy.stale),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "seed_registry_cache_requests_total{{result=\"{result}\"}} {n}"
+                );
+            }
         }
         out
     }
@@ -301,12 +344,18 @@ mod tests {
         m.tftp_transfer(TftpOutcome::Completed, 1000);
         m.http_request(Route::Boot, 200);
         m.http_request(Route::Nodes, 404);
-        m.registry_pull(Pulled::Blob);
+        m.registry_pull(Pulled::Blob, 1000);
+        m.registry_pull(Pulled::Manifest, 24);
         m.http_sendfile(4096);
         let text = m.render(&Readings {
             nodes: vec![(NodeState::Ready, 3)],
             apt_upstream_fetches: Some(7),
-            registry_upstream_fetches: Some(3),
+            registry_proxy: Some(ProxyCounts {
+                upstream_fetches: 3,
+                hits: 5,
+                misses: 2,
+                stale: 1,
+            }),
         });
         for line in [
             "seed_dhcp_packets_total{type=\"discover\",direction=\"in\"} 2",
@@ -323,7 +372,11 @@ mod tests {
             "seed_apt_upstream_fetches_total 7",
             "seed_registry_upstream_fetches_total 3",
             "seed_registry_pulls_total{kind=\"blob\"} 1",
-            "seed_registry_pulls_total{kind=\"manifest\"} 0",
+            "seed_registry_pulls_total{kind=\"manifest\"} 1",
+            "seed_registry_pulled_bytes_total 1024",
+            "seed_registry_cache_requests_total{result=\"hit\"} 5",
+            "seed_registry_cache_requests_total{result=\"miss\"} 2",
+            "seed_registry_cache_requests_total{result=\"stale\"} 1",
             "seed_http_sendfile_bytes_total 4096",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

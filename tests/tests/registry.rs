@@ -290,13 +290,24 @@ struct BearerAuth {
 }
 
 const BEARER_AUTH: &str = r#"
-import http.server, json, sys, urllib.error, urllib.request
-port, backend = int(sys.argv[1]), sys.argv[2]
+import base64, http.server, json, sys, urllib.error, urllib.request
+port, backend, mode, account = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 TOKEN = "seed-test-token"
+BASIC = "Basic " + base64.b64encode(account.encode()).decode() if account else None
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    def refuse(self, challenge):
+        self.send_response(401)
+        if challenge:
+            self.send_header("WWW-Authenticate", challenge)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
     def do_GET(self):
+        given = self.headers.get("Authorization")
         if self.path.startswith("/token?"):
+            # A private upstream's realm wants the account (HTTP Basic), as Harbor's and quay's do.
+            if BASIC and given != BASIC:
+                return self.refuse(None)
             body = json.dumps({"token": TOKEN, "expires_in": 300}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -304,13 +315,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
-        if self.headers.get("Authorization") != "Bearer " + TOKEN:
+        if mode == "basic":
+            if given != BASIC:
+                return self.refuse('Basic realm="seed-test"')
+        elif given != "Bearer " + TOKEN:
             name = self.path[len("/v2/"):].rsplit("/", 2)[0]
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Bearer realm="http://127.0.0.1:%d/token",service="seed-test",scope="repository:%s:pull"' % (port, name))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
+            return self.refuse('Bearer realm="http://127.0.0.1:%d/token",service="seed-test",scope="repository:%s:pull"' % (port, name))
         headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "range")}
         try:
             answer = urllib.request.urlopen(urllib.request.Request(backend + self.path, headers=headers))
@@ -327,16 +337,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 "#;
 
+/// How the fake asks for credentials.
+#[derive(Clone, Copy)]
+enum Challenge {
+    /// `Bearer`: a token from the realm, which wants the account when there is one.
+    Bearer,
+    /// `Basic`: the account on every request.
+    Basic,
+}
+
 impl BearerAuth {
-    fn start(work: &Path, backend: &str) -> Self {
+    /// In front of `backend`; `account` (`user:password`) is what it wants, if anything.
+    fn start(work: &Path, backend: &str, challenge: Challenge, account: &str) -> Self {
         let port = free_port();
         let script = work.join("bearer-auth.py");
         std::fs::write(&script, BEARER_AUTH).unwrap();
-        let log = work.join("bearer-auth.log");
+        let log = work.join(format!("auth-{port}.log"));
         let process = Command::new(need("python3"))
             .arg(&script)
             .arg(port.to_string())
             .arg(backend)
+            .arg(match challenge {
+                Challenge::Bearer => "bearer",
+                Challenge::Basic => "basic",
+            })
+            .arg(account)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -359,7 +384,16 @@ impl BearerAuth {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("\"GET /token?"))
+            .filter(|l| l.contains("\"GET /token?") && l.contains("\" 200 "))
+            .count()
+    }
+
+    /// Requests it passed on to the registry behind it.
+    fn passed(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains("\" 200 "))
             .count()
     }
 
@@ -891,7 +925,8 @@ fn differential(seed: &str, distribution: &str, shared_layer: &[u8]) {
 }
 
 #[test]
-fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_are_down() {
+fn two_upstreams_pull_through_seed_once_per_blob_with_their_accounts_and_from_its_store_when_down()
+{
     let work = tempfile::tempdir().unwrap();
     let work = work.path();
     let mut one = Distribution::start(work, &work.join("one"));
@@ -942,16 +977,38 @@ fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_ar
     garbled[last] ^= 0xff;
     std::fs::write(&evil_data, garbled).unwrap();
 
-    // The second upstream asks for a bearer token, as Docker Hub and quay.io do.
-    let mut auth = BearerAuth::start(work, &two.base);
+    // The second upstream is private and asks for a bearer token, as Harbor, quay.io and
+    // Docker Hub do: its realm wants the account. A third prefix reaches the first upstream
+    // through a registry that challenges with Basic (the account on every request).
+    const ACCOUNT: &str = "seed-puller:s3cret-pw";
+    let mut auth = BearerAuth::start(work, &two.base, Challenge::Bearer, ACCOUNT);
+    let mut basic = BearerAuth::start(work, &one.base, Challenge::Basic, ACCOUNT);
+    std::fs::write(work.join("password"), "s3cret-pw\n").unwrap();
+    std::fs::write(work.join("wrong"), "guessed\n").unwrap();
 
     let state = work.join("state");
     let mut config = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
     // Every tag request asks its upstream again: what happens when it is down shows at once.
+    let account = |file: &str| {
+        format!(
+            "username: seed-puller, password: {{ file: {} }}",
+            work.join(file).display()
+        )
+    };
     config.push_str(&format!(
         "\nregistry:\n  tag_max_age: 0s\n  upstreams:\n    - {{ prefix: one.example, url: \"{}\" }}\n    \
-         - {{ prefix: two.example, url: \"{}\" }}\n",
-        one.base, auth.base
+         - {{ prefix: two.example, url: \"{}\", {} }}\n    \
+         - {{ prefix: three.example, url: \"{}\", {} }}\n    \
+         - {{ prefix: wrong.example, url: \"{}\", {} }}\n    \
+         - {{ prefix: anonymous.example, url: \"{}\" }}\n",
+        one.base,
+        auth.base,
+        account("password"),
+        basic.base,
+        account("password"),
+        auth.base,
+        account("wrong"),
+        basic.base,
     ));
     let config_path = work.join("seed.yaml");
     std::fs::write(&config_path, config).unwrap();
@@ -990,7 +1047,40 @@ fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_ar
     }
     assert!(
         auth.tokens_issued() >= 1,
-        "seed answered the bearer challenge with a token from the realm"
+        "seed answered the bearer challenge with a token the realm gave its account"
+    );
+    // The Basic upstream, with the account on each request.
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!(
+            "docker://{seed_host}/three.example/osism/kolla/nova-api:1"
+        ))
+        .arg(format!("dir:{}", work.join("nova-basic").display())));
+    assert!(
+        basic.passed() >= 1,
+        "the Basic upstream let seed's account in"
+    );
+    // A wrong password, or none, gets no image; the log says why.
+    for image in [
+        "wrong.example/library/glance:1",
+        "anonymous.example/osism/kolla/nova-api:1",
+    ] {
+        let refused = skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{seed_host}/{image}"))
+            .output()
+            .unwrap();
+        assert!(!refused.status.success(), "{image}: {}", describe(&refused));
+    }
+    common::wait_until_else(
+        Duration::from_secs(10),
+        || seed.log().contains("401 Unauthorized for a token"),
+        || format!("seed says the realm refused the account: {}", seed.log()),
+    );
+    assert!(
+        !seed.log().contains("s3cret-pw") && !seed.log().contains("guessed"),
+        "a password in the log: {}",
+        seed.log()
     );
     let metrics =
         String::from_utf8_lossy(&request(&seed.base, "GET", "/metrics", &[]).body).into_owned();
@@ -1038,13 +1128,12 @@ fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_ar
         "a garbled blob was served: {}",
         describe(&pulled)
     );
-    assert!(
-        !state
-            .join("registry/blobs/sha256")
-            .join(evil_digest.hex())
-            .exists(),
-        "a garbled blob was stored"
-    );
+    for dir in ["registry/blobs/sha256", "registry/pulled/sha256"] {
+        assert!(
+            !state.join(dir).join(evil_digest.hex()).exists(),
+            "a garbled blob was stored in {dir}"
+        );
+    }
     common::wait_until_else(
         Duration::from_secs(10),
         || seed.log().contains("does not match its digest"),
@@ -1055,6 +1144,7 @@ fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_ar
     one.stop();
     two.stop();
     auth.stop();
+    basic.stop();
     let offline = request(
         &seed.base,
         "GET",
@@ -1075,6 +1165,173 @@ fn two_upstreams_pull_through_seed_once_per_blob_and_from_its_store_when_they_ar
             .arg(format!("docker://{seed_host}/{image}"))
             .arg(format!("dir:{}", out.display())));
     }
+    // Counted: blobs from the store (hits), fetched (misses), tags served while down (stale).
+    let metrics =
+        String::from_utf8_lossy(&request(&seed.base, "GET", "/metrics", &[]).body).into_owned();
+    for result in ["hit", "miss", "stale"] {
+        let count = metric(
+            &metrics,
+            &format!("seed_registry_cache_requests_total{{result=\"{result}\"}}"),
+        );
+        assert!(count > 0, "{result}: {count} in\n{metrics}");
+    }
+}
+
+/// `len` hex digits of a xorshift64 stream: text gzip cannot shrink below about half.
+fn noise(seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x & 0xf) as u32, 16).unwrap()
+        })
+        .collect()
+}
+
+/// Bytes of the files in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn pulled_through_images_stay_under_the_cache_size_and_imports_are_never_evicted() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let mut upstream = Distribution::start(work, &work.join("upstream"));
+    // Two images of about 0.7 MiB each: together over the 1 MiB the cache may keep.
+    let a = layer(work, "a", &noise(1, 1_300_000));
+    let b = layer(work, "b", &noise(2, 1_300_000));
+    let local = layer(work, "local", &noise(3, 2_600_000));
+    assert!(a.1.len() > 600 << 10 && b.1.len() > 600 << 10 && a.1.len() + b.1.len() > 1 << 20);
+    for (dir, image, layers) in [("oci-a", "osism/a:1", &a), ("oci-b", "osism/b:1", &b)] {
+        let path = work.join(dir);
+        layout(&path, &[("1", "amd64", vec![layers.clone()])], None);
+        run(skopeo()
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:1", path.display()))
+            .arg(format!("docker://{}/{image}", upstream.host())));
+    }
+    // An imported image larger than the whole cache: imports are not the cache's.
+    let state = work.join("state");
+    let oci_local = work.join("oci-local");
+    layout(&oci_local, &[("1", "amd64", vec![local.clone()])], None);
+    run(seed()
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["registry", "import", "--name", "osism/local"])
+        .arg(&oci_local));
+
+    let mut config = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
+    config.push_str(&format!(
+        "\nregistry:\n  cache_size: 1M\n  upstreams:\n    - {{ prefix: up.example, url: \"{}\" }}\n",
+        upstream.base
+    ));
+    let config_path = work.join("seed.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let seed = HttpSeed::start(&config_path, &state);
+    let seed_host = seed.base.trim_start_matches("http://").to_string();
+    let pull = |image: &str, to: &str| {
+        run(skopeo()
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{seed_host}/{image}"))
+            .arg(format!("dir:{}", work.join(to).display())));
+        std::fs::read(work.join(to).join(Digest::of(&a.1).hex())).ok()
+    };
+    let pulled = state.join("registry/pulled/sha256");
+    let (a_digest, b_digest) = (Digest::of(&a.1), Digest::of(&b.1));
+    let a_path = format!("/v2/osism/a/blobs/{a_digest}");
+
+    assert_eq!(pull("up.example/osism/a:1", "a-1"), Some(a.1.clone()));
+    assert!(
+        pulled.join(a_digest.hex()).is_file(),
+        "a is in the pull-through cache"
+    );
+    pull("up.example/osism/a:1", "a-2");
+    assert_eq!(
+        upstream.gets(&a_path),
+        1,
+        "the second pull came from the store"
+    );
+    pull("up.example/osism/b:1", "b-1");
+    // Over the limit: the least recently used (a) goes, b stays, the import stays whole.
+    common::wait_until_else(
+        Duration::from_secs(20),
+        || !pulled.join(a_digest.hex()).exists(),
+        || {
+            format!(
+                "a still cached, {} bytes in {}",
+                dir_bytes(&pulled),
+                pulled.display()
+            )
+        },
+    );
+    assert!(
+        dir_bytes(&pulled) <= 1 << 20,
+        "{} bytes kept",
+        dir_bytes(&pulled)
+    );
+    assert!(
+        pulled.join(b_digest.hex()).is_file(),
+        "b, the most recent, stays"
+    );
+    assert!(
+        state
+            .join("registry/blobs/sha256")
+            .join(Digest::of(&local.1).hex())
+            .is_file(),
+        "the import is never evicted"
+    );
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{seed_host}/osism/local:1"))
+        .arg(format!("dir:{}", work.join("local").display())));
+    // An evicted blob comes again from its upstream when asked.
+    assert_eq!(pull("up.example/osism/a:1", "a-3"), Some(a.1.clone()));
+    assert_eq!(
+        upstream.gets(&a_path),
+        2,
+        "a fetched again after its eviction"
+    );
+
+    let metrics =
+        String::from_utf8_lossy(&request(&seed.base, "GET", "/metrics", &[]).body).into_owned();
+    let pulled_bytes = metric(&metrics, "seed_registry_pulled_bytes_total");
+    let layers = (3 * a.1.len() + b.1.len() + local.1.len()) as u64;
+    assert!(
+        pulled_bytes >= layers,
+        "{pulled_bytes} bytes counted, the layers alone are {layers}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "seed_registry_cache_requests_total{result=\"hit\"}"
+        ) > 0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "seed_registry_cache_requests_total{result=\"miss\"}"
+        ) > 0
+    );
+    upstream.stop();
+}
+
+/// The value of the sample `name` (with its labels) in Prometheus text.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 #[test]

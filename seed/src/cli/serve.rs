@@ -188,7 +188,10 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         });
         // The registry's store opens in a moment (it only empties its temporaries); a
         // failure leaves /v2/ answering that nothing is known, and says why.
-        let registry = match crate::registry::Registry::open(&state_dir) {
+        let registry = match crate::registry::Registry::open_bounded(
+            &state_dir,
+            config.registry.cache_bytes,
+        ) {
             Ok(registry) => Some(Arc::new(registry)),
             Err(e) => {
                 tracing::error!(error = %e, "container registry unavailable");

@@ -39,6 +39,8 @@ pub struct Registry {
     pub upstreams: Vec<RegistryUpstream>,
     /// How old a cached tag may be before its upstream is asked again.
     pub tag_max_age: std::time::Duration,
+    /// The most pulled-through manifests and blobs keep on disk (imports are not counted).
+    pub cache_bytes: u64,
     /// A port of its own on `seed.address`, serving only `/v2/`.
     pub port: Option<u16>,
     /// TLS on that port: (certificate chain, key), PEM files.
@@ -49,6 +51,10 @@ pub struct Registry {
 /// `registry.tag_max_age` says.
 pub const DEFAULT_TAG_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// The pull-through cache's size unless `registry.cache_size` says. Imports (a release's
+/// images, what the site runs on) are not in it; it holds what was pulled beyond them.
+pub const DEFAULT_REGISTRY_CACHE: u64 = 64 << 30;
+
 /// An upstream registry under a name prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryUpstream {
@@ -56,6 +62,10 @@ pub struct RegistryUpstream {
     pub prefix: String,
     /// The base URL (`https://quay.io`, no trailing `/`).
     pub url: String,
+    /// The account seed pulls as, when the upstream is private.
+    pub username: Option<String>,
+    /// Its password or token.
+    pub password: Option<SecretRef>,
 }
 
 /// The APT mirror under `/apt/`.

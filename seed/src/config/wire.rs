@@ -43,6 +43,9 @@ pub struct RegistryWire {
     pub upstreams: Vec<RegistryUpstreamWire>,
     /// How old a cached tag may be before it is asked of its upstream again (`5m`; s, m, h).
     pub tag_max_age: Option<String>,
+    /// The most pulled-through images keep on disk (`64G`; M, G or T): the least recently
+    /// used go first. Imported images are not counted and never evicted.
+    pub cache_size: Option<String>,
     /// A port of its own on seed.address (`5000`, as OSISM's metalbox), beside `/v2/` on the
     /// HTTP port.
     pub port: Option<u16>,
@@ -69,6 +72,10 @@ pub struct RegistryUpstreamWire {
     pub prefix: String,
     /// The upstream registry's base URL (`https://quay.io`).
     pub url: String,
+    /// The account to pull as (a private upstream); with `password`.
+    pub username: Option<String>,
+    /// Where its password or token is; never the value itself.
+    pub password: Option<SecretRefWire>,
 }
 
 /// `mirror:` — APT repositories served under `/apt/<prefix>/`.

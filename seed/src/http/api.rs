@@ -289,10 +289,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             let text = app.metrics.render(&crate::metrics::Readings {
                 nodes,
                 apt_upstream_fetches: app.apt.as_ref().map(|apt| apt.mirror.upstream_fetches()),
-                registry_upstream_fetches: app
-                    .registry_proxy
-                    .as_ref()
-                    .map(|p| p.upstream_fetches()),
+                registry_proxy: app.registry_proxy.as_ref().map(|p| p.counts()),
             });
             (
                 [(

@@ -291,7 +291,8 @@ fn answer(app: &App, request: &Bodiless) -> Option<Planned> {
             let planned =
                 super::registry::blob_plan(app, &name, &digest, &method, &request.headers).ok()?;
             if planned.status.is_success() && !request.head {
-                app.metrics.registry_pull(crate::metrics::Pulled::Blob);
+                app.metrics
+                    .registry_pull(crate::metrics::Pulled::Blob, planned.body_len());
             }
             Some(planned)
         }

@@ -402,6 +402,15 @@ pub async fn serve(root: &Root, relative: &str, method: &Method, headers: &Heade
 }
 
 impl Planned {
+    /// How many bytes the body holds.
+    pub(super) fn body_len(&self) -> u64 {
+        match &self.body {
+            PlannedBody::Empty => 0,
+            PlannedBody::Memory(bytes) => bytes.len() as u64,
+            PlannedBody::File { count, .. } => *count,
+        }
+    }
+
     /// hyper's response: the body streamed a chunk at a time.
     pub(super) fn into_response(self) -> Response {
         let Planned {

@@ -129,7 +129,11 @@ async fn v2(
             }
             let response = manifest(&registry, &name, &reference, &method, &headers).await;
             if response.status() == StatusCode::OK {
-                app.metrics.registry_pull(Pulled::Manifest);
+                let bytes = match method {
+                    Method::GET => body_length(response.headers()),
+                    _ => 0,
+                };
+                app.metrics.registry_pull(Pulled::Manifest, bytes);
             }
             response
         }
@@ -140,16 +144,19 @@ async fn v2(
                     None => *refused,
                 }
             }
-            Ok(planned) => {
-                if planned.status.is_success() && method == Method::GET {
-                    app.metrics.registry_pull(Pulled::Blob);
-                }
-                planned.into_response()
-            }
+            Ok(planned) => served(&app, planned, &method),
             Err(response) => *response,
         },
         Endpoint::Unknown => error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint", ""),
     }
+}
+
+/// A blob from the store, counted.
+fn served(app: &App, planned: Planned, method: &Method) -> Response {
+    if planned.status.is_success() && *method == Method::GET {
+        app.metrics.registry_pull(Pulled::Blob, planned.body_len());
+    }
+    planned.into_response()
 }
 
 /// A blob the store lacks, from its upstream: streamed while it arrives (or, when it arrived
@@ -174,7 +181,7 @@ async fn pulled_through(
         crate::cache::Entry::Cached(_) => {
             return Some(
                 match blob_plan(app, name.as_str(), &digest.to_string(), method, headers) {
-                    Ok(planned) => planned.into_response(),
+                    Ok(planned) => served(app, planned, method),
                     Err(response) => *response,
                 },
             );
@@ -185,7 +192,8 @@ async fn pulled_through(
         Err(e) => return Some(registry_error(&e.into())),
     };
     if *method == Method::GET {
-        app.metrics.registry_pull(Pulled::Blob);
+        // An upstream that sent no length counts nothing here: what streams is unknown yet.
+        app.metrics.registry_pull(Pulled::Blob, total.unwrap_or(0));
     }
     let mut response = Response::new(body);
     let h = response.headers_mut();
@@ -294,6 +302,15 @@ async fn manifest(
     response
 }
 
+/// A response's `Content-Length` (0 when it has none).
+fn body_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The linux/amd64 manifest of a Docker manifest list.
 fn default_platform(list: &[u8]) -> Option<Digest> {
     let list: serde_json::Value = serde_json::from_slice(list).ok()?;
@@ -348,8 +365,12 @@ pub(super) fn blob_plan(
             digest,
         )));
     };
-    if let Err(e) = registry.blob(&name, &digest) {
-        return Err(Box::new(registry_error(&e)));
+    let stored = match registry.blob(&name, &digest) {
+        Ok(stored) => stored,
+        Err(e) => return Err(Box::new(registry_error(&e))),
+    };
+    if let Some(proxy) = &app.registry_proxy {
+        proxy.served_from_store(&name);
     }
     let etag = format!("\"{digest}\"");
     let mut ours = headers.clone();
@@ -373,12 +394,7 @@ pub(super) fn blob_plan(
     ours.remove(header::IF_NONE_MATCH);
     ours.remove(header::IF_RANGE);
     ours.remove(header::IF_MODIFIED_SINCE);
-    let mut planned = files::plan(
-        registry_root(app),
-        &Registry::blob_key(&digest),
-        method,
-        &ours,
-    );
+    let mut planned = files::plan(registry_root(app), &stored, method, &ours);
     let h = &mut planned.headers;
     h.remove(header::LAST_MODIFIED);
     set(h, "etag", &etag);

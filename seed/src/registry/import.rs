@@ -330,6 +330,8 @@ fn store_blob(
         Ok(Some(bytes)) => {
             imported.blobs_added += 1;
             imported.bytes_added += bytes;
+            // Imported now: the pulled-through copy would only wait for its eviction.
+            registry.forget_pulled(digest);
             Ok(())
         }
         Ok(None) => {

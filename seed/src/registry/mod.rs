@@ -13,6 +13,13 @@
 //!   blob is served under a repository only when the repository links it. Name components never
 //!   start with `_`, so these directories are never a nested repository's name.
 //!
+//! - `pulled/sha256/<hex>`: what the pull-through cache fetched (manifests and blobs), in a
+//!   [`Cache`] of its own bounded by `registry.cache_size`: the least recently used go first,
+//!   and come again from their upstream when next asked. Imports are never evicted: what is
+//!   in `blobs/` is served first, and an import takes a pulled blob over into `blobs/`.
+//!   Anyone on the provisioning network may name any image under a configured prefix; this
+//!   bound is what keeps that from filling the disk.
+//!
 //! An import writes blobs first, then a repository's links, then its tags, each file renamed
 //! into place: an import that dies leaves blobs nobody names and nothing half-visible.
 
@@ -127,16 +134,68 @@ pub struct Manifest {
 /// The registry's store.
 pub struct Registry {
     root: PathBuf,
+    /// Imported blobs (`blobs/`): never evicted, no limit.
     cache: Arc<Cache>,
+    /// Pulled-through manifests and blobs (`pulled/`): bounded, least recently used go first.
+    pulled: Arc<Cache>,
 }
 
+/// The pulled-through cache's directory below the store's.
+const PULLED: &str = "pulled";
+
 impl Registry {
-    /// The store in `<state_dir>/registry` (created; temporaries a crash left removed).
+    /// The store in `<state_dir>/registry` (created; temporaries a crash left removed), its
+    /// pulled-through cache bounded by [`DEFAULT_REGISTRY_CACHE`].
     pub fn open(state_dir: &Path) -> Result<Self, RegistryError> {
+        Self::open_bounded(state_dir, crate::config::model::DEFAULT_REGISTRY_CACHE)
+    }
+
+    /// The store in `<state_dir>/registry`, its pulled-through cache kept under
+    /// `pulled_limit` bytes.
+    pub fn open_bounded(state_dir: &Path, pulled_limit: u64) -> Result<Self, RegistryError> {
         let root = state_dir.join("registry");
-        // Imported blobs are never evicted: nothing is evictable, and there is no limit.
         let cache = Cache::open(&root, u64::MAX, Vec::new(), "registry")?;
-        Ok(Self { root, cache })
+        let pulled = Cache::open(
+            &root.join(PULLED),
+            pulled_limit,
+            vec![PathBuf::from("sha256")],
+            "registry pull-through",
+        )?;
+        Ok(Self {
+            root,
+            cache,
+            pulled,
+        })
+    }
+
+    /// Where `digest` is stored, relative to [`Self::root`]: imported first, then pulled
+    /// through (that one marked used: its mtime is the eviction's clock).
+    pub fn stored(&self, digest: &Digest) -> Option<String> {
+        let imported = Self::blob_key(digest);
+        if self.cache.contains(&imported) {
+            return Some(imported);
+        }
+        let pulled = Self::pulled_key(digest);
+        if self.pulled.contains(&pulled) {
+            self.pulled.used(&pulled);
+            return Some(format!("{PULLED}/{pulled}"));
+        }
+        None
+    }
+
+    /// The pulled-through cache's key for `digest`.
+    fn pulled_key(digest: &Digest) -> String {
+        format!("sha256/{}", digest.hex())
+    }
+
+    /// Removes the pulled-through copy of `digest` (an import holds it now).
+    fn forget_pulled(&self, digest: &Digest) {
+        let _ = std::fs::remove_file(self.pulled.path(&Self::pulled_key(digest)));
+    }
+
+    /// Bytes the pulled-through cache holds, and the most it keeps.
+    pub fn pulled_usage(&self) -> (u64, u64) {
+        (self.pulled.disk_usage(), self.pulled.limit())
     }
 
     /// The store's directory.
@@ -179,10 +238,7 @@ impl Registry {
             .ok_or_else(unknown)?
             .trim()
             .to_string();
-        let path = self.cache.path(&Self::blob_key(&digest));
-        if !path.is_file() {
-            return Err(unknown());
-        }
+        let path = self.root.join(self.stored(&digest).ok_or_else(unknown)?);
         Ok(Manifest {
             digest,
             media_type,
@@ -190,20 +246,17 @@ impl Registry {
         })
     }
 
-    /// The blob `digest` of repository `name` (a layer, a config or a manifest it links).
-    pub fn blob(&self, name: &Name, digest: &Digest) -> Result<PathBuf, RegistryError> {
-        let repository = self.repository(name);
-        let linked = repository.join("_layers").join(digest.hex()).is_file()
-            || repository.join("_manifests").join(digest.hex()).is_file();
-        let path = self.cache.path(&Self::blob_key(digest));
-        if linked && path.is_file() {
-            Ok(path)
-        } else {
-            Err(RegistryError::BlobUnknown {
-                name: name.to_string(),
-                digest: digest.to_string(),
-            })
+    /// The blob `digest` of repository `name` (a layer, a config or a manifest it links):
+    /// where it is, relative to [`Self::root`].
+    pub fn blob(&self, name: &Name, digest: &Digest) -> Result<String, RegistryError> {
+        let unknown = || RegistryError::BlobUnknown {
+            name: name.to_string(),
+            digest: digest.to_string(),
+        };
+        if !self.links(name, digest) {
+            return Err(unknown());
         }
+        self.stored(digest).ok_or_else(unknown)
     }
 
     /// The tags of repository `name`, sorted (as distribution lists them).
@@ -287,7 +340,10 @@ impl Registry {
             }
         }
         let mut removed = 0;
-        if let Ok(entries) = std::fs::read_dir(self.root.join("blobs/sha256")) {
+        for dir in [self.root.join("blobs/sha256"), self.pulled.path("sha256")] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if !linked.contains(&entry.file_name())
                     && std::fs::remove_file(entry.path()).is_ok()
@@ -312,8 +368,9 @@ impl Registry {
             || repository.join("_manifests").join(digest.hex()).is_file()
     }
 
-    /// Stores manifest `bytes` (verified against `digest`) in repository `name` and links what
-    /// it names (an image's config and layers; an index's manifests come by digest when asked).
+    /// Stores pulled-through manifest `bytes` (verified against `digest`) in repository `name`
+    /// and links what it names (an image's config and layers; an index's manifests come by
+    /// digest when asked).
     fn add_manifest_bytes(
         &self,
         name: &Name,
@@ -326,8 +383,10 @@ impl Registry {
             size: Some(bytes.len() as u64),
             sha256: digest.hex().to_string(),
         };
-        self.cache
-            .store(&Self::blob_key(digest), &mut &bytes[..], &expect)?;
+        if self.stored(digest).is_none() {
+            self.pulled
+                .store(&Self::pulled_key(digest), &mut &bytes[..], &expect)?;
+        }
         let repository = self.repository(name);
         if media_type != OCI_INDEX && media_type != DOCKER_LIST {
             let config = manifest.get("config").into_iter();

@@ -14,8 +14,11 @@
 //!   single flight), streamed to them while it arrives, verified against its digest before it
 //!   is stored; a corrupt one is never stored and the clients' transfers fail.
 //! - Upstream authentication: the Docker/OCI bearer challenge (RFC 6750: a 401 with
-//!   `WWW-Authenticate: Bearer realm=…,service=…,scope=…`, an anonymous token from the realm,
-//!   the request again with it), tokens kept until they expire.
+//!   `WWW-Authenticate: Bearer realm=…,service=…,scope=…`, a token from the realm — anonymous,
+//!   or for the upstream's `username`/`password` sent to the realm as HTTP Basic — and the
+//!   request again with it), tokens kept until they expire; a `Basic` challenge is answered
+//!   with the account itself. A password is read from its file or variable when it is needed,
+//!   never logged, and never sent to a plain-HTTP realm of an https upstream.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +31,8 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use super::reference::{Digest, Name, Reference};
 use super::{MAX_MANIFEST, Registry, RegistryError, media_type_of};
 use crate::cache::{CacheError, Entry, Expect, Flights};
-use crate::config::{Registry as RegistryConfig, RegistryUpstream};
+use crate::config::{Registry as RegistryConfig, RegistryUpstream, Secret};
+use crate::metrics::ProxyCounts;
 
 /// The manifest types asked for (every one seed serves).
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
@@ -37,6 +41,8 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 /// How long a token is kept when the token server does not say (Docker's default is 60 s).
 const TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// The largest token answer read (Docker Hub's are about 4 KiB).
+const MAX_TOKEN_ANSWER: usize = 64 << 10;
 
 /// The pull-through side of the registry.
 pub struct Proxy {
@@ -44,12 +50,31 @@ pub struct Proxy {
     upstreams: Vec<RegistryUpstream>,
     tag_max_age: Duration,
     client: reqwest::Client,
-    /// Bearer tokens by upstream and scope, with when they expire.
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// What answered each upstream's challenge, by prefix and scope.
+    tokens: Mutex<HashMap<String, Auth>>,
     /// Manifest fetches in progress (blobs single-fly in the cache).
     flights: Flights<RegistryError>,
     /// Upstream GETs that returned a body (manifests and blobs).
     fetches: AtomicU64,
+    /// How requests for upstreams' repositories were answered.
+    counts: Counts,
+}
+
+/// Hits, misses and stale answers ([`ProxyCounts`]).
+#[derive(Default)]
+struct Counts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+}
+
+impl Counts {
+    fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+    fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Proxy {
@@ -64,12 +89,25 @@ impl Proxy {
             tokens: Mutex::default(),
             flights: Flights::default(),
             fetches: AtomicU64::new(0),
+            counts: Counts::default(),
         })
     }
 
-    /// Upstream GETs that returned a body so far.
-    pub fn upstream_fetches(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
+    /// What the pull-through did so far, for `/metrics`.
+    pub fn counts(&self) -> ProxyCounts {
+        ProxyCounts {
+            upstream_fetches: self.fetches.load(Ordering::Relaxed),
+            hits: self.counts.hits.load(Ordering::Relaxed),
+            misses: self.counts.misses.load(Ordering::Relaxed),
+            stale: self.counts.stale.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The store answered a request for blob of `name`: a hit when `name` is an upstream's.
+    pub fn served_from_store(&self, name: &Name) {
+        if self.upstream_of(name).is_some() {
+            self.counts.hit();
+        }
     }
 
     /// The upstream `name` belongs to, and its name there.
@@ -93,13 +131,19 @@ impl Proxy {
         let (key, have) = match reference {
             Reference::Digest(digest) => {
                 if self.registry.manifest(name, reference).is_ok() {
+                    self.counts.hit();
                     return Ok(());
                 }
                 (format!("{name}@{digest}"), false)
             }
             Reference::Tag(tag) => {
-                let age = self.registry.tag_age(name, tag);
+                // Stored: tagged, and its manifest not evicted from the pulled-through cache.
+                let age = self
+                    .registry
+                    .tag_age(name, tag)
+                    .filter(|_| self.registry.manifest(name, reference).is_ok());
                 if age.is_some_and(|a| a < self.tag_max_age) {
+                    self.counts.hit();
                     return Ok(());
                 }
                 (format!("{name}:{tag}"), age.is_some())
@@ -115,10 +159,14 @@ impl Proxy {
             .await;
         match fetched {
             Err(RegistryError::Upstream(e)) if have => {
+                self.counts.stale.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(repository = %name, error = %e, "registry: upstream unreachable, serving the stored tag");
                 Ok(())
             }
-            other => other,
+            other => {
+                self.counts.miss();
+                other
+            }
         }
     }
 
@@ -251,8 +299,8 @@ impl Proxy {
             sha256: digest.hex().to_string(),
         };
         let (this, digest2) = (Arc::clone(self), digest.clone());
-        let entry = self.registry.cache.fill(
-            &Registry::blob_key(digest),
+        let entry = self.registry.pulled.fill(
+            &Registry::pulled_key(digest),
             Some(expect),
             move |mut filler| async move {
                 let path = format!("/v2/{remote}/blobs/{digest2}");
@@ -281,10 +329,14 @@ impl Proxy {
                 Ok(filler)
             },
         )?;
+        if matches!(entry, Entry::Growing(_)) {
+            self.counts.miss();
+        }
         Ok(Some(entry))
     }
 
-    /// GETs `path` of `upstream`, answering its bearer challenge once when it makes one.
+    /// GETs `path` of `upstream`, answering its challenge once when it makes one: a bearer
+    /// token from the realm (with the upstream's account, when it has one), or Basic.
     async fn get(
         &self,
         upstream: &RegistryUpstream,
@@ -293,51 +345,78 @@ impl Proxy {
         accept: Option<&str>,
     ) -> Result<reqwest::Response, RegistryError> {
         let url = format!("{}{path}", upstream.url);
-        let scope_key = format!("{} repository:{remote}:pull", upstream.url);
-        let send = |token: Option<String>| {
+        // By prefix, not URL: two prefixes may reach one registry as two accounts.
+        let scope_key = format!("{} repository:{remote}:pull", upstream.prefix);
+        let send = |auth: Option<Auth>| {
             let mut request = self.client.get(&url);
             if let Some(accept) = accept {
                 request = request.header(ACCEPT, accept);
             }
-            if let Some(token) = token {
-                request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+            match auth {
+                Some(Auth::Bearer(token, _)) => {
+                    request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+                }
+                Some(Auth::Basic(user, password)) => {
+                    request = request.basic_auth(user, Some(password.expose()));
+                }
+                None => {}
             }
             request.send()
         };
         let unreachable = |e: reqwest::Error| {
             RegistryError::Upstream(format!("{url}: {}", crate::error_chain(&e)))
         };
-        let response = send(self.token(&scope_key)).await.map_err(unreachable)?;
+        let response = send(self.auth(&scope_key)).await.map_err(unreachable)?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
-        let Some(challenge) = response
+        let Some(header) = response
             .headers()
             .get(WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer_challenge)
         else {
             return Ok(response);
         };
-        let token = self.fetch_token(&challenge, remote).await?;
+        let auth = if let Some(challenge) = bearer_challenge(header) {
+            let (token, until) = self.fetch_token(upstream, &challenge, remote).await?;
+            Auth::Bearer(token, until)
+        } else if header
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("basic")
+        {
+            match account(upstream)? {
+                Some((user, password)) => Auth::Basic(user, password),
+                // Nothing to answer Basic with: the 401 is the answer.
+                None => return Ok(response),
+            }
+        } else {
+            return Ok(response);
+        };
         self.tokens
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(scope_key, token.clone());
-        send(Some(token.0)).await.map_err(unreachable)
+            .insert(scope_key, auth.clone());
+        send(Some(auth)).await.map_err(unreachable)
     }
 
-    fn token(&self, key: &str) -> Option<String> {
+    /// What answered `key`'s challenge last, unless it has expired.
+    fn auth(&self, key: &str) -> Option<Auth> {
         let tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
         tokens
             .get(key)
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(token, _)| token.clone())
+            .filter(|auth| match auth {
+                Auth::Bearer(_, until) => Instant::now() < *until,
+                Auth::Basic(..) => true,
+            })
+            .cloned()
     }
 
-    /// An anonymous token from the challenge's realm.
+    /// A token from the challenge's realm: with the upstream's account when it has one (HTTP
+    /// Basic to the realm, as the Docker token protocol has it), else anonymous.
     async fn fetch_token(
         &self,
+        upstream: &RegistryUpstream,
         challenge: &HashMap<String, String>,
         remote: &str,
     ) -> Result<(String, Instant), RegistryError> {
@@ -352,10 +431,26 @@ impl Proxy {
         if let Some(service) = challenge.get("service") {
             query.push(("service", service.clone()));
         }
-        let response = self
-            .client
-            .get(realm)
-            .query(&query)
+        let account = account(upstream)?;
+        // The realm is the upstream's word: an https upstream that names a plain-HTTP realm
+        // does not get the password sent readable.
+        if account.is_some()
+            && upstream.url.starts_with("https://")
+            && !realm.starts_with("https://")
+        {
+            return Err(RegistryError::Upstream(format!(
+                "{}: its token realm {realm} is not https; the account's password is not sent there",
+                upstream.url
+            )));
+        }
+        if let Some((user, _)) = &account {
+            query.push(("account", user.clone()));
+        }
+        let mut request = self.client.get(realm).query(&query);
+        if let Some((user, password)) = account {
+            request = request.basic_auth(user, Some(password.expose()));
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| RegistryError::Upstream(format!("{realm}: {}", crate::error_chain(&e))))?;
@@ -371,10 +466,20 @@ impl Proxy {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let body = response
-            .bytes()
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| RegistryError::Upstream(format!("{realm}: {e}")))?;
+            .map_err(|e| RegistryError::Upstream(format!("{realm}: {e}")))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_TOKEN_ANSWER {
+                return Err(RegistryError::Upstream(format!(
+                    "{realm}: a token answer larger than {MAX_TOKEN_ANSWER} bytes"
+                )));
+            }
+        }
         let token: Token = serde_json::from_slice(&body)
             .map_err(|e| RegistryError::Upstream(format!("{realm}: not a token: {e}")))?;
         let value = token
@@ -386,6 +491,31 @@ impl Proxy {
             .map_or(TOKEN_LIFETIME, Duration::from_secs)
             .saturating_sub(Duration::from_secs(5));
         Ok((value, Instant::now() + lifetime))
+    }
+}
+
+/// What answers an upstream's challenge.
+#[derive(Clone)]
+enum Auth {
+    /// A token from the realm, until it expires.
+    Bearer(String, Instant),
+    /// The account itself, on every request (a registry that challenges with Basic).
+    Basic(String, Secret),
+}
+
+/// The upstream's account, its password read now (a rotated secret file is picked up).
+fn account(upstream: &RegistryUpstream) -> Result<Option<(String, Secret)>, RegistryError> {
+    match (&upstream.username, &upstream.password) {
+        (Some(user), Some(password)) => {
+            let secret = password.resolve().map_err(|e| {
+                RegistryError::Upstream(format!(
+                    "registry.upstreams[{}].password: {e}",
+                    upstream.prefix
+                ))
+            })?;
+            Ok(Some((user.clone(), secret)))
+        }
+        _ => Ok(None),
     }
 }
 

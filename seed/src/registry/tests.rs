@@ -106,7 +106,7 @@ fn an_oci_layout_imports_and_every_part_is_found_under_its_repository() {
     assert_eq!(found.media_type, OCI_MANIFEST);
     assert_eq!(std::fs::read(&found.path).unwrap(), one.manifest.1);
     for digest in one.blobs.keys() {
-        let path = registry.blob(&repo, digest).unwrap();
+        let path = registry.root().join(registry.blob(&repo, digest).unwrap());
         assert_eq!(&std::fs::read(path).unwrap(), &one.blobs[digest]);
     }
     // Another repository does not see this one's blobs, nor an unknown tag.

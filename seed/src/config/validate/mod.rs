@@ -119,6 +119,7 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
         .unwrap_or_else(|| Registry {
             upstreams: Vec::new(),
             tag_max_age: crate::config::model::DEFAULT_TAG_MAX_AGE,
+            cache_bytes: crate::config::model::DEFAULT_REGISTRY_CACHE,
             port: None,
             tls: None,
         });

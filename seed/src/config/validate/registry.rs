@@ -35,9 +35,18 @@ pub(super) fn registry(
             );
         }
         check_url(v, line, &format!("{at}.url"), &u.url);
+        if u.username.is_some() != u.password.is_some() {
+            v.problem(
+                line,
+                format!("{at}.password"),
+                "an account is a username and a password: give both or neither",
+            );
+        }
         upstreams.push(RegistryUpstream {
             prefix: u.prefix.clone(),
             url: u.url.trim_end_matches('/').to_string(),
+            username: u.username.clone(),
+            password: u.password.as_ref().map(super::seed::secret_ref),
         });
     }
     let tag_max_age = match w.tag_max_age.as_deref() {
@@ -50,6 +59,22 @@ pub(super) fn registry(
             );
             crate::config::model::DEFAULT_TAG_MAX_AGE
         }),
+    };
+    let cache_bytes = match w.cache_size.as_deref() {
+        None => crate::config::model::DEFAULT_REGISTRY_CACHE,
+        Some(size) => match super::mirror::lvm_size(size) {
+            Some(bytes) if bytes > 0 => bytes,
+            _ => {
+                v.problem(
+                    line,
+                    "registry.cache_size",
+                    format!(
+                        "`{size}` is not a size like `64G` (a whole number above 0 and M, G or T; binary units)"
+                    ),
+                );
+                crate::config::model::DEFAULT_REGISTRY_CACHE
+            }
+        },
     };
     if let Some(port) = w.port
         && (port == 0 || port == seed.ports.http)
@@ -73,6 +98,7 @@ pub(super) fn registry(
     Registry {
         upstreams,
         tag_max_age,
+        cache_bytes,
         port: w.port,
         tls: w.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
     }
@@ -148,6 +174,39 @@ mod tests {
             &with("tag_max_age: 10m", "port: 80"),
             "registry.port",
             "not a port of its own",
+        );
+    }
+
+    #[test]
+    fn the_cache_size_is_a_size_and_an_account_is_both_halves() {
+        assert_eq!(
+            problems_after("mirror:", &with("tag_max_age: 10m", "cache_size: 200G")),
+            Vec::<String>::new()
+        );
+        for bad in ["0G", "200", "lots", "-1G"] {
+            refused(
+                "mirror:",
+                &with("tag_max_age: 10m", &format!("cache_size: \"{bad}\"")),
+                "registry.cache_size",
+                "not a size",
+            );
+        }
+        let account = with(
+            "url: \"https://quay.io\" }",
+            "url: \"https://quay.io\", username: robot, password: { file: /etc/seed/quay } }",
+        );
+        assert_eq!(problems_after("mirror:", &account), Vec::<String>::new());
+        refused(
+            "mirror:",
+            &account.replace(", password: { file: /etc/seed/quay }", ""),
+            "registry.upstreams[quay.io].password",
+            "give both or neither",
+        );
+        refused(
+            "mirror:",
+            &account.replace("username: robot, ", ""),
+            "registry.upstreams[quay.io].password",
+            "give both or neither",
         );
     }
 }
