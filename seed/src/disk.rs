@@ -221,7 +221,7 @@ fn class(pattern: &[char], c: char) -> Option<(bool, usize)> {
 }
 
 /// One disk as udev describes it to subiquity (its probe data).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UdevDisk {
     /// The kernel's name, `/dev/sda`.
     pub path: String,
@@ -367,4 +367,4 @@ fn either_spelling(name: &str, pattern: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,6 +8,7 @@
 //! [`install`] turns a node into its autoinstall documents; [`cli`] is the command line over
 //! all of them.
 
+pub mod agent;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -39,7 +39,7 @@ fn disk(
 ///   `usb-Dell_Internal_Dual_SD_0123456789AB-0:0`, model `Internal Dual SD`; 16 GB on 14G.
 /// - A USB stick left in the front port: a LAVA device dictionary,
 ///   `usb-SanDisk_Cruzer_Blade_20060266531DA442AD42-0:0`.
-fn dell_storage_node() -> Vec<UdevDisk> {
+pub(crate) fn dell_storage_node() -> Vec<UdevDisk> {
     vec![
         disk(
             "/dev/sda",
@@ -105,7 +105,7 @@ fn dell_storage_node() -> Vec<UdevDisk> {
 /// `ID_MODEL=MB8000JFECQ`, `ID_SERIAL=35000c50093fddc5f`, `ID_SCSI_SERIAL=ZA17WDAG`,
 /// `ID_PATH=pci-0000:03:00.0-sas-0x5000c50093fddc5d-lun-0`). The second SAS disk is the same
 /// model in the next bay (its WWN and path derived from the first's).
-fn hpe_node() -> Vec<UdevDisk> {
+pub(crate) fn hpe_node() -> Vec<UdevDisk> {
     vec![
         disk(
             "/dev/sda",
@@ -141,7 +141,7 @@ fn hpe_node() -> Vec<UdevDisk> {
 /// (`ID_MODEL=KXG70PNV2T04 NVMe KIOXIA 2048GB`, `ID_SERIAL=…_12KFC0BAFTW5_1`,
 /// `ID_PATH=pci-0000:00:0e.0-pci-10000:e1:00.0-nvme-1`); the second is its twin on the next
 /// port (serial and path derived).
-fn nvme_twins() -> Vec<UdevDisk> {
+pub(crate) fn nvme_twins() -> Vec<UdevDisk> {
     vec![
         disk(
             "/dev/nvme0n1",
@@ -167,7 +167,7 @@ fn nvme_twins() -> Vec<UdevDisk> {
 /// Dell PERC H710 virtual disks. Source: a MAAS machine listing (`PERC H710`, by-id
 /// `wwn-0x6c81f660dba9cc002fedeb53d8986a2b` 1.82 TiB and `wwn-0x6c81f660dba9cc002ffb0029198533d2`
 /// 465.25 GiB); a SCSI volume's `ID_SERIAL` is `3` + that WWN, its model `PERC_H710`.
-fn perc_node() -> Vec<UdevDisk> {
+pub(crate) fn perc_node() -> Vec<UdevDisk> {
     vec![
         disk(
             "/dev/sda",
@@ -193,7 +193,7 @@ fn perc_node() -> Vec<UdevDisk> {
 /// QEMU's disks as the lab gives them. Sources: virtio's `ID_SERIAL` is the bare `serial=`;
 /// a published `udevadm info` of a QEMU `scsi-hd` with `serial=disk1`:
 /// `ID_SERIAL=0QEMU_QEMU_HARDDISK_disk1`, `ID_MODEL=QEMU_HARDDISK`, `ID_VENDOR=QEMU`.
-fn qemu_node() -> Vec<UdevDisk> {
+pub(crate) fn qemu_node() -> Vec<UdevDisk> {
     vec![
         disk(
             "/dev/vda",
