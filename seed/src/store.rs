@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
+use crate::agent::inspect::Inspection;
 use crate::inventory::Hardware;
 use crate::lifecycle::NodeState;
 use crate::net::MacAddr;
@@ -77,6 +78,12 @@ const MIGRATIONS: &[&str] = &[
     // it again because a phase of the boot did not come (provision::supervise).
     "ALTER TABLE nodes ADD COLUMN started_at INTEGER;
      ALTER TABLE nodes ADD COLUMN cycles INTEGER NOT NULL DEFAULT 0;",
+    // 8: what seed's agent found on each node (`agent::inspect::Inspection` as JSON).
+    "CREATE TABLE inspections (
+        node        TEXT PRIMARY KEY,
+        taken_at    INTEGER NOT NULL,
+        inspection  TEXT NOT NULL
+     ) STRICT;",
 ];
 
 /// The schema version this binary writes.
@@ -866,6 +873,52 @@ impl Store {
         insert_event(&tx, now, Some(node), "inventory", "bmc", detail)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Record what seed's agent found on `node`, replacing an earlier inspection, with an
+    /// `inspected` event carrying `detail`, in one transaction.
+    pub fn record_inspection(
+        &mut self,
+        node: &str,
+        inspection: &Inspection,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(inspection).map_err(|e| StoreError::Corrupt {
+            what: "inspection",
+            value: e.to_string(),
+        })?;
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO inspections (node, taken_at, inspection) VALUES (?1, ?2, ?3)
+             ON CONFLICT (node) DO UPDATE SET taken_at = excluded.taken_at,
+                                              inspection = excluded.inspection",
+            params![node, now, json],
+        )?;
+        insert_event(&tx, now, Some(node), "inspected", "agent", detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What the agent last found on `node`, and when (ms).
+    pub fn inspection(&self, node: &str) -> Result<Option<(i64, Inspection)>, StoreError> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT taken_at, inspection FROM inspections WHERE node = ?1",
+                [node],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(at, json)| {
+            serde_json::from_str(&json)
+                .map(|i| (at, i))
+                .map_err(|_| StoreError::Corrupt {
+                    what: "inspection",
+                    value: node.to_string(),
+                })
+        })
+        .transpose()
     }
 
     /// Every recorded hardware report: node → (when, what).

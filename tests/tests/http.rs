@@ -1087,3 +1087,134 @@ fn memory_stays_small_while_200_slow_clients_download_a_256_mib_image() {
     );
     assert!(seed.log().contains("HTTP server running"));
 }
+
+/// The disks util-linux's lsblk sees on this machine (name → bytes, rotational): an
+/// independent reader of the same kernel, against which the agent's inspection is checked.
+fn lsblk_disks() -> std::collections::BTreeMap<String, (u64, bool)> {
+    let out = std::process::Command::new(common::need("lsblk"))
+        .args(["-d", "-J", "-b", "-o", "NAME,SIZE,ROTA,TYPE"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["blockdevices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["type"] == "disk")
+        .filter_map(|d| {
+            let name = d["name"].as_str()?.to_string();
+            // Not disks to install to (the agent's rule): RAM, compressed swap, network.
+            let skip = [
+                "loop", "ram", "zram", "nbd", "rbd", "drbd", "zd", "md", "dm-",
+            ];
+            (!skip.iter().any(|p| name.starts_with(p))).then(|| {
+                let size = d["size"].as_u64().unwrap_or(0);
+                // lsblk prints ROTA as a boolean or, in older versions, "0"/"1".
+                let rota = d["rota"].as_bool().unwrap_or(d["rota"] == "1");
+                (name, (size, rota))
+            })
+        })
+        .collect()
+}
+
+/// seed's agent inspects this machine and reports it with the node's token: the API (with
+/// the API token) and `seed status NODE` show it, the disks as lsblk sees them; a stranger
+/// without the token, a report beyond the bounds and a node whose install is over are refused.
+#[test]
+fn the_agent_reports_a_nodes_hardware_with_its_token_and_status_shows_it() {
+    let lab = Lab::new();
+    lab.add_image();
+    let seed = lab.start();
+    assert!(lab.provision(&["cmp1"]).status.success());
+    let token = token_of(&script(&seed, CMP1));
+    let url = seed.url("");
+
+    let out = lab.seed(&["agent", "report", "--url", &url, "--token", &token]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("reported: "),
+        "{}",
+        describe(&out)
+    );
+
+    // The open API says nothing of it; the API token shows it all.
+    let path = seed.url("/api/v1/nodes/cmp1/inspection");
+    assert_eq!(get(&path).status, 401);
+    let bearer = format!("Authorization: Bearer {API_TOKEN}");
+    let reply = curl(&["-H", &bearer, &path]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let hardware = &reply.json()["hardware"];
+    let reported: std::collections::BTreeMap<String, (u64, bool)> = hardware["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let name = d["path"].as_str().unwrap().trim_start_matches("/dev/");
+            let size = d["size"].as_u64().unwrap();
+            (name.to_string(), (size, d["rotational"].as_bool().unwrap()))
+        })
+        .collect();
+    assert_eq!(reported, lsblk_disks(), "{hardware}");
+    let nics = hardware["nics"].as_array().unwrap();
+    for nic in nics {
+        let name = nic["name"].as_str().unwrap();
+        let address = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap();
+        // A bond member reports its permanent MAC, which may differ; this machine has none.
+        assert_eq!(nic["mac"].as_str().unwrap(), address.trim(), "{nic}");
+    }
+    assert!(
+        nics.iter().all(|n| n["name"] != "lo"),
+        "lo is no NIC: {hardware}"
+    );
+
+    let out = lab.seed(&["status", "cmp1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hardware (seed's agent, "), "{text}");
+    for disk in reported.keys() {
+        assert!(text.contains(&format!("/dev/{disk}")), "{disk} in\n{text}");
+    }
+    let out = lab.seed(&["status", "cmp1", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["inspection"]["hardware"], *hardware);
+
+    // Refused: another token, something that is no inspection, more NICs than a machine has.
+    let inventory =
+        |token: &str, body: &str| post_json(&seed.url(&format!("/nodes/{token}/inventory")), body);
+    let other = "0".repeat(64);
+    assert_eq!(inventory(&other, &hardware.to_string()).status, 404);
+    let reply = inventory(&token, "{\"firmware\": 1}");
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.text().contains("not an agent's inspection"),
+        "{}",
+        reply.text()
+    );
+    let mut many = hardware.clone();
+    let nic = serde_json::json!({"name": "eth0", "mac": "52:54:00:00:00:01", "driver": null,
+                                 "pci": null, "link": null, "speed_mbps": null});
+    many["nics"] = serde_json::Value::Array(vec![nic; 257]);
+    let reply = inventory(&token, &many.to_string());
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.text().contains("nics: 257 listed, at most 256"),
+        "{}",
+        reply.text()
+    );
+
+    // The install ends: the token no longer records hardware.
+    assert_eq!(
+        post(&seed.url(&format!("/nodes/{token}/installed"))).status,
+        200
+    );
+    let reply = inventory(&token, &hardware.to_string());
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    let out = lab.seed(&["agent", "report", "--url", &url, "--token", &token]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("seed refused the inspection (403"),
+        "{}",
+        describe(&out)
+    );
+}

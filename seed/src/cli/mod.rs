@@ -1,5 +1,6 @@
 //! The `seed` command line. Thin: parse arguments, call the library, print.
 
+mod agent;
 mod check;
 mod follow;
 mod global;
@@ -74,6 +75,9 @@ enum Command {
     Lab(lab::LabCommand),
     /// Show every node and its lifecycle state.
     Status(status::StatusArgs),
+    /// seed's agent, run on a node: inspect its hardware, report it to seed.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     /// Config helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -124,6 +128,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Registry(cmd) => registry::run(&global, cmd),
         Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
+        Command::Agent(cmd) => agent::run(cmd),
         Command::Lab(cmd) => lab::run(&global, cmd),
         Command::Power(cmd) => power::run(&global, cmd),
         Command::Config(ConfigCommand::Example) => {

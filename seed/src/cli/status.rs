@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::global::Global;
 use super::table::Table;
+use crate::agent::inspect::Inspection;
 use crate::lifecycle::{NodeState, duration_text};
 use crate::net::printable;
 use crate::store::{Event, Store, now_ms};
@@ -203,8 +204,17 @@ fn timeline(store: &Store, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     let serve = store.serve_events(since)?;
     let mut all: Vec<&Event> = events.iter().chain(serve.iter()).collect();
     all.sort_by_key(|e| e.id);
+    let inspection = store.inspection(name)?;
     if json {
-        let json = serde_json::json!({ "node": name, "state": record.state, "events": all });
+        let inspection = inspection
+            .as_ref()
+            .map(|(at, i)| serde_json::json!({ "taken_at": at, "hardware": i }));
+        let json = serde_json::json!({
+            "node": name,
+            "state": record.state,
+            "events": all,
+            "inspection": inspection,
+        });
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -232,7 +242,54 @@ fn timeline(store: &Store, name: &str, json: bool) -> anyhow::Result<ExitCode> {
         ]);
     }
     print!("{}", table.render());
+    if let Some((at, inspection)) = &inspection {
+        print_inspection(*at, inspection);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the agent found, as udev names it: what a disk rule (`disk:` of a role) matches.
+fn print_inspection(at: i64, inspection: &Inspection) {
+    println!(
+        "\nhardware (seed's agent, {}): {}",
+        utc_timestamp(at),
+        printable(&inspection.summary())
+    );
+    let text = |v: &Option<String>| v.as_deref().map_or_else(|| "-".into(), printable);
+    let mut nics = Table::new(&["NIC", "MAC", "DRIVER", "PCI", "LINK"]);
+    for nic in &inspection.nics {
+        let link = match (nic.link, nic.speed_mbps) {
+            (Some(true), Some(speed)) => format!("up {speed} Mb/s"),
+            (Some(true), None) => "up".into(),
+            (Some(false), _) => "no carrier".into(),
+            (None, _) => "-".into(),
+        };
+        nics.row(vec![
+            printable(&nic.name),
+            nic.mac.to_string(),
+            text(&nic.driver),
+            text(&nic.pci),
+            link,
+        ]);
+    }
+    if !inspection.nics.is_empty() {
+        print!("{}", nics.render());
+    }
+    let mut disks = Table::new(&["DISK", "SIZE", "ID_SERIAL", "ID_MODEL", "ID_PATH", "WWN"]);
+    for d in &inspection.disks {
+        let kind = if d.rotational { "HDD" } else { "SSD" };
+        disks.row(vec![
+            printable(&d.path),
+            format!("{} {kind}", super::table::size(d.size)),
+            printable(&d.id_serial),
+            printable(&d.id_model),
+            printable(&d.id_path),
+            printable(&d.id_wwn),
+        ]);
+    }
+    if !inspection.disks.is_empty() {
+        print!("{}", disks.render());
+    }
 }
 
 /// `2026-11-21 13:55:02` from ms since the Unix epoch (UTC; days to civil date after

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::app::{App, decide};
 use crate::lifecycle::NodeState;
+use crate::net::printable;
 use crate::provision::{How, NodeError, StartError, start};
 use crate::store::{Event, NodeRecord};
 
@@ -25,6 +26,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{name}", get(node))
         .route("/api/v1/nodes/{name}/events", get(events))
+        .route("/api/v1/nodes/{name}/inspection", get(inspection))
         .route("/api/v1/nodes/{name}/provision", post(provision))
         .route("/api/v1/images", get(images_list))
         .route("/metrics", get(metrics))
@@ -106,6 +108,30 @@ async fn node(
     let detailed = unauthorized(&app, &headers).is_none();
     match decide(&app, move |nodes| nodes.get(&name)).await {
         Ok(record) => Json(view(&app, record, detailed)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /api/v1/nodes/<name>/inspection` (API token: serials and MACs): what seed's agent
+/// last found on the node, `{"taken_at": ms, "hardware": …}`.
+async fn inspection(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = unauthorized(&app, &headers) {
+        return refusal;
+    }
+    let asked = name.clone();
+    match decide(&app, move |nodes| nodes.inspection(&name)).await {
+        Ok(Some((at, hardware))) => {
+            Json(serde_json::json!({ "taken_at": at, "hardware": hardware })).into_response()
+        }
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            format!("{}: seed's agent has not inspected it\n", printable(&asked)),
+        )
+            .into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -1,5 +1,5 @@
 //! A node's private URLs, `/nodes/<token>/…`: its NoCloud datasource (user-data, meta-data,
-//! vendor-data) and the installer's callbacks. The token is the only credential; [`Nodes`]
+//! vendor-data), the installer's callbacks and seed's agent's inspection. The token is the only credential; [`Nodes`]
 //! decides whether it is (still) good.
 //!
 //! [`Nodes`]: crate::provision::Nodes
@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::app::{App, decide};
+use crate::agent::inspect::Inspection;
 use crate::provision::{Callback, Document, InstallerEvent};
 
 /// Installer events are a few hundred bytes; a body far beyond that is not one.
@@ -30,6 +31,39 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/nodes/{token}/failed", post(failed))
         .route("/nodes/{token}/phone-home", post(phone_home))
         .layer(DefaultBodyLimit::max(MAX_REPORT))
+        .merge(
+            Router::new()
+                .route("/nodes/{token}/inventory", post(inventory))
+                .layer(DefaultBodyLimit::max(MAX_INSPECTION)),
+        )
+}
+
+/// An agent's inspection of a machine with [`crate::agent::inspect::MAX_DISKS`] disks is some 400 KiB.
+const MAX_INSPECTION: usize = 1024 * 1024;
+
+/// seed's agent reports what it found on the node (`seed agent report`).
+async fn inventory(
+    State(app): State<Arc<App>>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    let inspection: Inspection = match serde_json::from_slice(&body) {
+        Ok(inspection) => inspection,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("inventory: not an agent's inspection: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    if let Err(problem) = inspection.check() {
+        return (StatusCode::BAD_REQUEST, format!("inventory: {problem}\n")).into_response();
+    }
+    match decide(&app, move |nodes| nodes.inspected(&token, &inspection)).await {
+        Ok(summary) => (StatusCode::OK, format!("{summary}\n")).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn document(app: Arc<App>, token: String, which: Document) -> Response {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::agent::inspect::Inspection;
 use crate::config::Config;
 use crate::install::{InstallError, Installer, Instance};
 use crate::lifecycle::NodeState;
@@ -562,6 +563,28 @@ impl Nodes {
         }
         store.transition(node, to, "installer", &detail, false)?;
         Ok(to)
+    }
+
+    /// What seed's agent last found on `name`, and when (ms).
+    pub fn inspection(&self, name: &str) -> Result<Option<(i64, Inspection)>, NodeError> {
+        Ok(self.store().inspection(name)?)
+    }
+
+    /// Record what seed's agent found on the node whose token this is. Only while its
+    /// install is under way (the agent runs before the disk is written): a retired token
+    /// records nothing. The report is checked against [`Inspection::check`]'s bounds first.
+    pub fn inspected(&self, token: &str, inspection: &Inspection) -> Result<String, NodeError> {
+        let record = self.by_token(token)?;
+        let node = record.node.as_str();
+        if !record.state.is_under_way() {
+            return Err(NodeError::Retired(format!(
+                "{node} is {}; its token no longer accepts reports",
+                record.state
+            )));
+        }
+        let summary = inspection.summary();
+        self.store().record_inspection(node, inspection, &summary)?;
+        Ok(summary)
     }
 
     /// Set a node to provisioning: a new token and instance id unless one is under way.

@@ -60,6 +60,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("gpgv", "gpgv"),
     ("gzip", "gzip"),
     ("ip", "iproute2"),
+    ("lsblk", "util-linux"),
     ("netplan", "netplan.io"),
     ("openssl", "openssl"),
     ("ovs-vsctl", "openvswitch-switch"),
