@@ -915,6 +915,24 @@ fn a_routed_rack_installs_through_a_dhcp_relay_into_its_own_zone() {
     footprint.assert_gone("after a routed rack's lab");
 }
 
+/// Writes `work/initrd.gz`: the machine's initrd with `work/extra/` appended as a second
+/// archive (the kernel unpacks both, the second over the first).
+fn append_to_initrd(machine: &std::path::Path, work: &std::path::Path, busybox: &std::path::Path) {
+    let cpio = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && find . | '{}' cpio -o -H newc 2>/dev/null | gzip -1",
+            work.join("extra").display(),
+            busybox.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(cpio.status.success() && !cpio.stdout.is_empty());
+    let mut initrd = std::fs::read(machine.join("initrd.gz")).unwrap();
+    initrd.extend_from_slice(&cpio.stdout);
+    std::fs::write(work.join("initrd.gz"), initrd).unwrap();
+}
+
 /// Boots the first-boot machine (`tests/firstboot`) with `initrd.gz` from `work` (or the
 /// machine's own) and `devices`, until it powers itself off; its `firstboot: ` console lines.
 fn run_first_boot(
@@ -967,6 +985,8 @@ fn run_first_boot(
 /// virtio disk and an NVMe drive (tests/firstboot prints `udevadm info` of each): the match rules
 /// seed renders from the operator's words select exactly the intended disk under subiquity's rules
 /// (`seed::disk::candidates`), and the literal model the example rack once rendered matches none.
+/// seed's agent, run in the same machine without udev, names each disk as udev did and reads
+/// the NIC, DMI identity, CPUs and firmware mode QEMU was given.
 /// Values: Dell's BOSS-S2 virtual disk reports model `DELLBOSS VD`; Intel D3-S4610 serials look like
 /// PHYG…480BGN; a Seagate Exos 7E8's SCSI product is ST8000NM0075 with a NAA-5 WWN.
 #[test]
@@ -1015,6 +1035,31 @@ fn rendered_disk_rules_select_their_disk_among_what_real_udev_reports() {
             "virtio-scsi-pci,id=scsi0".to_string(),
         ],
     );
+    // A NIC on a hub of its own (no traffic leaves), and the identity a Dell's SMBIOS gives.
+    devices.extend([
+        "-netdev".into(),
+        "hubport,id=n0,hubid=0".into(),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0,mac=52:54:00:5e:ed:01".into(),
+        "-smbios".into(),
+        "type=1,manufacturer=Dell Inc.,product=PowerEdge R650,serial=7XKQ2T3".into(),
+        "-smp".into(),
+        "2".into(),
+    ]);
+    // seed's agent beside udev: the test binary without its debug info (a fourth of the
+    // size), under usr/bin (the machine's /bin is a link to it: a `bin` directory in the second
+    // archive would replace that link).
+    let agent = dir.path().join("extra/usr/bin/seed-agent");
+    std::fs::create_dir_all(agent.parent().unwrap()).unwrap();
+    let out = Command::new(common::need("strip"))
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&agent)
+        .arg(common::seed_bin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "strip: {}", describe(&out));
+    append_to_initrd(&machine, dir.path(), &common::need("busybox"));
     let console = run_first_boot(&qemu, accel, &machine, dir.path(), "pc", &devices);
     assert!(console.contains("done"), "{console}");
 
@@ -1093,6 +1138,59 @@ fn rendered_disk_rules_select_their_disk_among_what_real_udev_reports() {
     let mut literal = std::collections::BTreeMap::new();
     literal.insert("model".to_string(), serde_json::json!("DELLBOSS VD"));
     assert!(candidates(&literal, &disks).is_empty(), "{console}");
+
+    // seed's agent, reading the same kernel without udev, names every disk as udev did
+    // (the NVMe drive sits under native multipath, as on Ubuntu; the IDE disks carry the
+    // target in ID_PATH, `ata-1.0`, which a published by-path listing had hidden).
+    let json = console
+        .lines()
+        .find_map(|l| l.strip_prefix("agent: "))
+        .unwrap_or_else(|| panic!("no agent line in:\n{console}"));
+    let inspection: seed::agent::inspect::Inspection = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("agent output is no inspection ({e}): {json}"));
+    let mut named: Vec<UdevDisk> = inspection
+        .disks
+        .iter()
+        .map(seed::agent::inspect::Disk::udev)
+        .collect();
+    named.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut seen = disks.clone();
+    seen.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(named, seen, "the agent's names against udev's:\n{console}");
+    let wwn = |path: &str| {
+        inspection
+            .disks
+            .iter()
+            .find(|d| d.path == path)
+            .map(|d| d.id_wwn.clone())
+    };
+    assert_eq!(wwn(&sas).as_deref(), Some("0x5000c50093fddc5f"));
+    let nvme_wwn = console
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("disk {nvme} ID_WWN=")))
+        .unwrap_or_else(|| panic!("no ID_WWN for {nvme}:\n{console}"));
+    assert_eq!(wwn(&nvme).as_deref(), Some(nvme_wwn));
+    let nic = inspection
+        .nics
+        .iter()
+        .map(|n| (n.mac.to_string(), n.driver.clone(), n.pci.is_some()));
+    assert_eq!(
+        nic.collect::<Vec<_>>(),
+        [(
+            "52:54:00:5e:ed:01".to_string(),
+            Some("virtio_net".to_string()),
+            true
+        )],
+        "{json}"
+    );
+    assert_eq!(inspection.system.vendor.as_deref(), Some("Dell Inc."));
+    assert_eq!(inspection.system.product.as_deref(), Some("PowerEdge R650"));
+    assert_eq!(inspection.system.serial.as_deref(), Some("7XKQ2T3"));
+    assert_eq!(inspection.cpu.threads, 2, "{json}");
+    assert_eq!(
+        inspection.firmware.mode,
+        seed::agent::inspect::BootMode::Bios
+    );
 }
 
 /// The first boot of an installed node, as far as its network goes: the netplan seed renders is
@@ -1155,19 +1253,7 @@ fn bond_members_are_found_by_mac_whatever_the_kernel_names_them() {
             let path = entry.unwrap().path();
             std::fs::copy(&path, files.join(path.file_name().unwrap())).unwrap();
         }
-        let cpio = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "cd '{}' && find . | '{}' cpio -o -H newc 2>/dev/null | gzip",
-                work.join("extra").display(),
-                busybox.display()
-            ))
-            .output()
-            .unwrap();
-        assert!(cpio.status.success() && !cpio.stdout.is_empty());
-        let mut initrd = std::fs::read(machine.join("initrd.gz")).unwrap();
-        initrd.extend_from_slice(&cpio.stdout);
-        std::fs::write(work.join("initrd.gz"), initrd).unwrap();
+        append_to_initrd(&machine, &work, &busybox);
 
         let mut args: Vec<String> = Vec::new();
         for (i, mac) in macs.iter().enumerate() {

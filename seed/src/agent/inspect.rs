@@ -417,6 +417,9 @@ fn disks(sys: &Path) -> Vec<Disk> {
     listing(&block)
         .into_iter()
         .filter(|name| is_disk_name(name))
+        // The per-path node of a multipath NVMe namespace (`nvme0c0n1`) is hidden: the
+        // namespace's disk is `nvme0n1`.
+        .filter(|name| attr(&block.join(name).join("hidden")).as_deref() != Some("1"))
         .filter_map(|name| disk(sys, &block.join(&name), &name))
         .collect()
 }
@@ -631,27 +634,31 @@ fn path_id(chain: &Chain, nsid: Option<&str>) -> String {
     parts.join("-")
 }
 
-/// The part a SCSI device adds: `ata-<port>` on libata, `sas-<address>-lun-<lun>` behind a
-/// SAS end device, else `scsi-<host>:<channel>:<target>:<lun>` with the host numbered from
-/// the lowest host of the same adapter (so a second HBA does not renumber the first's disks).
+/// The part a SCSI device adds (systemd's `path_id`, `handle_scsi_*`):
+/// - libata: `ata-<port>.<target>` (`ata-1.0`; behind a port multiplier, whose ports libata
+///   numbers as the channel, `ata-<port>.<channel>.0`), measured on Debian 12's systemd 252;
+///   the old `ata-<port>` only survives as a compatibility by-path link (`ID_PATH_ATA_COMPAT`).
+/// - SAS: behind a port of one phy, `sas-phy<n>-lun-<l>`, or `sas-exp<address>-phy<n>-lun-<l>`
+///   when that port is an expander's; behind a wide port, `sas-<address>-lun-<l>` with the end
+///   device's address.
+/// - else `scsi-<host>:<channel>:<target>:<lun>`, the host numbered from the lowest host of
+///   the same adapter (so a second HBA does not renumber the first's disks).
 fn scsi_part(chain: &Chain, i: usize) -> String {
     let (host, channel, target, lun) = scsi_address(&chain.names[i]).unwrap_or_default();
     if let Some(ata) = chain.nearest(|n| n.starts_with("ata") && n[3..].parse::<u32>().is_ok()) {
         let name = &chain.names[ata];
         let port = attr(&chain.dir(ata).join("ata_port").join(name).join("port_no"))
             .unwrap_or_else(|| name[3..].to_string());
-        return format!("ata-{port}");
+        return if channel == 0 {
+            format!("ata-{port}.{target}")
+        } else {
+            format!("ata-{port}.{channel}.0")
+        };
     }
-    if let Some(end) = chain.nearest(|n| n.starts_with("end_device-")) {
-        let name = &chain.names[end];
-        let sas = chain
-            .dir(end)
-            .join("sas_device")
-            .join(name)
-            .join("sas_address");
-        if let Some(address) = attr(&sas) {
-            return format!("sas-{address}-lun-{lun}");
-        }
+    if let Some(end) = chain.nearest(|n| n.starts_with("end_device-"))
+        && let Some(part) = sas_part(chain, end, lun)
+    {
+        return part;
     }
     let base = chain
         .nearest(|n| n == format!("host{host}"))
@@ -668,6 +675,37 @@ fn scsi_part(chain: &Chain, i: usize) -> String {
         "scsi-{}:{channel}:{target}:{lun}",
         host.saturating_sub(base)
     )
+}
+
+/// A SAS disk's part: its end device is `chain.names[end]`, the port above it, and above
+/// that the HBA or an expander (each with a `sas_device`/`sas_port` class directory).
+fn sas_part(chain: &Chain, end: usize, lun: u64) -> Option<String> {
+    let class = |i: usize, class: &str, attribute: &str| {
+        attr(
+            &chain
+                .dir(i)
+                .join(class)
+                .join(&chain.names[i])
+                .join(attribute),
+        )
+    };
+    let port = end
+        .checked_sub(1)
+        .filter(|&p| chain.names[p].starts_with("port-"));
+    let phys = port.and_then(|p| class(p, "sas_port", "num_phys"));
+    if let (Some(port), Some("1")) = (port, phys.as_deref()) {
+        let phy = class(end, "sas_device", "phy_identifier")?;
+        let expander = port
+            .checked_sub(1)
+            .filter(|&x| chain.names[x].starts_with("expander-"))
+            .and_then(|x| class(x, "sas_device", "sas_address"));
+        return Some(match expander {
+            Some(address) => format!("sas-exp{address}-phy{phy}-lun-{lun}"),
+            None => format!("sas-phy{phy}-lun-{lun}"),
+        });
+    }
+    let address = class(end, "sas_device", "sas_address")?;
+    Some(format!("sas-{address}-lun-{lun}"))
 }
 
 fn scsi_address(name: &str) -> Option<(u32, u32, u32, u64)> {

@@ -46,7 +46,9 @@ pub(crate) fn dell_storage_node() -> Vec<UdevDisk> {
             "DELLBOSS_VD_aa06e20941c90010",
             "DELLBOSS_VD",
             "",
-            "pci-0000:c3:00.0-ata-1",
+            // `ls -l /dev/disk/by-path` shows `…-ata-1`, the compatibility link; ID_PATH has
+            // carried the target since systemd 251 (`ata-1.0`, as the lab test measures).
+            "pci-0000:c3:00.0-ata-1.0",
             240 * GB,
             true,
         ),

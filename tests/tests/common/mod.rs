@@ -71,6 +71,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("rdisc6", "ndisc6"),
     ("sha256sum", "coreutils"),
+    ("strip", "binutils"),
     ("skopeo", "skopeo"),
     ("tar", "tar"),
     ("tcpdump", "tcpdump"),

@@ -193,6 +193,9 @@ fn dell_root() -> Root {
         &format!("sys/devices/{subsys}/nvme0"),
         &format!("../../../{ctrl}"),
     );
+    // The controller's own path to the namespace, which the kernel hides.
+    let hidden = r.block(ctrl, "nvme0c0n1", 1600 * GB, false);
+    r.file(&format!("{hidden}/hidden"), "1\n");
 
     let idsdm = "pci0000:00/0000:00:14.0/usb1/1-1/1-1.4";
     let dev = format!("{idsdm}/1-1.4:1.0/host6/target6:0:0/6:0:0:0");
@@ -290,6 +293,65 @@ fn an_hpe_nodes_volume_and_sas_disks_are_named_as_udev_named_them() {
     assert_eq!(inspection.disks[0].id_wwn, "0x600508b1001ca98d");
 }
 
+/// SAS disks behind one-phy ports, on the HBA and on an expander: `path_id` names the phy
+/// (systemd's `handle_scsi_sas`), where a wide port gets the end device's address as above.
+/// Addresses: an LSI SAS3008 (mpt3sas) and a Broadcom expander's, derived.
+#[test]
+fn sas_disks_on_one_phy_ports_are_named_by_phy_and_expander() {
+    let r = Root::new();
+    let hba = "pci0000:00/0000:00:01.0/0000:01:00.0/host0";
+    // Direct: port-0:0 (one phy) → end_device-0:0, phy 2.
+    r.file(
+        &format!("sys/devices/{hba}/port-0:0/sas_port/port-0:0/num_phys"),
+        "1\n",
+    );
+    let end = format!("{hba}/port-0:0/end_device-0:0");
+    r.file(
+        &format!("sys/devices/{end}/sas_device/end_device-0:0/phy_identifier"),
+        "2\n",
+    );
+    let dev = format!("{end}/target0:0:0/0:0:0:0");
+    r.block(&format!("{dev}/block"), "sda", 8000 * GB, true);
+    r.inquiry(&dev, "SEAGATE", "ST8000NM0075");
+    r.scsi(&dev, "vpd_pg83", vpd83(&[naa("5000c500a1b2c3d4")]));
+    // Behind an expander: port-0:1 (wide, to the expander) → expander-0:0 → port-0:0:7 (one
+    // phy) → end_device-0:0:7, phy 7.
+    let exp = format!("{hba}/port-0:1/expander-0:0");
+    r.file(
+        &format!("sys/devices/{hba}/port-0:1/sas_port/port-0:1/num_phys"),
+        "4\n",
+    );
+    r.file(
+        &format!("sys/devices/{exp}/sas_device/expander-0:0/sas_address"),
+        "0x500056b36789abff\n",
+    );
+    r.file(
+        &format!("sys/devices/{exp}/port-0:0:7/sas_port/port-0:0:7/num_phys"),
+        "1\n",
+    );
+    let end = format!("{exp}/port-0:0:7/end_device-0:0:7");
+    r.file(
+        &format!("sys/devices/{end}/sas_device/end_device-0:0:7/phy_identifier"),
+        "7\n",
+    );
+    let dev = format!("{end}/target0:0:1/0:0:1:0");
+    r.block(&format!("{dev}/block"), "sdb", 8000 * GB, true);
+    r.inquiry(&dev, "SEAGATE", "ST8000NM0075");
+    r.scsi(&dev, "vpd_pg83", vpd83(&[naa("5000c500a1b2c3e8")]));
+    let paths: Vec<String> = inspect(r.path())
+        .disks
+        .into_iter()
+        .map(|d| d.id_path)
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "pci-0000:01:00.0-sas-phy2-lun-0",
+            "pci-0000:01:00.0-sas-exp0x500056b36789abff-phy7-lun-0",
+        ]
+    );
+}
+
 #[test]
 fn nvme_drives_behind_vmd_are_named_by_both_pci_hops() {
     let r = Root::new();
@@ -363,11 +425,11 @@ fn an_ata_disks_wwn_is_read_where_identify_says_it_is_valid() {
     );
     let disk = &inspect(r.path()).disks[0];
     // The full 40-character model from IDENTIFY, not the 16 of the SCSI inquiry; the port
-    // number from ata_port when it has none (ata3 → 3).
+    // number from the name when ata_port has none (ata3 → 3).
     assert_eq!(disk.id_model, "SAMSUNG_MZ7L3480HCHQ-00A07");
     assert_eq!(disk.id_serial, "SAMSUNG_MZ7L3480HCHQ-00A07_S664NE0R123456");
     assert_eq!(disk.id_wwn, "0x5002538f41234567");
-    assert_eq!(disk.id_path, "pci-0000:00:17.0-ata-3");
+    assert_eq!(disk.id_path, "pci-0000:00:17.0-ata-3.0");
 }
 
 #[test]
