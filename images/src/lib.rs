@@ -19,7 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod disks;
 pub mod iso9660;
+pub mod qcow2;
 
 use iso9660::{Iso, IsoError};
 
@@ -164,6 +166,15 @@ pub enum Error {
         /// The ISO.
         path: PathBuf,
         /// What is missing.
+        why: String,
+    },
+    /// A disk image's source cannot be decoded (a damaged qcow2, a truncated archive) or
+    /// uses what is not supported (a qcow2 backing file, encryption).
+    #[error("{}: {why}", path.display())]
+    Damaged {
+        /// The source.
+        path: PathBuf,
+        /// Why.
         why: String,
     },
     /// `image.json` is not a record.

@@ -338,3 +338,141 @@ fn an_import_killed_halfway_leaves_no_image() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(entries(&state), vec!["ubuntu-24.04".to_string()]);
 }
+
+/// `qemu-img` with `args`, which must succeed.
+fn qemu_img(args: &[&str]) {
+    let out = Command::new(common::need("qemu-img"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        describe(&out)
+    );
+}
+
+/// Disk images as qemu-img writes them (qcow2 v3 and v2 (compat 0.10), small and large
+/// clusters, zlib and zstd compressed clusters) become, with `seed images add-disk`, the raw
+/// disk they were made from, byte for byte, with sha256sum's SHA-256; a qcow2 with a backing
+/// file and a wrong --sha256 register nothing.
+#[test]
+fn disk_images_from_qemu_img_become_the_raw_disk_they_were_made_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // A 24 MiB disk: data in a few places (the first sector, across a 64 KiB cluster
+    // boundary, a compressible run, the last bytes), zeros elsewhere.
+    let raw = dir.path().join("disk.raw");
+    let mut bytes = vec![0u8; 24 << 20];
+    for (at, len) in [(0usize, 512usize), (65_000, 1_000), (3 << 20, 2 << 20)] {
+        for (i, b) in bytes[at..at + len].iter_mut().enumerate() {
+            *b = ((i * 7919) >> 3) as u8 | 1;
+        }
+    }
+    bytes[(10 << 20)..(11 << 20)].fill(0x5a);
+    let end = bytes.len();
+    bytes[end - 100..].fill(0xee);
+    std::fs::write(&raw, &bytes).unwrap();
+    let want = sha256(&raw);
+    let raw_arg = raw.to_str().unwrap();
+
+    let variants: [(&str, &[&str]); 5] = [
+        ("plain.qcow2", &["-O", "qcow2"]),
+        ("v2.qcow2", &["-O", "qcow2", "-o", "compat=0.10"]),
+        ("big.qcow2", &["-O", "qcow2", "-o", "cluster_size=2M"]),
+        ("zlib.qcow2", &["-O", "qcow2", "-c"]),
+        (
+            "zstd.qcow2",
+            &["-O", "qcow2", "-c", "-o", "compression_type=zstd"],
+        ),
+    ];
+    for (name, flags) in variants {
+        let image = dir.path().join(name);
+        let image_arg = image.to_str().unwrap();
+        let mut args = vec!["convert", "-f", "raw"];
+        args.extend(flags);
+        args.extend([raw_arg, image_arg]);
+        qemu_img(&args);
+        let out = images(
+            &state,
+            &["add-disk", "node", "--file", image_arg, "--replace"],
+        );
+        assert!(out.status.success(), "{name}: {}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("SHA-256 {want}")), "{name}: {text}");
+        let converted = state.join("disks/node/disk.raw");
+        assert_eq!(sha256(&converted), want, "{name}");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state.join("disks/node/disk.json")).unwrap())
+                .unwrap();
+        assert_eq!(record["source"]["format"], "qcow2", "{name}");
+        assert_eq!(record["source"]["sha256"], sha256(&image), "{name}");
+        assert_eq!(record["size"], 24 << 20, "{name}");
+    }
+    let out = images(&state, &["list"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&want),
+        "{}",
+        describe(&out)
+    );
+
+    // An overlay on a base image: refused, the registered image untouched.
+    let base = dir.path().join("base.qcow2");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        raw_arg,
+        base.to_str().unwrap(),
+    ]);
+    let overlay = dir.path().join("overlay.qcow2");
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        base.to_str().unwrap(),
+        "-F",
+        "qcow2",
+        overlay.to_str().unwrap(),
+    ]);
+    let out = images(
+        &state,
+        &[
+            "add-disk",
+            "node",
+            "--file",
+            overlay.to_str().unwrap(),
+            "--replace",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("overlay.qcow2") && err.contains("backing file"),
+        "{}",
+        describe(&out)
+    );
+    let out = images(
+        &state,
+        &[
+            "add-disk",
+            "other",
+            "--file",
+            raw_arg,
+            "--sha256",
+            &"ab".repeat(32),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not the expected"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(sha256(&state.join("disks/node/disk.raw")), want);
+    assert!(!state.join("disks/other").exists());
+}

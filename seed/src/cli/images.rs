@@ -32,6 +32,30 @@ pub enum ImagesCommand {
     /// Remove an image (refused while a node of the config that installs it is provisioning
     /// or installing).
     Remove(RemoveArgs),
+    /// Register a disk image for image-based deploy (what seed's agent writes to a node's
+    /// disk): qcow2 (OSISM's `osism-node.qcow2`), raw, or raw compressed with gzip, zstd, xz
+    /// or bzip2, told by its first bytes. It is converted once to a raw disk in
+    /// `<state_dir>/disks/<name>/disk.raw` (sparse over zeros) whose SHA-256 the agent checks
+    /// while it writes. qcow2 backing files, encryption and subclusters are refused.
+    AddDisk(AddDiskArgs),
+    /// Remove a disk image.
+    RemoveDisk(RemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddDiskArgs {
+    /// Disk image name, e.g. `osism-node`.
+    name: String,
+    /// The image file.
+    #[arg(long)]
+    file: PathBuf,
+    /// The SHA-256 the file must have (as published beside it); refused, nothing
+    /// registered, when it differs.
+    #[arg(long)]
+    sha256: Option<String>,
+    /// Replace a disk image of the same name.
+    #[arg(long)]
+    replace: bool,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +113,7 @@ pub struct AddArgs {
 pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> {
     let config = global.optional_config()?;
     let catalogue = images::Catalogue::new(global.state_dir(config.as_ref()).join("images"));
+    let disks = images::disks::DiskCatalogue::new(global.state_dir(config.as_ref()).join("disks"));
     match command {
         ImagesCommand::Add(args) => {
             if args.replace {
@@ -148,6 +173,68 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
                 super::table::size(catalogue.disk_usage()),
                 catalogue.root().display()
             );
+            let listed = disks.list()?;
+            if !listed.is_empty() {
+                let mut table = Table::new(&["DISK IMAGE", "SIZE", "SHA-256", "FROM", "FORMAT"]);
+                for disk in listed {
+                    table.row(vec![
+                        disk.name.clone(),
+                        super::table::size(disk.size),
+                        disk.sha256.clone(),
+                        disk.source.name.clone(),
+                        format!("{:?}", disk.source.format).to_lowercase(),
+                    ]);
+                }
+                print!("\n{}", table.render());
+                println!(
+                    "disk images: {} on disk in {}",
+                    super::table::size(images::disk_usage(disks.root())),
+                    disks.root().display()
+                );
+            }
+        }
+        ImagesCommand::AddDisk(args) => {
+            let sha256 = args
+                .sha256
+                .as_deref()
+                .map(|hex| {
+                    let hex = hex.trim().to_ascii_lowercase();
+                    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                        anyhow::bail!("--sha256 {hex}: not 64 hex digits");
+                    }
+                    Ok(hex)
+                })
+                .transpose()?;
+            let mut meter = Meter::new();
+            let disk = disks
+                .add(
+                    &args.name,
+                    &args.file,
+                    sha256.as_deref(),
+                    args.replace,
+                    &mut |what, done, total| meter.show(what, done, total),
+                )
+                .with_context(|| format!("cannot add disk image {}", args.name))?;
+            meter.done();
+            println!(
+                "disk image {} added from {} ({:?}{}): {} raw, SHA-256 {}",
+                disk.name,
+                disk.source.name,
+                disk.source.format,
+                if sha256.is_some() {
+                    ", its SHA-256 matches"
+                } else {
+                    ""
+                },
+                super::table::size(disk.size),
+                disk.sha256
+            );
+        }
+        ImagesCommand::RemoveDisk(args) => {
+            if !disks.remove(&args.name)? {
+                anyhow::bail!("no disk image named {}", args.name);
+            }
+            println!("disk image {} removed", args.name);
         }
         ImagesCommand::Remove(args) => {
             let state_dir = global.state_dir(config.as_ref());

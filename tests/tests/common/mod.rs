@@ -68,6 +68,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("podman", "podman"),
     ("prlimit", "util-linux"),
     ("python3", "python3"),
+    ("qemu-img", "qemu-utils"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("rdisc6", "ndisc6"),
     ("sha256sum", "coreutils"),
