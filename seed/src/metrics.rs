@@ -21,7 +21,7 @@ pub enum Route {
     Boot,
     /// `/ipxe/…` (UEFI HTTP boot).
     Ipxe,
-    /// `/images/…`.
+    /// `/images/…` and `/disks/…` (installer and disk images).
     Images,
     /// `/nodes/<token>/…`.
     Nodes,
@@ -44,7 +44,7 @@ impl Route {
         match first {
             "boot.ipxe" => Self::Boot,
             "ipxe" => Self::Ipxe,
-            "images" => Self::Images,
+            "images" | "disks" => Self::Images,
             "nodes" => Self::Nodes,
             "api" => Self::Api,
             "metrics" | "" => Self::Status,

@@ -589,14 +589,16 @@ fn scsi_identity(disk: &mut Disk, chain: &Chain, scsi: usize) {
     // a vendor-specific one behind the vendor and model; else page 0x80 behind 'S'.
     let padded = format!("{vendor:<8}{model:<16}");
     disk.id_serial = match best_designator(&designators) {
-        Some(d) if d.kind == 3 || d.kind == 2 => format!("{:x}{}", d.kind, hex(&d.value)),
+        Some(d) if d.kind == 3 || d.kind == 2 => {
+            format!("{:x}{}", d.kind, crate::cache::hex(&d.value))
+        }
         Some(d) if d.kind == 0 => udev_word(&format!("0{padded}{}", text(&d.value))),
         Some(d) => udev_word(&format!("{:x}{}", d.kind, text(&d.value))),
         None if !serial80.is_empty() => udev_word(&format!("S{padded}{serial80}")),
         None => String::new(),
     };
     if let Some(naa) = designators.iter().find(|d| d.kind == 3) {
-        let h = hex(&naa.value);
+        let h = crate::cache::hex(&naa.value);
         disk.id_wwn = format!("0x{}", &h[..h.len().min(16)]);
     }
 }
@@ -875,10 +877,6 @@ fn best_designator(all: &[Designator]) -> Option<&Designator> {
         .filter_map(|d| rank(d).map(|r| (r, d)))
         .min_by_key(|(r, _)| *r)
         .map(|(_, d)| d)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -8,3 +8,4 @@
 //! ([`crate::disk`]) select the same disk whether subiquity or the agent applies them.
 
 pub mod inspect;
+pub mod write;

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use crate::agent::inspect::inspect;
+use crate::agent::write::{self, Job, Ticker};
 use crate::net::printable;
 
 #[derive(Debug, Subcommand)]
@@ -20,6 +21,26 @@ pub enum AgentCommand {
     /// `--url` and `--token` default to the kernel command line's `seed.url=` and
     /// `seed.token=`, which seed's deploy ramdisk is booted with.
     Report(ReportArgs),
+    /// Write a disk image from seed to a disk: streamed, hashed while written, resumed with a
+    /// byte range where the transfer breaks off, refused unless its SHA-256 is the registered
+    /// one, flushed to the disk. Every byte is written, zeros too.
+    Write(WriteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    /// The raw disk image (`http://SEED/disks/NAME/disk.raw`).
+    #[arg(long)]
+    url: String,
+    /// Its SHA-256, as `seed images list` shows it.
+    #[arg(long)]
+    sha256: String,
+    /// Its size in bytes.
+    #[arg(long)]
+    size: u64,
+    /// The disk to write (`/dev/sda`), or a file.
+    #[arg(long)]
+    target: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -54,7 +75,46 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::Report(args) => report(args),
+        AgentCommand::Write(args) => write(args),
     }
+}
+
+fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
+    let job = Job {
+        url: args.url,
+        sha256: args.sha256.to_ascii_lowercase(),
+        size: args.size,
+        target: args.target,
+    };
+    // A stalled read fails after 30 s and the write resumes with a range.
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("seed-agent/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let mut ticker = Ticker::new(Duration::from_secs(5));
+    let started = Instant::now();
+    let written = write::write(&job, &client, &mut |done, total| {
+        if let Some(rate) = ticker.tick(done) {
+            eprintln!(
+                "{} of {} MiB, {} MiB/s",
+                done >> 20,
+                total >> 20,
+                rate >> 20
+            );
+        }
+    })
+    .with_context(|| format!("cannot write {} to {}", job.url, job.target.display()))?;
+    println!(
+        "written: {} bytes to {} in {:.1} s ({} MiB/s, {} transfer(s)), SHA-256 {}",
+        written.bytes,
+        job.target.display(),
+        started.elapsed().as_secs_f64(),
+        write::rate(written.bytes, started.elapsed()) >> 20,
+        written.transfers,
+        job.sha256
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `seed.url=` and `seed.token=` of a kernel command line.

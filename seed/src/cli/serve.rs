@@ -209,6 +209,7 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             nodes: Arc::clone(&nodes),
             metrics: Arc::clone(&metrics),
             images: http::files::Root::new(catalogue.root()),
+            disks: http::files::Root::new(state_dir.join("disks")),
             api_token,
             state_dir: state_dir.clone(),
             apt,

@@ -28,6 +28,9 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The image catalogue's directory, served as `/images/`.
     pub images: files::Root,
+    /// The disk images' directory (`images::disks`), served as `/disks/`: what seed's agent
+    /// writes to a node's disk.
+    pub disks: files::Root,
     /// The bearer token mutating API calls must carry; `None` refuses them.
     pub api_token: Option<Secret>,
     /// The state directory (BMC certificate pins, lab QMP sockets) for power actions.

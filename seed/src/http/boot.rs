@@ -21,6 +21,18 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/boot.ipxe", get(script))
         .route("/ipxe/{binary}", get(binary))
         .route("/images/{*path}", get(image_file))
+        .route("/disks/{*path}", get(disk_file))
+}
+
+/// `GET|HEAD /disks/<image>/disk.raw`: a disk image for seed's agent, with ranges (a
+/// dropped transfer resumes where it broke off).
+async fn disk_file(
+    State(app): State<Arc<App>>,
+    Path(path): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    files::serve(&app.disks, &path, &method, &headers).await
 }
 
 /// `GET|HEAD /images/<image>/<file>`: from the image catalogue's directory, with ranges.

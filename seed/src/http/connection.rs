@@ -173,6 +173,8 @@ struct Bodiless {
 enum Files {
     /// `/images/…`: the image catalogue.
     Images,
+    /// `/disks/…`: the disk images.
+    Disks,
     /// `/apt/…`: the mirror.
     Apt,
     /// `/v2/…`: the container registry (its blobs).
@@ -207,6 +209,8 @@ impl Bodiless {
             None
         } else if path.starts_with("/images/") {
             Some(Files::Images)
+        } else if path.starts_with("/disks/") {
+            Some(Files::Disks)
         } else if path.starts_with("/apt/") {
             Some(Files::Apt)
         } else if path.starts_with("/v2/") && path.contains("/blobs/") {
@@ -259,6 +263,11 @@ fn answer(app: &App, request: &Bodiless) -> Option<Planned> {
             let relative = request.path.strip_prefix("/images/")?;
             (!relative.is_empty())
                 .then(|| files::plan(&app.images, relative, &method, &request.headers))
+        }
+        Files::Disks => {
+            let relative = request.path.strip_prefix("/disks/")?;
+            (!relative.is_empty())
+                .then(|| files::plan(&app.disks, relative, &method, &request.headers))
         }
         Files::Apt => {
             let apt = app.apt.as_ref()?;
