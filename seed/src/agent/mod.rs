@@ -8,4 +8,5 @@
 //! ([`crate::disk`]) select the same disk whether subiquity or the agent applies them.
 
 pub mod inspect;
+pub mod wipe;
 pub mod write;

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use crate::agent::inspect::inspect;
+use crate::agent::wipe;
 use crate::agent::write::{self, Job, Ticker};
 use crate::net::printable;
 
@@ -25,6 +26,17 @@ pub enum AgentCommand {
     /// byte range where the transfer breaks off, refused unless its SHA-256 is the registered
     /// one, flushed to the disk. Every byte is written, zeros too.
     Write(WriteArgs),
+    /// Wipe a disk's metadata before an image is written: the first and last 2 MiB of the
+    /// disk and of every partition its MBR, primary or backup GPT names (partition tables, md,
+    /// LVM, ZFS, bcache and filesystem signatures), and btrfs's mirror superblocks.
+    Wipe(WipeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WipeArgs {
+    /// The disk (`/dev/sda`), or a disk image file.
+    #[arg(long)]
+    target: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -76,7 +88,33 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
         }
         AgentCommand::Report(args) => report(args),
         AgentCommand::Write(args) => write(args),
+        AgentCommand::Wipe(args) => {
+            let sector = logical_sector(&args.target);
+            let wiped = wipe::wipe(&args.target, sector)
+                .with_context(|| format!("cannot wipe {}", args.target.display()))?;
+            println!(
+                "wiped: {}: {} partition(s) found, {} MiB zeroed",
+                args.target.display(),
+                wiped.partitions.len(),
+                wiped.zeroed >> 20
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The logical block size GPT counts in: the kernel's for a disk (4096 on 4Kn drives), 512
+/// for a file.
+fn logical_sector(target: &std::path::Path) -> u64 {
+    target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|_| target.starts_with("/dev"))
+        .and_then(|n| {
+            std::fs::read_to_string(format!("/sys/class/block/{n}/queue/logical_block_size")).ok()
+        })
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(512)
 }
 
 fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
