@@ -10,6 +10,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -105,7 +107,8 @@ pub fn write(
     let mut done = 0u64;
     let mut etag: Option<String> = None;
     let mut transfers = 0;
-    let mut buf = vec![0u8; CHUNK];
+    let disk = DiskWriter::start(target);
+    let mut writer_failed = false;
     let mut last_why = String::new();
     while done < job.size || transfers == 0 {
         if transfers == MAX_TRANSFERS {
@@ -195,29 +198,53 @@ pub fn write(
                 });
             }
         }
-        loop {
-            let n = match response.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    last_why = format!("after {done} bytes: {e}");
-                    break;
+        // Reads come in the sizes the connection delivers (tens of KiB); each write to the
+        // disk is a whole chunk.
+        let mut ended = false;
+        while !ended {
+            let mut buf = disk.buffer();
+            let mut filled = 0;
+            while filled < buf.len() {
+                match response.read(&mut buf[filled..]) {
+                    Ok(0) => {
+                        ended = true;
+                        break;
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) => {
+                        last_why = format!("after {} bytes: {e}", done + filled as u64);
+                        ended = true;
+                        break;
+                    }
                 }
-            };
-            if done + n as u64 > job.size {
+            }
+            if done + filled as u64 > job.size {
                 return Err(WriteError::Refused {
                     url: job.url.clone(),
                     why: format!("more than the image's {} bytes", job.size),
                 });
             }
-            target.write_all_at(&buf[..n], done).map_err(target_err)?;
-            hasher.update(&buf[..n]);
-            done += n as u64;
+            hasher.update(&buf[..filled]);
+            buf.truncate(filled);
+            if !disk.write(done, buf) {
+                // The writer stopped on an error: finish says which.
+                writer_failed = true;
+                break;
+            }
+            done += filled as u64;
             progress(done, job.size);
+        }
+        if writer_failed {
+            break;
         }
         if done < job.size && last_why.is_empty() {
             last_why = format!("the transfer ended after {done} bytes");
         }
+    }
+    if writer_failed {
+        return Err(target_err(disk.finish().err().unwrap_or_else(|| {
+            std::io::Error::other("the disk writer stopped")
+        })));
     }
     let actual = crate::cache::hex(&hasher.finalize());
     if !actual.eq_ignore_ascii_case(&job.sha256) {
@@ -226,12 +253,65 @@ pub fn write(
             actual,
         });
     }
+    let target = disk.finish().map_err(target_err)?;
     // On the disk before anything says it is written: a power cut after this keeps it.
     target.sync_all().map_err(target_err)?;
     Ok(Written {
         bytes: done,
         transfers,
     })
+}
+
+/// The disk side of a write: chunks are written on a thread of its own, so the disk takes
+/// one chunk while the next arrives and is hashed. (Hashing and writing in turn measured
+/// 0.84x of `curl | dd` in bench/agent.)
+struct DiskWriter {
+    chunks: Option<SyncSender<(u64, Vec<u8>)>>,
+    spare: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<std::io::Result<File>>>,
+}
+
+impl DiskWriter {
+    fn start(file: File) -> Self {
+        // Two chunks queued, one being written, one being filled: 16 MiB at most.
+        let (chunks, queued) = sync_channel::<(u64, Vec<u8>)>(2);
+        let (spare_tx, spare) = channel();
+        let thread = std::thread::spawn(move || {
+            for (at, buf) in queued {
+                file.write_all_at(&buf, at)?;
+                let _ = spare_tx.send(buf);
+            }
+            Ok(file)
+        });
+        Self {
+            chunks: Some(chunks),
+            spare,
+            thread: Some(thread),
+        }
+    }
+
+    /// A chunk-sized buffer to fill: one already written, or a new one.
+    fn buffer(&self) -> Vec<u8> {
+        let mut buf = self.spare.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        buf
+    }
+
+    /// Queues `buf` to be written at `at`; false once the writer has stopped on an error.
+    fn write(&self, at: u64, buf: Vec<u8>) -> bool {
+        self.chunks
+            .as_ref()
+            .is_some_and(|chunks| chunks.send((at, buf)).is_ok())
+    }
+
+    /// Waits until every queued chunk is written: the file, or the first error.
+    fn finish(mut self) -> std::io::Result<File> {
+        drop(self.chunks.take());
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(std::io::Error::other("the disk writer failed")),
+        }
+    }
 }
 
 /// The target opened for writing: a block device must hold the image; a regular file is
@@ -243,7 +323,8 @@ fn open_target(path: &Path, needed: u64) -> Result<File, WriteError> {
     };
     let file = OpenOptions::new()
         .write(true)
-        .create(!path.starts_with("/dev"))
+        // A mistyped /dev/sdX must fail, not become a file in the ramdisk's /dev.
+        .create(path.parent() != Some(Path::new("/dev")))
         .truncate(false)
         .open(path)
         .map_err(err)?;
