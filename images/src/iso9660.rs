@@ -9,6 +9,8 @@
 //! Every read is positioned (`pread`) and bounds-checked against the image's size, so a
 //! truncated or corrupt image is an error that names the file, never a panic or a short copy.
 
+pub mod build;
+
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -552,5 +554,36 @@ mod tests {
         std::fs::write(&path, b"short").unwrap();
         let e = Iso::open(&path).unwrap_err().to_string();
         assert!(e.contains("too short"), "{e}");
+    }
+
+    #[test]
+    fn a_built_cidata_volume_reads_back_by_its_rock_ridge_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = b"#cloud-config\nhostname: cmp1\n".to_vec();
+        let big: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
+        let image = build::build(
+            "cidata",
+            &[
+                ("user-data", &user),
+                ("meta-data", b""),
+                ("network-config", &big),
+            ],
+        )
+        .unwrap();
+        let path = dir.path().join("cidata.iso");
+        std::fs::write(&path, &image).unwrap();
+        let iso = Iso::open(&path).unwrap();
+        assert!(matches!(iso.names(), Names::RockRidge { .. }));
+        for (name, bytes) in [
+            ("user-data", &user[..]),
+            ("meta-data", &[][..]),
+            ("network-config", &big[..]),
+        ] {
+            let file = iso
+                .find(name)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name} not found"));
+            assert_eq!(iso.read(&file, 1 << 20).unwrap(), bytes, "{name}");
+        }
     }
 }

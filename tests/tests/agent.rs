@@ -414,3 +414,173 @@ fn a_disk_with_a_stale_gpt_md_member_lvm_pv_and_ext4_is_wiped_of_them() {
         .unwrap();
     assert!(middle == [0x5e; 4096], "data between the edges was touched");
 }
+
+/// A written image is smaller than its disk: `seed agent configdrive` adds the NoCloud volume
+/// at the disk's end. For a GPT image (sgdisk), `sgdisk -v` then finds no problem (backup
+/// table moved to the disk's end, CRCs right); for an MBR image (sfdisk), sfdisk lists the new
+/// partition. libblkid sees an iso9660 volume labelled cidata there and xorriso extracts the
+/// three documents unchanged.
+#[test]
+fn a_config_drive_lands_at_the_end_of_the_disk_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let documents = [
+        ("user-data", "#cloud-config\nhostname: cmp1\n".to_string()),
+        ("meta-data", "instance-id: cmp1-1\nlocal-hostname: cmp1\n".to_string()),
+        (
+            "network-config",
+            "network:\n  version: 2\n  ethernets:\n    eno1:\n      match: {macaddress: \"52:54:00:10:00:11\"}\n      addresses: [10.10.10.11/24]\n"
+                .to_string(),
+        ),
+    ];
+    for (name, text) in &documents {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let tool = |program: &str, args: &[&str], input: Option<&str>| -> String {
+        let mut child = std::process::Command::new(common::need(program))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = input {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            describe(&out)
+        );
+        // Both streams: sgdisk says "No problems found" on stdout even when its cautions
+        // about a corrupt table went to stderr.
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    for table in ["gpt", "mbr"] {
+        // The image: 24 MiB, one partition; the disk: 64 MiB with the image at its start.
+        let image = dir.path().join(format!("{table}.img"));
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(24 << 20)
+            .unwrap();
+        let image_arg = image.to_str().unwrap();
+        match table {
+            "gpt" => {
+                tool(
+                    "sgdisk",
+                    &["-n", "1:2048:+16M", "-t", "1:8300", image_arg],
+                    None,
+                );
+            }
+            _ => {
+                tool(
+                    "sfdisk",
+                    &["-q", image_arg],
+                    Some("label: dos\nstart=2048, size=32768, type=83\n"),
+                );
+            }
+        }
+        let disk = dir.path().join(format!("{table}-disk.img"));
+        std::fs::copy(&image, &disk).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let disk_arg = disk.to_str().unwrap();
+        let out = seed()
+            .args(["agent", "configdrive", "--target", disk_arg])
+            .arg("--user-data")
+            .arg(dir.path().join("user-data"))
+            .arg("--meta-data")
+            .arg(dir.path().join("meta-data"))
+            .arg("--network-config")
+            .arg(dir.path().join("network-config"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{table}: {}", describe(&out));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("partition 2 of"), "{table}: {said}");
+        let start_mib: u64 = said
+            .trim()
+            .rsplit(" at ")
+            .next()
+            .and_then(|s| s.strip_suffix(" MiB"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            start_mib >= 60,
+            "{table}: the config drive starts at {start_mib} MiB, not at the disk's end"
+        );
+        if table == "gpt" {
+            let verified = tool("sgdisk", &["-v", disk_arg], None);
+            assert!(
+                verified.contains("No problems found")
+                    && !verified.contains("Caution")
+                    && !verified.contains("Warning"),
+                "{verified}"
+            );
+            let listed = tool("sgdisk", &["-p", disk_arg], None);
+            assert!(listed.contains("config-drive"), "{listed}");
+        } else {
+            let listed = tool("sfdisk", &["-d", disk_arg], None);
+            assert!(
+                listed
+                    .replace(' ', "")
+                    .contains(&format!("start={},", start_mib << 11)),
+                "{listed}"
+            );
+        }
+        let start = start_mib << 20;
+        let probe = tool(
+            "blkid",
+            &["-p", "-o", "export", "-O", &start.to_string(), disk_arg],
+            None,
+        );
+        assert!(
+            probe.contains("TYPE=iso9660") && probe.contains("LABEL=cidata"),
+            "{table}: {probe}"
+        );
+        // The volume alone, as the partition holds it, read by xorriso with its Rock Ridge names.
+        let bytes = std::fs::read(&disk).unwrap();
+        let volume = dir.path().join(format!("{table}-cidata.iso"));
+        std::fs::write(
+            &volume,
+            &bytes[start as usize..(start as usize + (2 << 20)).min(bytes.len())],
+        )
+        .unwrap();
+        let out_dir = dir.path().join(format!("{table}-extracted"));
+        tool(
+            "xorriso",
+            &[
+                "-osirrox",
+                "on",
+                "-indev",
+                volume.to_str().unwrap(),
+                "-extract",
+                "/",
+                out_dir.to_str().unwrap(),
+            ],
+            None,
+        );
+        for (name, text) in &documents {
+            assert_eq!(
+                std::fs::read_to_string(out_dir.join(name)).unwrap(),
+                *text,
+                "{table}: {name}"
+            );
+        }
+    }
+}

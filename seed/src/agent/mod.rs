@@ -7,6 +7,7 @@
 //! `ID_MODEL`, `ID_PATH`, `ID_WWN`), read from sysfs, so the same disk rules
 //! ([`crate::disk`]) select the same disk whether subiquity or the agent applies them.
 
+pub mod configdrive;
 pub mod inspect;
 pub mod wipe;
 pub mod write;

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use crate::agent::inspect::inspect;
-use crate::agent::wipe;
 use crate::agent::write::{self, Job, Ticker};
+use crate::agent::{configdrive, wipe};
 use crate::net::printable;
 
 #[derive(Debug, Subcommand)]
@@ -30,6 +30,26 @@ pub enum AgentCommand {
     /// disk and of every partition its MBR, primary or backup GPT names (partition tables, md,
     /// LVM, ZFS, bcache and filesystem signatures), and btrfs's mirror superblocks.
     Wipe(WipeArgs),
+    /// Add a NoCloud config drive to a written disk: a `cidata` ISO 9660 volume with the
+    /// node's user-data, meta-data and network-config, in a new partition at the end of the
+    /// disk (the image's GPT is extended to the disk, or a free MBR slot is used).
+    Configdrive(ConfigdriveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigdriveArgs {
+    /// The disk the image was written to, or a disk image file.
+    #[arg(long)]
+    target: PathBuf,
+    /// cloud-init's user-data (`#cloud-config` …).
+    #[arg(long)]
+    user_data: PathBuf,
+    /// meta-data (`instance-id: …`).
+    #[arg(long)]
+    meta_data: PathBuf,
+    /// network-config (the node's netplan, version 2).
+    #[arg(long)]
+    network_config: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +108,29 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
         }
         AgentCommand::Report(args) => report(args),
         AgentCommand::Write(args) => write(args),
+        AgentCommand::Configdrive(args) => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            let volume = configdrive::volume(
+                &read(&args.user_data)?,
+                &read(&args.meta_data)?,
+                &read(&args.network_config)?,
+            )
+            .map_err(anyhow::Error::msg)?;
+            let placed = configdrive::attach(&args.target, logical_sector(&args.target), &volume)
+                .with_context(|| {
+                format!("cannot add a config drive to {}", args.target.display())
+            })?;
+            println!(
+                "config drive: partition {} of {}, {} KiB at {} MiB",
+                placed.number,
+                args.target.display(),
+                placed.len >> 10,
+                placed.start >> 20
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AgentCommand::Wipe(args) => {
             let sector = logical_sector(&args.target);
             let wiped = wipe::wipe(&args.target, sector)
