@@ -261,3 +261,17 @@ fn read_full(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(n)
 }
+
+/// Fuzzing entry (`fuzz/fuzz_targets/qcow2.rs`, replayed by `tests/fuzz_corpora.rs`): any bytes
+/// as a qcow2 image, its first 256 clusters read; errors are fine, a panic is a finding.
+pub fn fuzz(data: &[u8]) {
+    let Ok(mut image) = Qcow2::open(io::Cursor::new(data)) else {
+        return;
+    };
+    let cluster = image.cluster_size();
+    let mut buf = vec![0u8; cluster];
+    let clusters = image.size().div_ceil(cluster as u64);
+    for index in (0..clusters).take(256) {
+        let _ = image.read_cluster(index, &mut buf);
+    }
+}

@@ -17,7 +17,7 @@ const PER_TARGET: Duration = Duration::from_secs(8);
 
 type Target = fn(&[u8]);
 
-fn targets() -> [(&'static str, Target); 7] {
+fn targets() -> [(&'static str, Target); 8] {
     [
         ("dhcp", seed::fuzzing::dhcp),
         ("tftp", seed::fuzzing::tftp),
@@ -26,6 +26,7 @@ fn targets() -> [(&'static str, Target); 7] {
         ("redfish", seed::fuzzing::redfish),
         ("config", seed::fuzzing::config),
         ("iso9660", images::iso9660::fuzz),
+        ("qcow2", images::qcow2::fuzz),
     ]
 }
 
