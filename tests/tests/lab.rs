@@ -83,6 +83,33 @@ fn firstboot() -> PathBuf {
     dir
 }
 
+/// The kernel package the deploy ramdisk is built against, unpacked with its modules
+/// (`tests/agent/kernel`; `tests/setup` fetches it first).
+fn agent_kernel() -> PathBuf {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let dir = repo_root().join("target/lab-agent-kernel");
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = modified(&dir.join("KERNEL")).is_some_and(|t| {
+        [
+            repo_root().join("tests/agent/kernel"),
+            repo_root().join("tests/installer/kernel.sh"),
+        ]
+        .iter()
+        .filter_map(|p| modified(p))
+        .all(|s| t >= s)
+    });
+    if !(*built || fresh) {
+        let out = Command::new(repo_root().join("tests/agent/kernel"))
+            .arg(&dir)
+            .output()
+            .expect("run tests/agent/kernel");
+        assert!(out.status.success(), "agent kernel: {}", describe(&out));
+    }
+    *built = true;
+    dir
+}
+
 /// What one lab started, found again from outside it: the processes whose command line names
 /// the lab's directory (`seed serve`, QEMU, dnsmasq: their configs, consoles, sockets and
 /// leases live there), the network namespaces it was given, and host links with a lab's
@@ -1191,6 +1218,225 @@ fn rendered_disk_rules_select_their_disk_among_what_real_udev_reports() {
         inspection.firmware.mode,
         seed::agent::inspect::BootMode::Bios
     );
+}
+
+/// seed's deploy ramdisk (`seed agent ramdisk`: the binary as /init, the cloud kernel's
+/// modules) boots on SeaBIOS and on OVMF with no shell or udev in it: seed, as PID 1, loads
+/// the modules, inspects the machine, prints it on the console and powers off. What it
+/// reports is what QEMU was given: each disk's serial, model and WWN as udev names them, the
+/// NIC's MAC and driver, the SMBIOS identity, and the firmware (UEFI with Secure Boot off on
+/// OVMF's plain build, whose variable store has SecureBoot = 0).
+#[test]
+fn the_deploy_ramdisk_runs_seed_as_init_and_inspects_bios_and_uefi_machines() {
+    use seed::agent::inspect::{BootMode, Inspection};
+    let _one = one_lab_at_a_time();
+    let kernel = agent_kernel();
+    let qemu = common::need("qemu-system-x86_64");
+    let dir = tempfile::tempdir().unwrap();
+    let accel = seed::lab::Accel::detect(&qemu, dir.path());
+    // The test binary without its debug info builds (and becomes) the ramdisk's /init.
+    let agent = dir.path().join("seed");
+    let out = Command::new(common::need("strip"))
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&agent)
+        .arg(common::seed_bin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "strip: {}", describe(&out));
+    let ramdisk = dir.path().join("agent.gz");
+    let out = Command::new(&agent)
+        .args(["agent", "ramdisk", "--kernel-dir"])
+        .arg(&kernel)
+        .arg("--out")
+        .arg(&ramdisk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    for module in [
+        "virtio_blk",
+        "virtio_scsi",
+        "ata_piix",
+        "virtio_net",
+        "efivarfs",
+    ] {
+        assert!(
+            said.contains(module),
+            "{module} missing from the ramdisk: {said}"
+        );
+    }
+    let vmlinuz = std::fs::read_dir(kernel.join("boot"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("vmlinuz-")
+        })
+        .unwrap();
+    for uefi in [false, true] {
+        let work = dir.path().join(if uefi { "uefi" } else { "bios" });
+        std::fs::create_dir_all(&work).unwrap();
+        let mut args: Vec<String> = Vec::new();
+        // The IDE disk only on SeaBIOS: under OVMF QEMU's PIIX IDE shows Linux no disk (udev
+        // finds none either), and q35's AHCI driver is not a module of the cloud kernel.
+        let devices = [
+            "ide-hd,bus=ide.0,model=DELLBOSS VD,serial=c4a1b2c3d4e5f607",
+            "virtio-blk-pci,serial=seed-os-disk",
+            "nvme,serial=S4EVNX0N123456",
+            "scsi-hd,bus=scsi0.0,vendor=SEAGATE,product=ST8000NM0075,serial=ZA1AB2CD,wwn=0x5000c50093fddc5f",
+        ];
+        for (i, device) in devices.iter().enumerate().skip(usize::from(uefi)) {
+            let image = work.join(format!("d{i}.img"));
+            std::fs::File::create(&image)
+                .unwrap()
+                .set_len(1 << 30)
+                .unwrap();
+            args.extend([
+                "-drive".into(),
+                format!("if=none,id=d{i},file={},format=raw", image.display()),
+                "-device".into(),
+                format!("{device},drive=d{i}"),
+            ]);
+        }
+        args.splice(
+            0..0,
+            [
+                "-device".to_string(),
+                "virtio-scsi-pci,id=scsi0".to_string(),
+            ],
+        );
+        args.extend([
+            "-netdev".into(),
+            "hubport,id=n0,hubid=0".into(),
+            "-device".into(),
+            "virtio-net-pci,netdev=n0,mac=52:54:00:5e:ed:02".into(),
+            "-smbios".into(),
+            "type=1,manufacturer=Dell Inc.,product=PowerEdge R650,serial=7XKQ2T3".into(),
+        ]);
+        if uefi {
+            let (code, vars) = [
+                (
+                    "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                    "/usr/share/OVMF/OVMF_VARS_4M.fd",
+                ),
+                (
+                    "/usr/share/OVMF/OVMF_CODE.fd",
+                    "/usr/share/OVMF/OVMF_VARS.fd",
+                ),
+            ]
+            .into_iter()
+            .find(|(c, v)| std::path::Path::new(c).exists() && std::path::Path::new(v).exists())
+            .expect("OVMF (apt-get install ovmf)");
+            let own_vars = work.join("vars.fd");
+            std::fs::copy(vars, &own_vars).unwrap();
+            args.extend([
+                "-drive".into(),
+                format!("if=pflash,format=raw,readonly=on,file={code}"),
+                "-drive".into(),
+                format!("if=pflash,format=raw,file={}", own_vars.display()),
+            ]);
+        }
+        let console = work.join("console.log");
+        let child = Command::new(&qemu)
+            .args([
+                "-machine",
+                "pc",
+                "-accel",
+                &accel.to_string(),
+                "-m",
+                "768",
+                "-smp",
+                "2",
+            ])
+            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .args(["-no-reboot", "-nodefaults"])
+            .arg("-kernel")
+            .arg(&vmlinuz)
+            .arg("-initrd")
+            .arg(&ramdisk)
+            .args(["-append", "console=ttyS0 panic=-1 seed.action=inspect"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&console).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu");
+        let mut child = KillOnDrop::new(child);
+        common::wait_until_else(
+            Duration::from_secs(300),
+            || child.child().try_wait().unwrap().is_some(),
+            || {
+                format!(
+                    "the ramdisk ran longer than 300 s:\n{}",
+                    std::fs::read_to_string(&console).unwrap_or_default()
+                )
+            },
+        );
+        let text = String::from_utf8_lossy(&std::fs::read(&console).unwrap()).into_owned();
+        let json = text
+            .lines()
+            .find_map(|l| {
+                l.trim_end_matches('\r')
+                    .strip_prefix("seed-agent: inspection: ")
+            })
+            .unwrap_or_else(|| panic!("no inspection on the console:\n{text}"));
+        let inspection: Inspection = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("not an inspection ({e}): {json}"));
+        let disk = |serial: &str| {
+            inspection
+                .disks
+                .iter()
+                .find(|d| d.serial == serial)
+                .unwrap_or_else(|| panic!("no disk with serial {serial}: {json}"))
+        };
+        if !uefi {
+            let boss = disk("c4a1b2c3d4e5f607");
+            assert_eq!(
+                (
+                    boss.id_model.as_str(),
+                    boss.id_serial.as_str(),
+                    boss.id_path.as_str()
+                ),
+                (
+                    "DELLBOSS_VD",
+                    "DELLBOSS_VD_c4a1b2c3d4e5f607",
+                    "pci-0000:00:01.1-ata-1.0"
+                )
+            );
+        }
+        assert_eq!(disk("seed-os-disk").id_serial, "seed-os-disk");
+        let nvme = disk("S4EVNX0N123456");
+        assert_eq!(nvme.id_serial, "QEMU_NVMe_Ctrl_S4EVNX0N123456_1");
+        assert!(nvme.id_path.ends_with("-nvme-1"), "{json}");
+        let sas = disk("ZA1AB2CD");
+        assert_eq!(
+            (
+                sas.id_vendor.as_str(),
+                sas.id_model.as_str(),
+                sas.id_wwn.as_str()
+            ),
+            ("SEAGATE", "ST8000NM0075", "0x5000c50093fddc5f")
+        );
+        assert_eq!(inspection.disks.len(), 4 - usize::from(uefi), "{json}");
+        assert!(inspection.disks.iter().all(|d| d.size == 1 << 30), "{json}");
+        let nic = &inspection.nics;
+        assert_eq!(nic.len(), 1, "{json}");
+        assert_eq!(nic[0].mac.to_string(), "52:54:00:5e:ed:02");
+        assert_eq!(nic[0].driver.as_deref(), Some("virtio_net"));
+        assert_eq!(inspection.system.product.as_deref(), Some("PowerEdge R650"));
+        assert_eq!(inspection.system.serial.as_deref(), Some("7XKQ2T3"));
+        assert_eq!(inspection.cpu.threads, 2);
+        if uefi {
+            assert_eq!(inspection.firmware.mode, BootMode::Uefi, "{json}");
+            assert_eq!(inspection.firmware.secure_boot, Some(false), "{json}");
+        } else {
+            assert_eq!(inspection.firmware.mode, BootMode::Bios, "{json}");
+        }
+    }
 }
 
 /// The first boot of an installed node, as far as its network goes: the netplan seed renders is

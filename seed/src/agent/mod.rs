@@ -8,6 +8,8 @@
 //! ([`crate::disk`]) select the same disk whether subiquity or the agent applies them.
 
 pub mod configdrive;
+pub mod init;
 pub mod inspect;
+pub mod ramdisk;
 pub mod wipe;
 pub mod write;

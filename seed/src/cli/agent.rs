@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::agent::inspect::inspect;
 use crate::agent::write::{self, Job, Ticker};
-use crate::agent::{configdrive, wipe};
+use crate::agent::{configdrive, ramdisk, wipe};
 use crate::net::printable;
 
 #[derive(Debug, Subcommand)]
@@ -34,6 +34,21 @@ pub enum AgentCommand {
     /// node's user-data, meta-data and network-config, in a new partition at the end of the
     /// disk (the image's GPT is extended to the disk, or a free MBR slot is used).
     Configdrive(ConfigdriveArgs),
+    /// Assemble the deploy ramdisk: this binary as `/init` and the kernel modules a node needs
+    /// for its disks and NICs (with their dependencies), from a kernel package unpacked in
+    /// `--kernel-dir` (its `lib/modules/<version>/`). Boot it with that kernel; the command
+    /// line's `seed.action=inspect` prints the inspection on the console and powers off.
+    Ramdisk(RamdiskArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RamdiskArgs {
+    /// The unpacked kernel (`dpkg-deb -x linux-image-….deb DIR`).
+    #[arg(long)]
+    kernel_dir: PathBuf,
+    /// Where to write the ramdisk (gzip'd newc cpio).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +143,28 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
                 args.target.display(),
                 placed.len >> 10,
                 placed.start >> 20
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Ramdisk(args) => {
+            let binary = std::env::current_exe().context("cannot find this binary")?;
+            let built = ramdisk::build(&args.kernel_dir, &binary, ramdisk::MODULES, &args.out)
+                .context("cannot build the deploy ramdisk")?;
+            println!(
+                "ramdisk: {} ({} KiB) for kernel {}: {} modules ({}){}",
+                args.out.display(),
+                built.size >> 10,
+                built.version,
+                built.modules.len(),
+                built.modules.join(" "),
+                if built.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; not modules of this kernel (built in or absent): {}",
+                        built.missing.join(" ")
+                    )
+                }
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -6,5 +6,6 @@
 //! to them as `CARGO_BIN_EXE_seed-under-test`.
 
 fn main() -> std::process::ExitCode {
+    seed::agent::init::run_if_init();
     seed::cli::main()
 }
