@@ -114,42 +114,12 @@ impl DiskCatalogue {
 
     /// The disk image `name`, if registered.
     pub fn get(&self, name: &str) -> Result<Option<DiskImage>, Error> {
-        check_name(name)?;
-        let path = self.root().join(name).join(DISK_RECORD);
-        let text = match fs::read(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(Error::Io { path, source }),
-        };
-        serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|source| Error::Record { path, source })
+        self.dirs.record(name, DISK_RECORD)
     }
 
     /// Every registered disk image, by name.
     pub fn list(&self) -> Result<Vec<DiskImage>, Error> {
-        let root = self.root();
-        let entries = match fs::read_dir(root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(Error::Io {
-                    path: root.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        let mut images = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err(root))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str().filter(|n| check_name(n).is_ok()) else {
-                continue;
-            };
-            if let Some(image) = self.get(name)? {
-                images.push(image);
-            }
-        }
+        let mut images: Vec<DiskImage> = self.dirs.records(DISK_RECORD)?;
         images.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(images)
     }

@@ -244,8 +244,25 @@ impl Catalogue {
 
     /// The image `name`, if it is registered.
     pub fn get(&self, name: &str) -> Result<Option<Image>, Error> {
+        self.record(name, RECORD)
+    }
+
+    /// Every registered image, by name. Directories without a record (an import that never
+    /// finished, a stray directory) are not images.
+    pub fn list(&self) -> Result<Vec<Image>, Error> {
+        let mut images: Vec<Image> = self.records(RECORD)?;
+        images.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(images)
+    }
+
+    /// The record `file` of the directory `name`, if there is one.
+    fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        file: &str,
+    ) -> Result<Option<T>, Error> {
         check_name(name)?;
-        let path = self.root.join(name).join(RECORD);
+        let path = self.root.join(name).join(file);
         let text = match fs::read(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -256,9 +273,8 @@ impl Catalogue {
             .map_err(|source| Error::Record { path, source })
     }
 
-    /// Every registered image, by name. Directories without a record (an import that never
-    /// finished, a stray directory) are not images.
-    pub fn list(&self) -> Result<Vec<Image>, Error> {
+    /// The record `file` of every directory that has one.
+    fn records<T: serde::de::DeserializeOwned>(&self, file: &str) -> Result<Vec<T>, Error> {
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -269,19 +285,18 @@ impl Catalogue {
                 });
             }
         };
-        let mut images = Vec::new();
+        let mut records = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_err(&self.root))?;
             let name = entry.file_name();
             let Some(name) = name.to_str().filter(|n| check_name(n).is_ok()) else {
                 continue;
             };
-            if let Some(image) = self.get(name)? {
-                images.push(image);
+            if let Some(record) = self.record(name, file)? {
+                records.push(record);
             }
         }
-        images.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(images)
+        Ok(records)
     }
 
     /// Register an image from files: copy them in, hash them, write the record, and only then
