@@ -164,7 +164,7 @@ impl DiskCatalogue {
                 },
                 added_at: now(),
             };
-            write_record(&staging, &image)?;
+            super::write_record_as(&staging, DISK_RECORD, &image)?;
             Ok(image)
         })();
         match result {
@@ -189,19 +189,6 @@ impl DiskCatalogue {
         sync_dir(self.root())?;
         Ok(true)
     }
-}
-
-fn write_record(dir: &Path, image: &DiskImage) -> Result<(), Error> {
-    let record = dir.join(DISK_RECORD);
-    let mut text = serde_json::to_vec_pretty(image).map_err(|source| Error::Record {
-        path: record.clone(),
-        source,
-    })?;
-    text.push(b'\n');
-    let mut file = File::create(&record).map_err(io_err(&record))?;
-    file.write_all(&text).map_err(io_err(&record))?;
-    file.sync_all().map_err(io_err(&record))?;
-    sync_dir(dir)
 }
 
 /// The source's format, size and SHA-256, in one read.

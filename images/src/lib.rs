@@ -557,7 +557,12 @@ fn now() -> u64 {
 
 /// Writes `image.json` into `dir` and syncs it and the directory.
 fn write_record(dir: &Path, image: &Image) -> Result<(), Error> {
-    let record = dir.join(RECORD);
+    write_record_as(dir, RECORD, image)
+}
+
+/// `value` as the JSON record `file` in `dir`, on disk (file and directory synced).
+fn write_record_as<T: Serialize>(dir: &Path, file: &str, image: &T) -> Result<(), Error> {
+    let record = dir.join(file);
     let mut text = serde_json::to_vec_pretty(image).map_err(|source| Error::Record {
         path: record.clone(),
         source,
