@@ -334,9 +334,16 @@ pub fn dhclient(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // -d keeps dhclient in the foreground, renewing; stop it once it has an address.
+    // -d keeps dhclient in the foreground, renewing; stop it once it has an address and has
+    // written it to its lease file: ISC dhclient's bind_lease runs the script (BOUND) first and
+    // write_client_lease after, and a kill between the two (CI, a loaded machine) left the next
+    // run no lease to INIT-REBOOT with.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !env_file.exists() && Instant::now() < deadline {
+    let leased = || {
+        env_file.exists()
+            && std::fs::read_to_string(lease_file).is_ok_and(|l| l.contains("fixed-address"))
+    };
+    while !leased() && Instant::now() < deadline {
         if child.try_wait().unwrap().is_some() {
             break;
         }
