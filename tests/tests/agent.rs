@@ -77,6 +77,25 @@ fn the_agent_writes_a_registered_disk_image_from_seed_byte_for_byte() {
     std::fs::copy(repo_root().join("examples/lab.yaml"), &config).unwrap();
     let seed_http = HttpSeed::start(&config, &state);
     let url = seed_http.url("/disks/node/disk.raw");
+    // The API and seed status list it, and what it takes on disk.
+    let api = common::http::get(&seed_http.url("/api/v1/images")).json();
+    assert_eq!(api["disk_images"][0]["name"], "node", "{api}");
+    assert_eq!(api["disk_images"][0]["sha256"], sha256(&bytes), "{api}");
+    assert!(
+        api["disk"]["disk_images_bytes"].as_u64().unwrap() > 0,
+        "{api}"
+    );
+    let out = seed()
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["disk"]["disk_images_bytes"].as_u64().unwrap() > 0,
+        "{status}"
+    );
     let target = old_disk(dir.path());
 
     let out = agent_write(&url, &sha256(&bytes), bytes.len(), &target);

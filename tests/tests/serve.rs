@@ -130,7 +130,7 @@ fn status_without_config_reads_the_store_alone_and_creates_none() {
         format!(
             "no nodes\n\nstate: none: {}/seed.db does not exist (seed has not served or \
              provisioned with this state directory; --state-dir or the config's seed.state_dir \
-             names another)\ndisk: images 0 B, container registry 0 B\n",
+             names another)\ndisk: images 0 B, disk images 0 B, container registry 0 B\n",
             dir.display()
         )
     );
@@ -142,7 +142,7 @@ fn status_without_config_reads_the_store_alone_and_creates_none() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!(
-            "no nodes\n\nstate: {}/seed.db\ndisk: images 0 B, container registry 0 B\n",
+            "no nodes\n\nstate: {}/seed.db\ndisk: images 0 B, disk images 0 B, container registry 0 B\n",
             dir.display()
         )
     );

@@ -88,6 +88,7 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
     // What the seed host's disk holds: images, the container registry, the APT mirror's cache.
     let images_bytes = images::Catalogue::new(state_dir.join("images")).disk_usage();
     let registry_bytes = images::disk_usage(&state_dir.join("registry"));
+    let disk_images_bytes = images::disk_usage(&state_dir.join("disks"));
     let mirror = config.as_ref().and_then(|c| c.mirror.as_ref());
     let mirror_bytes = mirror.map(|m| images::disk_usage(&m.cache_dir(&state_dir)));
     let mirror_limit = mirror.map(|m| m.cache_bytes);
@@ -98,6 +99,7 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
             "discovered": discovered,
             "disk": {
                 "images_bytes": images_bytes,
+                "disk_images_bytes": disk_images_bytes,
                 "registry_bytes": registry_bytes,
                 "mirror_cache_bytes": mirror_bytes,
                 "mirror_cache_limit_bytes": mirror_limit,
@@ -150,8 +152,9 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
         ),
     }
     println!(
-        "disk: images {}, container registry {}{}",
+        "disk: images {}, disk images {}, container registry {}{}",
         super::table::size(images_bytes),
+        super::table::size(disk_images_bytes),
         super::table::size(registry_bytes),
         mirror_bytes
             .zip(mirror_limit)

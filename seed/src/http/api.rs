@@ -330,19 +330,25 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// `GET /api/v1/images`: the image catalogue (records with sizes and hashes) and what the seed
-/// host's disk holds for images, the container registry and the APT mirror's cache.
+/// `GET /api/v1/images`: the image catalogue and the disk images (records with sizes and
+/// hashes) and what the seed host's disk holds for them, the container registry and the APT
+/// mirror's cache.
 async fn images_list(State(app): State<Arc<App>>) -> Response {
     let root = app.images.path().to_path_buf();
+    let disks_root = app.disks.path().to_path_buf();
     let mirror = app.apt.as_ref().map(|apt| Arc::clone(&apt.mirror));
     let registry = app.registry.clone();
     let listed = tokio::task::spawn_blocking(move || {
         let catalogue = images::Catalogue::new(root);
+        let disks = images::disks::DiskCatalogue::new(&disks_root);
+        let disk_images = disks.list()?;
         catalogue.list().map(|list| {
             serde_json::json!({
                 "images": list,
+                "disk_images": disk_images,
                 "disk": {
                     "images_bytes": catalogue.disk_usage(),
+                    "disk_images_bytes": images::disk_usage(&disks_root),
                     "registry_bytes": registry.as_ref().map(|r| r.disk_usage()),
                     "mirror_cache_bytes": mirror.as_ref().map(|m| m.disk_usage()),
                     "mirror_cache_limit_bytes": mirror.as_ref().map(|m| m.limit()),
