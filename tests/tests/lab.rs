@@ -32,79 +32,72 @@ fn one_lab_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// The stand-in installer, built once (`tests/installer/build`; `tests/setup` builds it first).
 fn installer() -> PathBuf {
     static BUILT: Mutex<bool> = Mutex::new(false);
-    let dir = repo_root().join("target/lab-installer");
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    // Built, and not older than its sources (a checkout that pulled a new /init rebuilds).
-    let present = built_from(&dir, &[repo_root().join("tests/installer")]);
-    if !(*built || present) {
-        let out = Command::new(repo_root().join("tests/installer/build"))
-            .arg(&dir)
-            .output()
-            .expect("run tests/installer/build");
-        assert!(out.status.success(), "installer build: {}", describe(&out));
-    }
-    *built = true;
-    dir
-}
-
-/// Whether the build in `dir` is there and not older than any file under `sources`.
-fn built_from(dir: &std::path::Path, sources: &[PathBuf]) -> bool {
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest_source = sources
-        .iter()
-        .flat_map(|s| match std::fs::read_dir(s) {
-            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
-            Err(_) => vec![s.clone()],
-        })
-        .filter_map(|p| modified(&p))
-        .max();
-    dir.join("vmlinuz").exists()
-        && modified(&dir.join("initrd.gz")).is_some_and(|t| newest_source.is_none_or(|s| t >= s))
+    // Rebuilt when older than its sources (a checkout that pulled a new /init).
+    built_once(
+        &BUILT,
+        "target/lab-installer",
+        "tests/installer/build",
+        &["tests/installer"],
+        &["initrd.gz", "vmlinuz"],
+    )
 }
 
 /// The first-boot machine (`tests/firstboot/build`; `tests/setup` builds it first): the
 /// installer's kernel with Debian's systemd-udevd and systemd-networkd.
 fn firstboot() -> PathBuf {
     static BUILT: Mutex<bool> = Mutex::new(false);
-    let dir = repo_root().join("target/lab-firstboot");
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let sources = [
-        repo_root().join("tests/firstboot"),
-        repo_root().join("tests/installer/kernel.sh"),
-    ];
-    if !(*built || built_from(&dir, &sources)) {
-        let out = Command::new(repo_root().join("tests/firstboot/build"))
-            .arg(&dir)
-            .output()
-            .expect("run tests/firstboot/build");
-        assert!(out.status.success(), "firstboot build: {}", describe(&out));
-    }
-    *built = true;
-    dir
+    built_once(
+        &BUILT,
+        "target/lab-firstboot",
+        "tests/firstboot/build",
+        &["tests/firstboot", "tests/installer/kernel.sh"],
+        &["initrd.gz", "vmlinuz"],
+    )
 }
 
 /// The kernel package the deploy ramdisk is built against, unpacked with its modules
 /// (`tests/agent/kernel`; `tests/setup` fetches it first).
 fn agent_kernel() -> PathBuf {
     static BUILT: Mutex<bool> = Mutex::new(false);
-    let dir = repo_root().join("target/lab-agent-kernel");
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    built_once(
+        &BUILT,
+        "target/lab-agent-kernel",
+        "tests/agent/kernel",
+        &["tests/agent", "tests/installer/kernel.sh"],
+        &["KERNEL"],
+    )
+}
+
+/// `dir` (under the repository) as `script DIR` builds it, once per test run: built again
+/// unless every `outputs` file is there and the first is not older than any file of
+/// `sources` (files, or directories whose files count).
+fn built_once(
+    done: &Mutex<bool>,
+    dir: &str,
+    script: &str,
+    sources: &[&str],
+    outputs: &[&str],
+) -> PathBuf {
+    let dir = repo_root().join(dir);
+    let mut built = done.lock().unwrap_or_else(|e| e.into_inner());
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let fresh = modified(&dir.join("KERNEL")).is_some_and(|t| {
-        [
-            repo_root().join("tests/agent/kernel"),
-            repo_root().join("tests/installer/kernel.sh"),
-        ]
+    let newest_source = sources
         .iter()
-        .filter_map(|p| modified(p))
-        .all(|s| t >= s)
-    });
+        .map(|s| repo_root().join(s))
+        .flat_map(|s| match std::fs::read_dir(&s) {
+            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+            Err(_) => vec![s],
+        })
+        .filter_map(|p| modified(&p))
+        .max();
+    let fresh = outputs.iter().all(|o| dir.join(o).exists())
+        && modified(&dir.join(outputs[0])).is_some_and(|t| newest_source.is_none_or(|s| t >= s));
     if !(*built || fresh) {
-        let out = Command::new(repo_root().join("tests/agent/kernel"))
+        let out = Command::new(repo_root().join(script))
             .arg(&dir)
             .output()
-            .expect("run tests/agent/kernel");
-        assert!(out.status.success(), "agent kernel: {}", describe(&out));
+            .unwrap_or_else(|e| panic!("run {script}: {e}"));
+        assert!(out.status.success(), "{script}: {}", describe(&out));
     }
     *built = true;
     dir
