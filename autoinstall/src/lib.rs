@@ -14,8 +14,9 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 /// Template names, embedded defaults.
-pub const TEMPLATES: [(&str, &str); 3] = [
+pub const TEMPLATES: [(&str, &str); 4] = [
     ("user-data", include_str!("../templates/user-data")),
+    ("cloud-config", include_str!("../templates/cloud-config")),
     ("meta-data", include_str!("../templates/meta-data")),
     ("netplan", include_str!("../templates/netplan")),
 ];
@@ -196,7 +197,9 @@ pub enum Error {
         detail: String,
     },
     /// An override names no template seed has.
-    #[error("template override `{0}` matches no template (known: user-data, meta-data, netplan)")]
+    #[error(
+        "template override `{0}` matches no template (known: user-data, cloud-config, meta-data, netplan)"
+    )]
     UnknownTemplate(String),
 }
 
@@ -205,6 +208,8 @@ pub enum Error {
 pub struct Documents {
     /// `#cloud-config` with `autoinstall:`.
     pub user_data: String,
+    /// `#cloud-config` for the first boot of a written disk image (`install.method: image`).
+    pub cloud_config: String,
     /// instance-id and local-hostname.
     pub meta_data: String,
     /// The installed system's full netplan.
@@ -335,6 +340,7 @@ impl Renderer {
         ];
         Ok(Documents {
             user_data: self.render_one("user-data", node, &extra)?,
+            cloud_config: self.render_one("cloud-config", node, &extra)?,
             meta_data: self.render_one("meta-data", node, &[])?,
             netplan,
         })

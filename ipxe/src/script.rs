@@ -62,16 +62,76 @@ pub fn install_cmdline(i: &Install<'_>) -> String {
 
 /// The script that installs the node.
 pub fn install(i: &Install<'_>) -> String {
-    let mut s = String::from("#!ipxe\n");
-    let _ = writeln!(s, "# seed: install {}", i.node);
-    let _ = writeln!(s, "echo seed: installing {}", i.node);
-    let _ = writeln!(
-        s,
-        "kernel {} {} || goto failed",
+    kernel_boot(
+        &format!("install {}", i.node),
+        &format!("installing {}", i.node),
         i.kernel_url,
-        install_cmdline(i)
-    );
-    let _ = writeln!(s, "initrd {} || goto failed", i.initrd_url);
+        &install_cmdline(i),
+        i.initrd_url,
+    )
+}
+
+/// What a deploy boot (seed's agent writes a disk image) needs.
+#[derive(Debug, Clone)]
+pub struct Deploy<'a> {
+    /// The node's name.
+    pub node: &'a str,
+    /// Its boot MAC as `52-54-00-…`: the agent leases its address on that NIC.
+    pub mac_hexhyp: &'a str,
+    /// The agent's kernel.
+    pub kernel_url: &'a str,
+    /// The agent's ramdisk.
+    pub initrd_url: &'a str,
+    /// seed's base URL.
+    pub seed_url: &'a str,
+    /// The node's token: what opens its deploy plan.
+    pub token: &'a str,
+    /// Serial console, e.g. `ttyS1,115200n8`.
+    pub console: Option<&'a str>,
+    /// More kernel arguments (the image's, the node's).
+    pub args: &'a [String],
+}
+
+/// The kernel command line of a deploy boot: what `seed agent` as `/init` reads
+/// (`seed.action`, `seed.url`, `seed.token`, `BOOTIF`).
+pub fn deploy_cmdline(d: &Deploy<'_>) -> String {
+    let mut args: Vec<String> = vec![
+        format!("initrd={}", image_name(d.initrd_url)),
+        format!("BOOTIF=01-{}", d.mac_hexhyp),
+        "seed.action=deploy".into(),
+        format!("seed.url={}", d.seed_url),
+        format!("seed.token={}", d.token),
+    ];
+    if let Some(c) = d.console {
+        args.extend(["console=tty0".to_string(), format!("console={c}")]);
+    }
+    args.extend(d.args.iter().cloned());
+    args.join(" ")
+}
+
+/// The script that boots seed's agent to deploy the node's disk image.
+pub fn deploy(d: &Deploy<'_>) -> String {
+    kernel_boot(
+        &format!("deploy {}", d.node),
+        &format!("deploying {}", d.node),
+        d.kernel_url,
+        &deploy_cmdline(d),
+        d.initrd_url,
+    )
+}
+
+fn kernel_boot(
+    comment: &str,
+    say: &str,
+    kernel_url: &str,
+    cmdline: &str,
+    initrd_url: &str,
+) -> String {
+    let mut s = String::from("#!ipxe\n");
+    let _ = writeln!(s, "# seed: {comment}");
+    let _ = writeln!(s, "echo seed: {say}");
+    let _ = writeln!(s, "kernel {kernel_url} {cmdline} || goto failed");
+    let _ = writeln!(s, "initrd {initrd_url} || goto failed");
     s.push_str("boot || goto failed\n");
     s.push_str(":failed\n");
     // seed counts the attempts and stops serving the installer when they run out.

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod dhcp;
 pub mod disk;
 #[doc(hidden)]

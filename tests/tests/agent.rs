@@ -33,13 +33,7 @@ fn image() -> Vec<u8> {
     bytes
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use common::sha256_hex as sha256;
 
 fn agent_write(url: &str, sha: &str, size: usize, target: &Path) -> Output {
     seed()

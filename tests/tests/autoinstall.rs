@@ -703,3 +703,54 @@ fn a_relayed_racks_own_subnet_is_native_on_its_boot_bond() {
     let link = read(&networkd, "10-netplan-eno2.link");
     assert!(link.contains("MACAddress=3c:ec:ef:12:01:11"), "{link}");
 }
+
+/// `install.method: image`: each node's config drive user-data (what cloud-init in the written
+/// image reads) passes Debian's `cloud-init schema`, has the operator as autoinstall gives it
+/// (uid and gid 45000 for OSISM), and phones home to the node's own URL.
+#[test]
+fn image_deployed_nodes_get_a_cloud_config_cloud_init_accepts() {
+    let cloud_init = common::need("cloud-init");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo_root().join("examples/osism-rack.yaml")).unwrap();
+    assert!(text.contains("\ninstall:\n"));
+    let config = dir.path().join("seed.yaml");
+    std::fs::write(
+        &config,
+        text.replacen("\ninstall:\n", "\ninstall:\n  method: image\n", 1),
+    )
+    .unwrap();
+    let out = render_all(&config);
+    for node in ["ctl1", "cmp1", "stor1", "net1"] {
+        let node_dir = out.path().join(node);
+        assert!(
+            !node_dir.join("user-data").exists(),
+            "{node}: no autoinstall"
+        );
+        let path = node_dir.join("cloud-config");
+        let run = Command::new(&cloud_init)
+            .args(["schema", "--config-file"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{node}: {}", describe(&run));
+        assert!(String::from_utf8_lossy(&run.stdout).contains("Valid cloud-config"));
+        let doc = yaml_file(&path);
+        assert!(doc.get("autoinstall").is_none(), "{node}");
+        assert_eq!(doc["hostname"], node);
+        let user = &doc["users"][0];
+        assert_eq!(user["name"], "dragon", "{node}");
+        assert_eq!(user["uid"], 45000, "{node}");
+        assert!(
+            doc["bootcmd"][0]
+                .as_str()
+                .unwrap()
+                .contains("groupadd --gid 45000 dragon"),
+            "{node}: {doc}"
+        );
+        let url = doc["phone_home"]["url"].as_str().unwrap();
+        assert!(
+            url.ends_with("/phone-home") && url.contains("/nodes/"),
+            "{url}"
+        );
+    }
+}

@@ -1123,3 +1123,87 @@ for i in range(2000):
         "{lines} lines about ignored DECLINEs:\n{log}"
     );
 }
+
+/// seed's agent in the deploy ramdisk has no dhclient: its own client (`seed agent dhcp`, the
+/// code `/init` runs on BOOTIF) leases from seed over the kernel's UDP socket on a NIC with no
+/// address yet, puts the lease on the NIC by rtnetlink, and can then reach seed over it.
+#[test]
+fn the_agent_leases_its_node_address_and_reaches_seed_over_it() {
+    let (ns, dir, _config, seed) = serving(rack);
+    ns.set_client_mac(NODE_MAC);
+    let agent = |wait: &str| {
+        ns.in_cli("timeout")
+            .arg("60")
+            .arg(common::seed_bin())
+            .args(["agent", "dhcp", "--interface", &ns.cli_if, "--wait", wait])
+            .output()
+            .unwrap()
+    };
+    let out = agent("20");
+    assert!(out.status.success(), "{}\n{}", describe(&out), seed.log());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("10.99.10.21/24 from 10.99.10.1, router 10.99.10.254"),
+        "{said}"
+    );
+    let show = |what: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &ns.cli])
+            .args(what)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addresses = show(&["-4", "addr", "show", "dev", &ns.cli_if]);
+    assert!(
+        addresses.contains("inet 10.99.10.21/24 brd 10.99.10.255"),
+        "{addresses}"
+    );
+    let routes = show(&["-4", "route", "show", "default"]);
+    assert!(
+        routes.contains("default via 10.99.10.254") && routes.contains("proto dhcp"),
+        "{routes}"
+    );
+    // The address works: seed's HTTP answers the agent's side.
+    let out = ns
+        .in_cli("curl")
+        .args([
+            "-fsS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://{SEED_IP}:8080/metrics"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        describe(&out)
+    );
+
+    // A machine seed does not know gets a discovery address (what enlistment inspects with).
+    ns.set_client_mac("02:00:00:00:00:99");
+    let out = agent("20");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.99.10.20"),
+        "{}",
+        describe(&out)
+    );
+
+    // No server: a bounded wait, then an error naming the NIC and what was missing.
+    drop(seed);
+    let out = agent("3");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("DHCP on {}: no OFFER within 3 s", ns.cli_if)),
+        "{said}"
+    );
+    drop(dir);
+}

@@ -1213,8 +1213,147 @@ fn the_agent_reports_a_nodes_hardware_with_its_token_and_status_shows_it() {
     let out = lab.seed(&["agent", "report", "--url", &url, "--token", &token]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("seed refused the inspection (403"),
+        String::from_utf8_lossy(&out.stderr).contains("seed answered 403"),
         "{}",
         describe(&out)
     );
+}
+
+/// `install.method: image`: provisioning needs the agent's image and the disk image; the node's
+/// script boots the agent with its token and BOOTIF; the token opens the deploy plan (image URL
+/// and SHA-256, disk rule, wipe policy, config drive) only while the deploy is under way, and
+/// the agent's events and `installed` move the node as an installer's do.
+#[test]
+fn an_image_node_boots_the_agent_whose_token_opens_its_deploy_plan() {
+    let lab = Lab::new();
+    let text = std::fs::read_to_string(&lab.config).unwrap();
+    std::fs::write(
+        &lab.config,
+        text.replacen("\ninstall:\n", "\ninstall:\n  method: image\n", 1),
+    )
+    .unwrap();
+    let seed = &lab.start();
+
+    let out = lab.provision(&["cmp1"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("image seed-agent, which is not registered"),
+        "{said}"
+    );
+    let files = lab.dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("vmlinuz"), "kernel").unwrap();
+    std::fs::write(files.join("agent.gz"), "ramdisk").unwrap();
+    let f = |n: &str| files.join(n).to_str().unwrap().to_string();
+    let out = lab.seed(&[
+        "images",
+        "add",
+        "seed-agent",
+        "--kernel",
+        &f("vmlinuz"),
+        "--initrd",
+        &f("agent.gz"),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = lab.provision(&["cmp1"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("disk image ubuntu-24.04, which is not registered (seed images add-disk"),
+        "{said}"
+    );
+    let mut disk = vec![0u8; 1 << 20];
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    std::fs::write(files.join("disk.raw"), &disk).unwrap();
+    let out = lab.seed(&[
+        "images",
+        "add-disk",
+        "ubuntu-24.04",
+        "--file",
+        &f("disk.raw"),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = lab.provision(&["cmp1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let deploy = script(seed, CMP1);
+    assert!(deploy.contains("/images/seed-agent/"), "{deploy}");
+    assert!(deploy.contains("seed.action=deploy"), "{deploy}");
+    assert!(deploy.contains("BOOTIF=01-52-54-00-10-00-11"), "{deploy}");
+    let start = deploy.find("seed.token=").unwrap() + "seed.token=".len();
+    let token = &deploy[start..start + 64];
+
+    let plan_url = seed.url(&format!("/nodes/{token}/deploy"));
+    let reply = get(&plan_url);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let plan = reply.json();
+    assert_eq!(plan["node"], "cmp1");
+    assert_eq!(plan["image"]["size"], 1 << 20);
+    let digest = common::sha256_hex(&disk);
+    assert_eq!(plan["image"]["sha256"], digest.as_str());
+    let image_url = plan["image"]["url"].as_str().unwrap();
+    assert!(
+        image_url.ends_with("/disks/ubuntu-24.04/disk.raw"),
+        "{plan}"
+    );
+    // The URL serves the very bytes the plan's SHA-256 names.
+    let reply = get(&seed.url("/disks/ubuntu-24.04/disk.raw"));
+    assert_eq!(reply.status, 200);
+    assert_eq!(common::sha256_hex(&reply.body), digest);
+    assert_eq!(plan["wipe"], "root");
+    assert!(
+        plan["disk"].as_object().is_some_and(|d| !d.is_empty()),
+        "{plan}"
+    );
+    let drive = &plan["config_drive"];
+    assert!(
+        drive["user_data"]
+            .as_str()
+            .unwrap()
+            .starts_with("#cloud-config\n")
+    );
+    assert!(
+        drive["user_data"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/nodes/{token}/phone-home")),
+        "{drive}"
+    );
+    assert!(
+        drive["meta_data"]
+            .as_str()
+            .unwrap()
+            .contains("local-hostname: \"cmp1\"")
+    );
+    assert!(
+        drive["network_config"]
+            .as_str()
+            .unwrap()
+            .contains("version: 2")
+    );
+    // Another token opens nothing.
+    let other = "0".repeat(64);
+    assert_eq!(
+        get(&seed.url(&format!("/nodes/{other}/deploy"))).status,
+        404
+    );
+
+    // The agent's first event: installing; `installed`: the plan is retired, the disk boots.
+    let url = seed.url(&format!("/nodes/{token}/events"));
+    let reply = post_json(
+        &url,
+        r#"{"event_type":"start","name":"seed-agent/deploy","description":"deploying cmp1","origin":"seed-agent"}"#,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(state_of(seed, "cmp1"), "installing");
+    assert_eq!(
+        post(&seed.url(&format!("/nodes/{token}/installed"))).status,
+        200
+    );
+    assert_eq!(state_of(seed, "cmp1"), "installed");
+    assert_eq!(get(&plan_url).status, 403);
+    assert_local_disk(&script(seed, CMP1), "cmp1 is installed");
 }

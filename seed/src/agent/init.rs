@@ -4,8 +4,11 @@
 //! must never exit (the kernel panics), so every error is printed and ends in a power-off.
 //!
 //! `seed.action=inspect` (the default) prints the machine's inspection as one line
-//! (`seed-agent: inspection: {…}`) on the console. Reporting to seed and deploying need the
-//! network, which this init does not bring up yet (issue 21: a DHCP client on BOOTIF).
+//! (`seed-agent: inspection: {…}`) on the console, and with `seed.url=` and `seed.token=`
+//! reports it to seed. `seed.action=deploy` follows the node's deploy plan
+//! ([`super::deploy`]) and reboots into the written disk. Both bring up the boot NIC first:
+//! the one `BOOTIF=01-<mac>` names (iPXE's script passes it), leased by [`super::dhcp`] and
+//! configured by [`super::netlink`].
 
 use std::time::{Duration, Instant};
 
@@ -24,13 +27,25 @@ pub fn run_if_init() {
 
 /// Runs as PID 1; never returns.
 pub fn run() -> ! {
-    if let Err(e) = boot() {
-        println!("{SAY} {e}");
+    match boot() {
+        Ok(After::Reboot) => end(nix::sys::reboot::RebootMode::RB_AUTOBOOT),
+        Ok(After::PowerOff) => end(nix::sys::reboot::RebootMode::RB_POWER_OFF),
+        Err(e) => {
+            println!("{SAY} {e}");
+            end(nix::sys::reboot::RebootMode::RB_POWER_OFF)
+        }
     }
-    power_off()
 }
 
-fn boot() -> Result<(), String> {
+/// What the machine does once the agent is done.
+enum After {
+    /// Boot again: the written disk.
+    Reboot,
+    /// Power off: an inspection is all that was asked.
+    PowerOff,
+}
+
+fn boot() -> Result<After, String> {
     use nix::mount::{MsFlags, mount};
     for (source, target, kind) in [
         ("proc", "/proc", "proc"),
@@ -66,18 +81,115 @@ fn boot() -> Result<(), String> {
         .split_whitespace()
         .find_map(|a| a.strip_prefix("seed.action="))
         .unwrap_or("inspect");
-    match action {
-        "inspect" => {
-            let inspection = super::inspect::inspect(std::path::Path::new("/"));
+    let arg = |key: &str| {
+        cmdline
+            .split_whitespace()
+            .find_map(|a| a.strip_prefix(key)?.strip_prefix('='))
+    };
+    let seed = match (arg("seed.url"), arg("seed.token")) {
+        (Some(url), Some(token)) => Some(super::deploy::Seed::new(url, token)?),
+        _ => None,
+    };
+    if seed.is_some() {
+        network(arg("BOOTIF"))?;
+    }
+    let root = std::path::Path::new("/");
+    match (action, seed) {
+        ("inspect", seed) => {
+            let inspection = super::inspect::inspect(root);
             let json = serde_json::to_string(&inspection).map_err(|e| e.to_string())?;
             println!("{SAY} inspection: {json}");
-            Ok(())
+            if let Some(seed) = seed {
+                let said = seed.report(&inspection, Duration::from_secs(60))?;
+                println!("{SAY} reported: {said}");
+            }
+            Ok(After::PowerOff)
         }
-        other => Err(format!(
-            "seed.action={} is not one this agent knows (inspect)",
+        ("deploy", Some(seed)) => {
+            super::deploy::deploy(&seed, root)?;
+            Ok(After::Reboot)
+        }
+        ("deploy", None) => Err("seed.action=deploy needs seed.url= and seed.token=".into()),
+        (other, _) => Err(format!(
+            "seed.action={} is not one this agent knows (inspect, deploy)",
             crate::net::printable(other)
         )),
     }
+}
+
+/// Brings up the boot NIC (`BOOTIF=01-aa-bb-…`, else the first Ethernet NIC with a link) with
+/// the address DHCP leases it, waiting up to 30 s for its driver to register it.
+fn network(bootif: Option<&str>) -> Result<(), String> {
+    let wanted = bootif.and_then(|b| {
+        b.strip_prefix("01-")
+            .and_then(crate::net::MacAddr::from_reported)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (name, _) = loop {
+        if let Some(found) = boot_nic(wanted) {
+            break found;
+        }
+        if Instant::now() >= deadline {
+            return Err(match wanted {
+                Some(mac) => format!("no NIC with the boot MAC {mac} (BOOTIF) appeared"),
+                None => "no Ethernet NIC appeared".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut lo = super::netlink::Link::open("lo").map_err(|e| e.to_string())?;
+    lo.up().map_err(|e| e.to_string())?;
+    let said = network_on(&name, Duration::from_secs(120))?;
+    println!("{SAY} {said}");
+    Ok(())
+}
+
+/// Sets `name` up, leases it an address and configures it (address, default route); what
+/// it got, as one line.
+pub fn network_on(name: &str, within: Duration) -> Result<String, String> {
+    let text = |path: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{path}"));
+    let mac: crate::net::MacAddr = text("address")
+        .map_err(|e| format!("{name}: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{name}: its MAC: {e}"))?;
+    let mut link = super::netlink::Link::open(name).map_err(|e| e.to_string())?;
+    link.up().map_err(|e| e.to_string())?;
+    let lease = super::dhcp::lease(name, mac, within).map_err(|e| e.to_string())?;
+    link.add_address(lease.address, lease.prefix)
+        .map_err(|e| e.to_string())?;
+    if let Some(router) = lease.router {
+        link.add_default_route(router).map_err(|e| e.to_string())?;
+    }
+    Ok(format!(
+        "{name} ({mac}): {}/{} from {}{} (lease {} s)",
+        lease.address,
+        lease.prefix,
+        lease.server,
+        lease
+            .router
+            .map_or_else(String::new, |r| format!(", router {r}")),
+        lease.lease_secs
+    ))
+}
+
+/// The NIC with `mac`, or with no MAC asked the first Ethernet NIC (`type` 1) by name.
+fn boot_nic(mac: Option<crate::net::MacAddr>) -> Option<(String, crate::net::MacAddr)> {
+    let mut nics: Vec<(String, crate::net::MacAddr)> = std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let kind = std::fs::read_to_string(e.path().join("type")).ok()?;
+            let address = std::fs::read_to_string(e.path().join("address")).ok()?;
+            (kind.trim() == "1")
+                .then(|| address.trim().parse().ok())
+                .flatten()
+                .map(|a| (name, a))
+        })
+        .collect();
+    nics.sort();
+    nics.into_iter().find(|(_, a)| mac.is_none_or(|m| m == *a))
 }
 
 /// Loads `/lib/modules/order` in order (dependencies first, as the ramdisk wrote it).
@@ -129,9 +241,9 @@ fn settle() {
     }
 }
 
-fn power_off() -> ! {
+fn end(how: nix::sys::reboot::RebootMode) -> ! {
     nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    let _ = nix::sys::reboot::reboot(how);
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

@@ -8,8 +8,11 @@
 //! ([`crate::disk`]) select the same disk whether subiquity or the agent applies them.
 
 pub mod configdrive;
+pub mod deploy;
+pub mod dhcp;
 pub mod init;
 pub mod inspect;
+pub mod netlink;
 pub mod ramdisk;
 pub mod wipe;
 pub mod write;

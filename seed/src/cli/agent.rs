@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use crate::agent::deploy::{self, Seed};
 use crate::agent::inspect::inspect;
 use crate::agent::write::{self, Job, Ticker};
 use crate::agent::{configdrive, ramdisk, wipe};
-use crate::net::printable;
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
@@ -34,11 +34,24 @@ pub enum AgentCommand {
     /// node's user-data, meta-data and network-config, in a new partition at the end of the
     /// disk (the image's GPT is extended to the disk, or a free MBR slot is used).
     Configdrive(ConfigdriveArgs),
+    /// Lease an address for a NIC from DHCP and put it on the NIC (address, default route),
+    /// as the deploy ramdisk does on its boot NIC. The NIC is set up first.
+    Dhcp(DhcpArgs),
     /// Assemble the deploy ramdisk: this binary as `/init` and the kernel modules a node needs
     /// for its disks and NICs (with their dependencies), from a kernel package unpacked in
     /// `--kernel-dir` (its `lib/modules/<version>/`). Boot it with that kernel; the command
     /// line's `seed.action=inspect` prints the inspection on the console and powers off.
     Ramdisk(RamdiskArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DhcpArgs {
+    /// The NIC (`eno1`).
+    #[arg(long)]
+    interface: String,
+    /// How long to try, in seconds.
+    #[arg(long, default_value_t = 60)]
+    wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +135,13 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::Report(args) => report(args),
+        AgentCommand::Dhcp(args) => {
+            let lease =
+                crate::agent::init::network_on(&args.interface, Duration::from_secs(args.wait))
+                    .map_err(anyhow::Error::msg)?;
+            println!("{lease}");
+            Ok(ExitCode::SUCCESS)
+        }
         AgentCommand::Write(args) => write(args),
         AgentCommand::Configdrive(args) => {
             let read = |p: &PathBuf| {
@@ -133,10 +153,11 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
                 &read(&args.network_config)?,
             )
             .map_err(anyhow::Error::msg)?;
-            let placed = configdrive::attach(&args.target, logical_sector(&args.target), &volume)
-                .with_context(|| {
-                format!("cannot add a config drive to {}", args.target.display())
-            })?;
+            let placed =
+                configdrive::attach(&args.target, deploy::logical_sector(&args.target), &volume)
+                    .with_context(|| {
+                        format!("cannot add a config drive to {}", args.target.display())
+                    })?;
             println!(
                 "config drive: partition {} of {}, {} KiB at {} MiB",
                 placed.number,
@@ -169,7 +190,7 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::Wipe(args) => {
-            let sector = logical_sector(&args.target);
+            let sector = deploy::logical_sector(&args.target);
             let wiped = wipe::wipe(&args.target, sector)
                 .with_context(|| format!("cannot wipe {}", args.target.display()))?;
             println!(
@@ -181,20 +202,6 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// The logical block size GPT counts in: the kernel's for a disk (4096 on 4Kn drives), 512
-/// for a file.
-fn logical_sector(target: &std::path::Path) -> u64 {
-    target
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|_| target.starts_with("/dev"))
-        .and_then(|n| {
-            std::fs::read_to_string(format!("/sys/class/block/{n}/queue/logical_block_size")).ok()
-        })
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(512)
 }
 
 fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
@@ -253,50 +260,12 @@ fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         .token
         .or_else(|| from_cmdline(&cmdline, "seed.token"))
         .context("no node token: --token, or seed.token= on the kernel command line")?;
-    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("the node token is 64 hex digits");
-    }
-    let inspection = inspect(&args.root);
-    let body = serde_json::to_vec(&inspection)?;
-    let endpoint = format!("{}/nodes/{token}/inventory", url.trim_end_matches('/'));
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .user_agent(concat!("seed-agent/", env!("CARGO_PKG_VERSION")))
-        .build()?;
-    let deadline = Instant::now() + Duration::from_secs(args.wait);
-    let mut pause = Duration::from_millis(250);
-    let response = loop {
-        match client
-            .post(&endpoint)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-        {
-            Ok(response) => break response,
-            // Only an unreachable seed is worth waiting for; an answer is final.
-            Err(e) if Instant::now() < deadline => {
-                tracing::info!(error = %e, "seed not reachable yet; trying again");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e).context(format!("cannot reach seed at {url}")),
-        }
-    };
-    let status = response.status();
-    let text: String = response
-        .text()
-        .unwrap_or_default()
-        .chars()
-        .take(4096)
-        .collect();
-    if !status.is_success() {
-        bail!(
-            "seed refused the inspection ({status}): {}",
-            printable(text.trim())
-        );
-    }
-    println!("reported: {}", printable(text.trim()));
+    let seed = Seed::new(&url, &token).map_err(anyhow::Error::msg)?;
+    let said = seed
+        .report(&inspect(&args.root), Duration::from_secs(args.wait))
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("cannot report to seed at {url}"))?;
+    println!("reported: {said}");
     Ok(ExitCode::SUCCESS)
 }
 

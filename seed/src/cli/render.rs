@@ -17,7 +17,8 @@ pub struct RenderArgs {
     /// The node.
     #[arg(required_unless_present = "all")]
     node: Option<String>,
-    /// Every node's documents, written as DIR/<node>/{user-data,meta-data,netplan.yaml}.
+    /// Every node's documents, written as DIR/<node>/{user-data,meta-data,netplan.yaml}
+    /// (`cloud-config` instead of `user-data` for a node deployed from a disk image).
     #[arg(long, requires = "out", conflicts_with_all = ["document", "node"])]
     all: bool,
     /// Output directory for --all.
@@ -36,6 +37,8 @@ enum Document {
     UserData,
     MetaData,
     Netplan,
+    /// The config drive's user-data of an image deploy (`install.method: image`).
+    CloudConfig,
 }
 
 pub fn run(global: &Global, args: RenderArgs) -> anyhow::Result<ExitCode> {
@@ -64,8 +67,13 @@ pub fn run(global: &Global, args: RenderArgs) -> anyhow::Result<ExitCode> {
             let docs = render(&node.name)?;
             let dir = out.join(&node.name);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            // An image deploy's node gets the config drive's user-data instead of autoinstall's.
+            let user_data = match node.method {
+                crate::config::InstallMethod::Autoinstall => ("user-data", &docs.user_data),
+                crate::config::InstallMethod::Image => ("cloud-config", &docs.cloud_config),
+            };
             for (file, text) in [
-                ("user-data", &docs.user_data),
+                user_data,
                 ("meta-data", &docs.meta_data),
                 ("netplan.yaml", &docs.netplan),
             ] {
@@ -91,6 +99,7 @@ pub fn run(global: &Global, args: RenderArgs) -> anyhow::Result<ExitCode> {
             Document::UserData => docs.user_data,
             Document::MetaData => docs.meta_data,
             Document::Netplan => docs.netplan,
+            Document::CloudConfig => docs.cloud_config,
         }
     );
     Ok(ExitCode::SUCCESS)

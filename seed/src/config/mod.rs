@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::*;
 pub use problem::Problem;
-pub use validate::{DEFAULT_IMAGE, DEFAULT_STATE_DIR};
+pub use validate::{DEFAULT_AGENT_IMAGE, DEFAULT_IMAGE, DEFAULT_STATE_DIR};
 
 /// The OSISM example rack, embedded so `seed config example` can print a starting point.
 pub const EXAMPLE: &str = include_str!("../../../examples/osism-rack.yaml");

@@ -393,6 +393,10 @@ pub struct Role {
     pub disk: Option<DiskMatch>,
     /// The image its nodes install from, if the role names one.
     pub image: Option<String>,
+    /// How its nodes are installed, if the role says.
+    pub method: Option<InstallMethod>,
+    /// What the agent wipes on its nodes.
+    pub wipe: Wipe,
     /// Port name → the BMC's Id of that NIC (`NIC.Embedded.1-1-1`), for MACs from `seed
     /// inventory`.
     pub ports: std::collections::BTreeMap<String, String>,
@@ -481,8 +485,15 @@ pub struct Node {
     pub nics: std::collections::BTreeMap<String, MacAddr>,
     /// Firmware kind.
     pub firmware: Firmware,
-    /// The image it installs from (its own, else its role's, else `install.image`).
+    /// The image it installs from (its own, else its role's, else `install.image`): an
+    /// installer image, or a disk image with [`InstallMethod::Image`].
     pub image: String,
+    /// How it is installed.
+    pub method: InstallMethod,
+    /// What seed's agent wipes before writing its image.
+    pub wipe: Wipe,
+    /// The image it boots to be deployed ([`InstallMethod::Image`]): kernel and agent ramdisk.
+    pub agent_image: String,
     /// More installer kernel arguments (after the image's).
     pub kernel_args: Vec<String>,
     /// Which iPXE may run its script.
@@ -528,6 +539,30 @@ pub enum QemuBoot {
     /// UEFI only: a NIC without option ROM and OVMF's PXE switched off, so its HTTP boot client
     /// fetches seed's ipxe.efi by the URL DHCP gives it.
     Http,
+}
+
+/// How a node is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallMethod {
+    /// Ubuntu's installer (subiquity) with the node's autoinstall documents.
+    #[default]
+    Autoinstall,
+    /// seed's agent writes a disk image and a config drive.
+    Image,
+}
+
+/// Which disks seed's agent wipes before it writes an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wipe {
+    /// The disk the image is written to.
+    #[default]
+    Root,
+    /// Every disk of the node.
+    All,
+    /// None: the image is written over what is there.
+    None,
 }
 
 /// How a node boots.

@@ -131,8 +131,34 @@ pub struct InstallWire {
     /// APT mirror for primary and security; defaults to `<seed url>/apt/ubuntu`.
     pub apt_mirror: Option<String>,
     /// The image (from `seed images add`) nodes install from unless their role or node names
-    /// another; defaults to `ubuntu-24.04`.
+    /// another; defaults to `ubuntu-24.04`. With `method: image`, a disk image (from `seed
+    /// images add-disk`).
     pub image: Option<String>,
+    /// `autoinstall` (default: Ubuntu's installer runs on each node) or `image` (seed's agent
+    /// writes a disk image and a config drive); roles and nodes may say otherwise.
+    pub method: Option<MethodWire>,
+    /// The image (from `seed images add`: a kernel and the ramdisk `seed agent ramdisk`
+    /// built) that `method: image` nodes boot to be deployed; defaults to `seed-agent`.
+    pub agent_image: Option<String>,
+}
+
+/// How a node is installed.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum MethodWire {
+    Autoinstall,
+    Image,
+}
+
+/// Which disks seed's agent wipes before it writes an image.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum WipeWire {
+    Root,
+    All,
+    None,
 }
 
 /// `install.user:`.
@@ -408,6 +434,12 @@ pub struct RoleWire {
     pub disk: Option<DiskWire>,
     /// The image nodes of this role install from (overrides `install.image`).
     pub image: Option<String>,
+    /// How its nodes are installed (overrides `install.method`).
+    pub method: Option<MethodWire>,
+    /// `method: image`: which disks the agent wipes before writing: `root` (default: the
+    /// disk the image goes to), `all` (every disk the node has: stale RAID and LVM members
+    /// on the data disks too), `none`.
+    pub wipe: Option<WipeWire>,
     /// Each port's NIC as the BMC names it (`eno1: NIC.Embedded.1-1-1`): with `seed inventory`
     /// the port's MAC comes from the BMC, for every node of the role.
     #[serde(default)]
@@ -474,6 +506,8 @@ pub struct NodeWire {
     pub firmware: Option<FirmwareWire>,
     /// The image this node installs from (overrides its role's).
     pub image: Option<String>,
+    /// How this node is installed (overrides its role's).
+    pub method: Option<MethodWire>,
     /// More kernel arguments for this node's installer (after the image's).
     #[serde(default)]
     pub kernel_args: Vec<String>,

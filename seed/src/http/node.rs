@@ -26,6 +26,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/nodes/{token}/user-data", get(user_data))
         .route("/nodes/{token}/meta-data", get(meta_data))
         .route("/nodes/{token}/vendor-data", get(vendor_data))
+        .route("/nodes/{token}/deploy", get(deploy_plan))
         .route("/nodes/{token}/events", post(events))
         .route("/nodes/{token}/installed", post(installed))
         .route("/nodes/{token}/failed", post(failed))
@@ -74,6 +75,21 @@ async fn document(app: Arc<App>, token: String, which: Document) -> Response {
                 (header::CACHE_CONTROL, "no-store"),
             ],
             text,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The deploy plan seed's agent follows (`install.method: image`), as JSON.
+async fn deploy_plan(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+    match decide(&app, move |nodes| nodes.deploy_plan(&token)).await {
+        Ok(plan) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            serde_json::to_string(&plan).unwrap_or_default(),
         )
             .into_response(),
         Err(e) => e.into_response(),

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::agent::inspect::Inspection;
-use crate::config::Config;
+use crate::config::{Config, InstallMethod};
+use crate::deploy::{ConfigDrive, DeployPlan, PlannedImage};
 use crate::install::{InstallError, Installer, Instance};
 use crate::lifecycle::NodeState;
 use crate::net::MacAddr;
@@ -111,6 +112,8 @@ pub struct Nodes {
     /// The installer of the current config (a reload replaces it with the provisioner's).
     installer: std::sync::RwLock<Arc<Result<Installer, String>>>,
     images: images::Catalogue,
+    /// The disk images `install.method: image` nodes are deployed with.
+    disks: images::disks::DiskCatalogue,
     store: Mutex<Store>,
     /// The store's inventory version the provisioner's recorded MACs were taken at.
     inventory_seen: Mutex<Option<(i64, i64)>>,
@@ -132,6 +135,9 @@ impl Nodes {
                 Installer::new(config).map_err(|e| e.to_string()),
             )),
             provisioner,
+            // Beside the images directory: `<state_dir>/disks`, where `seed images add-disk`
+            // registers them and `/disks/` serves them.
+            disks: images::disks::DiskCatalogue::new(images.root().with_file_name("disks")),
             images,
             store: Mutex::new(store),
             inventory_seen: Mutex::new(None),
@@ -404,22 +410,41 @@ impl Nodes {
         if let Err(e) = self.installer().as_ref() {
             return Err(e.clone());
         }
+        let boots = match node.method {
+            InstallMethod::Autoinstall => &node.image,
+            InstallMethod::Image => &node.agent_image,
+        };
         let image = self
             .images
-            .get(&node.image)
+            .get(boots)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| {
-                format!(
-                    "image {} is not registered (seed images add {} …)",
-                    node.image, node.image
-                )
+                format!("image {boots} is not registered (seed images add {boots} …)")
             })?;
         let base = format!("{}/images/{}", config.seed.url, image.name);
+        let mac_hexhyp = mac.hexhyp();
+        if node.method == InstallMethod::Image {
+            let args: Vec<String> = image
+                .kernel_args
+                .iter()
+                .chain(&node.kernel_args)
+                .cloned()
+                .collect();
+            return Ok(ipxe::script::deploy(&ipxe::script::Deploy {
+                node: &node.name,
+                mac_hexhyp: &mac_hexhyp,
+                kernel_url: &format!("{base}/{}", image.kernel),
+                initrd_url: &format!("{base}/{}", image.initrd),
+                seed_url: &config.seed.url,
+                token: &record.token,
+                console: node.console.as_deref(),
+                args: &args,
+            }));
+        }
         let kernel_url = format!("{base}/{}", image.kernel);
         let initrd_url = format!("{base}/{}", image.initrd);
         let iso_url = image.iso.as_ref().map(|iso| format!("{base}/{iso}"));
         let datasource_url = format!("{}/nodes/{}/", config.seed.url, record.token);
-        let mac_hexhyp = mac.hexhyp();
         let installer_args: Vec<String> = image
             .kernel_args
             .iter()
@@ -471,6 +496,73 @@ impl Nodes {
             Document::UserData => documents.user_data,
             Document::MetaData => documents.meta_data,
             Document::VendorData => String::new(),
+        })
+    }
+
+    /// The deploy plan of the node whose token this is (`install.method: image`): the disk
+    /// image, the disk rule, the wipe policy and the config drive. Only while its install is
+    /// under way: it holds the same secrets as the install documents.
+    pub fn deploy_plan(&self, token: &str) -> Result<DeployPlan, NodeError> {
+        let record = self.by_token(token)?;
+        if !record.state.is_under_way() {
+            return Err(NodeError::Retired(format!(
+                "{} is {}; its deploy plan is no longer served",
+                record.node, record.state
+            )));
+        }
+        let config = self.config();
+        let node = config
+            .node(&record.node)
+            .ok_or_else(|| NodeError::NotFound(format!("{} is not in the config", record.node)))?;
+        if node.method != InstallMethod::Image {
+            return Err(NodeError::NotFound(format!(
+                "{} is installed by autoinstall, not deployed from a disk image",
+                node.name
+            )));
+        }
+        let image = self
+            .disks
+            .get(&node.image)
+            .map_err(|e| NodeError::Unavailable(e.to_string()))?
+            .ok_or_else(|| {
+                NodeError::Unavailable(format!(
+                    "disk image {} is not registered (seed images add-disk)",
+                    node.image
+                ))
+            })?;
+        let installer = self.installer();
+        let installer = installer
+            .as_ref()
+            .as_ref()
+            .map_err(|e| NodeError::Unavailable(e.clone()))?;
+        let (hardware, boot_mac) = {
+            let store = self.store();
+            (
+                store.inventory(&record.node)?,
+                store.leased_mac(&record.node)?,
+            )
+        };
+        let instance = Instance {
+            hardware,
+            boot_mac,
+            ..Instance::new(record.token.clone(), record.instance_id.clone())
+        };
+        let documents = installer.documents(&record.node, &instance)?;
+        Ok(DeployPlan {
+            node: node.name.clone(),
+            image: PlannedImage {
+                url: format!("{}/disks/{}/{}", config.seed.url, image.name, image.file),
+                name: image.name,
+                size: image.size,
+                sha256: image.sha256,
+            },
+            disk: crate::disk::subiquity_match(&node.disk),
+            wipe: node.wipe,
+            config_drive: ConfigDrive {
+                user_data: documents.cloud_config,
+                meta_data: documents.meta_data,
+                network_config: documents.netplan,
+            },
         })
     }
 
@@ -610,13 +702,38 @@ impl Nodes {
         // The image is looked up under the store's write lock: `seed images remove` takes the
         // same lock to check that no node is installing from it, so it cannot disappear
         // between this check and the node becoming `provisioning`.
-        let registered = || match self.images.get(&node.image) {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(format!(
-                "{name} installs image {}, which is not registered (seed images add {} --kernel … --initrd …)",
-                node.image, node.image
-            )),
-            Err(e) => Err(e.to_string()),
+        let registered = || {
+            let boots = match node.method {
+                InstallMethod::Autoinstall => &node.image,
+                InstallMethod::Image => &node.agent_image,
+            };
+            match self.images.get(boots) {
+                Ok(Some(_)) => {}
+                Ok(None) if node.method == InstallMethod::Image => {
+                    return Err(format!(
+                        "{name} is deployed by seed's agent, image {boots}, which is not registered (seed agent ramdisk --kernel-dir … --out agent.gz; seed images add {boots} --kernel … --initrd agent.gz)"
+                    ));
+                }
+                Ok(None) => {
+                    return Err(format!(
+                        "{name} installs image {boots}, which is not registered (seed images add {boots} --kernel … --initrd …)"
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+            if node.method == InstallMethod::Image {
+                match self.disks.get(&node.image) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Err(format!(
+                            "{name} is deployed with disk image {}, which is not registered (seed images add-disk {} --file …)",
+                            node.image, node.image
+                        ));
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(())
         };
         store
             .provision_if(name, source, force, registered)

@@ -209,3 +209,12 @@ pub fn wait_until_else(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The SHA-256 of `bytes`, lowercase hex (what seed records and `sha256sum` prints).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -13,9 +13,9 @@ use serde_saphyr::Spanned;
 
 use super::model::{
     BMC_ACTION_TIMEOUT_SECS, BMC_TIMEOUT_SECS, Bmc, BmcTls, Bond, Config, DhcpSettings, DiskMatch,
-    Firmware, Install, IpxePolicy, Lifecycle, Link, Mirror, MirrorRepo, NetBoot, Node,
-    OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Registry, RegistryUpstream, Role,
-    SecretRef, SeedHost, Zone,
+    Firmware, Install, InstallMethod, IpxePolicy, Lifecycle, Link, Mirror, MirrorRepo, NetBoot,
+    Node, OperatorUser, Pool, Ports, PowerDriver, QemuBoot, QemuNode, Registry, RegistryUpstream,
+    Role, SecretRef, SeedHost, Wipe, Zone,
 };
 use super::problem::Problem;
 use super::wire::{self, ConfigFile};
@@ -45,6 +45,24 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/seed";
 
 /// The image nodes install from when neither they, their role nor `install.image` name one.
 pub const DEFAULT_IMAGE: &str = "ubuntu-24.04";
+
+/// The image `method: image` nodes boot (a kernel and `seed agent ramdisk`'s ramdisk) unless
+/// `install.agent_image` names another.
+pub const DEFAULT_AGENT_IMAGE: &str = "seed-agent";
+
+/// What a node has unless its role or itself says otherwise: `install:`'s settings.
+struct NodeDefaults {
+    image: String,
+    agent_image: String,
+    method: InstallMethod,
+}
+
+fn method(wire: wire::MethodWire) -> InstallMethod {
+    match wire {
+        wire::MethodWire::Autoinstall => InstallMethod::Autoinstall,
+        wire::MethodWire::Image => InstallMethod::Image,
+    }
+}
 
 /// Ethernet MTU bounds: IPv4's minimum and the usual jumbo-frame ceiling of data-centre switches.
 const MTU_RANGE: std::ops::RangeInclusive<u16> = 576..=9216;
@@ -101,15 +119,32 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
     );
     let seed = seed_host(&file.seed.value);
     let zones = zones(&mut v, &file.zones, &links, &roles, &seed);
-    let default_image = match file.install.as_ref().and_then(|i| i.value.image.as_ref()) {
+    let install_line = file.install.as_ref().and_then(line_of);
+    let install_wire = file.install.as_ref().map(|i| &i.value);
+    let mut image_of = |field: &str, given: Option<&String>, default: &str| match given {
         Some(image) => {
-            let line = file.install.as_ref().and_then(line_of);
-            check_image(&mut v, line, "install.image".into(), image);
+            check_image(&mut v, install_line, format!("install.{field}"), image);
             image.clone()
         }
-        None => DEFAULT_IMAGE.to_string(),
+        None => default.to_string(),
     };
-    let nodes = nodes(&mut v, &file.nodes, &roles, &zones, &links, &default_image);
+    let defaults = NodeDefaults {
+        image: image_of(
+            "image",
+            install_wire.and_then(|i| i.image.as_ref()),
+            DEFAULT_IMAGE,
+        ),
+        agent_image: image_of(
+            "agent_image",
+            install_wire.and_then(|i| i.agent_image.as_ref()),
+            DEFAULT_AGENT_IMAGE,
+        ),
+        method: install_wire
+            .and_then(|i| i.method)
+            .map(method)
+            .unwrap_or_default(),
+    };
+    let nodes = nodes(&mut v, &file.nodes, &roles, &zones, &links, &defaults);
     let install = file.install.as_ref().map(|i| install(&mut v, i, &seed));
     let mirror = file.mirror.as_ref().map(|m| mirror(&mut v, m));
     let registry = file

@@ -8,7 +8,7 @@ pub(super) fn nodes(
     roles: &[Role],
     zones: &[Zone],
     links: &[Link],
-    default_image: &str,
+    defaults: &NodeDefaults,
 ) -> Vec<Node> {
     duplicates(
         v,
@@ -92,7 +92,12 @@ pub(super) fn nodes(
             .image
             .clone()
             .or_else(|| role.and_then(|r| r.image.clone()))
-            .unwrap_or_else(|| default_image.to_string());
+            .unwrap_or_else(|| defaults.image.clone());
+        let method = w
+            .method
+            .map(method)
+            .or_else(|| role.and_then(|r| r.method))
+            .unwrap_or(defaults.method);
         for z in &w.extra_zones {
             match zones.iter().find(|zone| zone.name == *z) {
                 None => v.problem(
@@ -269,6 +274,9 @@ pub(super) fn nodes(
             nics,
             firmware,
             image,
+            method,
+            wipe: role.map(|r| r.wipe).unwrap_or_default(),
+            agent_image: defaults.agent_image.clone(),
             kernel_args: w.kernel_args.clone(),
             ipxe: match w.ipxe {
                 Some(wire::IpxeWire::Seed) => IpxePolicy::Seed,

@@ -151,6 +151,12 @@ pub(super) fn roles(
             boot_link,
             disk,
             image: w.image.clone(),
+            method: w.method.map(method),
+            wipe: match w.wipe {
+                Some(wire::WipeWire::All) => Wipe::All,
+                Some(wire::WipeWire::None) => Wipe::None,
+                Some(wire::WipeWire::Root) | None => Wipe::Root,
+            },
             ports: w.ports.clone(),
         });
     }
