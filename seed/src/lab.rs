@@ -392,6 +392,10 @@ impl Lab {
             IpxePolicy::Any => boot.to_string(),
         };
         cmd.arg("-device").arg(nic);
+        // An entropy source, as every cloud VM has and every server CPU (RDRAND): without one
+        // the emulated machine's random pool stays unseeded for minutes and seed's agent
+        // (and an installed system's sshd) waits on it.
+        cmd.args(["-device", "virtio-rng-pci"]);
         if node.firmware == Firmware::Uefi {
             let (code, vars) = ovmf()?;
             let own_vars = self.dir.join(format!("{}.vars.fd", node.name));

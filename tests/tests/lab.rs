@@ -1219,16 +1219,14 @@ fn rendered_disk_rules_select_their_disk_among_what_real_udev_reports() {
 /// reports is what QEMU was given: each disk's serial, model and WWN as udev names them, the
 /// NIC's MAC and driver, the SMBIOS identity, and the firmware (UEFI with Secure Boot off on
 /// OVMF's plain build, whose variable store has SecureBoot = 0).
-#[test]
-fn the_deploy_ramdisk_runs_seed_as_init_and_inspects_bios_and_uefi_machines() {
-    use seed::agent::inspect::{BootMode, Inspection};
-    let _one = one_lab_at_a_time();
+/// The deploy ramdisk's boot files in `dir/agent/`: the agent kernel's `vmlinuz` and the
+/// `initrd.gz` that `seed agent ramdisk` builds from it around the test binary without its
+/// debug info (which it becomes: /init). Checks the modules the lab's machines need are in it.
+fn agent_boot_files(dir: &std::path::Path) -> PathBuf {
     let kernel = agent_kernel();
-    let qemu = common::need("qemu-system-x86_64");
-    let dir = tempfile::tempdir().unwrap();
-    let accel = seed::lab::Accel::detect(&qemu, dir.path());
-    // The test binary without its debug info builds (and becomes) the ramdisk's /init.
-    let agent = dir.path().join("seed");
+    let out_dir = dir.join("agent");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let agent = dir.join("seed-stripped");
     let out = Command::new(common::need("strip"))
         .arg("--strip-debug")
         .arg("-o")
@@ -1237,12 +1235,11 @@ fn the_deploy_ramdisk_runs_seed_as_init_and_inspects_bios_and_uefi_machines() {
         .output()
         .unwrap();
     assert!(out.status.success(), "strip: {}", describe(&out));
-    let ramdisk = dir.path().join("agent.gz");
     let out = Command::new(&agent)
         .args(["agent", "ramdisk", "--kernel-dir"])
         .arg(&kernel)
         .arg("--out")
-        .arg(&ramdisk)
+        .arg(out_dir.join("initrd.gz"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
@@ -1270,6 +1267,19 @@ fn the_deploy_ramdisk_runs_seed_as_init_and_inspects_bios_and_uefi_machines() {
                 .starts_with("vmlinuz-")
         })
         .unwrap();
+    std::fs::copy(vmlinuz, out_dir.join("vmlinuz")).unwrap();
+    out_dir
+}
+
+#[test]
+fn the_deploy_ramdisk_runs_seed_as_init_and_inspects_bios_and_uefi_machines() {
+    use seed::agent::inspect::{BootMode, Inspection};
+    let _one = one_lab_at_a_time();
+    let qemu = common::need("qemu-system-x86_64");
+    let dir = tempfile::tempdir().unwrap();
+    let accel = seed::lab::Accel::detect(&qemu, dir.path());
+    let boot = agent_boot_files(dir.path());
+    let (vmlinuz, ramdisk) = (boot.join("vmlinuz"), boot.join("initrd.gz"));
     for uefi in [false, true] {
         let work = dir.path().join(if uefi { "uefi" } else { "bios" });
         std::fs::create_dir_all(&work).unwrap();
@@ -1941,4 +1951,171 @@ fn lab_needs_a_config_with_qemu_nodes() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("no node with `bmc.driver: qemu`"), "{text}");
     footprint.assert_gone("after a refused lab");
+}
+
+/// `install.method: image` in the lab: each machine network-boots seed's agent (its kernel and
+/// the ramdisk `seed agent ramdisk` built, /init = seed), which leases its address by DHCP on
+/// BOOTIF, fetches its deploy plan with its token, reports its hardware, wipes the disk its
+/// rule names, writes the registered disk image (hashed while written) and a config drive, and
+/// reports `installed`. The machine whose image was damaged after registration is refused:
+/// the node fails with the checksum named, and nothing is said installed.
+#[test]
+fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
+    let _one = one_lab_at_a_time();
+    let footprint;
+    {
+        let nodes = [
+            node(
+                "deploy-uefi",
+                61,
+                "uefi",
+                "method: image\nimage: node-disk\nqemu: { memory: 1024, disk: 1 }",
+            ),
+            node(
+                "deploy-bad",
+                62,
+                "bios",
+                "method: image\nimage: damaged\nqemu: { memory: 1024, disk: 1 }",
+            ),
+        ]
+        .concat();
+        let lab = LabDir::new("", "progress_timeout: 300, phone_home_timeout: 0", &nodes);
+        let netns = "seedt-lab-deploy";
+        footprint = Footprint::of(lab.dir.path(), &[netns]);
+        let boot = agent_boot_files(lab.dir.path());
+
+        // The image: a 48 MiB GPT disk (sgdisk) with one partition full of data, and a stale
+        // disk's leftovers on the machine's disk it must replace.
+        let image = lab.dir.path().join("node-disk.raw");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(48 << 20)
+            .unwrap();
+        let sgdisk = common::need("sgdisk");
+        let out = Command::new(&sgdisk)
+            .args(["-n", "1:2048:+32M", "-t", "1:8300", "-c", "1:root"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        let data: Vec<u8> = (0..32u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&image)
+                .unwrap();
+            f.write_all_at(&data, 1 << 20).unwrap();
+        }
+        for name in ["node-disk", "damaged"] {
+            let out = lab
+                .seed()
+                .args(["images", "add-disk", name, "--file"])
+                .arg(&image)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", describe(&out));
+        }
+        // Damaged after registration (a bad sector on the seed host, a tampered file): one
+        // byte in the middle of the data.
+        {
+            use std::os::unix::fs::FileExt;
+            let path = lab.state().join("disks/damaged/disk.raw");
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.write_all_at(&[0xff ^ data[7 << 20]], (1 << 20) + (7 << 20))
+                .unwrap();
+        }
+
+        lab.up(netns, &boot);
+        let out = lab
+            .seed()
+            .args(["provision", "deploy-uefi", "deploy-bad", "--no-wait"])
+            .output()
+            .expect("seed provision");
+        assert!(out.status.success(), "{}", describe(&out));
+        for (node, want) in [("deploy-uefi", "installed"), ("deploy-bad", "failed")] {
+            common::wait_until_else(
+                Duration::from_secs(600),
+                || lab.state_of(node) == want,
+                || {
+                    format!(
+                        "{node}: not {want} in 600 s but {}:\n{}\nconsole:\n{}",
+                        lab.state_of(node),
+                        kinds_and_details(&lab.events(node)),
+                        lab.console(node)
+                    )
+                },
+            );
+        }
+
+        let events = kinds_and_details(&lab.events("deploy-uefi"));
+        for step in [
+            "start seed-agent/deploy",
+            "finish seed-agent/inspect",
+            "finish seed-agent/disk: /dev/vda",
+            "finish seed-agent/wipe: /dev/vda",
+            "finish seed-agent/write",
+            "SHA-256 verified",
+            "finish seed-agent/configdrive: cidata",
+        ] {
+            assert!(events.contains(step), "no `{step}` in:\n{events}");
+        }
+        let console = lab.console("deploy-uefi");
+        assert!(
+            console.contains("seed-agent: ") && console.contains("/24 from 10.10.10.1"),
+            "{console}"
+        );
+        // The machine's disk: the image's partition byte for byte, the config drive after it.
+        let disk = lab.state().join("lab/deploy-uefi.disk.raw");
+        let bytes = {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::open(&disk).unwrap();
+            let mut buf = vec![0u8; data.len()];
+            f.read_exact_at(&mut buf, 1 << 20).unwrap();
+            buf
+        };
+        assert!(
+            bytes == data,
+            "the written partition differs from the image's"
+        );
+        let out = Command::new(&sgdisk).arg("-v").arg(&disk).output().unwrap();
+        assert!(
+            out.status.success() && !describe(&out).contains("aution"),
+            "{}",
+            describe(&out)
+        );
+        let out = Command::new(&sgdisk).arg("-p").arg(&disk).output().unwrap();
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(table.contains(" root"), "{table}");
+        assert!(
+            table.lines().any(|l| l.trim_start().starts_with("2 ")),
+            "no config drive partition:\n{table}"
+        );
+        // The agent's inspection is recorded: the disk as QEMU gave it.
+        let inspection = Store::open(&lab.state())
+            .unwrap()
+            .inspection("deploy-uefi")
+            .unwrap()
+            .expect("an inspection");
+        assert!(
+            inspection
+                .1
+                .disks
+                .iter()
+                .any(|d| d.path == "/dev/vda" && d.size == 1 << 30),
+            "{:?}",
+            inspection.1.disks
+        );
+
+        // The damaged image: refused by its checksum, the node failed with the reason.
+        let bad = kinds_and_details(&lab.events("deploy-bad"));
+        assert!(
+            bad.contains("finish seed-agent/write") && bad.contains("not the registered"),
+            "{bad}"
+        );
+        assert!(!bad.contains("-> installed"), "{bad}");
+    }
+    footprint.assert_gone("after the deploy lab");
 }

@@ -227,6 +227,7 @@ pub fn to_wipe(plan: &DeployPlan, inspection: &Inspection, target: &Disk) -> Vec
 /// describe the machine. Returns once the node is `installed`; every failure is also reported
 /// to seed as the failed step.
 pub fn deploy(seed: &Seed, root: &Path) -> Result<(), String> {
+    println!("{SAY} asking seed for the deploy plan");
     let plan = seed.plan(Duration::from_secs(120))?;
     seed.event("start", "deploy", &format!("deploying {}", plan.node), None);
     let step = |name: &str, result: Result<String, String>| match result {

@@ -96,7 +96,7 @@ pub fn lease(interface: &str, mac: MacAddr, within: Duration) -> Result<Lease, D
     let mut refused = None;
     // A NAK (the offer was taken meanwhile) starts over, a few times.
     for _ in 0..4 {
-        let xid = xid();
+        let xid = xid(mac);
         let (offer, _) = exchange(
             &socket,
             interface,
@@ -262,11 +262,30 @@ fn request(
     buf
 }
 
-/// A transaction id: random, so two agents booting at once never take each other's answers.
-fn xid() -> u32 {
-    let mut bytes = [0u8; 4];
-    let _ = getrandom::fill(&mut bytes);
-    u32::from_ne_bytes(bytes)
+/// A transaction id, different for two agents booting at once so neither takes the other's
+/// answers: the MAC and the clock, mixed (splitmix64). Not from getrandom(2) or std's hasher
+/// keys: before the kernel's random pool is seeded both block, and in a ramdisk on a virtual
+/// machine without an RNG device that took minutes (measured in the lab: the DISCOVER never
+/// left). An xid only has to differ, not to be secret.
+fn xid(mac: MacAddr) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut x = u64::from_be_bytes([
+        0, 0, mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5],
+    ]);
+    // The low 64 bits of the clock; truncation is the point.
+    #[allow(clippy::cast_possible_truncation)]
+    let nanos = nanos as u64;
+    x ^= nanos.rotate_left(24);
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    #[allow(clippy::cast_possible_truncation)]
+    let xid = x as u32;
+    xid
 }
 
 #[cfg(test)]

@@ -137,6 +137,7 @@ fn network(bootif: Option<&str>) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    println!("{SAY} DHCP on {name}");
     let mut lo = super::netlink::Link::open("lo").map_err(|e| e.to_string())?;
     lo.up().map_err(|e| e.to_string())?;
     let said = network_on(&name, Duration::from_secs(120))?;

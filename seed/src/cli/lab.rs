@@ -39,7 +39,8 @@ pub struct LabArgs {
     /// Machine emulation: kvm where it works, else tcg.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     accel: AccelArg,
-    /// Register DIR/vmlinuz and DIR/initrd.gz (tests/installer/build) as the lab nodes' image.
+    /// Register DIR/vmlinuz and DIR/initrd.gz (tests/installer/build, or a kernel and the
+    /// agent's ramdisk for nodes deployed from a disk image) as the lab nodes' image.
     #[arg(long, value_name = "DIR")]
     installer: Option<PathBuf>,
     /// The QEMU binary.
@@ -145,14 +146,19 @@ fn up(global: &Global, config: &Config, state_dir: &Path, args: &LabArgs) -> any
     Ok(lab)
 }
 
-/// Registers the stand-in installer as every image a lab node installs from.
+/// Registers the stand-in installer as every image a lab node boots: the installer image of
+/// an autoinstall node, the agent image of one deployed from a disk image (then DIR holds the
+/// agent's kernel and `seed agent ramdisk`'s ramdisk).
 fn register_installer(config: &Config, state_dir: &Path, dir: &Path) -> anyhow::Result<()> {
     let catalogue = images::Catalogue::new(state_dir.join("images"));
     let mut names: Vec<&str> = config
         .nodes
         .iter()
         .filter(|n| n.qemu.is_some())
-        .map(|n| n.image.as_str())
+        .map(|n| match n.method {
+            crate::config::InstallMethod::Autoinstall => n.image.as_str(),
+            crate::config::InstallMethod::Image => n.agent_image.as_str(),
+        })
         .collect();
     names.sort_unstable();
     names.dedup();
