@@ -419,7 +419,10 @@ impl Lab {
             File::create(&disk)
                 .and_then(|f| f.set_len(u64::from(vm.disk_gib) << 30))
                 .map_err(|e| step(format!("{}: create {}", node.name, disk.display()), e))?;
-            let mut device = String::from("virtio-blk-pci,drive=disk");
+            // Second in QEMU's boot order, after the NIC: OVMF keeps only boot options that
+            // begin at a device of that order, so the disk's (an installed system's own, or
+            // the one seed's agent adds) survive, behind the network boot.
+            let mut device = String::from("virtio-blk-pci,drive=disk,bootindex=2");
             if let Some(serial) = node.disk.serial.as_deref().filter(|s| {
                 s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

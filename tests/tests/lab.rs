@@ -68,6 +68,20 @@ fn agent_kernel() -> PathBuf {
     )
 }
 
+/// The Debian disk image the lab deploys (`tests/deploy/image`; `tests/setup` builds it
+/// first): systemd, cloud-init and netplan.io, booting on UEFI and BIOS from its own disk.
+fn deploy_image() -> PathBuf {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    built_once(
+        &BUILT,
+        "target/lab-deploy-image",
+        "tests/deploy/image",
+        &["tests/deploy"],
+        &["disk.raw", "IMAGE"],
+    )
+    .join("disk.raw")
+}
+
 /// `dir` (under the repository) as `script DIR` builds it, once per test run: built again
 /// unless every `outputs` file is there and the first is not older than any file of
 /// `sources` (files, or directories whose files count).
@@ -1969,13 +1983,13 @@ fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
                 "deploy-uefi",
                 61,
                 "uefi",
-                "method: image\nimage: node-disk\nqemu: { memory: 1024, disk: 1 }",
+                "method: image\nimage: node-disk\nqemu: { memory: 1024, disk: 2 }",
             ),
             node(
                 "deploy-bad",
                 62,
                 "bios",
-                "method: image\nimage: damaged\nqemu: { memory: 1024, disk: 1 }",
+                "method: image\nimage: damaged\nqemu: { memory: 1024, disk: 2 }",
             ),
         ]
         .concat();
@@ -1984,12 +1998,12 @@ fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
         footprint = Footprint::of(lab.dir.path(), &[netns]);
         let boot = agent_boot_files(lab.dir.path());
 
-        // The image: a 48 MiB GPT disk (sgdisk) with one partition full of data, and a stale
-        // disk's leftovers on the machine's disk it must replace.
+        // The image: a 768 MiB GPT disk (sgdisk) with one partition full of data, the rest
+        // zeros the agent writes too (so the write lasts long enough to be cut).
         let image = lab.dir.path().join("node-disk.raw");
         std::fs::File::create(&image)
             .unwrap()
-            .set_len(48 << 20)
+            .set_len(768 << 20)
             .unwrap();
         let sgdisk = common::need("sgdisk");
         let out = Command::new(&sgdisk)
@@ -2029,12 +2043,42 @@ fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
         }
 
         lab.up(netns, &boot);
+        // The machine's disk carried another system: a GPT, an md RAID-1 member, an LVM PV
+        // and ext4, past where the image ends (a common cause of failed OSISM installs).
+        let disk = lab.state().join("lab/deploy-uefi.disk.raw");
+        let old = common::signatures::old_system(&disk, 800 << 20);
         let out = lab
             .seed()
             .args(["provision", "deploy-uefi", "deploy-bad", "--no-wait"])
             .output()
             .expect("seed provision");
         assert!(out.status.success(), "{}", describe(&out));
+        // A power cut in the middle of the write: the next boot deploys again from the start.
+        let writing = |events: &[Event]| {
+            events
+                .iter()
+                .filter(|e| e.detail.starts_with("start seed-agent/write"))
+                .count()
+        };
+        common::wait_until_else(
+            Duration::from_secs(300),
+            || writing(&lab.events("deploy-uefi")) == 1,
+            || {
+                format!(
+                    "deploy-uefi never began writing:\n{}\nconsole:\n{}",
+                    kinds_and_details(&lab.events("deploy-uefi")),
+                    lab.console("deploy-uefi")
+                )
+            },
+        );
+        for action in ["off", "on"] {
+            let out = lab
+                .seed()
+                .args(["power", action, "deploy-uefi"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "power {action}: {}", describe(&out));
+        }
         for (node, want) in [("deploy-uefi", "installed"), ("deploy-bad", "failed")] {
             common::wait_until_else(
                 Duration::from_secs(600),
@@ -2050,7 +2094,19 @@ fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
             );
         }
 
+        assert_eq!(
+            writing(&lab.events("deploy-uefi")),
+            2,
+            "{}",
+            kinds_and_details(&lab.events("deploy-uefi"))
+        );
         let events = kinds_and_details(&lab.events("deploy-uefi"));
+        // The cut write never said it finished; the second did.
+        assert_eq!(
+            events.matches("finish seed-agent/write").count(),
+            1,
+            "{events}"
+        );
         for step in [
             "start seed-agent/deploy",
             "finish seed-agent/inspect",
@@ -2067,8 +2123,15 @@ fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
             console.contains("seed-agent: ") && console.contains("/24 from 10.10.10.1"),
             "{console}"
         );
+        // The old system is gone: nothing of it is found where it was.
+        for at in old {
+            assert_eq!(
+                common::signatures::blkid_at(&disk, at),
+                None,
+                "still found at {at}"
+            );
+        }
         // The machine's disk: the image's partition byte for byte, the config drive after it.
-        let disk = lab.state().join("lab/deploy-uefi.disk.raw");
         let bytes = {
             use std::os::unix::fs::FileExt;
             let f = std::fs::File::open(&disk).unwrap();
@@ -2104,7 +2167,7 @@ fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
                 .1
                 .disks
                 .iter()
-                .any(|d| d.path == "/dev/vda" && d.size == 1 << 30),
+                .any(|d| d.path == "/dev/vda" && d.size == 2 << 30),
             "{:?}",
             inspection.1.disks
         );
@@ -2118,4 +2181,131 @@ fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
         assert!(!bad.contains("-> installed"), "{bad}");
     }
     footprint.assert_gone("after the deploy lab");
+}
+
+/// A real operating system through seed's agent: the Debian image (`tests/deploy/image`:
+/// systemd, cloud-init, netplan.io) is written to a UEFI and a BIOS machine, each boots it from
+/// its own disk, cloud-init applies the node's netplan from the config drive (its static
+/// address; there is no DHCP in it) and phones home over it: the node is `deployed`.
+#[test]
+fn a_debian_image_deploys_boots_from_its_disk_and_phones_home_on_uefi_and_bios() {
+    let _one = one_lab_at_a_time();
+    let image = deploy_image();
+    let footprint;
+    {
+        let nodes = [
+            node(
+                "debian-uefi",
+                71,
+                "uefi",
+                "method: image\nimage: debian\nqemu: { memory: 1024, disk: 4 }",
+            ),
+            node(
+                "debian-bios",
+                72,
+                "bios",
+                "method: image\nimage: debian\nqemu: { memory: 1024, disk: 4 }",
+            ),
+        ]
+        .concat();
+        let lab = LabDir::new("", "progress_timeout: 600, phone_home_timeout: 900", &nodes);
+        let netns = "seedt-lab-debian";
+        footprint = Footprint::of(lab.dir.path(), &[netns]);
+        let boot = agent_boot_files(lab.dir.path());
+        let out = lab
+            .seed()
+            .args(["images", "add-disk", "debian", "--file"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        lab.up(netns, &boot);
+        let t0 = Instant::now();
+        let out = lab
+            .seed()
+            .args(["provision", "debian-uefi", "debian-bios", "--no-wait"])
+            .output()
+            .expect("seed provision");
+        assert!(out.status.success(), "{}", describe(&out));
+        let mut took = Vec::new();
+        for node in ["debian-uefi", "debian-bios"] {
+            common::wait_until_else(
+                Duration::from_secs(1500),
+                || matches!(lab.state_of(node).as_str(), "deployed" | "failed"),
+                || {
+                    format!(
+                        "{node}: not deployed in 1500 s but {}:\n{}\nconsole:\n{}",
+                        lab.state_of(node),
+                        kinds_and_details(&lab.events(node)),
+                        lab.console(node)
+                    )
+                },
+            );
+            took.push((node, t0.elapsed()));
+        }
+        // Per node, from seed's own timeline: what bench/deploy puts in docs/BENCHMARKS.md.
+        for node in ["debian-uefi", "debian-bios"] {
+            let events = lab.events(node);
+            let at = |what: &str| {
+                events
+                    .iter()
+                    .find(|e| e.detail.contains(what))
+                    .map(|e| e.at)
+                    .unwrap_or_else(|| panic!("{node}: no `{what}`"))
+            };
+            let start = at("-> provisioning");
+            let secs = |what: &str| (at(what) - start) as f64 / 1000.0;
+            eprintln!(
+                "deploy time: {node}: agent {:.0} s, written {:.0} s, installed {:.0} s, deployed {:.0} s",
+                secs("start seed-agent/deploy"),
+                secs("finish seed-agent/write"),
+                secs("-> installed"),
+                secs("-> deployed"),
+            );
+        }
+        eprintln!("deployed: {took:?}");
+        for node in ["debian-uefi", "debian-bios"] {
+            let events = kinds_and_details(&lab.events(node));
+            let console = lab.console(node);
+            assert_eq!(
+                lab.state_of(node),
+                "deployed",
+                "{node}:\n{events}\nconsole:\n{console}"
+            );
+            assert!(events.contains("SHA-256 verified"), "{events}");
+            // The phone-home came from the written system: cloud-init's, with its instance id.
+            assert!(
+                events.contains("installed system phone-home: instance_id="),
+                "{events}"
+            );
+            // The system on the disk booted (its kernel and systemd on the console) and
+            // cloud-init read the config drive seed's agent wrote.
+            assert!(console.contains("Debian GNU/Linux 12"), "{node}: {console}");
+            assert!(
+                console.contains("Cloud-init v. ") && console.contains("running 'modules:final'"),
+                "{node}: {console}"
+            );
+        }
+        // UEFI: the agent set BootNext to the disk's loader, so the next boot asked seed for
+        // nothing: no iPXE on the console after the agent was done, no network boot recorded.
+        let console = lab.console("debian-uefi");
+        let done = console
+            .find("seed-agent: debian-uefi is installed")
+            .unwrap_or_else(|| panic!("{console}"));
+        let after = &console[done..];
+        assert!(
+            !after.contains("iPXE") && !after.contains("Start PXE"),
+            "the first boot after the deploy network-booted:\n{after}"
+        );
+        let events = kinds_and_details(&lab.events("debian-uefi"));
+        assert!(
+            events.contains("finish seed-agent/bootentry: Boot"),
+            "{events}"
+        );
+        assert!(!events.contains(seed::provision::LOCAL_BOOT), "{events}");
+        // BIOS has no boot variable: its NIC boots first and seed answers the local disk.
+        let events = kinds_and_details(&lab.events("debian-bios"));
+        assert!(events.contains(seed::provision::LOCAL_BOOT), "{events}");
+    }
+    footprint.assert_gone("after the Debian deploy lab");
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::inspect::{Disk, Inspection, inspect};
 use super::write::{self, Job, Ticker};
-use super::{configdrive, wipe};
+use super::{configdrive, efiboot, wipe};
 use crate::config::Wipe;
 use crate::deploy::{DeployPlan, MAX_PLAN_BYTES};
 use crate::net::printable;
@@ -333,6 +333,38 @@ pub fn deploy(seed: &Seed, root: &Path) -> Result<(), String> {
         )
     });
     step("configdrive", placed)?;
+    // UEFI: the written disk's loader as the next boot (no DHCP to seed on the way), and last
+    // in the boot order. BIOS has no such variable: the firmware's order (the NIC, then seed's
+    // "local disk" script) decides.
+    let efivars = root.join("sys/firmware/efi/efivars");
+    if efivars.is_dir() {
+        let prefix = efiboot::virtio_prefix(root, &target);
+        let entry = efiboot::boot_from(
+            &efivars,
+            &target,
+            prefix.as_deref(),
+            sector,
+            &format!("seed {}", plan.node),
+        )
+        .map(|entry| match entry {
+            Some(e) => format!(
+                "Boot{:04X}: {} on partition {} of {}, next boot{}",
+                e.number,
+                efiboot::LOADER,
+                e.esp.number,
+                target.display(),
+                if e.in_boot_order {
+                    " and last in BootOrder"
+                } else {
+                    " (BootOrder is read-only here)"
+                }
+            ),
+            None => {
+                "the image has no EFI system partition: the firmware's boot order decides".into()
+            }
+        });
+        step("bootentry", entry)?;
+    }
     let state = seed.installed()?;
     println!("{SAY} {} is {state}", plan.node);
     Ok(())

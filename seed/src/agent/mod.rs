@@ -10,6 +10,7 @@
 pub mod configdrive;
 pub mod deploy;
 pub mod dhcp;
+pub mod efiboot;
 pub mod init;
 pub mod inspect;
 pub mod netlink;

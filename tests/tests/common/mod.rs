@@ -6,6 +6,7 @@ pub mod gpg;
 pub mod http;
 pub mod netns;
 pub mod pcap;
+pub mod signatures;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
