@@ -2263,6 +2263,8 @@ fn a_debian_image_deploys_boots_from_its_disk_and_phones_home_on_uefi_and_bios()
                 secs("-> deployed"),
             );
         }
+        let accel = seed::lab::Accel::detect(&common::need("qemu-system-x86_64"), lab.dir.path());
+        eprintln!("deploy accel: {accel}");
         eprintln!("deployed: {took:?}");
         for node in ["debian-uefi", "debian-bios"] {
             let events = kinds_and_details(&lab.events(node));
