@@ -423,34 +423,29 @@ impl Nodes {
             })?;
         let base = format!("{}/images/{}", config.seed.url, image.name);
         let mac_hexhyp = mac.hexhyp();
+        let kernel_url = format!("{base}/{}", image.kernel);
+        let initrd_url = format!("{base}/{}", image.initrd);
+        // The image's kernel arguments, then the node's.
+        let args: Vec<String> = image
+            .kernel_args
+            .iter()
+            .chain(&node.kernel_args)
+            .cloned()
+            .collect();
         if node.method == InstallMethod::Image {
-            let args: Vec<String> = image
-                .kernel_args
-                .iter()
-                .chain(&node.kernel_args)
-                .cloned()
-                .collect();
             return Ok(ipxe::script::deploy(&ipxe::script::Deploy {
                 node: &node.name,
                 mac_hexhyp: &mac_hexhyp,
-                kernel_url: &format!("{base}/{}", image.kernel),
-                initrd_url: &format!("{base}/{}", image.initrd),
+                kernel_url: &kernel_url,
+                initrd_url: &initrd_url,
                 seed_url: &config.seed.url,
                 token: &record.token,
                 console: node.console.as_deref(),
                 args: &args,
             }));
         }
-        let kernel_url = format!("{base}/{}", image.kernel);
-        let initrd_url = format!("{base}/{}", image.initrd);
         let iso_url = image.iso.as_ref().map(|iso| format!("{base}/{iso}"));
         let datasource_url = format!("{}/nodes/{}/", config.seed.url, record.token);
-        let installer_args: Vec<String> = image
-            .kernel_args
-            .iter()
-            .chain(&node.kernel_args)
-            .cloned()
-            .collect();
         Ok(ipxe::script::install(&ipxe::script::Install {
             node: &node.name,
             mac_hexhyp: &mac_hexhyp,
@@ -459,7 +454,7 @@ impl Nodes {
             iso_url: iso_url.as_deref(),
             datasource_url: &datasource_url,
             console: node.console.as_deref(),
-            installer_args: &installer_args,
+            installer_args: &args,
             installed_args: &[],
         }))
     }
@@ -474,6 +469,17 @@ impl Nodes {
                 record.node, record.state
             )));
         }
+        let documents = self.rendered(&record)?;
+        Ok(match document {
+            Document::UserData => documents.user_data,
+            Document::MetaData => documents.meta_data,
+            Document::VendorData => String::new(),
+        })
+    }
+
+    /// The documents of the provisioning `record`: its config, what the store recorded of its
+    /// hardware and boot MAC, its token and instance id.
+    fn rendered(&self, record: &Provisioning) -> Result<autoinstall::Documents, NodeError> {
         let installer = self.installer();
         let installer = installer
             .as_ref()
@@ -491,12 +497,7 @@ impl Nodes {
             boot_mac,
             ..Instance::new(record.token.clone(), record.instance_id.clone())
         };
-        let documents = installer.documents(&record.node, &instance)?;
-        Ok(match document {
-            Document::UserData => documents.user_data,
-            Document::MetaData => documents.meta_data,
-            Document::VendorData => String::new(),
-        })
+        Ok(installer.documents(&record.node, &instance)?)
     }
 
     /// The deploy plan of the node whose token this is (`install.method: image`): the disk
@@ -530,24 +531,7 @@ impl Nodes {
                     node.image
                 ))
             })?;
-        let installer = self.installer();
-        let installer = installer
-            .as_ref()
-            .as_ref()
-            .map_err(|e| NodeError::Unavailable(e.clone()))?;
-        let (hardware, boot_mac) = {
-            let store = self.store();
-            (
-                store.inventory(&record.node)?,
-                store.leased_mac(&record.node)?,
-            )
-        };
-        let instance = Instance {
-            hardware,
-            boot_mac,
-            ..Instance::new(record.token.clone(), record.instance_id.clone())
-        };
-        let documents = installer.documents(&record.node, &instance)?;
+        let documents = self.rendered(&record)?;
         Ok(DeployPlan {
             node: node.name.clone(),
             image: PlannedImage {
