@@ -84,8 +84,9 @@ pub struct Deploy<'a> {
     pub initrd_url: &'a str,
     /// seed's base URL.
     pub seed_url: &'a str,
-    /// The node's token: what opens its deploy plan.
-    pub token: &'a str,
+    /// The node's token: what opens its deploy plan. `None`: a machine seed does not know,
+    /// booted to be inspected and enlisted (`seed.action=enlist`), which has no token.
+    pub token: Option<&'a str>,
     /// Serial console, e.g. `ttyS1,115200n8`.
     pub console: Option<&'a str>,
     /// More kernel arguments (the image's, the node's).
@@ -98,10 +99,18 @@ pub fn deploy_cmdline(d: &Deploy<'_>) -> String {
     let mut args: Vec<String> = vec![
         format!("initrd={}", image_name(d.initrd_url)),
         format!("BOOTIF=01-{}", d.mac_hexhyp),
-        "seed.action=deploy".into(),
-        format!("seed.url={}", d.seed_url),
-        format!("seed.token={}", d.token),
     ];
+    match d.token {
+        Some(token) => args.extend([
+            "seed.action=deploy".into(),
+            format!("seed.url={}", d.seed_url),
+            format!("seed.token={token}"),
+        ]),
+        None => args.extend([
+            "seed.action=enlist".into(),
+            format!("seed.url={}", d.seed_url),
+        ]),
+    }
     if let Some(c) = d.console {
         args.extend(["console=tty0".to_string(), format!("console={c}")]);
     }
@@ -109,11 +118,22 @@ pub fn deploy_cmdline(d: &Deploy<'_>) -> String {
     args.join(" ")
 }
 
-/// The script that boots seed's agent to deploy the node's disk image.
+/// The script that boots seed's agent to deploy the node's disk image (or, without a token, to
+/// enlist an unknown machine).
 pub fn deploy(d: &Deploy<'_>) -> String {
+    let (comment, say) = match d.token {
+        Some(_) => (
+            format!("deploy {}", d.node),
+            format!("deploying {}", d.node),
+        ),
+        None => (
+            format!("enlist {}", d.node),
+            format!("enlisting {}", d.node),
+        ),
+    };
     kernel_boot(
-        &format!("deploy {}", d.node),
-        &format!("deploying {}", d.node),
+        &comment,
+        &say,
         d.kernel_url,
         &deploy_cmdline(d),
         d.initrd_url,

@@ -84,6 +84,10 @@ const MIGRATIONS: &[&str] = &[
         taken_at    INTEGER NOT NULL,
         inspection  TEXT NOT NULL
      ) STRICT;",
+    // 9: an unknown machine seed's agent enlisted (`seed.enlist`): what it found, and when,
+    // until an operator adopts the machine (`seed adopt`) and the inspection becomes a node's.
+    "ALTER TABLE discovered ADD COLUMN inspected_at INTEGER;
+     ALTER TABLE discovered ADD COLUMN inspection TEXT;",
 ];
 
 /// The schema version this binary writes.
@@ -240,6 +244,26 @@ pub struct Discovered {
     pub zone: Option<String>,
     /// The DHCP relay (giaddr) it asked through; `None` on seed's own segment.
     pub relay: Option<Ipv4Addr>,
+    /// When seed's agent enlisted it with an inspection (ms since the Unix epoch).
+    pub inspected_at: Option<i64>,
+}
+
+/// What became of an enlistment ([`Store::record_enlisted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enlisted {
+    /// The inspection is kept with the discovered machine.
+    Recorded,
+    /// seed's DHCP never saw the MAC (or forgot it): nothing to enlist.
+    NotSeen,
+    /// [`MAX_ENLISTED`] machines are enlisted already and wait to be adopted.
+    Full,
+}
+
+/// A discovered machine adopted as a node ([`Store::adopt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    /// Whether its enlisted inspection became the node's.
+    pub inspection: bool,
 }
 
 /// A provisioning node seed started, and how far its boot got since (ms since the epoch).
@@ -1118,9 +1142,12 @@ impl Store {
         // Bounded: a flood of made-up MACs must not grow the table (nor `seed status`) without
         // end; the most recently seen are kept, and what was not seen for a month goes.
         let newest = seen.iter().map(|d| d.last_seen).max().unwrap_or(0);
+        // Enlisted machines are bounded on their own (MAX_ENLISTED): a flood of made-up MACs
+        // must not push out the machines an operator is about to adopt.
         tx.execute(
             "DELETE FROM discovered WHERE last_seen < ?1 OR mac IN (
-                 SELECT mac FROM discovered ORDER BY last_seen DESC LIMIT -1 OFFSET ?2)",
+                 SELECT mac FROM discovered WHERE inspected_at IS NULL
+                 ORDER BY last_seen DESC LIMIT -1 OFFSET ?2)",
             params![newest - DISCOVERED_TTL_MS, MAX_DISCOVERED],
         )?;
         tx.commit()?;
@@ -1144,23 +1171,29 @@ impl Store {
     /// Every discovered machine, most recently seen first.
     pub fn discovered(&self) -> Result<Vec<Discovered>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT mac, first_seen, last_seen, vendor_class, arch, address, zone, relay
+            "SELECT mac, first_seen, last_seen, vendor_class, arch, address, zone, relay,
+                    inspected_at
              FROM discovered ORDER BY last_seen DESC",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
+                (r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
                 r.get(4)?,
                 r.get::<_, Option<String>>(5)?,
                 r.get::<_, Option<String>>(6)?,
                 r.get::<_, Option<String>>(7)?,
+                r.get(8)?,
             ))
         })?;
         rows.map(|row| {
-            let (mac, first_seen, last_seen, vendor_class, arch, address, zone, relay) = row?;
+            let (
+                (mac, first_seen, last_seen, vendor_class),
+                arch,
+                address,
+                zone,
+                relay,
+                inspected_at,
+            ) = row?;
             Ok(Discovered {
                 mac: mac.parse().map_err(|_| StoreError::Corrupt {
                     what: "discovered MAC",
@@ -1173,9 +1206,119 @@ impl Store {
                 address: address.and_then(|a| a.parse().ok()),
                 zone,
                 relay: relay.and_then(|a| a.parse().ok()),
+                inspected_at,
             })
         })
         .collect()
+    }
+
+    /// Keep what seed's agent found on the unknown machine `mac` with its discovered row,
+    /// replacing an earlier enlistment. Only a machine DHCP saw can be enlisted, and at most
+    /// [`MAX_ENLISTED`] at a time.
+    pub fn record_enlisted(
+        &mut self,
+        mac: MacAddr,
+        inspection: &Inspection,
+    ) -> Result<Enlisted, StoreError> {
+        let json = serde_json::to_string(inspection).map_err(|e| StoreError::Corrupt {
+            what: "inspection",
+            value: e.to_string(),
+        })?;
+        let tx = self.conn.transaction()?;
+        let row: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT inspected_at FROM discovered WHERE mac = ?1",
+                [mac.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(inspected_at) = row else {
+            return Ok(Enlisted::NotSeen);
+        };
+        if inspected_at.is_none() {
+            let enlisted: u32 = tx.query_row(
+                "SELECT count(*) FROM discovered WHERE inspected_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            if enlisted >= MAX_ENLISTED {
+                return Ok(Enlisted::Full);
+            }
+        }
+        tx.execute(
+            "UPDATE discovered SET inspected_at = ?2, inspection = ?3 WHERE mac = ?1",
+            params![mac.to_string(), now_ms(), json],
+        )?;
+        tx.commit()?;
+        Ok(Enlisted::Recorded)
+    }
+
+    /// The discovered machine `mac`, and what seed's agent found on it if it was enlisted.
+    pub fn discovered_one(
+        &self,
+        mac: MacAddr,
+    ) -> Result<Option<(Discovered, Option<Inspection>)>, StoreError> {
+        let Some(found) = self.discovered()?.into_iter().find(|d| d.mac == mac) else {
+            return Ok(None);
+        };
+        let json: Option<String> = self.conn.query_row(
+            "SELECT inspection FROM discovered WHERE mac = ?1",
+            [mac.to_string()],
+            |r| r.get(0),
+        )?;
+        let inspection = json
+            .map(|json| {
+                serde_json::from_str(&json).map_err(|_| StoreError::Corrupt {
+                    what: "enlisted inspection",
+                    value: mac.to_string(),
+                })
+            })
+            .transpose()?;
+        Ok(Some((found, inspection)))
+    }
+
+    /// The discovered machine `mac` becomes node `node` (registered `ready`, unless it is
+    /// already): its enlisted inspection becomes the node's, an `adopted` event says `detail`,
+    /// and it leaves the discovered list, in one transaction. `None` when `mac` is not there.
+    pub fn adopt(
+        &mut self,
+        mac: MacAddr,
+        node: &str,
+        detail: &str,
+    ) -> Result<Option<Adopted>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let row: Option<(Option<i64>, Option<String>)> = tx
+            .query_row(
+                "SELECT inspected_at, inspection FROM discovered WHERE mac = ?1",
+                [mac.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((inspected_at, inspection)) = row else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO nodes (name, state, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO NOTHING",
+            params![node, NodeState::Ready.as_str(), now],
+        )?;
+        insert_event(&tx, now, Some(node), "adopted", "cli", detail)?;
+        let moved = match (inspected_at, inspection) {
+            (Some(at), Some(json)) => {
+                tx.execute(
+                    "INSERT INTO inspections (node, taken_at, inspection) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (node) DO UPDATE SET taken_at = excluded.taken_at,
+                                                      inspection = excluded.inspection",
+                    params![node, at, json],
+                )?;
+                true
+            }
+            _ => false,
+        };
+        tx.execute("DELETE FROM discovered WHERE mac = ?1", [mac.to_string()])?;
+        tx.commit()?;
+        Ok(Some(Adopted { inspection: moved }))
     }
 
     /// The lease of one MAC.
@@ -1279,6 +1422,9 @@ const EMPTY_GRACE: Duration = Duration::from_secs(2);
 
 /// Machines kept in the discovered table (the most recently seen).
 pub const MAX_DISCOVERED: u32 = 4096;
+/// Unknown machines enlisted by seed's agent and not yet adopted, at most: a few racks' worth.
+/// Each holds an inspection of at most [`crate::agent::inspect::MAX_ENLIST_BYTES`].
+pub const MAX_ENLISTED: u32 = 512;
 /// A discovered machine not seen for this long is forgotten (ms): 30 days.
 pub const DISCOVERED_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 
@@ -1359,12 +1505,22 @@ mod tests {
             address: None,
             zone: None,
             relay: None,
+            inspected_at: None,
         };
         let start = 100 * day;
         // A stale one, then a flood of more than the table keeps, in batches as DHCP writes.
         store
             .record_discovered(&[machine(999_999, start - 31 * day)])
             .unwrap();
+        // Enlisted (seed's agent inspected it) just before the flood.
+        let enlisted = machine(888_888, start - 1);
+        store.record_discovered(std::slice::from_ref(&enlisted)).unwrap();
+        assert_eq!(
+            store
+                .record_enlisted(enlisted.mac, &Inspection::default())
+                .unwrap(),
+            Enlisted::Recorded
+        );
         let flood: Vec<Discovered> = (0..MAX_DISCOVERED + 100)
             .map(|i| machine(i, start + i64::from(i)))
             .collect();
@@ -1372,7 +1528,17 @@ mod tests {
             store.record_discovered(batch).unwrap();
         }
         let kept = store.discovered().unwrap();
-        assert_eq!(kept.len(), MAX_DISCOVERED as usize);
+        assert_eq!(
+            kept.len(),
+            MAX_DISCOVERED as usize + 1,
+            "and the enlisted one"
+        );
+        assert!(
+            kept.iter()
+                .any(|d| d.mac == enlisted.mac && d.inspected_at.is_some()),
+            "a flood of strangers does not push out an enlisted machine"
+        );
+        let kept: Vec<Discovered> = kept.into_iter().filter(|d| d.mac != enlisted.mac).collect();
         assert_eq!(kept[0].mac, flood.last().unwrap().mac, "the newest is kept");
         assert!(
             !kept.iter().any(|d| d.mac == flood[0].mac),
@@ -1622,6 +1788,80 @@ mod tests {
     }
 
     #[test]
+    fn an_enlisted_machine_is_adopted_with_its_inspection_and_strangers_are_bounded() {
+        let (_dir, mut store) = store();
+        let seen = |i: u32| Discovered {
+            mac: format!("02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff)
+                .parse()
+                .unwrap(),
+            first_seen: 1,
+            last_seen: 2,
+            vendor_class: None,
+            arch: None,
+            address: None,
+            zone: None,
+            relay: None,
+            inspected_at: None,
+        };
+        let inspection = Inspection {
+            memory_bytes: Some(1 << 30),
+            ..Inspection::default()
+        };
+        // Only what DHCP saw can be enlisted.
+        assert_eq!(
+            store.record_enlisted(seen(0).mac, &inspection).unwrap(),
+            Enlisted::NotSeen
+        );
+        let machines: Vec<Discovered> = (0..=MAX_ENLISTED).map(seen).collect();
+        store.record_discovered(&machines).unwrap();
+        for m in &machines[..MAX_ENLISTED as usize] {
+            assert_eq!(
+                store.record_enlisted(m.mac, &inspection).unwrap(),
+                Enlisted::Recorded
+            );
+        }
+        let last = machines.last().unwrap().mac;
+        assert_eq!(
+            store.record_enlisted(last, &inspection).unwrap(),
+            Enlisted::Full,
+            "one more than MAX_ENLISTED"
+        );
+        // An enlisted machine enlists again (a second boot), full or not.
+        assert_eq!(
+            store.record_enlisted(machines[0].mac, &inspection).unwrap(),
+            Enlisted::Recorded
+        );
+        let (found, kept) = store.discovered_one(machines[0].mac).unwrap().unwrap();
+        assert!(found.inspected_at.is_some());
+        assert_eq!(kept, Some(inspection.clone()));
+        assert_eq!(store.discovered_one(last).unwrap().unwrap().1, None);
+
+        let adopted = store
+            .adopt(machines[0].mac, "rack1-new", "adopted as rack1-new")
+            .unwrap();
+        assert_eq!(adopted, Some(Adopted { inspection: true }));
+        assert_eq!(
+            store.node("rack1-new").unwrap().unwrap().state,
+            NodeState::Ready
+        );
+        assert_eq!(
+            store.inspection("rack1-new").unwrap().unwrap().1,
+            inspection
+        );
+        assert!(store.discovered_one(machines[0].mac).unwrap().is_none());
+        assert_eq!(
+            store.adopt(machines[0].mac, "rack1-new", "again").unwrap(),
+            None,
+            "gone from the discovered list"
+        );
+        // Adopting made room for a new enlistment.
+        assert_eq!(
+            store.record_enlisted(last, &inspection).unwrap(),
+            Enlisted::Recorded
+        );
+    }
+
+    #[test]
     fn a_discovered_machine_keeps_its_first_sighting() {
         let (_dir, mut store) = store();
         let mac: MacAddr = "52:54:00:00:00:09".parse().unwrap();
@@ -1634,6 +1874,7 @@ mod tests {
             address: None,
             zone: Some("rack2".into()),
             relay: class.map(|_| Ipv4Addr::new(10, 2, 10, 1)),
+            inspected_at: None,
         };
         store
             .record_discovered(&[seen(100, Some("PXEClient"))])

@@ -1357,3 +1357,249 @@ fn an_image_node_boots_the_agent_whose_token_opens_its_deploy_plan() {
     assert_eq!(get(&plan_url).status, 403);
     assert_local_disk(&script(seed, CMP1), "cmp1 is installed");
 }
+
+/// `seed.enlist`: an unknown machine's script boots seed's agent without a token, once; its
+/// inspection is kept only from the address seed's DHCP leased to the MAC it names, for a MAC
+/// DHCP saw that no node owns, listing that MAC, within the size bound; `seed adopt` then adds
+/// it to the config (refusing a taken name without touching the file) with its inspection.
+#[test]
+fn an_unknown_machine_enlists_from_its_leased_address_and_is_adopted() {
+    use seed::agent::inspect::{Disk, Inspection, Nic};
+    use seed::store::{Discovered, Lease, Store, now_ms};
+    let lab = Lab::new();
+    let text = std::fs::read_to_string(&lab.config).unwrap();
+    std::fs::write(
+        &lab.config,
+        text.replacen("\nseed:\n", "\nseed:\n  enlist: true\n", 1),
+    )
+    .unwrap();
+    let seed = &lab.start();
+    // A machine no node owns; seed's DHCP would lease it a discovery-pool address.
+    let (stranger, leased) = ("52:54:00:99:00:01", "127.0.10.101");
+    let said = script_from(seed, stranger, leased);
+    assert!(said.contains("seed's DHCP has not seen it"), "{said}");
+    {
+        let mut store = Store::open(&lab.state).unwrap();
+        let now = now_ms();
+        store
+            .record_discovered(&[Discovered {
+                mac: stranger.parse().unwrap(),
+                first_seen: now,
+                last_seen: now,
+                vendor_class: Some("PXEClient:Arch:00000:UNDI:002001".into()),
+                arch: Some(0),
+                address: Some(leased.parse().unwrap()),
+                zone: Some("management".into()),
+                relay: None,
+                inspected_at: None,
+            }])
+            .unwrap();
+        store
+            .commit_lease(&Lease {
+                mac: stranger.parse().unwrap(),
+                ip: leased.parse().unwrap(),
+                node: None,
+                expires_at: now + 3_600_000,
+            })
+            .unwrap();
+    }
+    let said = script_from(seed, stranger, leased);
+    assert!(
+        said.contains("the agent image seed-agent is not registered"),
+        "{said}"
+    );
+    let files = lab.dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("vmlinuz"), "kernel").unwrap();
+    std::fs::write(files.join("agent.gz"), "ramdisk").unwrap();
+    let f = |n: &str| files.join(n).to_str().unwrap().to_string();
+    let out = lab.seed(&[
+        "images",
+        "add",
+        "seed-agent",
+        "--kernel",
+        &f("vmlinuz"),
+        "--initrd",
+        &f("agent.gz"),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let said = script_from(seed, stranger, leased);
+    assert!(said.contains("/images/seed-agent/vmlinuz"), "{said}");
+    assert!(said.contains("seed.action=enlist"), "{said}");
+    assert!(said.contains(&format!("seed.url={LAB_URL}")), "{said}");
+    assert!(said.contains("BOOTIF=01-52-54-00-99-00-01"), "{said}");
+    assert!(!said.contains("seed.token"), "{said}");
+
+    // What the agent found (Dell's names for a PowerEdge; the disk as udev names a SATA SSD).
+    let inspection = Inspection {
+        memory_bytes: Some(256 << 30),
+        nics: vec![Nic {
+            name: "eth0".into(),
+            mac: stranger.parse().unwrap(),
+            driver: Some("bnxt_en".into()),
+            pci: Some("0000:31:00.0".into()),
+            link: Some(true),
+            speed_mbps: Some(25_000),
+        }],
+        disks: vec![Disk {
+            path: "/dev/sda".into(),
+            id_serial: "INTEL_SSDSC2KG480G8_PHYG1234567H480BGN".into(),
+            id_model: "INTEL_SSDSC2KG480G8".into(),
+            serial: "PHYG1234567H480BGN".into(),
+            size: 480_103_981_056,
+            ..Disk::default()
+        }],
+        ..Inspection::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let body = |i: &Inspection| {
+        let path = dir.path().join(format!(
+            "{}.json",
+            common::sha256_hex(&serde_json::to_vec(i).unwrap())
+        ));
+        std::fs::write(&path, serde_json::to_vec(i).unwrap()).unwrap();
+        format!("@{}", path.display())
+    };
+    let enlist = |mac: &str, from: &str, data: &str| {
+        curl(&[
+            "--interface",
+            from,
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            data,
+            &seed.url(&format!("/enlist/{mac}")),
+        ])
+    };
+    let good = body(&inspection);
+    // Another host on the provisioning network cannot enlist (or overwrite) the machine.
+    let reply = enlist(stranger, "127.0.10.102", &good);
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("not the address seed leased to 52:54:00:99:00:01"),
+        "{}",
+        reply.text()
+    );
+    // A node's MAC has a token for that.
+    let reply = enlist(CMP1, address_of(CMP1), &good);
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    // A MAC DHCP never leased anything to.
+    let reply = enlist("52:54:00:99:00:02", leased, &good);
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    // The inspection must be of the machine that asks.
+    let other = Inspection {
+        nics: Vec::new(),
+        ..inspection.clone()
+    };
+    let reply = enlist(stranger, leased, &body(&other));
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply.text().contains("nics: 52:54:00:99:00:01"),
+        "{}",
+        reply.text()
+    );
+    // Bounded: a body beyond 256 KiB is not read.
+    let big = Inspection {
+        disks: vec![
+            Disk {
+                path: "/dev/sdx".into(),
+                id_serial: "x".repeat(200),
+                ..Disk::default()
+            };
+            1000
+        ],
+        ..inspection.clone()
+    };
+    let reply = enlist(stranger, leased, &body(&big));
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    let reply = enlist(stranger, leased, &good);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply.text().contains("52:54:00:99:00:01 enlisted"),
+        "{}",
+        reply.text()
+    );
+    // Once enlisted, its next boot is its disk's, saying how to adopt it.
+    let said = script_from(seed, stranger, leased);
+    assert!(said.contains("is enlisted; seed adopt"), "{said}");
+    assert!(!said.contains("seed.action"), "{said}");
+    let out = lab.seed(&["status"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(stranger))
+        .unwrap_or_else(|| panic!("{stranger} not listed:\n{table}"));
+    assert!(row.contains("256 GiB"), "the inspection in the list: {row}");
+
+    // Adopt: a taken name is refused, naming it, and the config is left as it was.
+    let before = std::fs::read(&lab.config).unwrap();
+    let adopt = |name: &str| {
+        lab.seed(&[
+            "adopt",
+            stranger,
+            "--name",
+            name,
+            "--role",
+            "compute",
+            "--bmc",
+            "10.10.0.31",
+            "--driver",
+            "manual",
+        ])
+    };
+    let out = adopt("cmp1");
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cmp1"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        std::fs::read(&lab.config).unwrap(),
+        before,
+        "the file is untouched"
+    );
+    let out = adopt("cmp9");
+    assert!(out.status.success(), "{}", describe(&out));
+    let after = std::fs::read_to_string(&lab.config).unwrap();
+    assert!(
+        after.starts_with(
+            std::str::from_utf8(&before)
+                .unwrap()
+                .split("\ninstall:")
+                .next()
+                .unwrap()
+        ),
+        "what the operator wrote stays as written"
+    );
+    assert!(after.contains("- name: \"cmp9\""), "{after}");
+    assert!(
+        after.contains("firmware: bios"),
+        "the agent saw BIOS: {after}"
+    );
+    let out = lab.seed(&["check"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("cmp9"), "{plan}");
+    let store = Store::open(&lab.state).unwrap();
+    assert_eq!(store.inspection("cmp9").unwrap().unwrap().1, inspection);
+    assert!(
+        store
+            .discovered()
+            .unwrap()
+            .iter()
+            .all(|d| d.mac.to_string() != stranger)
+    );
+    let events = store.events(Some("cmp9"), 10).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "adopted" && e.detail.contains("enlisted")),
+        "{events:?}"
+    );
+    let out = adopt("cmp10");
+    assert!(!out.status.success(), "adopted twice: {}", describe(&out));
+}

@@ -2311,3 +2311,132 @@ fn a_debian_image_deploys_boots_from_its_disk_and_phones_home_on_uefi_and_bios()
     }
     footprint.assert_gone("after the Debian deploy lab");
 }
+
+/// `seed.enlist`: a machine seed does not know network-boots, gets a discovery-pool address and
+/// seed's agent, which inspects it (the disk serial and MAC QEMU gave it), enlists it from that
+/// address and powers it off; it is then listed with its inventory, and `seed adopt` makes it a
+/// node whose inspection is what the agent found.
+#[test]
+fn an_unknown_machine_is_enlisted_with_its_inventory_and_adopted() {
+    use seed::agent::inspect::BootMode;
+    let _one = one_lab_at_a_time();
+    let footprint;
+    {
+        // A lab VM whose NIC has a MAC the config does not name: a machine seed does not know.
+        let stranger = "52:54:00:20:00:ee";
+        let nodes = node(
+            "unknown",
+            63,
+            "bios",
+            &format!(
+                "disk: {{ serial: ENLIST-0001 }}\nqemu: {{ mac: \"{stranger}\", memory: 1024, disk: 2 }}"
+            ),
+        );
+        let lab = LabDir::new(
+            "  enlist: true",
+            "progress_timeout: 300, phone_home_timeout: 0",
+            &nodes,
+        );
+        let text = std::fs::read_to_string(&lab.config).unwrap();
+        std::fs::write(
+            &lab.config,
+            text.replacen(
+                "    provisioning: true\n",
+                "    provisioning: true\n    discovery_pool: { start: 10.10.10.200, end: 10.10.10.220 }\n",
+                1,
+            ),
+        )
+        .unwrap();
+        let netns = "seedt-lab-enlist";
+        footprint = Footprint::of(lab.dir.path(), &[netns]);
+        let boot = agent_boot_files(lab.dir.path());
+        lab.up(netns, &boot);
+        let out = lab
+            .seed()
+            .args(["power", "on", "unknown"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "power on: {}", describe(&out));
+        let mac: seed::net::MacAddr = stranger.parse().unwrap();
+        let enlisted = || Store::open(&lab.state()).ok()?.discovered_one(mac).ok()??.1;
+        common::wait_until_else(
+            Duration::from_secs(300),
+            || enlisted().is_some(),
+            || {
+                format!(
+                    "{stranger} was not enlisted; console:\n{}\nseed log:\n{}",
+                    lab.console("unknown"),
+                    std::fs::read_to_string(lab.state().join("lab/seed.log")).unwrap_or_default()
+                )
+            },
+        );
+        let inspection = enlisted().unwrap();
+        let json = serde_json::to_string(&inspection).unwrap();
+        assert_eq!(inspection.firmware.mode, BootMode::Bios, "{json}");
+        let disk = inspection
+            .disks
+            .iter()
+            .find(|d| d.serial == "ENLIST-0001")
+            .unwrap_or_else(|| panic!("no disk with QEMU's serial: {json}"));
+        assert_eq!(disk.size, 2 << 30, "{json}");
+        let nic = inspection
+            .nics
+            .iter()
+            .find(|n| n.mac == mac)
+            .unwrap_or_else(|| panic!("no NIC with the machine's MAC: {json}"));
+        assert_eq!(nic.driver.as_deref(), Some("virtio_net"), "{json}");
+        // -m 1024, less what the firmware and the kernel keep.
+        let memory = inspection.memory_bytes.unwrap_or(0);
+        assert!((768 << 20..=1 << 30).contains(&memory), "{json}");
+        // Enlisted, the agent powers the machine off.
+        common::wait_until_else(
+            Duration::from_secs(120),
+            || {
+                let out = lab
+                    .seed()
+                    .args(["power", "status", "unknown"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains("off")
+            },
+            || format!("still on after enlisting:\n{}", lab.console("unknown")),
+        );
+        let out = lab.seed().arg("status").output().unwrap();
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(stranger) && l.contains("1 disk(s)")),
+            "{table}"
+        );
+
+        let out = lab
+            .seed()
+            .args([
+                "adopt",
+                stranger,
+                "--name",
+                "newcomer",
+                "--role",
+                "compute",
+                "--bmc",
+                "10.10.0.64",
+                "--driver",
+                "qemu",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "adopt: {}", describe(&out));
+        let out = lab.seed().arg("check").output().unwrap();
+        assert!(
+            out.status.success(),
+            "check after adopt: {}",
+            describe(&out)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("newcomer"));
+        let store = Store::open(&lab.state()).unwrap();
+        assert_eq!(store.inspection("newcomer").unwrap().unwrap().1, inspection);
+        assert!(store.discovered_one(mac).unwrap().is_none());
+    }
+    footprint.assert_gone("after the enlist lab");
+}

@@ -33,17 +33,28 @@ impl Seed {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("the node token is 64 hex digits".into());
         }
-        let client = reqwest::blocking::Client::builder()
+        Ok(Self {
+            base: format!("{}/nodes/{token}", url.trim_end_matches('/')),
+            client: Self::http()?,
+        })
+    }
+
+    /// seed at `url`, for a machine it does not know (no token): only [`Seed::enlist`] works.
+    pub fn unknown(url: &str) -> Result<Self, String> {
+        Ok(Self {
+            base: url.trim_end_matches('/').to_string(),
+            client: Self::http()?,
+        })
+    }
+
+    fn http() -> Result<reqwest::blocking::Client, String> {
+        reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // A stalled read fails after 30 s; the image write resumes with a range.
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("seed-agent/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Self {
-            base: format!("{}/nodes/{token}", url.trim_end_matches('/')),
-            client,
-        })
+            .map_err(|e| e.to_string())
     }
 
     /// The HTTP client (for the image write).
@@ -92,11 +103,30 @@ impl Seed {
 
     /// Reports an inspection (`POST …/inventory`); seed's summary of it.
     pub fn report(&self, inspection: &Inspection, wait: Duration) -> Result<String, String> {
+        self.post_inspection(&format!("{}/inventory", self.base), inspection, wait)
+    }
+
+    /// Enlists the machine whose boot NIC is `mac` (`POST /enlist/<mac>`, [`Seed::unknown`]);
+    /// seed's summary of it.
+    pub fn enlist(
+        &self,
+        mac: crate::net::MacAddr,
+        inspection: &Inspection,
+        wait: Duration,
+    ) -> Result<String, String> {
+        self.post_inspection(&format!("{}/enlist/{mac}", self.base), inspection, wait)
+    }
+
+    fn post_inspection(
+        &self,
+        url: &str,
+        inspection: &Inspection,
+        wait: Duration,
+    ) -> Result<String, String> {
         let body = serde_json::to_vec(inspection).map_err(|e| e.to_string())?;
-        let url = format!("{}/inventory", self.base);
         let response = self.send(wait, || {
             self.client
-                .post(&url)
+                .post(url)
                 .header("content-type", "application/json")
                 .body(body.clone())
         })?;

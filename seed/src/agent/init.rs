@@ -88,13 +88,26 @@ fn boot() -> Result<After, String> {
     };
     let seed = match (arg("seed.url"), arg("seed.token")) {
         (Some(url), Some(token)) => Some(super::deploy::Seed::new(url, token)?),
+        // A machine seed does not know: enlisting needs no token.
+        (Some(url), None) if action == "enlist" => Some(super::deploy::Seed::unknown(url)?),
         _ => None,
     };
-    if seed.is_some() {
-        network(arg("BOOTIF"))?;
-    }
+    let boot_mac = match seed {
+        Some(_) => Some(network(arg("BOOTIF"))?),
+        None => None,
+    };
     let root = std::path::Path::new("/");
     match (action, seed) {
+        ("enlist", Some(seed)) => {
+            let inspection = super::inspect::inspect(root);
+            let mac = boot_mac.ok_or("no boot NIC")?;
+            // seed may be restarting: it is waited for a while; then the machine powers off,
+            // enlisted, until an operator adopts it (MAAS powers enlisted machines off too).
+            let said = seed.enlist(mac, &inspection, Duration::from_secs(300))?;
+            println!("{SAY} {said}");
+            Ok(After::PowerOff)
+        }
+        ("enlist", None) => Err("seed.action=enlist needs seed.url=".into()),
         ("inspect", seed) => {
             let inspection = super::inspect::inspect(root);
             let json = serde_json::to_string(&inspection).map_err(|e| e.to_string())?;
@@ -111,21 +124,21 @@ fn boot() -> Result<After, String> {
         }
         ("deploy", None) => Err("seed.action=deploy needs seed.url= and seed.token=".into()),
         (other, _) => Err(format!(
-            "seed.action={} is not one this agent knows (inspect, deploy)",
+            "seed.action={} is not one this agent knows (inspect, deploy, enlist)",
             crate::net::printable(other)
         )),
     }
 }
 
 /// Brings up the boot NIC (`BOOTIF=01-aa-bb-…`, else the first Ethernet NIC with a link) with
-/// the address DHCP leases it, waiting up to 30 s for its driver to register it.
-fn network(bootif: Option<&str>) -> Result<(), String> {
+/// the address DHCP leases it, waiting up to 30 s for its driver to register it; its MAC.
+fn network(bootif: Option<&str>) -> Result<crate::net::MacAddr, String> {
     let wanted = bootif.and_then(|b| {
         b.strip_prefix("01-")
             .and_then(crate::net::MacAddr::from_reported)
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (name, _) = loop {
+    let (name, mac) = loop {
         if let Some(found) = boot_nic(wanted) {
             break found;
         }
@@ -142,7 +155,7 @@ fn network(bootif: Option<&str>) -> Result<(), String> {
     lo.up().map_err(|e| e.to_string())?;
     let said = network_on(&name, Duration::from_secs(120))?;
     println!("{SAY} {said}");
-    Ok(())
+    Ok(mac)
 }
 
 /// Sets `name` up, leases it an address and configures it (address, default route); what

@@ -155,6 +155,11 @@ pub const MAX_NICS: usize = 256;
 pub const MAX_DISKS: usize = 1024;
 /// The longest text in an inspection (udev's names and DMI strings are far shorter).
 pub const MAX_TEXT: usize = 256;
+/// The largest enlistment an unknown machine may post (`POST /enlist/<mac>`): a server with a
+/// few tens of disks and NICs reports some 30 KiB; seed keeps up to
+/// [`crate::store::MAX_ENLISTED`] of them for strangers, so they are held to less than a
+/// node's report.
+pub const MAX_ENLIST_BYTES: usize = 256 * 1024;
 
 impl Inspection {
     /// Whether a report that came over the network stays within [`MAX_NICS`], [`MAX_DISKS`]

@@ -148,7 +148,8 @@ fn up(global: &Global, config: &Config, state_dir: &Path, args: &LabArgs) -> any
 
 /// Registers the stand-in installer as every image a lab node boots: the installer image of
 /// an autoinstall node, the agent image of one deployed from a disk image (then DIR holds the
-/// agent's kernel and `seed agent ramdisk`'s ramdisk).
+/// agent's kernel and `seed agent ramdisk`'s ramdisk), and the agent image unknown machines
+/// boot under `seed.enlist`.
 fn register_installer(config: &Config, state_dir: &Path, dir: &Path) -> anyhow::Result<()> {
     let catalogue = images::Catalogue::new(state_dir.join("images"));
     let mut names: Vec<&str> = config
@@ -159,6 +160,7 @@ fn register_installer(config: &Config, state_dir: &Path, dir: &Path) -> anyhow::
             crate::config::InstallMethod::Autoinstall => n.image.as_str(),
             crate::config::InstallMethod::Image => n.agent_image.as_str(),
         })
+        .chain(config.seed.enlist.as_deref())
         .collect();
     names.sort_unstable();
     names.dedup();

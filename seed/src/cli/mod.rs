@@ -1,5 +1,6 @@
 //! The `seed` command line. Thin: parse arguments, call the library, print.
 
+mod adopt;
 mod agent;
 mod check;
 mod follow;
@@ -75,6 +76,9 @@ enum Command {
     Lab(lab::LabCommand),
     /// Show every node and its lifecycle state.
     Status(status::StatusArgs),
+    /// Make a discovered (or enlisted) machine a node: add it to the config file by its MAC,
+    /// with a name, a role and its BMC; its enlisted inspection becomes the node's.
+    Adopt(adopt::AdoptArgs),
     /// seed's agent, run on a node: inspect its hardware, report it to seed.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -128,6 +132,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Registry(cmd) => registry::run(&global, cmd),
         Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
+        Command::Adopt(args) => adopt::run(&global, args),
         Command::Agent(cmd) => agent::run(cmd),
         Command::Lab(cmd) => lab::run(&global, cmd),
         Command::Power(cmd) => power::run(&global, cmd),

@@ -166,7 +166,7 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
     );
     if !discovered.is_empty() {
         println!(
-            "\nDiscovered in DHCP, not in the config (adopt one by adding a node with its MAC):"
+            "\nDiscovered in DHCP, not in the config (seed adopt MAC --name N --role R --bmc ADDRESS makes one a node):"
         );
         let mut table = Table::new(&[
             "MAC",
@@ -177,8 +177,17 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
             "ADDRESS",
             "ZONE",
             "RELAY",
+            "ENLISTED",
         ]);
         for d in &discovered {
+            // What seed's agent found, for an enlisted machine (seed.enlist).
+            let enlisted = match (&store, d.inspected_at) {
+                (Some(store), Some(at)) => match store.discovered_one(d.mac)? {
+                    Some((_, Some(i))) => format!("{}: {}", utc_timestamp(at), i.summary()),
+                    _ => "-".into(),
+                },
+                _ => "-".into(),
+            };
             table.row(vec![
                 d.mac.to_string(),
                 utc_timestamp(d.first_seen),
@@ -188,6 +197,7 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 d.address.map_or_else(|| "-".into(), |a| a.to_string()),
                 d.zone.clone().unwrap_or_else(|| "-".into()),
                 d.relay.map_or_else(|| "-".into(), |a| a.to_string()),
+                crate::net::printable(&enlisted),
             ]);
         }
         print!("{}", table.render());

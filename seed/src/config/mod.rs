@@ -4,6 +4,7 @@
 //! refused), `validate` turns it into the domain model in `model` and collects every problem,
 //! each naming the file, line, field and node.
 
+pub mod edit;
 mod keys;
 pub(crate) mod model;
 mod problem;

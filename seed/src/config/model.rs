@@ -213,6 +213,9 @@ pub struct SeedHost {
     pub api_token: Option<SecretRef>,
     /// Install retries and timeouts.
     pub lifecycle: Lifecycle,
+    /// `seed.enlist`: the agent image (`install.agent_image`) unknown machines boot to be
+    /// inspected and enlisted; `None`: they boot nothing.
+    pub enlist: Option<String>,
 }
 
 /// How long installs may take and how often they are retried.

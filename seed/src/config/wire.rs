@@ -230,6 +230,12 @@ pub struct SeedWire {
     /// How long installs may take and how often they are retried.
     #[serde(default)]
     pub lifecycle: LifecycleWire,
+    /// Boot machines that are not in the config into seed's agent (`install.agent_image`),
+    /// which inspects them and enlists them as discovered with their inventory, then powers
+    /// them off; `seed adopt` makes one a node. Off by default: seed then boots nothing it
+    /// does not know. Needs a boot zone with a `discovery_pool`.
+    #[serde(default)]
+    pub enlist: bool,
 }
 
 /// `seed.lifecycle:`.

@@ -433,6 +433,7 @@ impl Server {
             address: offered.as_ref().map(|(a, _)| *a),
             zone: offered.map(|(_, z)| z),
             relay: req.relay,
+            inspected_at: None,
         });
     }
 

@@ -50,7 +50,8 @@ impl IntoResponse for NodeError {
     fn into_response(self) -> Response {
         let status = match &self {
             NodeError::NotFound(_) => StatusCode::NOT_FOUND,
-            NodeError::Retired(_) => StatusCode::FORBIDDEN,
+            NodeError::Retired(_) | NodeError::Refused(_) => StatusCode::FORBIDDEN,
+            NodeError::Invalid(_) => StatusCode::BAD_REQUEST,
             NodeError::Conflict(_) => StatusCode::CONFLICT,
             NodeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             NodeError::Store(_) | NodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -8,14 +8,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::app::{App, decide};
-use crate::agent::inspect::Inspection;
+use crate::agent::inspect::{Inspection, MAX_ENLIST_BYTES};
+use crate::net::{MacAddr, printable};
 use crate::provision::{Callback, Document, InstallerEvent};
 
 /// Installer events are a few hundred bytes; a body far beyond that is not one.
@@ -37,6 +40,49 @@ pub(super) fn routes() -> Router<Arc<App>> {
                 .route("/nodes/{token}/inventory", post(inventory))
                 .layer(DefaultBodyLimit::max(MAX_INSPECTION)),
         )
+        .merge(
+            Router::new()
+                .route("/enlist/{mac}", post(enlist))
+                .layer(DefaultBodyLimit::max(MAX_ENLIST_BYTES)),
+        )
+}
+
+/// seed's agent on a machine seed does not know enlists it (`seed.enlist`): the inspection of
+/// the machine whose boot NIC is `mac`, from the address seed leased to that MAC.
+async fn enlist(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(mac): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(mac) = mac.parse::<MacAddr>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("enlist: `{}` is not a MAC address\n", printable(&mac)),
+        )
+            .into_response();
+    };
+    let inspection: Inspection = match serde_json::from_slice(&body) {
+        Ok(inspection) => inspection,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("enlist {mac}: not an agent's inspection: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    if let Err(problem) = inspection.check() {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("enlist {mac}: {problem}\n"),
+        )
+            .into_response();
+    }
+    match decide(&app, move |nodes| nodes.enlist(mac, peer.ip(), &inspection)).await {
+        Ok(summary) => (StatusCode::OK, format!("{summary}\n")).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// An agent's inspection of a machine with [`crate::agent::inspect::MAX_DISKS`] disks is some 400 KiB.

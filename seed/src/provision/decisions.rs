@@ -192,6 +192,12 @@ pub enum BootScript {
         /// The node.
         node: String,
     },
+    /// A machine seed does not know, with `seed.enlist` on: boot `agent_image` to inspect and
+    /// enlist it (unless it was enlisted already: the store knows).
+    Enlist {
+        /// The image seed's agent boots from.
+        agent_image: String,
+    },
 }
 
 /// Which iPXE asks for a script: what it says about itself in the script URL's query, which
@@ -530,6 +536,11 @@ impl Decisions {
         client: &IpxeClient,
     ) -> BootScript {
         let Some(node) = self.node_of(mac) else {
+            if let Some(agent_image) = &self.config.seed.enlist {
+                return BootScript::Enlist {
+                    agent_image: agent_image.clone(),
+                };
+            }
             return BootScript::LocalDisk(format!(
                 "{mac} is not a configured node; nothing is installed on it"
             ));

@@ -5,6 +5,7 @@
 
 pub mod catalogue;
 mod decisions;
+mod enlist;
 pub mod inventory;
 mod nodes;
 pub mod sightings;

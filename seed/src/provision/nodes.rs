@@ -42,6 +42,12 @@ pub enum NodeError {
     /// Something else inside seed failed (500).
     #[error("{0}")]
     Internal(String),
+    /// The caller may not do this (an unknown machine enlisting from the wrong address) (403).
+    #[error("{0}")]
+    Refused(String),
+    /// What was sent is not acceptable; the message names the field (400).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<InstallError> for NodeError {
@@ -111,7 +117,7 @@ pub struct Nodes {
     provisioner: Arc<Provisioner>,
     /// The installer of the current config (a reload replaces it with the provisioner's).
     installer: std::sync::RwLock<Arc<Result<Installer, String>>>,
-    images: images::Catalogue,
+    pub(super) images: images::Catalogue,
     /// The disk images `install.method: image` nodes are deployed with.
     disks: images::disks::DiskCatalogue,
     store: Mutex<Store>,
@@ -120,6 +126,8 @@ pub struct Nodes {
     /// When a stranger's request for each node's installer was last recorded (ms): one event a
     /// minute per node, however many requests.
     refusals: Mutex<HashMap<String, i64>>,
+    /// Log lines unknown machines cause by enlisting (`seed.enlist`).
+    enlist_log: Mutex<crate::loglimit::LogLimit>,
 }
 
 /// How often a refused install-script request is recorded per node (ms).
@@ -142,6 +150,10 @@ impl Nodes {
             store: Mutex::new(store),
             inventory_seen: Mutex::new(None),
             refusals: Mutex::default(),
+            enlist_log: Mutex::new(crate::loglimit::LogLimit::new(
+                10,
+                std::time::Duration::from_secs(60),
+            )),
         }
     }
 
@@ -236,6 +248,18 @@ impl Nodes {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(installer);
         self.provisioner.replace(config);
         Ok(summary)
+    }
+
+    /// The decisions of the current config.
+    pub(super) fn provisioner(&self) -> &Provisioner {
+        &self.provisioner
+    }
+
+    /// The budget of log lines enlisting machines cause.
+    pub(super) fn enlist_log(&self) -> MutexGuard<'_, crate::loglimit::LogLimit> {
+        self.enlist_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(super) fn store(&self) -> MutexGuard<'_, Store> {
@@ -338,6 +362,7 @@ impl Nodes {
                     &format!("tftp://{}/{binary}", config.seed.address),
                 ))
             }
+            BootScript::Enlist { agent_image } => self.enlist_script(&store, mac, &agent_image),
             BootScript::GiveUp { node } => {
                 let why = format!(
                     "the installer was served {attempts} times without finishing; giving up"
@@ -439,7 +464,7 @@ impl Nodes {
                 kernel_url: &kernel_url,
                 initrd_url: &initrd_url,
                 seed_url: &config.seed.url,
-                token: &record.token,
+                token: Some(&record.token),
                 console: node.console.as_deref(),
                 args: &args,
             }));

@@ -117,7 +117,7 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
         &boot_links,
         provisioning_link.as_deref(),
     );
-    let seed = seed_host(&file.seed.value);
+    let mut seed = seed_host(&file.seed.value);
     let zones = zones(&mut v, &file.zones, &links, &roles, &seed);
     let install_line = file.install.as_ref().and_then(line_of);
     let install_wire = file.install.as_ref().map(|i| &i.value);
@@ -144,6 +144,19 @@ pub fn validate(file: ConfigFile, source: &Path) -> Result<Config, Vec<Problem>>
             .map(method)
             .unwrap_or_default(),
     };
+    if file.seed.value.enlist {
+        if !zones
+            .iter()
+            .any(|z| z.boots() && z.discovery_pool.is_some())
+        {
+            v.problem(
+                line_of(&file.seed),
+                "seed.enlist",
+                "no provisioning or relayed zone has a discovery_pool: unknown machines would get no address to be enlisted with",
+            );
+        }
+        seed.enlist = Some(defaults.agent_image.clone());
+    }
     let nodes = nodes(&mut v, &file.nodes, &roles, &zones, &links, &defaults);
     let install = file.install.as_ref().map(|i| install(&mut v, i, &seed));
     let mirror = file.mirror.as_ref().map(|m| mirror(&mut v, m));

@@ -33,6 +33,8 @@ pub(super) fn seed_host(w: &wire::SeedWire) -> SeedHost {
         },
         tftp_root: w.tftp_root.clone(),
         api_token: w.api_token.as_ref().map(secret_ref),
+        // Set once `install.agent_image` is known (validate).
+        enlist: None,
         lifecycle: {
             let d = Lifecycle::default();
             Lifecycle {

@@ -85,6 +85,7 @@ fn an_unknown_mac_asking_right_after_a_start_is_named() {
         address: None,
         zone: None,
         relay: None,
+        inspected_at: None,
     };
     let start = 1_000 * S;
     let old = seen("52:54:00:00:00:01", 10 * S, 20 * S);
