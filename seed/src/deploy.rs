@@ -29,6 +29,11 @@ pub struct DeployPlan {
     pub wipe: Wipe,
     /// The NoCloud config drive written beside the image.
     pub config_drive: ConfigDrive,
+    /// After `installed`, power off instead of rebooting: seed then boots the node from its
+    /// disk once through its BMC. For BIOS machines, which have no `BootNext` the agent could
+    /// set and would otherwise network-boot again (Ironic powers off for the conductor too).
+    #[serde(default)]
+    pub power_off: bool,
 }
 
 /// A registered disk image, where to fetch it and how to know it.

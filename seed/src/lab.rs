@@ -422,7 +422,11 @@ impl Lab {
             // Second in QEMU's boot order, after the NIC: OVMF keeps only boot options that
             // begin at a device of that order, so the disk's (an installed system's own, or
             // the one seed's agent adds) survive, behind the network boot.
-            let mut device = String::from("virtio-blk-pci,drive=disk,bootindex=2");
+            let mut device = format!(
+                "virtio-blk-pci,drive=disk,id={},bootindex={}",
+                crate::power::qemu::DISK_DEVICE,
+                crate::power::qemu::DISK_BEHIND_NIC
+            );
             if let Some(serial) = node.disk.serial.as_deref().filter(|s| {
                 s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

@@ -759,6 +759,15 @@ impl Store {
         Ok(())
     }
 
+    /// When seed's DHCP last acknowledged an address to `node` (its newest lease write, ms).
+    pub fn last_ack(&self, node: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT max(updated_at) FROM leases WHERE node = ?1",
+            [node],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The provisioning nodes seed started, with what each has done since its latest start:
     /// its newest DHCP lease and when it was last served the installer.
     pub fn watched(&self) -> Result<Vec<Watched>, StoreError> {
@@ -1514,7 +1523,9 @@ mod tests {
             .unwrap();
         // Enlisted (seed's agent inspected it) just before the flood.
         let enlisted = machine(888_888, start - 1);
-        store.record_discovered(std::slice::from_ref(&enlisted)).unwrap();
+        store
+            .record_discovered(std::slice::from_ref(&enlisted))
+            .unwrap();
         assert_eq!(
             store
                 .record_enlisted(enlisted.mac, &Inspection::default())

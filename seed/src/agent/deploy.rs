@@ -254,9 +254,10 @@ pub fn to_wipe(plan: &DeployPlan, inspection: &Inspection, target: &Disk) -> Vec
 }
 
 /// Deploys the node whose plan `seed` serves, with `root` as the root whose `sys/` and `proc/`
-/// describe the machine. Returns once the node is `installed`; every failure is also reported
-/// to seed as the failed step.
-pub fn deploy(seed: &Seed, root: &Path) -> Result<(), String> {
+/// describe the machine. Returns once the node is `installed`, with whether the plan says to
+/// power off (seed then boots the disk through the BMC) rather than reboot; every failure is
+/// also reported to seed as the failed step.
+pub fn deploy(seed: &Seed, root: &Path) -> Result<bool, String> {
     println!("{SAY} asking seed for the deploy plan");
     let plan = seed.plan(Duration::from_secs(120))?;
     seed.event("start", "deploy", &format!("deploying {}", plan.node), None);
@@ -274,7 +275,7 @@ pub fn deploy(seed: &Seed, root: &Path) -> Result<(), String> {
     step("inspect", seed.report(&inspection, Duration::from_secs(60)))?;
     let disk = match choose_disk(&plan, &inspection) {
         Ok(disk) => disk,
-        Err(why) => return step("disk", Err(why)),
+        Err(why) => return step("disk", Err(why)).map(|()| false),
     };
     step(
         "disk",
@@ -397,7 +398,10 @@ pub fn deploy(seed: &Seed, root: &Path) -> Result<(), String> {
     }
     let state = seed.installed()?;
     println!("{SAY} {} is {state}", plan.node);
-    Ok(())
+    if plan.power_off {
+        println!("{SAY} powering off: seed boots {} from its disk", plan.node);
+    }
+    Ok(plan.power_off)
 }
 
 /// The logical block size GPT counts in: the kernel's for a disk (4096 on 4Kn drives), 512

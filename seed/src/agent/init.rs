@@ -118,10 +118,11 @@ fn boot() -> Result<After, String> {
             }
             Ok(After::PowerOff)
         }
-        ("deploy", Some(seed)) => {
-            super::deploy::deploy(&seed, root)?;
-            Ok(After::Reboot)
-        }
+        ("deploy", Some(seed)) => Ok(if super::deploy::deploy(&seed, root)? {
+            After::PowerOff
+        } else {
+            After::Reboot
+        }),
         ("deploy", None) => Err("seed.action=deploy needs seed.url= and seed.token=".into()),
         (other, _) => Err(format!(
             "seed.action={} is not one this agent knows (inspect, deploy, enlist)",

@@ -160,6 +160,9 @@ pub trait Power {
     fn network_boot_once(&self) -> Result<(), PowerError> {
         Ok(())
     }
+    /// Make its next boot (only) from its local disk: a BIOS machine seed's agent wrote an
+    /// image to, which has no `BootNext` and would network-boot again.
+    fn disk_boot_once(&self) -> Result<(), PowerError>;
     /// Take back a one-time network boot that was set but not used (a start that failed after
     /// it): the next unrelated reboot must not netboot the installer.
     fn clear_network_boot(&self) -> Result<(), PowerError> {

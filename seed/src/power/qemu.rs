@@ -44,6 +44,12 @@ impl Qmp {
 
     /// Runs `commands` in one session; returns the last one's `return` value.
     fn run(&self, action: &'static str, commands: &[&str]) -> Result<Value, PowerError> {
+        let commands: Vec<Value> = commands.iter().map(|c| json!({ "execute": c })).collect();
+        self.run_commands(action, &commands)
+    }
+
+    /// The same with whole QMP commands (`{"execute": …, "arguments": …}`).
+    fn run_commands(&self, action: &'static str, commands: &[Value]) -> Result<Value, PowerError> {
         let stream = UnixStream::connect(&self.socket)
             .map_err(|e| self.error(action, format!("QMP {}: {e}", self.socket.display())))?;
         let timeout = Some(Duration::from_secs(10));
@@ -56,10 +62,11 @@ impl Qmp {
         // The greeting, then capabilities negotiation (QMP spec, "Capabilities Negotiation").
         self.reply(&mut reader, action)?;
         let mut last = Value::Null;
-        for command in std::iter::once(&"qmp_capabilities").chain(commands) {
-            writeln!(writer, "{}", json!({ "execute": command }))
-                .map_err(|e| self.error(action, format!("QMP {command}: {e}")))?;
-            last = self.answer(&mut reader, action, command)?;
+        for command in std::iter::once(&json!({ "execute": "qmp_capabilities" })).chain(commands) {
+            let name = command["execute"].as_str().unwrap_or("?");
+            writeln!(writer, "{command}")
+                .map_err(|e| self.error(action, format!("QMP {name}: {e}")))?;
+            last = self.answer(&mut reader, action, name)?;
         }
         Ok(last)
     }
@@ -134,5 +141,48 @@ impl Power for Qmp {
     fn cycle(&self) -> Result<(), PowerError> {
         self.run("power cycle", &["system_reset", "cont"])?;
         Ok(())
+    }
+
+    /// The lab's disk (`DISK_DEVICE`) goes ahead of the NIC in QEMU's boot order. QEMU writes
+    /// the order to fw_cfg's `bootorder` at every reset, which SeaBIOS and OVMF read, so the
+    /// next power-on boots the disk; the next network boot puts it back.
+    fn disk_boot_once(&self) -> Result<(), PowerError> {
+        self.set_disk_bootindex("boot override", DISK_FIRST)
+    }
+
+    /// Lab machines boot the NIC first, unless a disk boot was set: then the disk goes back
+    /// behind it.
+    fn network_boot_once(&self) -> Result<(), PowerError> {
+        let index = self.run_commands(
+            "boot override",
+            &[json!({ "execute": "qom-get",
+                      "arguments": { "path": DISK_PATH, "property": "bootindex" } })],
+        );
+        match index {
+            Ok(i) if i.as_i64() == Some(DISK_FIRST) => {
+                self.set_disk_bootindex("boot override", DISK_BEHIND_NIC)
+            }
+            // A machine without a disk has nothing to put back.
+            Ok(_) | Err(_) => Ok(()),
+        }
+    }
+}
+
+/// The lab's install disk's QEMU device id (`seed::lab` names it so).
+pub const DISK_DEVICE: &str = "osdisk";
+const DISK_PATH: &str = "/machine/peripheral/osdisk";
+/// The disk's place in QEMU's boot order behind the NIC (`bootindex=1`), as the lab starts it.
+pub const DISK_BEHIND_NIC: i64 = 2;
+/// Ahead of the NIC.
+const DISK_FIRST: i64 = 0;
+
+impl Qmp {
+    fn set_disk_bootindex(&self, action: &'static str, index: i64) -> Result<(), PowerError> {
+        self.run_commands(
+            action,
+            &[json!({ "execute": "qom-set",
+                      "arguments": { "path": DISK_PATH, "property": "bootindex", "value": index } })],
+        )
+        .map(drop)
     }
 }

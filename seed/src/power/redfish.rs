@@ -199,6 +199,16 @@ impl Power for RedfishPower {
         })
     }
 
+    fn disk_boot_once(&self) -> Result<(), PowerError> {
+        let mode = match self.firmware {
+            Firmware::Uefi => "UEFI",
+            Firmware::Bios => "Legacy",
+        };
+        self.with_system("boot override", |client, path, _| {
+            client.boot_once(path, "Hdd", Some(mode))
+        })
+    }
+
     fn clear_network_boot(&self) -> Result<(), PowerError> {
         self.with_system("clear the boot override", |client, path, _| {
             client.clear_boot_override(path)

@@ -17,6 +17,7 @@ pub use decisions::{
     Provisioner, Unanswered,
 };
 pub use nodes::{
-    Callback, Document, InstallerEvent, LOCAL_BOOT, NodeError, Nodes, Standing, note_in,
+    AWAITING_DISK_BOOT, Callback, Document, InstallerEvent, LOCAL_BOOT, NodeError, Nodes, Standing,
+    boots_disk_through_bmc, note_in,
 };
 pub use start::{How, StartError, Started, start};

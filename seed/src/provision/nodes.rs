@@ -21,6 +21,18 @@ use super::decisions::{BootScript, IpxeClient, Provisioner};
 /// disk: the second boot of an install.
 pub const LOCAL_BOOT: &str = "local-boot";
 
+/// The event that says seed is to boot an installed node from its disk once it is off
+/// (`provision::supervise`): the last event of such a node until seed did.
+pub const AWAITING_DISK_BOOT: &str = "awaiting-disk-boot";
+
+/// Whether seed boots `node` from its disk through its BMC after its agent wrote the image: a
+/// BIOS machine (no `BootNext`) whose power driver can set a one-time boot device. A manual
+/// node reboots and network-boots; seed then answers its local disk.
+pub fn boots_disk_through_bmc(node: &crate::config::Node) -> bool {
+    node.firmware == crate::config::Firmware::Bios
+        && node.bmc.driver != crate::config::PowerDriver::Manual
+}
+
 /// Why a request about a node is refused. Each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -567,6 +579,7 @@ impl Nodes {
             },
             disk: crate::disk::subiquity_match(&node.disk),
             wipe: node.wipe,
+            power_off: boots_disk_through_bmc(node),
             config_drive: ConfigDrive {
                 user_data: documents.cloud_config,
                 meta_data: documents.meta_data,
@@ -663,7 +676,36 @@ impl Nodes {
             return Ok(current);
         }
         store.transition(node, to, "installer", &detail, false)?;
+        if to == NodeState::Installed
+            && let Some(n) = self.config().node(node)
+            && n.method == InstallMethod::Image
+            && boots_disk_through_bmc(n)
+        {
+            // The agent powers the node off now; supervise boots its disk once through the BMC.
+            store.record_event(
+                Some(node),
+                AWAITING_DISK_BOOT,
+                "seed",
+                "the agent powers it off; seed boots it from its disk once (BIOS has no BootNext)",
+            )?;
+        }
         Ok(to)
+    }
+
+    /// Installed nodes seed is to boot from their disk ([`AWAITING_DISK_BOOT`] is their last
+    /// event), with when that was asked (ms).
+    pub fn awaiting_disk_boot(&self) -> Result<Vec<(String, i64)>, NodeError> {
+        Ok(self
+            .store()
+            .nodes()?
+            .into_iter()
+            .filter(|r| r.state == NodeState::Installed)
+            .filter_map(|r| {
+                r.last_event
+                    .filter(|e| e.kind == AWAITING_DISK_BOOT)
+                    .map(|e| (r.name, e.at))
+            })
+            .collect())
     }
 
     /// What seed's agent last found on `name`, and when (ms).

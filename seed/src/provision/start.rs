@@ -225,6 +225,10 @@ pub(crate) mod tests {
             self.calls.lock().unwrap().push("clear network boot");
             Ok(())
         }
+        fn disk_boot_once(&self) -> Result<(), PowerError> {
+            self.calls.lock().unwrap().push("disk boot once");
+            Ok(())
+        }
     }
 
     impl Nodes {

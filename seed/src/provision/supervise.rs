@@ -115,12 +115,55 @@ pub fn strangers_since(discovered: &[Discovered], started_at: i64) -> String {
     }
 }
 
-/// One round: every started node that missed a phase is started again or failed. Blocking
-/// (power drivers); returns a line per node acted on.
+/// How long seed waits for the agent to power a node off after `installed` before it gives up
+/// booting the node's disk through the BMC (ms): the agent powers off within seconds.
+pub const POWER_OFF_WAIT_MS: i64 = 600_000;
+
+/// Installed BIOS nodes whose agent powered them off: each is booted from its disk once
+/// through its BMC (the image's first boot makes no DHCP request). Returns a line per node.
+fn boot_disks(nodes: &Nodes, state_dir: &Path, now: i64) -> Result<Vec<String>, NodeError> {
+    let mut done = Vec::new();
+    for (name, since) in nodes.awaiting_disk_boot()? {
+        let Some(node) = nodes.config().node(&name).cloned() else {
+            continue;
+        };
+        let controller = power::controller(&node, state_dir);
+        let status = controller
+            .as_ref()
+            .map_err(power::PowerError::detail)
+            .and_then(|c| c.status().map_err(|e| e.detail()));
+        let line = match status {
+            Ok(power::PowerState::On) if now - since < POWER_OFF_WAIT_MS => continue,
+            Ok(power::PowerState::On) => format!(
+                "still on {} s after its agent said installed; not booted from its disk by seed (it boots what its firmware picks)",
+                POWER_OFF_WAIT_MS / 1000
+            ),
+            Ok(power::PowerState::Off) => {
+                let booted = controller.and_then(|c| {
+                    c.disk_boot_once()?;
+                    c.on()
+                });
+                match booted {
+                    Ok(_) => "off after its agent wrote the image: powered on from its disk (one-time boot override)".to_string(),
+                    Err(e) => format!("booting it from its disk failed: {}", e.detail()),
+                }
+            }
+            Err(why) => format!("its power state is unknown: {why}; not booted from its disk"),
+        };
+        // The event ends the wait: seed does this once per install.
+        nodes.note(&name, "boot", "seed", &line)?;
+        done.push(format!("{name}: {line}"));
+    }
+    Ok(done)
+}
+
+/// One round: every started node that missed a phase is started again or failed, and every
+/// node whose agent powered it off is booted from its disk. Blocking (power drivers); returns
+/// a line per node acted on.
 pub fn run(nodes: &Nodes, state_dir: &Path) -> Result<Vec<String>, NodeError> {
     let lifecycle = nodes.config().seed.lifecycle;
     let now = now_ms();
-    let mut done = Vec::new();
+    let mut done = boot_disks(nodes, state_dir, now)?;
     for w in nodes.watched()? {
         let Some((action, missed, bound)) = decide(&w, &lifecycle, now) else {
             continue;
