@@ -477,3 +477,85 @@ fn a_config_drive_lands_at_the_end_of_the_disk_and_reads_back() {
         }
     }
 }
+
+/// An MBR disk with logical partitions (sfdisk: a primary, an extended partition holding two
+/// logical ones): each logical partition carries an LVM PV label (the common leftover of an old
+/// install). The wipe follows the EBR chain: both labels and every EBR are gone.
+#[test]
+fn logical_partitions_of_an_mbr_extended_partition_are_wiped_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let mut sfdisk = std::process::Command::new(common::need("sfdisk"))
+        .arg("--quiet")
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        sfdisk
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: dos\n,32MiB,L\n,,E\n,64MiB,L\n,64MiB,8e\n")
+            .unwrap();
+    }
+    let out = sfdisk.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    // Where sfdisk put them, as it reports them (`sfdisk --json`), in 512-byte sectors.
+    let out = std::process::Command::new(common::need("sfdisk"))
+        .arg("--json")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 4, "{table}");
+    let logical: Vec<u64> = parts[2..]
+        .iter()
+        .map(|p| p["start"].as_u64().unwrap() * 512)
+        .collect();
+    use std::os::unix::fs::FileExt;
+    {
+        let file = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        for &start in &logical {
+            file.write_all_at(&common::signatures::lvm_label(), start + 512)
+                .unwrap();
+        }
+    }
+    for &start in &logical {
+        assert_eq!(
+            common::signatures::blkid_at(&disk, start).as_deref(),
+            Some("LVM2_member"),
+            "the label is seen before the wipe"
+        );
+    }
+    let out = seed()
+        .args(["agent", "wipe", "--target"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("4 partition(s) found"), "{said}");
+    for &start in &logical {
+        assert_eq!(
+            common::signatures::blkid_at(&disk, start),
+            None,
+            "at {start}"
+        );
+        // Its EBR sits in the gap before it (sfdisk leaves 1 MiB): zeroed too.
+        let mut ebr = [0u8; 512];
+        std::fs::File::open(&disk)
+            .unwrap()
+            .read_exact_at(&mut ebr, start - (1 << 20))
+            .unwrap();
+        assert!(ebr.iter().all(|&b| b == 0), "an EBR is left before {start}");
+    }
+}
