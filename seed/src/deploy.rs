@@ -27,6 +27,9 @@ pub struct DeployPlan {
     pub disk: BTreeMap<String, serde_json::Value>,
     /// Which disks are wiped before the image is written.
     pub wipe: Wipe,
+    /// Whether the wiped disks are also discarded whole (the role's `discard:`).
+    #[serde(default)]
+    pub discard: bool,
     /// The NoCloud config drive written beside the image.
     pub config_drive: ConfigDrive,
     /// After `installed`, power off instead of rebooting: seed then boots the node from its

@@ -435,7 +435,9 @@ impl Lab {
             }
             cmd.arg("-drive")
                 .arg(format!(
-                    "if=none,id=disk,format=raw,file={}",
+                    // discard=unmap: the guest's discards and unmapping write-zeroes punch
+                    // holes in the file, as a thin-provisioned SSD deallocates.
+                    "if=none,id=disk,format=raw,discard=unmap,file={}",
                     disk.display()
                 ))
                 .arg("-device")

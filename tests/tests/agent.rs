@@ -559,3 +559,39 @@ fn logical_partitions_of_an_mbr_extended_partition_are_wiped_too() {
         assert!(ebr.iter().all(|&b| b == 0), "an EBR is left before {start}");
     }
 }
+
+/// `seed agent wipe --discard`: after the metadata wipe, every block is discarded: data the
+/// wipe leaves between the edges reads as zeros and the file holds no data any more (a hole
+/// where a disk would have deallocated).
+#[test]
+fn discard_deallocates_the_whole_disk() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    let file = std::fs::File::create(&disk).unwrap();
+    file.set_len(64 << 20).unwrap();
+    file.write_all_at(&[0x5e; 1 << 20], 32 << 20).unwrap();
+    file.sync_all().unwrap();
+    let out = seed()
+        .args(["agent", "wipe", "--discard", "--target"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("discarded: "),
+        "{}",
+        describe(&out)
+    );
+    let file = std::fs::File::open(&disk).unwrap();
+    let mut middle = vec![0u8; 1 << 20];
+    file.read_exact_at(&mut middle, 32 << 20).unwrap();
+    assert!(
+        middle.iter().all(|&b| b == 0),
+        "data left between the edges"
+    );
+    assert_eq!(file.metadata().unwrap().len(), 64 << 20, "the size is kept");
+    // No data anywhere: SEEK_DATA from the start finds none (ENXIO).
+    let data = nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekData);
+    assert_eq!(data, Err(nix::errno::Errno::ENXIO), "data left in the file");
+}

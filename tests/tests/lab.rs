@@ -1994,6 +1994,17 @@ fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
         ]
         .concat();
         let lab = LabDir::new("", "progress_timeout: 300, phone_home_timeout: 0", &nodes);
+        // The role discards its wiped disks too.
+        let text = std::fs::read_to_string(&lab.config).unwrap();
+        std::fs::write(
+            &lab.config,
+            text.replacen(
+                "    disk: { path: /dev/vda }\n",
+                "    disk: { path: /dev/vda }\n    discard: true\n",
+                1,
+            ),
+        )
+        .unwrap();
         let netns = "seedt-lab-deploy";
         footprint = Footprint::of(lab.dir.path(), &[netns]);
         let boot = agent_boot_files(lab.dir.path());
@@ -2047,6 +2058,15 @@ fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
         // and ext4, past where the image ends (a common cause of failed OSISM installs).
         let disk = lab.state().join("lab/deploy-uefi.disk.raw");
         let old = common::signatures::old_system(&disk, 800 << 20);
+        // Old data between the old system's signatures, which the metadata wipe leaves: the
+        // discard (an unmapping write-zeroes from the guest, a punched hole in this file under
+        // QEMU's discard=unmap) takes it.
+        let old_data = 1536u64 << 20;
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+            f.write_all_at(&[0x5e; 4 << 20], old_data).unwrap();
+        }
         let out = lab
             .seed()
             .args(["provision", "deploy-uefi", "deploy-bad", "--no-wait"])
@@ -2129,6 +2149,26 @@ fn the_agent_deploys_a_disk_image_and_a_damaged_image_fails_its_node() {
                 common::signatures::blkid_at(&disk, at),
                 None,
                 "still found at {at}"
+            );
+        }
+        assert!(
+            events.contains("finish seed-agent/discard: /dev/vda: 2048 MiB discarded"),
+            "{events}"
+        );
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::open(&disk).unwrap();
+            let mut buf = vec![0u8; 4 << 20];
+            f.read_exact_at(&mut buf, old_data).unwrap();
+            assert!(
+                buf.iter().all(|&b| b == 0),
+                "old data left in the middle of the disk"
+            );
+            let hole = nix::unistd::lseek(&f, old_data as i64, nix::unistd::Whence::SeekHole);
+            assert_eq!(
+                hole,
+                Ok(old_data as i64),
+                "the old data's blocks are still allocated"
             );
         }
         // The machine's disk: the image's partition byte for byte, the config drive after it.

@@ -298,6 +298,23 @@ pub fn deploy(seed: &Seed, root: &Path) -> Result<bool, String> {
             })
             .map_err(|e| e.to_string());
         step("wipe", result)?;
+        if plan.discard {
+            // Metadata is gone already; a device that cannot discard still gets the image.
+            match wipe::discard(&path) {
+                Ok(bytes) => seed.event(
+                    "finish",
+                    "discard",
+                    &format!("{}: {} MiB discarded", path.display(), bytes >> 20),
+                    Some("SUCCESS"),
+                ),
+                Err(e) => seed.event(
+                    "finish",
+                    "discard",
+                    &format!("{e}; not discarded, the image is written over it"),
+                    Some("WARN"),
+                ),
+            }
+        }
     }
     seed.event(
         "start",

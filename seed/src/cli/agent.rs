@@ -85,6 +85,9 @@ pub struct WipeArgs {
     /// The disk (`/dev/sda`), or a disk image file.
     #[arg(long)]
     target: PathBuf,
+    /// Then discard every block of it too (where the device can).
+    #[arg(long)]
+    discard: bool,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +202,11 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
                 wiped.partitions.len(),
                 wiped.zeroed >> 20
             );
+            if args.discard {
+                let bytes = wipe::discard(&args.target)
+                    .with_context(|| format!("cannot discard {}", args.target.display()))?;
+                println!("discarded: {}: {} MiB", args.target.display(), bytes >> 20);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

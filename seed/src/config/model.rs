@@ -400,6 +400,8 @@ pub struct Role {
     pub method: Option<InstallMethod>,
     /// What the agent wipes on its nodes.
     pub wipe: Wipe,
+    /// Whether the wiped disks are also discarded whole.
+    pub discard: bool,
     /// Port name → the BMC's Id of that NIC (`NIC.Embedded.1-1-1`), for MACs from `seed
     /// inventory`.
     pub ports: std::collections::BTreeMap<String, String>,
@@ -495,6 +497,8 @@ pub struct Node {
     pub method: InstallMethod,
     /// What seed's agent wipes before writing its image.
     pub wipe: Wipe,
+    /// Whether it also discards the wiped disks whole (its role's `discard:`).
+    pub discard: bool,
     /// The image it boots to be deployed ([`InstallMethod::Image`]): kernel and agent ramdisk.
     pub agent_image: String,
     /// More installer kernel arguments (after the image's).

@@ -446,6 +446,11 @@ pub struct RoleWire {
     /// disk the image goes to), `all` (every disk the node has: stale RAID and LVM members
     /// on the data disks too), `none`.
     pub wipe: Option<WipeWire>,
+    /// `method: image`: after wiping, also discard every block of the wiped disks (TRIM /
+    /// UNMAP / NVMe deallocate, where the device can): an SSD starts fresh and no old data is
+    /// left between the signatures. Off by default: it can take long on some devices.
+    #[serde(default)]
+    pub discard: bool,
     /// Each port's NIC as the BMC names it (`eno1: NIC.Embedded.1-1-1`): with `seed inventory`
     /// the port's MAC comes from the BMC, for every node of the role.
     #[serde(default)]

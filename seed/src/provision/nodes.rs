@@ -579,6 +579,7 @@ impl Nodes {
             },
             disk: crate::disk::subiquity_match(&node.disk),
             wipe: node.wipe,
+            discard: node.discard,
             power_off: boots_disk_through_bmc(node),
             config_drive: ConfigDrive {
                 user_data: documents.cloud_config,

@@ -276,6 +276,7 @@ pub(super) fn nodes(
             image,
             method,
             wipe: role.map(|r| r.wipe).unwrap_or_default(),
+            discard: role.is_some_and(|r| r.discard),
             agent_image: defaults.agent_image.clone(),
             kernel_args: w.kernel_args.clone(),
             ipxe: match w.ipxe {

@@ -157,6 +157,7 @@ pub(super) fn roles(
                 Some(wire::WipeWire::None) => Wipe::None,
                 Some(wire::WipeWire::Root) | None => Wipe::Root,
             },
+            discard: w.discard,
             ports: w.ports.clone(),
         });
     }
