@@ -1127,3 +1127,149 @@ fn inventory_records_macs_and_drives_and_a_bare_config_then_serves_dhcp_for_them
         "{stdout}"
     );
 }
+
+/// `seed adopt --bmc` without a MAC: the machine is named by its BMC. seed reads the system's
+/// NICs there (this system has two, as a server's LOM has) and adopts the one its DHCP
+/// discovered; a BMC whose system has no discovered NIC is refused, naming what it reports.
+#[test]
+fn adopt_by_bmc_address_takes_the_discovered_nic_its_bmc_reports() {
+    let systems: Vec<Fake> = two_systems(false)
+        .into_iter()
+        .map(|mut f| {
+            let n = &f.mac[f.mac.len() - 2..];
+            f.more_macs = vec![format!("52:54:00:10:01:{n}")];
+            f
+        })
+        .collect();
+    let emu = Emulator::start_with(&systems, None, None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("seed.yaml");
+    std::fs::write(
+        &config,
+        "seed: { interface: seedt-none, address: 10.99.10.1, ports: { http: 8080 } }\n\
+         links: [{ name: eth0 }]\n\
+         zones:\n  - { name: prov, vlan: 10, subnet: 10.99.10.0/24, link: eth0, native: true,\n      \
+         provisioning: true, roles: [node] }\n\
+         roles: [{ name: node, links: [eth0], disk: { path: /dev/vda } }]\n\
+         nodes: []\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    {
+        // What seed's DHCP saw: the system's second NIC, and a machine of nobody's.
+        let mut store = seed::store::Store::open(&state).unwrap();
+        let now = seed::store::now_ms();
+        let seen = |mac: &str, at: i64| seed::store::Discovered {
+            mac: mac.parse().unwrap(),
+            first_seen: at,
+            last_seen: at,
+            vendor_class: Some("PXEClient:Arch:00007:UNDI:003016".into()),
+            arch: Some(7),
+            address: None,
+            zone: Some("prov".into()),
+            relay: None,
+            inspected_at: None,
+        };
+        store
+            .record_discovered(&[
+                seen("52:54:00:10:01:12", now),
+                seen("52:54:00:77:00:01", now + 1),
+            ])
+            .unwrap();
+    }
+    let adopt = |n: u8| {
+        run_seed(
+            &config,
+            &state,
+            PASSWORD,
+            &[
+                "adopt",
+                "--bmc",
+                &format!("10.99.0.{n}"),
+                "--endpoint",
+                &emu.base,
+                "--system",
+                &uuid(n),
+                "--username",
+                "admin",
+                "--password-env",
+                "SEED_TEST_BMC_PASSWORD",
+                "--name",
+                &format!("n{}", n - 10),
+                "--role",
+                "node",
+            ],
+        )
+    };
+    // The first system's NICs were never seen.
+    let before = std::fs::read(&config).unwrap();
+    let out = adopt(11);
+    assert_no_secret(&out);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("52:54:00:10:00:11") && said.contains("none of which seed discovered"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        before,
+        "the file is untouched"
+    );
+
+    let out = adopt(12);
+    assert_no_secret(&out);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("52:54:00:10:01:12 was discovered"),
+        "{}",
+        describe(&out)
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(r#"macs: ["52:54:00:10:01:12"]"#), "{text}");
+    assert!(
+        text.contains(r#"password: { env: "SEED_TEST_BMC_PASSWORD" }"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("firmware: bios"),
+        "option 93 said UEFI: {text}"
+    );
+    let out = run_seed(&config, &state, PASSWORD, &["check"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let store = seed::store::Store::open(&state).unwrap();
+    let left: Vec<String> = store
+        .discovered()
+        .unwrap()
+        .iter()
+        .map(|d| d.mac.to_string())
+        .collect();
+    assert_eq!(left, vec!["52:54:00:77:00:01".to_string()]);
+}
+
+/// After seed's agent wrote an image to a BIOS node and powered it off, seed boots its disk
+/// once through the BMC (`Power::disk_boot_once`): `Hdd` in `Legacy` mode on the system.
+#[test]
+fn a_disk_boot_once_asks_the_bmc_for_hdd_in_legacy_mode() {
+    let emu = Emulator::start();
+    let path = emu.config();
+    let dir = tempfile::tempdir().unwrap();
+    // The password from a file: this process's environment is not the CLI's.
+    let secret = dir.path().join("bmc-password");
+    std::fs::write(&secret, PASSWORD).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "password: { env: SEED_TEST_BMC_PASSWORD }",
+        &format!("password: {{ file: \"{}\" }}", secret.display()),
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = seed::config::load(&path).unwrap();
+    let node = config.node("cmp2").unwrap();
+    seed::power::controller(node, dir.path())
+        .unwrap()
+        .disk_boot_once()
+        .unwrap();
+    let boot = &emu.system(12)["Boot"];
+    assert_eq!(boot["BootSourceOverrideTarget"], "Hdd", "{boot}");
+    // (`Once` is what seed sends; the emulator reports Continuous whatever it got: see top.)
+    assert_eq!(boot["BootSourceOverrideMode"], "Legacy", "{boot}");
+}

@@ -1,7 +1,8 @@
 //! `seed adopt`: a machine seed discovered (and, with `seed.enlist`, inspected) becomes a node.
 //! The node is added to the config file, which stays the source of truth (MAAS keeps its
 //! machines in a database; seed's rack is the file an operator reviews and versions), and the
-//! enlisted inspection becomes the node's in the store.
+//! enlisted inspection becomes the node's in the store. The machine is named by its MAC, or by
+//! its BMC: seed asks the BMC (Redfish) for the system's NICs and takes the one it discovered.
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -13,15 +14,16 @@ use clap::Args;
 
 use super::global::Global;
 use crate::agent::inspect::BootMode;
-use crate::config;
 use crate::config::edit::{NewNode, add_node};
+use crate::config::{self, Config};
 use crate::net::MacAddr;
-use crate::store::Store;
+use crate::store::{Discovered, Store};
 
 #[derive(Debug, Args)]
 pub struct AdoptArgs {
-    /// The discovered machine's MAC (`seed status` lists them).
-    mac: MacAddr,
+    /// The discovered machine's MAC (`seed status` lists them). Without it, seed asks the BMC
+    /// (`--driver redfish`) which NICs the system has and takes the one it discovered.
+    mac: Option<MacAddr>,
     /// The node's host name.
     #[arg(long)]
     name: String,
@@ -34,6 +36,12 @@ pub struct AdoptArgs {
     /// How seed controls its power.
     #[arg(long, value_parser = ["redfish", "qemu", "manual"], default_value = "redfish")]
     driver: String,
+    /// The Redfish service's URL when it is not `https://<bmc>` (a port, a proxy).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Which system, when the BMC manages several: its Id, UUID or serial number.
+    #[arg(long)]
+    system: Option<String>,
     /// The BMC user.
     #[arg(long)]
     username: Option<String>,
@@ -60,9 +68,34 @@ pub fn run(global: &Global, args: AdoptArgs) -> anyhow::Result<ExitCode> {
                 state_dir.display()
             )
         })?;
-    let mac = args.mac;
-    if let Some(node) = config.nodes.iter().find(|n| n.macs.contains(&mac)) {
-        anyhow::bail!("{mac} is already node {}'s", node.name);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut node = NewNode {
+        name: args.name.clone(),
+        role: args.role.clone(),
+        mac: args.mac,
+        bmc: args.bmc,
+        driver: args.driver.clone(),
+        endpoint: args.endpoint.clone(),
+        system: args.system.clone(),
+        username: args.username.clone(),
+        password: match (&args.password_env, &args.password_file) {
+            (Some(var), _) => Some(("env", var.clone())),
+            (None, Some(file)) => Some(("file", file.display().to_string())),
+            (None, None) => None,
+        },
+        bios: false,
+        comment: String::new(),
+    };
+    let mac = match args.mac {
+        Some(mac) => mac,
+        None => match by_bmc(&text, &path, &node, &store, &state_dir)? {
+            Ok(mac) => mac,
+            Err(code) => return Ok(code),
+        },
+    };
+    if let Some(owner) = config.nodes.iter().find(|n| n.macs.contains(&mac)) {
+        anyhow::bail!("{mac} is already node {}'s", owner.name);
     }
     let Some((found, inspection)) = store.discovered_one(mac)? else {
         anyhow::bail!(
@@ -71,7 +104,7 @@ pub fn run(global: &Global, args: AdoptArgs) -> anyhow::Result<ExitCode> {
         );
     };
     // Its firmware: what the agent saw, else what its PXE client said (option 93: 0 is BIOS).
-    let bios = match &inspection {
+    node.bios = match &inspection {
         Some(i) => i.firmware.mode == BootMode::Bios,
         None => found.arch == Some(0),
     };
@@ -79,34 +112,11 @@ pub fn run(global: &Global, args: AdoptArgs) -> anyhow::Result<ExitCode> {
         Some(i) => format!("enlisted: {}", crate::net::printable(&i.summary())),
         None => "discovered in DHCP, not inspected".to_string(),
     };
-    let node = NewNode {
-        name: args.name.clone(),
-        role: args.role.clone(),
-        mac,
-        bmc: args.bmc,
-        driver: args.driver.clone(),
-        username: args.username.clone(),
-        password: match (&args.password_env, &args.password_file) {
-            (Some(var), _) => Some(("env", var.clone())),
-            (None, Some(file)) => Some(("file", file.display().to_string())),
-            (None, None) => None,
-        },
-        bios,
-        comment: format!("seed adopt {mac} ({seen})"),
-    };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let changed = add_node(&text, &node).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    // The whole file must still be a config: a taken name, an unknown role or a BMC address
-    // another node has is refused here, with the file and line, before anything is written.
-    if let Err(e) = config::parse(&changed, &path) {
-        eprintln!(
-            "{mac} cannot be added as {}; nothing was changed:",
-            args.name
-        );
-        eprintln!("{e}");
+    node.mac = Some(mac);
+    node.comment = format!("seed adopt {mac} ({seen})");
+    let Some(changed) = checked(&text, &path, &node)? else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     if args.dry_run {
         print!("{}", &changed[common_prefix(&text, &changed)..]);
         return Ok(ExitCode::SUCCESS);
@@ -123,7 +133,7 @@ pub fn run(global: &Global, args: AdoptArgs) -> anyhow::Result<ExitCode> {
         args.name,
         args.role,
         args.bmc,
-        if bios { ", firmware bios" } else { "" },
+        if node.bios { ", firmware bios" } else { "" },
         match adopted {
             Some(a) if a.inspection => "; its inspection is the node's (seed status NAME)",
             _ => "",
@@ -131,6 +141,82 @@ pub fn run(global: &Global, args: AdoptArgs) -> anyhow::Result<ExitCode> {
     );
     println!("a running seed serve takes it on reload (systemctl reload seed, or SIGHUP)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `text` with `node` added, checked as a whole config: a taken name, an unknown role or a BMC
+/// address another node has is printed with the file and line, and `None` returned, before
+/// anything is written.
+fn checked(text: &str, path: &Path, node: &NewNode) -> anyhow::Result<Option<String>> {
+    let changed = add_node(text, node).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    match config::parse(&changed, path) {
+        Ok(_) => Ok(Some(changed)),
+        Err(e) => {
+            eprintln!("{} cannot be added; nothing was changed:", node.name);
+            eprintln!("{e}");
+            Ok(None)
+        }
+    }
+}
+
+/// The discovered MAC of the system behind `node`'s BMC: the node is tried in the config
+/// without MACs (a Redfish node may leave them out), its BMC read as `seed inventory` reads
+/// it, and the most recently seen discovered MAC among the system's NICs taken.
+fn by_bmc(
+    text: &str,
+    path: &Path,
+    node: &NewNode,
+    store: &Store,
+    state_dir: &Path,
+) -> anyhow::Result<Result<MacAddr, ExitCode>> {
+    if node.driver != "redfish" {
+        anyhow::bail!(
+            "without a MAC seed asks the node's BMC for its NICs, which needs --driver redfish"
+        );
+    }
+    let Some(trial) = checked(text, path, node)? else {
+        return Ok(Err(ExitCode::FAILURE));
+    };
+    let trial: Config = config::parse(&trial, path)?;
+    let candidate = trial
+        .node(&node.name)
+        .context("the node is not in the config it was added to")?;
+    let inventory = crate::power::controller(candidate, state_dir)
+        .and_then(|c| c.inventory())
+        .map_err(|e| anyhow::anyhow!("{}", e))?;
+    let reported: Vec<MacAddr> = inventory
+        .macs()
+        .into_iter()
+        .filter_map(MacAddr::from_reported)
+        .collect();
+    let discovered: Vec<Discovered> = store.discovered()?;
+    match discovered.iter().find(|d| reported.contains(&d.mac)) {
+        Some(d) => {
+            println!(
+                "the BMC at {} reports {}; {} was discovered",
+                node.bmc,
+                reported
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                d.mac
+            );
+            Ok(Ok(d.mac))
+        }
+        None => anyhow::bail!(
+            "the BMC at {} reports {}, none of which seed discovered (seed status lists what it did)",
+            node.bmc,
+            if reported.is_empty() {
+                "no NICs".to_string()
+            } else {
+                reported
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+    }
 }
 
 /// The length of what `a` and `b` begin with alike, at a line start.

@@ -14,12 +14,16 @@ pub struct NewNode {
     pub name: String,
     /// Its role.
     pub role: String,
-    /// Its boot NIC's MAC (the one seed saw).
-    pub mac: MacAddr,
+    /// Its boot NIC's MAC (the one seed saw); `None` for a Redfish node whose BMC reports them.
+    pub mac: Option<MacAddr>,
     /// Its BMC's address: the address plan's suffix.
     pub bmc: Ipv4Addr,
     /// `redfish`, `qemu` or `manual`.
     pub driver: String,
+    /// The Redfish service's URL when it is not `https://<bmc>`.
+    pub endpoint: Option<String>,
+    /// Which of the BMC's systems (Id, UUID or serial).
+    pub system: Option<String>,
     /// The BMC user.
     pub username: Option<String>,
     /// Where the BMC password is: `("env", VAR)` or `("file", PATH)`.
@@ -39,6 +43,12 @@ impl NewNode {
     /// The list item, each line starting with `indent`.
     fn item(&self, indent: &str) -> String {
         let mut bmc = format!("address: {}, driver: {}", self.bmc, quoted(&self.driver));
+        if let Some(endpoint) = &self.endpoint {
+            let _ = write!(bmc, ", endpoint: {}", quoted(endpoint));
+        }
+        if let Some(system) = &self.system {
+            let _ = write!(bmc, ", system: {}", quoted(system));
+        }
         if let Some(user) = &self.username {
             let _ = write!(bmc, ", username: {}", quoted(user));
         }
@@ -51,7 +61,9 @@ impl NewNode {
         let _ = writeln!(s, "{indent}- name: {}", quoted(&self.name));
         let _ = writeln!(s, "{indent}  role: {}", quoted(&self.role));
         let _ = writeln!(s, "{indent}  bmc: {{ {bmc} }}");
-        let _ = writeln!(s, "{indent}  macs: [{}]", quoted(&self.mac.to_string()));
+        if let Some(mac) = self.mac {
+            let _ = writeln!(s, "{indent}  macs: [{}]", quoted(&mac.to_string()));
+        }
         if self.bios {
             let _ = writeln!(s, "{indent}  firmware: bios");
         }
@@ -159,9 +171,11 @@ mod tests {
         NewNode {
             name: "rack1-new".into(),
             role: "compute".into(),
-            mac: "52:54:00:20:00:99".parse().unwrap(),
+            mac: Some("52:54:00:20:00:99".parse().unwrap()),
             bmc: Ipv4Addr::new(10, 10, 10, 99),
             driver: "redfish".into(),
+            endpoint: None,
+            system: None,
             username: Some("root".into()),
             password: Some(("env", "BMC_PASSWORD".into())),
             bios: true,
