@@ -446,12 +446,7 @@ impl Store {
         let now = now_ms();
         let mut added = 0;
         for name in names {
-            let inserted = tx.execute(
-                "INSERT INTO nodes (name, state, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO NOTHING",
-                params![name, NodeState::Ready.as_str(), now],
-            )?;
-            if inserted > 0 {
+            if insert_ready(&tx, name, now)? {
                 insert_event(&tx, now, Some(name), "registered", source, "ready")?;
                 added += 1;
             }
@@ -922,12 +917,7 @@ impl Store {
         })?;
         let now = now_ms();
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO inspections (node, taken_at, inspection) VALUES (?1, ?2, ?3)
-             ON CONFLICT (node) DO UPDATE SET taken_at = excluded.taken_at,
-                                              inspection = excluded.inspection",
-            params![node, now, json],
-        )?;
+        upsert_inspection(&tx, node, now, &json)?;
         insert_event(&tx, now, Some(node), "inspected", "agent", detail)?;
         tx.commit()?;
         Ok(())
@@ -1307,20 +1297,11 @@ impl Store {
             return Ok(None);
         };
         let now = now_ms();
-        tx.execute(
-            "INSERT INTO nodes (name, state, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO NOTHING",
-            params![node, NodeState::Ready.as_str(), now],
-        )?;
+        insert_ready(&tx, node, now)?;
         insert_event(&tx, now, Some(node), "adopted", "cli", detail)?;
         let moved = match (inspected_at, inspection) {
             (Some(at), Some(json)) => {
-                tx.execute(
-                    "INSERT INTO inspections (node, taken_at, inspection) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (node) DO UPDATE SET taken_at = excluded.taken_at,
-                                                      inspection = excluded.inspection",
-                    params![node, at, json],
-                )?;
+                upsert_inspection(&tx, node, at, &json)?;
                 true
             }
             _ => false,
@@ -1443,6 +1424,26 @@ pub const MAX_EVENT_DETAIL: usize = 4096;
 /// Events kept per node (and for events about no node); the oldest beyond are dropped. A whole
 /// subiquity install reports a few hundred.
 pub const MAX_EVENTS_PER_NODE: u32 = 1000;
+
+/// Registers `name` as `ready` unless it is known; whether it was new.
+fn insert_ready(tx: &Connection, name: &str, now: i64) -> Result<bool, StoreError> {
+    Ok(tx.execute(
+        "INSERT INTO nodes (name, state, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO NOTHING",
+        params![name, NodeState::Ready.as_str(), now],
+    )? > 0)
+}
+
+/// Keeps `json` (an agent's inspection) as `node`'s, taken at `at`, over an earlier one.
+fn upsert_inspection(tx: &Connection, node: &str, at: i64, json: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO inspections (node, taken_at, inspection) VALUES (?1, ?2, ?3)
+         ON CONFLICT (node) DO UPDATE SET taken_at = excluded.taken_at,
+                                          inspection = excluded.inspection",
+        params![node, at, json],
+    )?;
+    Ok(())
+}
 
 fn insert_event(
     conn: &Connection,

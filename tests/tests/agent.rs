@@ -253,17 +253,33 @@ fn a_transfer_that_breaks_off_resumes_with_a_range_and_damaged_bytes_are_refused
     );
 }
 
+/// A sparse file of `size` bytes in `dir`: a disk for the wipe.
+fn sparse_disk(dir: &Path, size: u64) -> PathBuf {
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk).unwrap().set_len(size).unwrap();
+    disk
+}
+
+/// `seed agent wipe` of `disk` with `extra` arguments; it must succeed.
+fn agent_wipe(disk: &Path, extra: &[&str]) -> Output {
+    let out = seed()
+        .args(["agent", "wipe"])
+        .args(extra)
+        .arg("--target")
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    out
+}
+
 /// A disk that carried an old system: a GPT (sgdisk) with an md RAID-1 member, an LVM PV and
 /// an ext4 filesystem (mkfs.ext4) in its partitions. libblkid sees them all before
 /// `seed agent wipe`, nothing after (nor does wipefs), while the data between stays.
 #[test]
 fn a_disk_with_a_stale_gpt_md_member_lvm_pv_and_ext4_is_wiped_of_them() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(512 << 20)
-        .unwrap();
+    let disk = sparse_disk(dir.path(), 512 << 20);
     let mib = 1u64 << 20;
     let [p1, p2, p3] = old_system(&disk, 0);
     // Data in the middle of the md member: an image writes over it; the wipe leaves it.
@@ -274,12 +290,7 @@ fn a_disk_with_a_stale_gpt_md_member_lvm_pv_and_ext4_is_wiped_of_them() {
     }
     let found = |at: u64| blkid_at(&disk, at);
 
-    let out = seed()
-        .args(["agent", "wipe", "--target"])
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    let out = agent_wipe(&disk, &[]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("3 partition(s) found"),
         "{}",
@@ -484,11 +495,7 @@ fn a_config_drive_lands_at_the_end_of_the_disk_and_reads_back() {
 #[test]
 fn logical_partitions_of_an_mbr_extended_partition_are_wiped_too() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(256 << 20)
-        .unwrap();
+    let disk = sparse_disk(dir.path(), 256 << 20);
     let mut sfdisk = std::process::Command::new(common::need("sfdisk"))
         .arg("--quiet")
         .arg(&disk)
@@ -536,12 +543,7 @@ fn logical_partitions_of_an_mbr_extended_partition_are_wiped_too() {
             "the label is seen before the wipe"
         );
     }
-    let out = seed()
-        .args(["agent", "wipe", "--target"])
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    let out = agent_wipe(&disk, &[]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("4 partition(s) found"), "{said}");
     for &start in &logical {
@@ -567,17 +569,11 @@ fn logical_partitions_of_an_mbr_extended_partition_are_wiped_too() {
 fn discard_deallocates_the_whole_disk() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    let file = std::fs::File::create(&disk).unwrap();
-    file.set_len(64 << 20).unwrap();
+    let disk = sparse_disk(dir.path(), 64 << 20);
+    let file = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
     file.write_all_at(&[0x5e; 1 << 20], 32 << 20).unwrap();
     file.sync_all().unwrap();
-    let out = seed()
-        .args(["agent", "wipe", "--discard", "--target"])
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    let out = agent_wipe(&disk, &["--discard"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("discarded: "),
         "{}",

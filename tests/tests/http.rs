@@ -57,6 +57,25 @@ impl Lab {
             .unwrap()
     }
 
+    /// Register `seed-agent` (the image seed's agent boots from) from two small files.
+    fn add_agent_image(&self) {
+        let files = self.dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(files.join("vmlinuz"), "kernel").unwrap();
+        std::fs::write(files.join("agent.gz"), "ramdisk").unwrap();
+        let f = |n: &str| files.join(n).to_str().unwrap().to_string();
+        let out = self.seed(&[
+            "images",
+            "add",
+            "seed-agent",
+            "--kernel",
+            &f("vmlinuz"),
+            "--initrd",
+            &f("agent.gz"),
+        ]);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+
     /// Register `ubuntu-24.04` from three small files.
     fn add_image(&self) {
         let files = self.dir.path().join("files");
@@ -1241,21 +1260,7 @@ fn an_image_node_boots_the_agent_whose_token_opens_its_deploy_plan() {
         said.contains("image seed-agent, which is not registered"),
         "{said}"
     );
-    let files = lab.dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    std::fs::write(files.join("vmlinuz"), "kernel").unwrap();
-    std::fs::write(files.join("agent.gz"), "ramdisk").unwrap();
-    let f = |n: &str| files.join(n).to_str().unwrap().to_string();
-    let out = lab.seed(&[
-        "images",
-        "add",
-        "seed-agent",
-        "--kernel",
-        &f("vmlinuz"),
-        "--initrd",
-        &f("agent.gz"),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
+    lab.add_agent_image();
     let out = lab.provision(&["cmp1"]);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
@@ -1266,13 +1271,14 @@ fn an_image_node_boots_the_agent_whose_token_opens_its_deploy_plan() {
     let mut disk = vec![0u8; 1 << 20];
     disk[510] = 0x55;
     disk[511] = 0xaa;
-    std::fs::write(files.join("disk.raw"), &disk).unwrap();
+    let raw = lab.dir.path().join("files/disk.raw");
+    std::fs::write(&raw, &disk).unwrap();
     let out = lab.seed(&[
         "images",
         "add-disk",
         "ubuntu-24.04",
         "--file",
-        &f("disk.raw"),
+        raw.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     let out = lab.provision(&["cmp1"]);
@@ -1408,21 +1414,7 @@ fn an_unknown_machine_enlists_from_its_leased_address_and_is_adopted() {
         said.contains("the agent image seed-agent is not registered"),
         "{said}"
     );
-    let files = lab.dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    std::fs::write(files.join("vmlinuz"), "kernel").unwrap();
-    std::fs::write(files.join("agent.gz"), "ramdisk").unwrap();
-    let f = |n: &str| files.join(n).to_str().unwrap().to_string();
-    let out = lab.seed(&[
-        "images",
-        "add",
-        "seed-agent",
-        "--kernel",
-        &f("vmlinuz"),
-        "--initrd",
-        &f("agent.gz"),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
+    lab.add_agent_image();
     let said = script_from(seed, stranger, leased);
     assert!(said.contains("/images/seed-agent/vmlinuz"), "{said}");
     assert!(said.contains("seed.action=enlist"), "{said}");

@@ -60,6 +60,18 @@ impl Fake {
 }
 
 /// cmp1 and cmp2 of the tests' two-node config (UUIDs `uuid(11)`, `uuid(12)`).
+/// The same, each system with a second NIC (`52:54:00:10:01:<n>`), as a server's LOM has.
+fn two_systems_two_nics() -> Vec<Fake> {
+    two_systems(false)
+        .into_iter()
+        .map(|mut f| {
+            let n = &f.mac[f.mac.len() - 2..];
+            f.more_macs = vec![format!("52:54:00:10:01:{n}")];
+            f
+        })
+        .collect()
+}
+
 fn two_systems(secure_boot_on_cmp1: bool) -> Vec<Fake> {
     [11u8, 12]
         .iter()
@@ -996,14 +1008,7 @@ fn preflight_reports_the_selected_drive_and_refuses_a_rule_that_selects_none() {
 fn inventory_records_macs_and_drives_and_a_bare_config_then_serves_dhcp_for_them() {
     use common::netns::{Netns, udhcpc};
     let extra = two_systems_storage();
-    let systems: Vec<Fake> = two_systems(false)
-        .into_iter()
-        .map(|mut f| {
-            let n = &f.mac[f.mac.len() - 2..];
-            f.more_macs = vec![format!("52:54:00:10:01:{n}")];
-            f
-        })
-        .collect();
+    let systems = two_systems_two_nics();
     let emu = Emulator::start_configured(&systems, None, None, &extra);
 
     // The DHCP side runs in a namespace pair; seed's CLI reads the emulator on loopback.
@@ -1133,14 +1138,7 @@ fn inventory_records_macs_and_drives_and_a_bare_config_then_serves_dhcp_for_them
 /// discovered; a BMC whose system has no discovered NIC is refused, naming what it reports.
 #[test]
 fn adopt_by_bmc_address_takes_the_discovered_nic_its_bmc_reports() {
-    let systems: Vec<Fake> = two_systems(false)
-        .into_iter()
-        .map(|mut f| {
-            let n = &f.mac[f.mac.len() - 2..];
-            f.more_macs = vec![format!("52:54:00:10:01:{n}")];
-            f
-        })
-        .collect();
+    let systems = two_systems_two_nics();
     let emu = Emulator::start_with(&systems, None, None);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("seed.yaml");

@@ -24,10 +24,12 @@ use crate::{dhcp, http, ra, tftp};
 /// workers have pools of their own). tokio's default is 512.
 const BLOCKING_THREADS: usize = 16;
 
-/// How often active nodes are checked for stalled installs: every 30 s, or a third of a
-/// shorter timeout so a node is failed within a third of its timeout after it ran out.
+/// How often active nodes are checked for stalled installs and for a written BIOS disk to
+/// boot: every 10 s (a powered-off node waits no longer for its first boot; a round with
+/// nothing to do is a few store reads), or a third of a shorter timeout so a node is failed
+/// within a third of its timeout after it ran out.
 fn stall_check(progress_timeout_secs: u64) -> Duration {
-    Duration::from_secs((progress_timeout_secs / 3).clamp(1, 30))
+    Duration::from_secs((progress_timeout_secs / 3).clamp(1, 10))
 }
 
 #[derive(Debug, Args)]
