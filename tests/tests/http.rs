@@ -1525,6 +1525,21 @@ fn an_unknown_machine_enlists_from_its_leased_address_and_is_adopted() {
         .find(|l| l.starts_with(stranger))
         .unwrap_or_else(|| panic!("{stranger} not listed:\n{table}"));
     assert!(row.contains("256 GiB"), "the inspection in the list: {row}");
+    // The API: every discovered MAC and address, and the enlisted inspection, behind the token.
+    let reply = get(&seed.url("/api/v1/discovered"));
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    let bearer = format!("Authorization: Bearer {API_TOKEN}");
+    let list = curl(&["-H", &bearer, &seed.url("/api/v1/discovered")]).json();
+    assert_eq!(list[0]["mac"], stranger, "{list}");
+    assert!(list[0]["inspected_at"].is_i64(), "{list}");
+    let one = curl(&[
+        "-H",
+        &bearer,
+        &seed.url(&format!("/api/v1/discovered/{stranger}")),
+    ])
+    .json();
+    assert_eq!(one["inspection"]["memory_bytes"], 256u64 << 30, "{one}");
+    assert_eq!(one["machine"]["address"], leased, "{one}");
 
     // Adopt: a taken name is refused, naming it, and the config is left as it was.
     let before = std::fs::read(&lab.config).unwrap();

@@ -233,7 +233,8 @@ pub struct SeedWire {
     /// Boot machines that are not in the config into seed's agent (`install.agent_image`),
     /// which inspects them and enlists them as discovered with their inventory, then powers
     /// them off; `seed adopt` makes one a node. Off by default: seed then boots nothing it
-    /// does not know. Needs a boot zone with a `discovery_pool`.
+    /// does not know (an unknown server in use that network-boots first would be powered off
+    /// once). Needs a boot zone with a `discovery_pool`.
     #[serde(default)]
     pub enlist: bool,
 }

@@ -28,6 +28,8 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/api/v1/nodes/{name}/events", get(events))
         .route("/api/v1/nodes/{name}/inspection", get(inspection))
         .route("/api/v1/nodes/{name}/provision", post(provision))
+        .route("/api/v1/discovered", get(discovered))
+        .route("/api/v1/discovered/{mac}", get(discovered_one))
         .route("/api/v1/images", get(images_list))
         .route("/metrics", get(metrics))
         .route("/", get(status_page))
@@ -130,6 +132,50 @@ async fn inspection(
         Ok(None) => (
             StatusCode::NOT_FOUND,
             format!("{}: seed's agent has not inspected it\n", printable(&asked)),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /api/v1/discovered` (API token: it is all MACs and addresses): the machines seed's DHCP
+/// saw that are no node, most recently seen first, with when the agent enlisted each.
+async fn discovered(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = unauthorized(&app, &headers) {
+        return refusal;
+    }
+    match decide(&app, |nodes| nodes.discovered()).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /api/v1/discovered/<mac>` (API token): one discovered machine and, once enlisted,
+/// what seed's agent found on it (`inspection`).
+async fn discovered_one(
+    State(app): State<Arc<App>>,
+    Path(mac): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = unauthorized(&app, &headers) {
+        return refusal;
+    }
+    let Ok(mac) = mac.parse::<crate::net::MacAddr>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("`{}` is not a MAC address\n", printable(&mac)),
+        )
+            .into_response();
+    };
+    match decide(&app, move |nodes| nodes.discovered_one(mac)).await {
+        Ok(Some((machine, inspection))) => Json(serde_json::json!({
+            "machine": machine,
+            "inspection": inspection,
+        }))
+        .into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            format!("{mac} is not among the discovered machines\n"),
         )
             .into_response(),
         Err(e) => e.into_response(),

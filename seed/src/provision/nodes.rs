@@ -982,6 +982,14 @@ impl Nodes {
         Ok(self.store().discovered()?)
     }
 
+    /// One discovered machine and, once enlisted, what seed's agent found on it.
+    pub fn discovered_one(
+        &self,
+        mac: MacAddr,
+    ) -> Result<Option<(crate::store::Discovered, Option<Inspection>)>, NodeError> {
+        Ok(self.store().discovered_one(mac)?)
+    }
+
     /// Every node in the store, with its newest event.
     pub fn list(&self) -> Result<Vec<NodeRecord>, NodeError> {
         Ok(self.store().nodes()?)
