@@ -121,13 +121,18 @@ pub const POWER_OFF_WAIT_MS: i64 = 600_000;
 
 /// Installed BIOS nodes whose agent powered them off: each is booted from its disk once
 /// through its BMC (the image's first boot makes no DHCP request). Returns a line per node.
-fn boot_disks(nodes: &Nodes, state_dir: &Path, now: i64) -> Result<Vec<String>, NodeError> {
+/// `controller` gives a node's power controller (`power::controller`; a fake in tests).
+fn boot_disks(
+    nodes: &Nodes,
+    now: i64,
+    controller: impl Fn(&crate::config::Node) -> Result<Box<dyn power::Power>, power::PowerError>,
+) -> Result<Vec<String>, NodeError> {
     let mut done = Vec::new();
     for (name, since) in nodes.awaiting_disk_boot()? {
         let Some(node) = nodes.config().node(&name).cloned() else {
             continue;
         };
-        let controller = power::controller(&node, state_dir);
+        let controller = controller(&node);
         let status = controller
             .as_ref()
             .map_err(power::PowerError::detail)
@@ -138,16 +143,28 @@ fn boot_disks(nodes: &Nodes, state_dir: &Path, now: i64) -> Result<Vec<String>, 
                 "still on {} s after its agent said installed; not booted from its disk by seed (it boots what its firmware picks)",
                 POWER_OFF_WAIT_MS / 1000
             ),
-            Ok(power::PowerState::Off) => {
-                let booted = controller.and_then(|c| {
-                    c.disk_boot_once()?;
-                    c.on()
-                });
-                match booted {
-                    Ok(_) => "off after its agent wrote the image: powered on from its disk (one-time boot override)".to_string(),
-                    Err(e) => format!("booting it from its disk failed: {}", e.detail()),
-                }
-            }
+            Ok(power::PowerState::Off) => match controller {
+                Ok(c) => match c.disk_boot_once() {
+                    Ok(()) => match c.on() {
+                        Ok(_) => "off after its agent wrote the image: powered on from its disk (one-time boot override)".to_string(),
+                        Err(e) => format!("powering it on failed: {}", e.detail()),
+                    },
+                    // A BMC that refuses the override: power on all the same; the node
+                    // network-boots and seed answers its local disk, as for a manual node.
+                    Err(refused) => match c.on() {
+                        Ok(_) => format!(
+                            "the boot override to its disk was refused ({}); powered on: it network-boots and seed answers its local disk",
+                            refused.detail()
+                        ),
+                        Err(e) => format!(
+                            "the boot override to its disk was refused ({}) and powering it on failed: {}",
+                            refused.detail(),
+                            e.detail()
+                        ),
+                    },
+                },
+                Err(e) => format!("no power control: {}", e.detail()),
+            },
             Err(why) => format!("its power state is unknown: {why}; not booted from its disk"),
         };
         // The event ends the wait: seed does this once per install.
@@ -163,7 +180,7 @@ fn boot_disks(nodes: &Nodes, state_dir: &Path, now: i64) -> Result<Vec<String>, 
 pub fn run(nodes: &Nodes, state_dir: &Path) -> Result<Vec<String>, NodeError> {
     let lifecycle = nodes.config().seed.lifecycle;
     let now = now_ms();
-    let mut done = boot_disks(nodes, state_dir, now)?;
+    let mut done = boot_disks(nodes, now, |node| power::controller(node, state_dir))?;
     for w in nodes.watched()? {
         let Some((action, missed, bound)) = decide(&w, &lifecycle, now) else {
             continue;

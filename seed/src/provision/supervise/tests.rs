@@ -110,3 +110,109 @@ fn an_unknown_mac_asking_right_after_a_start_is_named() {
     assert!(text.starts_with("; 10000 unknown MACs asked DHCP after its start, among them 02:00:00:00:00:00 1 s after, "), "{text}");
     assert!(text.len() < 300, "{text}");
 }
+
+/// A controller for the disk boot: its power state, whether the BMC refuses the override,
+/// and what it was asked.
+struct DiskBootFake {
+    state: crate::power::PowerState,
+    refuses: bool,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl crate::power::Power for DiskBootFake {
+    fn status(&self) -> Result<crate::power::PowerState, crate::power::PowerError> {
+        Ok(self.state)
+    }
+    fn on(&self) -> Result<crate::power::Outcome, crate::power::PowerError> {
+        self.calls.lock().unwrap().push("on");
+        Ok(crate::power::Outcome::Done)
+    }
+    fn off(&self) -> Result<crate::power::Outcome, crate::power::PowerError> {
+        unreachable!("the disk boot never switches a node off")
+    }
+    fn shutdown(&self) -> Result<crate::power::Outcome, crate::power::PowerError> {
+        unreachable!("the disk boot never shuts a node down")
+    }
+    fn cycle(&self) -> Result<(), crate::power::PowerError> {
+        unreachable!("the disk boot never resets a node")
+    }
+    fn disk_boot_once(&self) -> Result<(), crate::power::PowerError> {
+        self.calls.lock().unwrap().push("disk boot once");
+        if self.refuses {
+            // iDRAC's answer to a target it does not allow.
+            return Err(crate::power::PowerError::Failed {
+                node: "cmp1".into(),
+                action: "boot override",
+                why: "400: PropertyValueNotInList".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// After its agent said installed (and powers off), a node is booted from its disk once it is
+/// off; a BMC that refuses the override still gets it powered on (seed then answers the
+/// network boot with its local disk); one that stays on is left after the wait, said once.
+#[test]
+fn an_installed_node_that_powered_off_is_booted_from_its_disk_once() {
+    use crate::lifecycle::NodeState;
+    use crate::power::PowerState;
+    use crate::provision::AWAITING_DISK_BOOT;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = crate::provision::start::tests::nodes(dir.path());
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let fake = |state, refuses| {
+        let calls = std::sync::Arc::clone(&calls);
+        move |_: &crate::config::Node| -> Result<Box<dyn crate::power::Power>, crate::power::PowerError> {
+            Ok(Box::new(DiskBootFake {
+                state,
+                refuses,
+                calls: std::sync::Arc::clone(&calls),
+            }))
+        }
+    };
+    let installed = |name: &str| {
+        nodes.provision(name, "test", false).unwrap();
+        let mut store = nodes.store();
+        for to in [NodeState::Installing, NodeState::Installed] {
+            store
+                .transition(name, to, "installer", "test", false)
+                .unwrap();
+        }
+        store
+            .record_event(Some(name), AWAITING_DISK_BOOT, "seed", "test")
+            .unwrap();
+    };
+    installed("cmp1");
+    let now = crate::store::now_ms();
+    // Still on (the agent is shutting down): nothing yet.
+    assert!(
+        boot_disks(&nodes, now, fake(PowerState::On, false))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(calls.lock().unwrap().is_empty());
+    // Off, and the BMC refuses the override: powered on all the same.
+    let done = boot_disks(&nodes, now, fake(PowerState::Off, true)).unwrap();
+    assert_eq!(*calls.lock().unwrap(), ["disk boot once", "on"]);
+    assert!(
+        done[0].contains("refused (boot override: 400: PropertyValueNotInList); powered on"),
+        "{done:?}"
+    );
+    // Once: the event ended the wait.
+    assert!(
+        boot_disks(&nodes, now, fake(PowerState::Off, false))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(calls.lock().unwrap().len(), 2);
+
+    // A node that never powers off is left after the wait, and said so.
+    installed("cmp2");
+    calls.lock().unwrap().clear();
+    let later = crate::store::now_ms() + POWER_OFF_WAIT_MS;
+    let done = boot_disks(&nodes, later, fake(PowerState::On, false)).unwrap();
+    assert!(done[0].starts_with("cmp2: still on 600 s"), "{done:?}");
+    assert!(calls.lock().unwrap().is_empty());
+    assert!(nodes.awaiting_disk_boot().unwrap().is_empty());
+}
