@@ -927,11 +927,13 @@ fn a_routed_rack_installs_through_a_dhcp_relay_into_its_own_zone() {
         loop {
             let out = lab.seed().arg("status").output().expect("seed status");
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            // Columns, not the line's end: the table grows (ENLISTED came after RELAY).
             if text.lines().any(|l| {
-                l.starts_with("02:00:00:00:20:99")
-                    && l.contains("10.10.20.100")
-                    && l.contains("rack2")
-                    && l.trim_end().ends_with("10.10.20.1")
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.first() == Some(&"02:00:00:00:20:99")
+                    && cols.contains(&"10.10.20.100")
+                    && cols.contains(&"rack2")
+                    && cols.contains(&"10.10.20.1")
             }) {
                 break;
             }
