@@ -77,7 +77,8 @@ impl Hardware {
 }
 
 /// The MAC of each port (bond member or plain NIC) of `node`'s links that seed knows: from
-/// `nics:` in the config, else the recorded NIC whose BMC Id the role's `ports:` names.
+/// `nics:` in the config, else the recorded NIC whose BMC Id the role's `ports:` names, else,
+/// for a plain boot link, the node's one boot MAC.
 pub fn port_macs(config: &Config, node: &Node, hw: Option<&Hardware>) -> BTreeMap<String, MacAddr> {
     let mut macs = BTreeMap::new();
     let Some(role) = config.role(&node.role) else {
@@ -90,6 +91,24 @@ pub fn port_macs(config: &Config, node: &Node, hw: Option<&Hardware>) -> BTreeMa
         };
         if let Some(mac) = node.nics.get(&port).copied().or_else(recorded) {
             macs.insert(port, mac);
+        }
+    }
+    // A plain boot link is the NIC that network-booted: with one boot MAC, that is its MAC (as
+    // MAAS knows a machine's boot interface by its PXE MAC), so the installed netplan finds it
+    // whatever Ubuntu calls it (`eno8303`, `enp65s0f0np0`) instead of by a guessed name. Only
+    // a gap is filled: a bond's members cannot be told apart by it, and a MAC the operator or
+    // the BMC gave a port stands.
+    if let [boot] = node.macs[..] {
+        let plain = config
+            .links
+            .iter()
+            .any(|l| l.name == role.boot_link && l.bond.is_none());
+        if plain
+            && role.links.contains(&role.boot_link)
+            && !macs.contains_key(&role.boot_link)
+            && !macs.values().any(|m| *m == boot)
+        {
+            macs.insert(role.boot_link.clone(), boot);
         }
     }
     macs

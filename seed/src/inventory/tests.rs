@@ -217,3 +217,72 @@ fn a_bare_nodes_documents_use_the_recorded_macs_and_the_leased_port_first() {
         .unwrap();
     assert!(!bare.netplan.contains("macaddress"), "{}", bare.netplan);
 }
+
+/// A rack whose provisioning network is a plain onboard port beside a bond: the common OSISM
+/// layout (a 1G LOM for PXE, two 25G ports bonded for the rest). Ubuntu 24.04 names such a LOM
+/// `eno8303` on a Dell R650 (its SMBIOS onboard index), which no operator guesses right.
+const PLAIN_BOOT: &str = r#"
+seed: { interface: eth0, address: 10.1.10.5 }
+links:
+  - name: eno8303
+  - name: bond0
+    bond: { members: [ens1f0np0, ens1f1np1], mode: 802.3ad }
+zones:
+  - { name: mgmt, vlan: 10, subnet: 10.1.10.0/24, link: eno8303, native: true, provisioning: true, roles: [compute] }
+  - { name: data, vlan: 40, subnet: 10.1.40.0/24, link: bond0, roles: [compute] }
+roles:
+  - name: compute
+    links: [eno8303, bond0]
+    disk: { model: "DELLBOSS VD" }
+nodes:
+  - name: one
+    role: compute
+    bmc: { address: 10.1.0.21, driver: manual }
+    macs: ["b0:7b:25:00:00:21"]
+  - name: two
+    role: compute
+    bmc: { address: 10.1.0.22, driver: manual }
+    macs: ["b0:7b:25:00:00:22", "b0:7b:25:00:01:22"]
+  - name: given
+    role: compute
+    bmc: { address: 10.1.0.23, driver: manual }
+    macs: ["b0:7b:25:00:00:23"]
+    nics: { eno8303: "b0:7b:25:00:09:23" }
+  - name: member
+    role: compute
+    bmc: { address: 10.1.0.24, driver: manual }
+    macs: ["b0:7b:25:00:00:24"]
+    nics: { ens1f0np0: "b0:7b:25:00:00:24" }
+install:
+  user: { name: dragon, ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPwDi8WXTYb7l5d5XCX4g2I0N8m0HjR5cHgfJsbBJ1pz lab"] }
+"#;
+
+#[test]
+fn a_plain_boot_link_is_found_by_the_one_mac_that_boots() {
+    let config = crate::config::parse(PLAIN_BOOT, Path::new("plain.yaml")).unwrap();
+    let ports = |n: &str| port_macs(&config, config.node(n).unwrap(), None);
+    assert_eq!(ports("one")["eno8303"], mac("b0:7b:25:00:00:21"));
+    assert_eq!(ports("one").len(), 1, "a bond member is no boot link");
+    // Two boot MACs: either may be the LOM.
+    assert!(ports("two").is_empty());
+    // The operator's MAC for the port stands.
+    assert_eq!(ports("given")["eno8303"], mac("b0:7b:25:00:09:23"));
+    // The boot MAC is a bond member's by the operator's word: not the LOM's too.
+    assert!(!ports("member").contains_key("eno8303"));
+    // The netplan matches the LOM by MAC and names it as the config does, and `seed check`
+    // does not warn about it.
+    let installer = crate::install::Installer::new(std::sync::Arc::new(config.clone())).unwrap();
+    let docs = installer
+        .documents("one", &crate::install::Instance::new("t", "i"))
+        .unwrap();
+    assert!(
+        docs.netplan.contains(
+            "\"eno8303\":\n      match: {\"macaddress\":\"b0:7b:25:00:00:21\"}\n      set-name: \"eno8303\""
+        ),
+        "{}",
+        docs.netplan
+    );
+    let warned = crate::install::ports_without_mac(&config, config.node("one").unwrap(), None);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].0, "bond0", "{warned:?}");
+}
