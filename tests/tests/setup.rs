@@ -85,3 +85,90 @@ fn ci_and_fresh_root_run_the_commands_the_readme_shows() {
         );
     }
 }
+
+/// A host whose installed systemd is newer than any of its apt sources offer: this machine kind
+/// carries systemd 254 from bookworm-backports without a backports line, and a plain
+/// `apt-get download systemd` then asks for a version no source has. The set-up's downloads
+/// must take what the archive has. The host is simulated with a dpkg status of our own (apt's
+/// `Dir::State::status`, through APT_CONFIG, as apt.conf(5) reads it before everything else),
+/// so nothing on this machine changes.
+#[test]
+fn the_set_up_downloads_what_the_archive_has_not_what_the_host_has_installed() {
+    let work = tempfile::tempdir_in(repo_root().join("target")).unwrap();
+    // Versions from a real bookworm machine of this kind (`dpkg-query -W systemd`), which no
+    // bookworm, bookworm-updates or bookworm-security source has.
+    let newer = "254.26-1~bpo12+1";
+    let status: String = [
+        "systemd",
+        "libsystemd-shared",
+        "libsystemd0",
+        "udev",
+        "libudev1",
+    ]
+    .iter()
+    .map(|package| {
+        format!(
+            "Package: {package}\nStatus: install ok installed\nPriority: important\n\
+                 Section: admin\nInstalled-Size: 1\nMaintainer: seed tests <root@localhost>\n\
+                 Architecture: amd64\nVersion: {newer}\nDescription: installed from backports\n\n"
+        )
+    })
+    .collect();
+    let status_file = work.path().join("status");
+    std::fs::write(&status_file, status).unwrap();
+    let apt_config = work.path().join("apt.conf");
+    std::fs::write(
+        &apt_config,
+        format!("Dir::State::status \"{}\";\n", status_file.display()),
+    )
+    .unwrap();
+    // apt-get download drops to _apt: let it write and reach the directories.
+    let chmod = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    };
+    chmod(work.path());
+
+    // The simulated host reproduces the failure: apt's candidate is the installed version.
+    let plain = work.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    chmod(&plain);
+    let out = std::process::Command::new("apt-get")
+        .args(["download", "-qq", "systemd"])
+        .current_dir(&plain)
+        .env("APT_CONFIG", &apt_config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(newer),
+        "a plain apt-get download on the simulated host should ask for {newer} and fail \
+         (run `apt-get update` if apt knows no systemd): {stderr}"
+    );
+
+    // The set-up's builds take the archive's versions on that host: the installer (busybox and
+    // the cloud kernel) and the first-boot machine (systemd, udev and their libraries).
+    for (script, out_dir) in [
+        ("tests/installer/build", "installer"),
+        ("tests/firstboot/build", "firstboot"),
+    ] {
+        let out_dir = work.path().join(out_dir);
+        let out = std::process::Command::new(repo_root().join(script))
+            .arg(&out_dir)
+            .env("APT_CONFIG", &apt_config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script} on a host with systemd {newer} installed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for file in ["vmlinuz", "initrd.gz"] {
+            assert!(
+                out_dir.join(file).metadata().unwrap().len() > 0,
+                "{script} wrote no {file}"
+            );
+        }
+    }
+}
