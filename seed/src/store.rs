@@ -19,6 +19,16 @@ use crate::inventory::Hardware;
 use crate::lifecycle::NodeState;
 use crate::net::MacAddr;
 
+mod access;
+mod backup;
+mod lock;
+
+#[cfg(test)]
+mod upgrade_tests;
+
+pub use backup::{Summary as BackupSummary, restore};
+pub use lock::{LOCK_FILE, ServeLock};
+
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "seed.db";
 
@@ -100,6 +110,51 @@ pub enum StoreError {
     #[error("cannot create state directory {}: {source}", path.display())]
     StateDir {
         /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// This process may not use the state directory or database: names the user, the path,
+    /// what it needed and who owns it.
+    #[error(
+        "permission denied: user {user} cannot {need} {}{}; run seed as the user that owns the state (the packaged service's is `seed`: `sudo -u seed seed …`) or as root",
+        path.display(),
+        owner.as_ref().map(|(u, g, mode)| format!(" (owner {u}:{g}, mode {mode:04o})")).unwrap_or_default()
+    )]
+    Denied {
+        /// The file or directory.
+        path: PathBuf,
+        /// Who this process runs as.
+        user: String,
+        /// What it needed to do.
+        need: &'static str,
+        /// Owner, group and mode of `path`, where they can be read.
+        owner: Option<(String, String, u32)>,
+    },
+    /// Another `seed serve` holds the state directory ([`ServeLock`]).
+    #[error(
+        "state directory {} is in use by another seed serve ({}): one store, one server. Stop that one first (systemctl stop seed), or give this one another --state-dir",
+        dir.display(),
+        holder.map(|pid| format!("pid {pid}")).unwrap_or_else(|| "pid unknown".into())
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The process id the holder wrote into the lock file.
+        holder: Option<u32>,
+    },
+    /// A file of the store (a backup, a restore) could not be written or renamed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The lock file could not be opened or written.
+    #[error("cannot use lock file {}: {source}", path.display())]
+    Lock {
+        /// The lock file.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
@@ -341,10 +396,7 @@ pub struct Store {
 impl Store {
     /// Open (creating if needed) the store in `state_dir` and bring its schema up to date.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
+        access::create_dir(state_dir)?;
         Self::open_file(&state_dir.join(DB_FILE))
     }
 
@@ -353,7 +405,8 @@ impl Store {
     /// was only named to them.
     pub fn open_existing(state_dir: &Path) -> Result<Option<Self>, StoreError> {
         let path = state_dir.join(DB_FILE);
-        if !path.exists() {
+        // A file this user cannot reach is "permission denied", never "does not exist".
+        if !access::existing(&path)? {
             return Ok(None);
         }
         Self::open_file(&path).map(Some)
@@ -365,6 +418,9 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        if !access::existing(path)? {
+            access::creatable(path)?;
+        }
         refuse_empty(path)?;
         let conn = Connection::open(path).map_err(open_err)?;
         // WAL: readers do not block the writer. FULL: a commit is durable when it returns, which

@@ -2,6 +2,7 @@
 
 mod adopt;
 mod agent;
+mod backup;
 mod check;
 mod follow;
 mod global;
@@ -76,6 +77,12 @@ enum Command {
     Lab(lab::LabCommand),
     /// Show every node and its lifecycle state.
     Status(status::StatusArgs),
+    /// Write a consistent copy of the state database to FILE (SQLite's online backup: safe
+    /// while `seed serve` runs).
+    Backup(backup::BackupArgs),
+    /// Replace the state database with a backup (`seed serve` must be stopped; the replaced
+    /// store is kept as seed.db.before-restore).
+    Restore(backup::RestoreArgs),
     /// Make a discovered (or enlisted) machine a node: add it to the config file by its MAC,
     /// with a name, a role and its BMC; its enlisted inspection becomes the node's.
     Adopt(adopt::AdoptArgs),
@@ -132,6 +139,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Registry(cmd) => registry::run(&global, cmd),
         Command::Serve(args) => serve::run(&global, args),
         Command::Status(args) => status::run(&global, args),
+        Command::Backup(args) => backup::backup(&global, args),
+        Command::Restore(args) => backup::restore(&global, args),
         Command::Adopt(args) => adopt::run(&global, args),
         Command::Agent(cmd) => agent::run(cmd),
         Command::Lab(cmd) => lab::run(&global, cmd),

@@ -17,7 +17,7 @@ use super::global::Global;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::provision::{Nodes, Provisioner};
-use crate::store::Store;
+use crate::store::{ServeLock, Store};
 use crate::{dhcp, http, ra, tftp};
 
 /// Threads for blocking work of the main runtime (SQLite of the stalled-install check; the HTTP
@@ -68,6 +68,8 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let open_files = raise_open_files();
     let config = Arc::new(global.load_config()?);
     let state_dir = global.state_dir(Some(&config));
+    // One store, one server: held until this function returns (the process ends).
+    let _lock = ServeLock::acquire(&state_dir)?;
     let mut store = Store::open(&state_dir)
         .with_context(|| format!("cannot open state in {}", state_dir.display()))?;
 

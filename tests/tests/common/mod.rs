@@ -74,6 +74,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("qemu-img", "qemu-utils"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("rdisc6", "ndisc6"),
+    ("setpriv", "util-linux"),
     ("sfdisk", "fdisk"),
     ("sgdisk", "gdisk"),
     ("sha256sum", "coreutils"),
