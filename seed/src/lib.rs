@@ -34,6 +34,8 @@ pub mod provision;
 pub mod ra;
 pub mod redfish;
 pub mod registry;
+pub mod sd_notify;
+pub mod statedir;
 pub mod store;
 pub mod tftp;
 pub mod tree;

@@ -412,8 +412,33 @@ impl Store {
         Self::open_file(&path).map(Some)
     }
 
+    /// The store in `state_dir` as it is, without bringing its schema up to date (none when
+    /// there is none): for `seed backup`, which must copy an older seed's store without
+    /// migrating it under the server that still runs on it (a package upgrade backs up before
+    /// it restarts the service). A store newer than this binary is refused as usual.
+    pub fn open_existing_unmigrated(state_dir: &Path) -> Result<Option<Self>, StoreError> {
+        let path = state_dir.join(DB_FILE);
+        if !access::existing(&path)? {
+            return Ok(None);
+        }
+        let store = Self::open_file_with(&path, false)?;
+        let found = store.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(Some(store))
+    }
+
     /// Open (creating if needed) the database file at `path` and bring its schema up to date.
     pub fn open_file(path: &Path) -> Result<Self, StoreError> {
+        Self::open_file_with(path, true)
+    }
+
+    fn open_file_with(path: &Path, migrate: bool) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -437,7 +462,9 @@ impl Store {
             conn,
             path: path.to_path_buf(),
         };
-        store.migrate()?;
+        if migrate {
+            store.migrate()?;
+        }
         Ok(store)
     }
 

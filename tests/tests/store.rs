@@ -246,3 +246,59 @@ fn a_backup_taken_during_1000_lease_commits_restores_to_a_consistent_store() {
         assert_eq!(macs, prefix, "backup {i}: not the first {n} leases");
     }
 }
+
+/// The packaged service owns its state directory; an operator imports as root. What root's
+/// commands create there is handed to the directory's owner, so the service can write beside
+/// it; nothing outside is touched.
+#[test]
+fn what_root_creates_in_the_services_state_directory_becomes_the_services() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        common::skipped(
+            "hand-over of root's files",
+            "needs root (chown); CI runs as root",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // nobody stands in for the package's `seed` user.
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let kernel = dir.path().join("vmlinuz");
+    let initrd = dir.path().join("initrd.gz");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    std::fs::write(&initrd, b"initrd").unwrap();
+    let out = seed()
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["images", "add", "lab"])
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut seen = 0;
+    let mut pending = vec![state.clone()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (65534, 65534),
+                "{} is not the state directory owner's",
+                path.display()
+            );
+            seen += 1;
+            if meta.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    assert!(seen >= 4, "the image, its files and the store: {seen}");
+    // The operator's own files stay theirs.
+    assert_eq!(std::fs::metadata(&kernel).unwrap().uid(), 0);
+}

@@ -25,7 +25,8 @@ pub struct RestoreArgs {
 pub fn backup(global: &Global, args: BackupArgs) -> anyhow::Result<ExitCode> {
     let config = global.optional_config()?;
     let state_dir = global.state_dir(config.as_ref());
-    let store = Store::open_existing(&state_dir)
+    // As it is: an older server may still run on it (a package upgrade backs up first).
+    let store = Store::open_existing_unmigrated(&state_dir)
         .with_context(|| format!("cannot read state in {}", state_dir.display()))?
         .with_context(|| {
             format!(

@@ -113,7 +113,17 @@ where
 {
     let cli = Cli::parse_from(args);
     init_logging(cli.global.verbose, cli.global.color.enabled());
-    match dispatch(cli) {
+    let global = cli.global;
+    // The server runs as the state's owner already; the lab and the agent keep their own.
+    let hand_over = !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Lab(_) | Command::Agent(_)
+    );
+    let result = dispatch(&global, cli.command);
+    if hand_over {
+        hand_over_state(&global);
+    }
+    match result {
         Ok(code) => code,
         Err(err) => {
             // Each cause once: a message that already quotes its cause (`cannot read config X:
@@ -124,27 +134,49 @@ where
     }
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let global = cli.global;
-    if !matches!(cli.command, Command::Serve(_) | Command::Lab(_)) {
+/// After a command run as root: what it created in a state directory that belongs to the
+/// service's user goes to that user ([`crate::statedir`]), also when the command failed
+/// half-way.
+fn hand_over_state(global: &Global) {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let config = global.optional_config().ok().flatten();
+    let dir = global.state_dir(config.as_ref());
+    if let Some(owner) = crate::statedir::service_owner(&dir)
+        && let Err(e) = crate::statedir::hand_over(&dir, owner)
+    {
+        eprintln!(
+            "warning: cannot give what this command created in {} to its owner (uid {}): {e}; `chown -R {}:{} {}` does",
+            dir.display(),
+            owner.0,
+            owner.0,
+            owner.1,
+            dir.display()
+        );
+    }
+}
+
+fn dispatch(global: &Global, command: Command) -> anyhow::Result<ExitCode> {
+    if !matches!(command, Command::Serve(_) | Command::Lab(_)) {
         quiet_on_broken_pipe();
     }
-    match cli.command {
-        Command::Check(args) => check::run(&global, args),
-        Command::Render(args) => render::run(&global, args),
-        Command::Provision(args) => provision::run(&global, args),
-        Command::Preflight(args) => preflight::run(&global, args),
-        Command::Inventory(args) => inventory::run(&global, args),
-        Command::Images(cmd) => images::run(&global, cmd),
-        Command::Registry(cmd) => registry::run(&global, cmd),
-        Command::Serve(args) => serve::run(&global, args),
-        Command::Status(args) => status::run(&global, args),
-        Command::Backup(args) => backup::backup(&global, args),
-        Command::Restore(args) => backup::restore(&global, args),
-        Command::Adopt(args) => adopt::run(&global, args),
+    match command {
+        Command::Check(args) => check::run(global, args),
+        Command::Render(args) => render::run(global, args),
+        Command::Provision(args) => provision::run(global, args),
+        Command::Preflight(args) => preflight::run(global, args),
+        Command::Inventory(args) => inventory::run(global, args),
+        Command::Images(cmd) => images::run(global, cmd),
+        Command::Registry(cmd) => registry::run(global, cmd),
+        Command::Serve(args) => serve::run(global, args),
+        Command::Status(args) => status::run(global, args),
+        Command::Backup(args) => backup::backup(global, args),
+        Command::Restore(args) => backup::restore(global, args),
+        Command::Adopt(args) => adopt::run(global, args),
         Command::Agent(cmd) => agent::run(cmd),
-        Command::Lab(cmd) => lab::run(&global, cmd),
-        Command::Power(cmd) => power::run(&global, cmd),
+        Command::Lab(cmd) => lab::run(global, cmd),
+        Command::Power(cmd) => power::run(global, cmd),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

@@ -17,6 +17,7 @@ use super::global::Global;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::provision::{Nodes, Provisioner};
+use crate::sd_notify::{self, Notifier};
 use crate::store::{ServeLock, Store};
 use crate::{dhcp, http, ra, tftp};
 
@@ -160,6 +161,8 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         "seed ready; waiting for SIGINT or SIGTERM"
     );
 
+    // systemd's Type=notify (the packaged unit); nothing without NOTIFY_SOCKET.
+    let notifier = Notifier::from_env().map(Arc::new);
     let signal = runtime.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -261,8 +264,18 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             Arc::clone(&nodes),
             global.config_path(),
             hangup,
+            notifier.clone(),
             stopped(stop_rx.clone()),
         ));
+        let watchdog_task = match (&notifier, sd_notify::watchdog_interval()) {
+            (Some(notifier), Some(every)) => Some(tokio::spawn(feed_watchdog(
+                Arc::clone(&nodes),
+                Arc::clone(notifier),
+                every,
+                stopped(stop_rx.clone()),
+            ))),
+            _ => None,
+        };
         let inventory_task = tokio::spawn(follow_inventory(
             Arc::clone(&nodes),
             stopped(stop_rx.clone()),
@@ -273,11 +286,26 @@ pub fn run(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
             every,
             stopped(stop_rx.clone()),
         ));
+        // Every socket is bound and every server runs: `systemctl start seed` returns now.
+        sd_notify::notify(
+            notifier.as_deref(),
+            &format!(
+                "READY=1\nSTATUS=serving {} nodes (HTTP {http_addr})",
+                config.nodes.len()
+            ),
+        );
         let signal = shutdown.wait().await;
         tracing::info!(signal, "shutting down");
+        sd_notify::notify(
+            notifier.as_deref(),
+            &format!("STOPPING=1\nSTATUS=stopping ({signal})"),
+        );
         let _ = stop_tx.send(true);
         let _ = stall_task.await;
         let _ = inventory_task.await;
+        if let Some(task) = watchdog_task {
+            let _ = task.await;
+        }
         let _ = reload_task.await;
         http_task
             .await
@@ -317,6 +345,7 @@ async fn follow_reloads(
     nodes: Arc<Nodes>,
     path: std::path::PathBuf,
     mut hangup: tokio::signal::unix::Signal,
+    notifier: Option<Arc<Notifier>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -325,6 +354,11 @@ async fn follow_reloads(
             _ = &mut shutdown => return,
             _ = hangup.recv() => {}
         }
+        // `systemctl reload` shows the unit reloading until READY=1 below.
+        sd_notify::notify(
+            notifier.as_deref(),
+            "RELOADING=1\nSTATUS=reloading the config",
+        );
         let nodes = Arc::clone(&nodes);
         let file = path.clone();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -336,15 +370,52 @@ async fn follow_reloads(
             result
         })
         .await;
-        match outcome {
+        let status = match outcome {
             Ok(Ok(summary)) => {
-                tracing::info!(config = %path.display(), %summary, "config reloaded")
+                tracing::info!(config = %path.display(), %summary, "config reloaded");
+                format!("serving; config reloaded: {summary}")
             }
-            Ok(Err(why)) => tracing::error!(
-                config = %path.display(),
-                "config reload refused; the running config keeps serving: {why}"
-            ),
-            Err(e) => tracing::error!(error = %e, "config reload panicked"),
+            Ok(Err(why)) => {
+                tracing::error!(
+                    config = %path.display(),
+                    "config reload refused; the running config keeps serving: {why}"
+                );
+                "serving; the last reload was refused (see the log)".to_string()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload panicked");
+                "serving; the last reload failed (see the log)".to_string()
+            }
+        };
+        // One line: STATUS= ends at the newline.
+        let status = status.replace('\n', " ");
+        sd_notify::notify(notifier.as_deref(), &format!("READY=1\nSTATUS={status}"));
+    }
+}
+
+/// `WATCHDOG=1` every `every` while the store answers, until `shutdown`. A runtime too busy
+/// to run this task, or a store that does not answer, misses the manager's deadline, and
+/// `Restart=on-failure` starts seed again.
+async fn feed_watchdog(
+    nodes: Arc<Nodes>,
+    notifier: Arc<Notifier>,
+    every: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let nodes = Arc::clone(&nodes);
+        match tokio::task::spawn_blocking(move || nodes.store_answers()).await {
+            Ok(Ok(())) => notifier.send("WATCHDOG=1"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the store does not answer; not feeding the watchdog")
+            }
+            Err(e) => tracing::error!(error = %e, "store check panicked; not feeding the watchdog"),
         }
     }
 }

@@ -814,6 +814,14 @@ impl Nodes {
         Ok(done.then_some(previous))
     }
 
+    /// Whether the store answers: its lock can be taken and a query runs. The service
+    /// watchdog is fed only while this holds, so a wedged store (a lock never released, a
+    /// disk that stopped answering) gets seed restarted instead of silently answering nothing.
+    pub fn store_answers(&self) -> Result<(), NodeError> {
+        self.store().schema_version()?;
+        Ok(())
+    }
+
     /// Hands the provisioner the MACs `seed inventory` recorded, when they changed since the
     /// last call (the first call always): `Some(recognised MACs)` when taken, `None` when
     /// nothing changed. `seed serve` calls it at start and every few seconds, so an inventory

@@ -241,3 +241,33 @@ fn released_migrations_never_change() {
         &hashes[RELEASED.len()..]
     );
 }
+
+/// A package upgrade backs up the store with the new binary while the old server still runs:
+/// the backup must leave the store at its schema (and the copy is that schema too), and a
+/// restore of it brings it up to date.
+#[test]
+fn a_backup_leaves_an_older_store_as_it_is_and_its_restore_upgrades_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    written_by(4, &state.join(DB_FILE));
+    let store = Store::open_existing_unmigrated(&state).unwrap().unwrap();
+    let copy = dir.path().join("copy.db");
+    let summary = store.backup(&copy).unwrap();
+    assert_eq!(
+        (summary.schema_version, summary.nodes, summary.leases),
+        (4, 3, 2)
+    );
+    assert_eq!(
+        store.schema_version().unwrap(),
+        4,
+        "the store was migrated by its backup"
+    );
+    drop(store);
+    let restored = dir.path().join("restored");
+    let summary = restore(&restored, &copy).unwrap();
+    assert_eq!(summary.schema_version, 4, "what the backup held");
+    let store = Store::open_existing(&restored).unwrap().unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.leases().unwrap().len(), 2);
+}
