@@ -196,6 +196,8 @@ pub struct Options {
     pub accel: Option<Accel>,
     /// `qemu-system-x86_64`.
     pub qemu: PathBuf,
+    /// Whether to run `seed serve` in the namespace (else a seed run elsewhere serves it).
+    pub serve: bool,
 }
 
 /// One machine of the lab.
@@ -289,7 +291,9 @@ impl Lab {
             ip(&["-n", ns, "link", "set", &tap, "master", bridge])?;
             ip(&["-n", ns, "link", "set", &tap, "up"])?;
         }
-        lab.start_seed(opts)?;
+        if opts.serve {
+            lab.start_seed(opts)?;
+        }
         for (i, node) in machines.iter().enumerate() {
             let machine = lab.start_machine(node, &format!("tap{i}"), opts)?;
             lab.machines.push(machine);

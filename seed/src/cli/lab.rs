@@ -46,6 +46,10 @@ pub struct LabArgs {
     /// The QEMU binary.
     #[arg(long, default_value = "qemu-system-x86_64")]
     qemu: PathBuf,
+    /// Bring up the namespace, its bridge and the machines, but no `seed serve`: a seed run
+    /// elsewhere serves them (the packaged service in a container that joins the namespace).
+    #[arg(long)]
+    no_serve: bool,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +94,11 @@ pub fn run(global: &Global, cmd: LabCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Run(args) => {
+            if args.lab.no_serve {
+                bail!(
+                    "seed lab run follows the nodes through its own seed serve: --no-serve is for `seed lab up`"
+                );
+            }
             catch_signals()?;
             let lab = up(global, &config, &state_dir, &args.lab)?;
             let ok = follow(&lab, &config, &state_dir, Duration::from_secs(args.timeout));
@@ -122,6 +131,7 @@ fn up(global: &Global, config: &Config, state_dir: &Path, args: &LabArgs) -> any
         seed_bin: std::env::current_exe().context("cannot find the seed binary")?,
         accel,
         qemu: args.qemu.clone(),
+        serve: !args.no_serve,
     };
     let lab = Lab::up(config, &opts)?;
     let zone = config.provisioning_zone();
