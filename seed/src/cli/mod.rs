@@ -221,6 +221,44 @@ fn init_logging(verbose: u8, color: bool) {
         .try_init();
 }
 
+/// The command reference (`docs/CLI.md`) as Markdown: every command's `--help`, as clap
+/// renders it from the definitions above, so it cannot drift from them. 100 columns and no
+/// environment values, whatever the terminal and environment of the one who writes it.
+pub fn reference() -> String {
+    use clap::CommandFactory;
+    fn walk(cmd: &mut clap::Command, path: &str, out: &mut String) {
+        let name = if path.is_empty() {
+            cmd.get_name().to_string()
+        } else {
+            format!("{path} {}", cmd.get_name())
+        };
+        let mut this = cmd
+            .clone()
+            .term_width(100)
+            .mut_args(|a| a.hide_env_values(true));
+        out.push_str(&format!(
+            "\n## `{name}`\n\n```text\n{}```\n",
+            this.render_long_help()
+        ));
+        for sub in cmd.get_subcommands_mut() {
+            if sub.get_name() != "help" {
+                walk(sub, &name, out);
+            }
+        }
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut out = String::from(
+        "# Command reference\n\n\
+         Every `seed` command's `--help`, written from the code (`seed/src/cli/`) by \
+         `SEED_UPDATE_DOCS=1 cargo test -p seed-tests --test docs`; that test fails when this \
+         page and the code differ. Global options (`--config`, `--state-dir`, `-v`, `--color`) \
+         work with every command.\n",
+    );
+    walk(&mut cmd, "", &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -14,33 +14,63 @@ use serde_saphyr::granit_parser::{Event, Parser, ScanError, Span};
 use super::problem::Problem;
 use super::wire;
 
-/// The wire struct at each place a mapping can stand: `[]` is "every item of the list".
+/// Field names of a wire struct, as serde's derive declares them.
+type FieldList = fn() -> &'static [&'static str];
+
+/// Every place a mapping can stand (`[]` is "every item of the list"), the wire struct there
+/// and its fields. The config reference (`docs/CONFIG.md`) is written from the same table.
+pub(crate) const PLACES: &[(&str, &str, FieldList)] = &[
+    ("", "ConfigFile", fields::<wire::ConfigFile>),
+    ("seed", "SeedWire", fields::<wire::SeedWire>),
+    ("seed.ports", "PortsWire", fields::<wire::PortsWire>),
+    ("seed.dhcp", "DhcpWire", fields::<wire::DhcpWire>),
+    (
+        "seed.lifecycle",
+        "LifecycleWire",
+        fields::<wire::LifecycleWire>,
+    ),
+    ("links[]", "LinkWire", fields::<wire::LinkWire>),
+    ("links[].bond", "BondWire", fields::<wire::BondWire>),
+    ("zones[]", "ZoneWire", fields::<wire::ZoneWire>),
+    (
+        "zones[].discovery_pool",
+        "PoolWire",
+        fields::<wire::PoolWire>,
+    ),
+    ("roles[]", "RoleWire", fields::<wire::RoleWire>),
+    ("roles[].disk", "DiskWire", fields::<wire::DiskWire>),
+    ("nodes[]", "NodeWire", fields::<wire::NodeWire>),
+    ("nodes[].disk", "DiskWire", fields::<wire::DiskWire>),
+    ("nodes[].bmc", "BmcWire", fields::<wire::BmcWire>),
+    ("nodes[].bmc.tls", "BmcTlsWire", fields::<wire::BmcTlsWire>),
+    ("nodes[].qemu", "QemuWire", fields::<wire::QemuWire>),
+    ("install", "InstallWire", fields::<wire::InstallWire>),
+    ("install.user", "UserWire", fields::<wire::UserWire>),
+    ("mirror", "MirrorWire", fields::<wire::MirrorWire>),
+    (
+        "mirror.repos[]",
+        "MirrorRepoWire",
+        fields::<wire::MirrorRepoWire>,
+    ),
+    ("registry", "RegistryWire", fields::<wire::RegistryWire>),
+    (
+        "registry.upstreams[]",
+        "RegistryUpstreamWire",
+        fields::<wire::RegistryUpstreamWire>,
+    ),
+    (
+        "registry.tls",
+        "RegistryTlsWire",
+        fields::<wire::RegistryTlsWire>,
+    ),
+];
+
+/// The wire struct's fields at `path`.
 fn fields_at(path: &str) -> Option<&'static [&'static str]> {
-    Some(match path {
-        "" => fields::<wire::ConfigFile>(),
-        "seed" => fields::<wire::SeedWire>(),
-        "seed.ports" => fields::<wire::PortsWire>(),
-        "seed.dhcp" => fields::<wire::DhcpWire>(),
-        "seed.lifecycle" => fields::<wire::LifecycleWire>(),
-        "zones[]" => fields::<wire::ZoneWire>(),
-        "zones[].discovery_pool" => fields::<wire::PoolWire>(),
-        "links[]" => fields::<wire::LinkWire>(),
-        "links[].bond" => fields::<wire::BondWire>(),
-        "roles[]" => fields::<wire::RoleWire>(),
-        "roles[].disk" | "nodes[].disk" => fields::<wire::DiskWire>(),
-        "nodes[]" => fields::<wire::NodeWire>(),
-        "nodes[].bmc" => fields::<wire::BmcWire>(),
-        "nodes[].bmc.tls" => fields::<wire::BmcTlsWire>(),
-        "nodes[].qemu" => fields::<wire::QemuWire>(),
-        "install" => fields::<wire::InstallWire>(),
-        "install.user" => fields::<wire::UserWire>(),
-        "mirror" => fields::<wire::MirrorWire>(),
-        "mirror.repos[]" => fields::<wire::MirrorRepoWire>(),
-        "registry" => fields::<wire::RegistryWire>(),
-        "registry.upstreams[]" => fields::<wire::RegistryUpstreamWire>(),
-        "registry.tls" => fields::<wire::RegistryTlsWire>(),
-        _ => return None,
-    })
+    PLACES
+        .iter()
+        .find(|(place, _, _)| *place == path)
+        .map(|(_, _, fields)| fields())
 }
 
 /// Every key of `text` that is not a field where it stands, as problems naming line and field

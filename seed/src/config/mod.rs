@@ -8,6 +8,7 @@ pub mod edit;
 mod keys;
 pub(crate) mod model;
 mod problem;
+pub mod reference;
 mod validate;
 pub mod wire;
 
