@@ -12,13 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http::{HttpSeed, get};
-use common::{KillOnDrop, describe, repo_root, seed as seed_command};
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", describe(&out));
-    out
-}
+use common::{KillOnDrop, describe, repo_root, run, seed as seed_command};
 
 /// A signed repository: `repo/` with `pool/` and `dists/stable/`, and its key.
 struct Repo {

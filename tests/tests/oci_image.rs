@@ -7,24 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{KillOnDrop, describe, need, repo_root, seed};
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", describe(&out));
-    out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{KillOnDrop, describe, free_port, need, repo_root, run, seed};
 
 /// podman with a store of the test's own. `runc` and explicit limits because of this machine
 /// kind, not the image: its root lacks CAP_SYS_RESOURCE (podman's default limits are above

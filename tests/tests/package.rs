@@ -292,33 +292,19 @@ fn the_package_runs_seed_as_a_service_that_provisions_reloads_and_restarts() {
         .unwrap();
     assert!(strip.status.success(), "{}", describe(&strip));
     let debs = work.path().join("debs");
-    let out = Command::new(repo_root().join("packaging/deb/build"))
-        .arg("--binary")
-        .arg(&binary)
-        .arg("--out")
-        .arg(&debs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "packaging/deb/build: {}",
-        describe(&out)
-    );
-    let deb = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    // This version and the next one of it, for the upgrade.
+    let package = |version: Option<&str>| {
+        let mut build = Command::new(repo_root().join("packaging/deb/build"));
+        build.arg("--binary").arg(&binary).arg("--out").arg(&debs);
+        if let Some(version) = version {
+            build.args(["--version", version]);
+        }
+        let out = common::run(&mut build);
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    let deb = package(None);
     let deb_name = deb.file_name().unwrap().to_string_lossy().into_owned();
-    // And the next version of it, for the upgrade.
-    let out = Command::new(repo_root().join("packaging/deb/build"))
-        .arg("--binary")
-        .arg(&binary)
-        .args(["--version", "99.0.0-1", "--out"])
-        .arg(&debs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "packaging/deb/build: {}",
-        describe(&out)
-    );
+    package(Some("99.0.0-1"));
 
     // A fresh Debian 12 root, unpacked anew.
     let root = work.path().join("root");

@@ -11,26 +11,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::http::HttpSeed;
-use common::{KillOnDrop, describe, need, repo_root, seed};
+use common::{KillOnDrop, describe, free_port, need, repo_root, run, seed};
 use seed::registry::reference::Digest;
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", describe(&out));
-    out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One layer: a directory with `file` holding `content`, as a gzip'd tar (deterministic:
 /// GNU tar with fixed owner and time, gzip -n). Returns (diff_id, compressed bytes).

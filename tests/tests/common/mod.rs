@@ -222,3 +222,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Runs `cmd`, which must succeed; its output.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("start the command");
+    assert!(out.status.success(), "{cmd:?}: {}", describe(&out));
+    out
+}
+
+/// A TCP port on loopback that was free a moment ago (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
