@@ -395,6 +395,35 @@ fn apt_installs_from_the_mirror_static_proxied_and_offline() {
             .join(deb_name("seedtest-c"))
             .exists()
     );
+    // And a client that checks nothing itself (curl) is not handed it as complete: the
+    // length is announced, the last byte held back until the file verified, and the
+    // connection aborted when it did not (curl: 18, partial file). It used to be a clean 200.
+    let corrupt_url = seed.url(&format!(
+        "/apt/ubuntu/pool/main/s/seedtest-c/{}",
+        deb_name("seedtest-c")
+    ));
+    let out = Command::new(common::need("curl"))
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+        ])
+        .arg(&corrupt_url)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "curl took a package that failed verification for complete: {}",
+        describe(&out)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(18),
+        "partial file: {}",
+        describe(&out)
+    );
 
     // The upstream publishes a new suite (seedtest-d added): the first update after fetches
     // the indices the cache used before the new Release is served.

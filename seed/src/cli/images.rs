@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use super::global::Global;
 use super::table::Table;
 use crate::config::Config;
-use crate::provision::catalogue;
+use crate::provision::catalogue::{self, Catalogue};
 
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
@@ -117,7 +117,13 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
     match command {
         ImagesCommand::Add(args) => {
             if args.replace {
-                not_in_use(global, config.as_ref(), &args.name, "replaced")?;
+                not_in_use(
+                    global,
+                    config.as_ref(),
+                    Catalogue::Boot,
+                    &args.name,
+                    "replaced",
+                )?;
             }
             let new = images::NewImage {
                 name: args.name.clone(),
@@ -146,7 +152,7 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
                         .with_context(|| format!("cannot import {}", args.iso.display()))?;
                 }
                 if let Some(name) = &args.name {
-                    not_in_use(global, config.as_ref(), name, "replaced")?;
+                    not_in_use(global, config.as_ref(), Catalogue::Boot, name, "replaced")?;
                 }
             }
             return import(&catalogue, args);
@@ -194,6 +200,15 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
             }
         }
         ImagesCommand::AddDisk(args) => {
+            if args.replace {
+                not_in_use(
+                    global,
+                    config.as_ref(),
+                    Catalogue::Disk,
+                    &args.name,
+                    "replaced",
+                )?;
+            }
             let sha256 = args
                 .sha256
                 .as_deref()
@@ -231,7 +246,8 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
             );
         }
         ImagesCommand::RemoveDisk(args) => {
-            if !disks.remove(&args.name)? {
+            let state_dir = global.state_dir(config.as_ref());
+            if !catalogue::remove_disk_image(config.as_ref(), &state_dir, &disks, &args.name)? {
                 anyhow::bail!("no disk image named {}", args.name);
             }
             println!("disk image {} removed", args.name);
@@ -253,6 +269,7 @@ pub fn run(global: &Global, command: ImagesCommand) -> anyhow::Result<ExitCode> 
 fn not_in_use(
     global: &Global,
     config: Option<&Config>,
+    kind: Catalogue,
     image: &str,
     what: &'static str,
 ) -> anyhow::Result<()> {
@@ -260,6 +277,7 @@ fn not_in_use(
     Ok(catalogue::unless_installing(
         config,
         &state_dir,
+        kind,
         image,
         what,
         || (),

@@ -216,9 +216,32 @@ fn init_logging(verbose: u8, color: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .fmt_fields(escaped_fields())
         .with_writer(std::io::stderr)
         .with_ansi(color)
         .try_init();
+}
+
+/// How every log field is written: as the default formatter does (`name=value`, the message
+/// bare), but through [`crate::net::printable`], so no text in a log line (an enlisted
+/// inspection, a request path, a BMC's message: anything from the network) can carry a
+/// terminal escape or a CR LF that forges a line of its own. The level colours are the
+/// formatter's, outside the fields, and stay.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(
+        |writer: &mut tracing_subscriber::fmt::format::Writer<'_>,
+         field: &tracing::field::Field,
+         value: &dyn std::fmt::Debug| {
+            let text = crate::net::printable(&format!("{value:?}"));
+            if field.name() == "message" {
+                write!(writer, "{text}")
+            } else {
+                write!(writer, "{field}={text}")
+            }
+        },
+    )
+    .delimited(" ")
 }
 
 /// The command reference (`docs/CLI.md`) as Markdown: every command's `--help`, as clap
@@ -264,6 +287,46 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// A log line is one line, whatever the network sent: CR LF and escapes in a message or a
+    /// field come out escaped (the formatter `seed serve` logs with).
+    #[test]
+    fn network_text_cannot_forge_a_log_line_or_reach_the_terminal() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(escaped_fields())
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let forged = "vendor\r\n2026-12-08T00:00:00Z  INFO seed: node1 deployed\u{1b}[2J";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(hostname = %forged, path = forged, "enlisted {forged}");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+        assert!(
+            text.contains(
+                "enlisted vendor\\r\\n2026-12-08T00:00:00Z  INFO seed: node1 deployed\\u{1b}[2J"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(" hostname=vendor\\r\\n"), "{text}");
+        // A Debug-recorded string is quoted and escaped by Debug already, and not twice.
+        assert!(text.contains(r#"path="vendor\r\n"#), "{text}");
+    }
 
     #[test]
     fn an_error_names_each_cause_once() {

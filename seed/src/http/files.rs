@@ -540,8 +540,11 @@ const GROWING_CHUNK: u64 = 64 << 10;
 /// waits until the source answered (its size, when it gave one, is returned for
 /// `Content-Length`), then every byte as it is flushed to the temporary file. A fetch that
 /// fails before its first byte is the error; one that fails later, also one whose bytes all
-/// went out but did not verify, ends the body with an error, so the connection is aborted and
-/// the client never takes it for complete. `head_only`: the size, and an empty body.
+/// arrived but did not verify, ends the body with an error, so the connection is aborted and
+/// the client never takes it for complete. With a `Content-Length` the last byte is held back
+/// until the file verified: once the announced length went out, an abort came too late (curl
+/// reported a corrupt blob as a clean 200), so a failed verification leaves the client one
+/// byte short. `head_only`: the size, and an empty body.
 pub(super) async fn growing(
     mut download: crate::cache::Growing,
     head_only: bool,
@@ -560,15 +563,23 @@ pub(super) async fn growing(
     if head_only {
         return Ok((first.total, Body::empty()));
     }
-    let stream =
-        futures_util::stream::unfold((download, 0u64, false), |(mut d, sent, over)| async move {
+    let length = first.total;
+    let stream = futures_util::stream::unfold(
+        (download, 0u64, false),
+        move |(mut d, sent, over)| async move {
             if over {
                 return None;
             }
             loop {
                 let p = d.progress.borrow_and_update().clone();
-                if sent < p.written {
-                    let n = (p.written - sent).min(GROWING_CHUNK);
+                // What may go out now: everything written, but the last byte of a framed
+                // length only once the file verified.
+                let ready = match (length, &p.end) {
+                    (Some(total), None | Some(Err(_))) => p.written.min(total.saturating_sub(1)),
+                    _ => p.written,
+                };
+                if sent < ready {
+                    let n = (ready - sent).min(GROWING_CHUNK);
                     let file = Arc::clone(&d.file);
                     let read = tokio::task::spawn_blocking(move || {
                         let mut buf = vec![0u8; n as usize];
@@ -594,7 +605,8 @@ pub(super) async fn growing(
                     }
                 }
             }
-        });
+        },
+    );
     Ok((first.total, Body::from_stream(stream)))
 }
 
