@@ -312,6 +312,10 @@ pub enum Enlisted {
     NotSeen,
     /// [`MAX_ENLISTED`] machines are enlisted already and wait to be adopted.
     Full,
+    /// The machine is enlisted with another inspection, which is kept: the first poster's
+    /// word stands until an operator adopts it. A MAC is public, so a second, different
+    /// inspection is what a host taking the machine's MAC and lease would send.
+    Kept,
 }
 
 /// A discovered machine adopted as a node ([`Store::adopt`]).
@@ -1307,17 +1311,26 @@ impl Store {
             value: e.to_string(),
         })?;
         let tx = self.conn.transaction()?;
-        let row: Option<Option<i64>> = tx
+        let row: Option<(Option<i64>, Option<String>)> = tx
             .query_row(
-                "SELECT inspected_at FROM discovered WHERE mac = ?1",
+                "SELECT inspected_at, inspection FROM discovered WHERE mac = ?1",
                 [mac.to_string()],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let Some(inspected_at) = row else {
+        let Some((inspected_at, kept)) = row else {
             return Ok(Enlisted::NotSeen);
         };
-        if inspected_at.is_none() {
+        if inspected_at.is_some() {
+            // The same report again (an agent that lost seed's answer and asked again) is
+            // taken as it was; another one is not.
+            return Ok(if kept.as_deref() == Some(json.as_str()) {
+                Enlisted::Recorded
+            } else {
+                Enlisted::Kept
+            });
+        }
+        {
             let enlisted: u32 = tx.query_row(
                 "SELECT count(*) FROM discovered WHERE inspected_at IS NOT NULL",
                 [],
@@ -1921,10 +1934,19 @@ mod tests {
             Enlisted::Full,
             "one more than MAX_ENLISTED"
         );
-        // An enlisted machine enlists again (a second boot), full or not.
+        // The same report again (an agent that lost the answer), full or not: taken.
         assert_eq!(
             store.record_enlisted(machines[0].mac, &inspection).unwrap(),
             Enlisted::Recorded
+        );
+        // Another one for an enlisted machine (a host that took its MAC): the first is kept.
+        let forged = Inspection {
+            memory_bytes: Some(2 << 30),
+            ..Inspection::default()
+        };
+        assert_eq!(
+            store.record_enlisted(machines[0].mac, &forged).unwrap(),
+            Enlisted::Kept
         );
         let (found, kept) = store.discovered_one(machines[0].mac).unwrap().unwrap();
         assert!(found.inspected_at.is_some());

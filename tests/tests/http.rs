@@ -1513,6 +1513,23 @@ fn an_unknown_machine_enlists_from_its_leased_address_and_is_adopted() {
         "{}",
         reply.text()
     );
+    // The same report again (an agent that lost the answer) is fine; another one, from the
+    // same leased address (a host that took the machine's public MAC and so its lease), is
+    // refused, and what `seed adopt` writes stays what the machine itself said.
+    let reply = enlist(stranger, leased, &good);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let forged = Inspection {
+        memory_bytes: Some(1 << 30),
+        ..inspection.clone()
+    };
+    assert_ne!(forged, inspection);
+    let reply = enlist(stranger, leased, &body(&forged));
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert!(
+        reply.text().contains("its first inspection is kept"),
+        "{}",
+        reply.text()
+    );
     // Once enlisted, its next boot is its disk's, saying how to adopt it.
     let said = script_from(seed, stranger, leased);
     assert!(said.contains("is enlisted; seed adopt"), "{said}");

@@ -121,6 +121,19 @@ impl Nodes {
             Enlisted::NotSeen => Err(NodeError::Refused(format!(
                 "seed's DHCP has not seen {mac}"
             ))),
+            Enlisted::Kept => {
+                crate::limited!(
+                    self.enlist_log(),
+                    warn,
+                    %mac,
+                    peer = %peer.to_canonical(),
+                    %summary,
+                    "a second, different enlistment for an enlisted machine was refused: another host may be using its MAC"
+                );
+                Err(NodeError::Conflict(format!(
+                    "{mac} is enlisted already; its first inspection is kept until it is adopted (seed adopt)"
+                )))
+            }
             Enlisted::Full => Err(NodeError::Unavailable(format!(
                 "{} machines are enlisted and wait to be adopted (seed adopt) or to age out; {mac} is not kept",
                 crate::store::MAX_ENLISTED
