@@ -101,6 +101,9 @@ pub struct Readings {
     pub apt_upstream_fetches: Option<u64>,
     /// The registry's pull-through cache, when it has upstreams.
     pub registry_proxy: Option<ProxyCounts>,
+    /// Each registry upstream's prefix and whether it is taken as reachable (its circuit
+    /// breaker closed).
+    pub registry_upstreams: Vec<(String, bool)>,
 }
 
 /// How the registry's pull-through cache answered, since seed started.
@@ -325,6 +328,20 @@ impl Metrics {
                 );
             }
         }
+        if !now.registry_upstreams.is_empty() {
+            out.push_str(
+                "# HELP seed_registry_upstream_up Whether seed asks the upstream (1), or serves stored tags and refuses the rest without asking it, for a while after it could not be reached (0).\n",
+            );
+            out.push_str("# TYPE seed_registry_upstream_up gauge\n");
+            for (prefix, up) in &now.registry_upstreams {
+                let label = prefix.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(
+                    out,
+                    "seed_registry_upstream_up{{prefix=\"{label}\"}} {}",
+                    u8::from(*up)
+                );
+            }
+        }
         out
     }
 }
@@ -356,8 +373,11 @@ mod tests {
                 misses: 2,
                 stale: 1,
             }),
+            registry_upstreams: vec![("quay.io".into(), true), ("docker.io".into(), false)],
         });
         for line in [
+            "seed_registry_upstream_up{prefix=\"quay.io\"} 1",
+            "seed_registry_upstream_up{prefix=\"docker.io\"} 0",
             "seed_dhcp_packets_total{type=\"discover\",direction=\"in\"} 2",
             "seed_dhcp_packets_total{type=\"offer\",direction=\"out\"} 1",
             "seed_dhcp_dropped_total 1",

@@ -12,7 +12,7 @@ mod common;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::http::HttpSeed;
 use common::{KillOnDrop, describe, free_port, need, repo_root, run, seed};
@@ -1395,4 +1395,107 @@ fn the_registrys_port_speaks_tls_with_the_configured_certificate() {
         "plain HTTP answered on the TLS port: {:?}",
         String::from_utf8_lossy(&reply)
     );
+}
+
+/// An upstream that drops SYNs (a firewall, a dead route) costs one connect timeout, not one
+/// per request: after the first request found it unreachable, stored tags are served at once
+/// without asking it, and `/metrics` says it is down. The dropper is a listener on loopback
+/// whose accept queue is full and never drained: the kernel then drops further SYNs.
+#[test]
+fn an_upstream_that_drops_syns_is_left_alone_and_stored_tags_are_served_at_once() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let mut upstream = Distribution::start(work, &work.join("upstream"));
+    let base = layer(
+        work,
+        "base",
+        "a layer of an image pulled before the upstream went dark",
+    );
+    let oci = work.join("oci");
+    layout(&oci, &[("1", "amd64", vec![base])], None);
+    run(skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:1", oci.display()))
+        .arg(format!("docker://{}/osism/dark:1", upstream.host())));
+    let port: u16 = upstream.host().rsplit(':').next().unwrap().parse().unwrap();
+
+    let state = work.join("state");
+    let mut config = std::fs::read_to_string(repo_root().join("examples/lab.yaml")).unwrap();
+    // Every tag request asks the upstream (tag_max_age 0): unless it is known to be down.
+    config.push_str(&format!(
+        "\nregistry:\n  tag_max_age: 0s\n  upstreams:\n    - {{ prefix: dark.example, url: \"{}\" }}\n",
+        upstream.base
+    ));
+    let config_path = work.join("seed.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let seed = HttpSeed::start(&config_path, &state);
+    let manifest = || {
+        let started = Instant::now();
+        let answer = request(
+            &seed.base,
+            "GET",
+            "/v2/dark.example/osism/dark/manifests/1",
+            &[("Accept", ACCEPT_ALL)],
+        );
+        (answer.status, started.elapsed())
+    };
+    assert_eq!(
+        manifest().0,
+        200,
+        "pulled through while the upstream answers"
+    );
+
+    // The upstream goes dark: its port now belongs to a listener that never accepts, with a
+    // backlog of one, filled.
+    upstream.stop();
+    let dropper = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    dropper.set_reuse_address(true).unwrap();
+    dropper
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    dropper.listen(0).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let filler =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let _ = filler.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into());
+        fillers.push(filler);
+    }
+    // The queue is full once a connect no longer completes within a second.
+    let probe = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    );
+    assert!(probe.is_err(), "the dropper still completes handshakes");
+
+    // The first request waits for the connect timeout, then serves the stored tag.
+    let (status, first) = manifest();
+    assert_eq!(status, 200, "the stored tag while the upstream is dark");
+    // The next ones do not ask it: at once (best of three, on a busy machine).
+    let fastest = (0..3)
+        .map(|_| {
+            let (status, took) = manifest();
+            assert_eq!(status, 200);
+            took
+        })
+        .min()
+        .unwrap();
+    assert!(
+        fastest < Duration::from_millis(100),
+        "served stale in {fastest:?} (the first took {first:?}): the upstream was asked again"
+    );
+    let metrics =
+        String::from_utf8_lossy(&request(&seed.base, "GET", "/metrics", &[]).body).into_owned();
+    assert!(
+        metrics.contains("seed_registry_upstream_up{prefix=\"dark.example\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        seed.log()
+            .contains("registry: upstream unreachable; for 60 s"),
+        "{}",
+        seed.log()
+    );
+    drop(fillers);
 }

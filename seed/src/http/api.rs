@@ -362,6 +362,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
                 nodes,
                 apt_upstream_fetches: app.apt.as_ref().map(|apt| apt.mirror.upstream_fetches()),
                 registry_proxy: app.registry_proxy.as_ref().map(|p| p.counts()),
+                registry_upstreams: app
+                    .registry_proxy
+                    .as_ref()
+                    .map(|p| p.upstreams_up())
+                    .unwrap_or_default(),
             });
             (
                 [(

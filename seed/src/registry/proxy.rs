@@ -44,6 +44,11 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// The largest token answer read (Docker Hub's are about 4 KiB).
 const MAX_TOKEN_ANSWER: usize = 64 << 10;
 
+/// How long an upstream that could not be reached (no connection, a timeout, a 5xx) is left
+/// alone: requests are answered at once from the store (a stored tag, stale) or refused,
+/// instead of each waiting out the connect and read timeouts again. The APT mirror's period.
+const DOWN_FOR: Duration = Duration::from_secs(60);
+
 /// The pull-through side of the registry.
 pub struct Proxy {
     registry: Arc<Registry>,
@@ -58,6 +63,8 @@ pub struct Proxy {
     fetches: AtomicU64,
     /// How requests for upstreams' repositories were answered.
     counts: Counts,
+    /// Upstreams (by prefix) that could not be reached, and since when ([`DOWN_FOR`]).
+    down: Mutex<HashMap<String, Instant>>,
 }
 
 /// Hits, misses and stale answers ([`ProxyCounts`]).
@@ -90,7 +97,60 @@ impl Proxy {
             flights: Flights::default(),
             fetches: AtomicU64::new(0),
             counts: Counts::default(),
+            down: Mutex::default(),
         })
+    }
+
+    /// Each upstream's prefix and whether it is taken as reachable, for `/metrics`.
+    pub fn upstreams_up(&self) -> Vec<(String, bool)> {
+        self.upstreams
+            .iter()
+            .map(|u| (u.prefix.clone(), !self.is_down(&u.prefix)))
+            .collect()
+    }
+
+    /// Whether the upstream of `prefix` failed less than [`DOWN_FOR`] ago.
+    fn is_down(&self, prefix: &str) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(prefix)
+            .is_some_and(|at| at.elapsed() < DOWN_FOR)
+    }
+
+    fn mark_down(&self, upstream: &RegistryUpstream) {
+        let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        let fresh = down
+            .get(&upstream.prefix)
+            .is_none_or(|at| at.elapsed() >= DOWN_FOR);
+        down.insert(upstream.prefix.clone(), Instant::now());
+        if fresh {
+            tracing::warn!(
+                upstream = %upstream.url,
+                "registry: upstream unreachable; for {} s stored tags are served without asking it and what is not stored is refused at once",
+                DOWN_FOR.as_secs()
+            );
+        }
+    }
+
+    fn mark_up(&self, upstream: &RegistryUpstream) {
+        let was = self
+            .down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&upstream.prefix);
+        if was.is_some() {
+            tracing::info!(upstream = %upstream.url, "registry: upstream answers again");
+        }
+    }
+
+    /// The error for a request that would have to wait for an upstream known to be down.
+    fn down_error(upstream: &RegistryUpstream) -> RegistryError {
+        RegistryError::Upstream(format!(
+            "{} did not answer within the last {} s; not asked again yet",
+            upstream.url,
+            DOWN_FOR.as_secs()
+        ))
     }
 
     /// What the pull-through did so far, for `/metrics`.
@@ -149,6 +209,14 @@ impl Proxy {
                 (format!("{name}:{tag}"), age.is_some())
             }
         };
+        if self.is_down(&upstream.prefix) {
+            if have {
+                self.counts.stale.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            self.counts.miss();
+            return Err(Self::down_error(&upstream));
+        }
         let (this, name2, reference2) = (Arc::clone(self), name.clone(), reference.clone());
         let fetched = self
             .flights
@@ -294,6 +362,9 @@ impl Proxy {
                 digest: digest.to_string(),
             });
         }
+        if self.is_down(&upstream.prefix) {
+            return Err(Self::down_error(&upstream));
+        }
         let expect = Expect {
             size: None,
             sha256: digest.hex().to_string(),
@@ -364,9 +435,16 @@ impl Proxy {
             request.send()
         };
         let unreachable = |e: reqwest::Error| {
+            self.mark_down(upstream);
             RegistryError::Upstream(format!("{url}: {}", crate::error_chain(&e)))
         };
         let response = send(self.auth(&scope_key)).await.map_err(unreachable)?;
+        // A server error is the upstream's trouble, not the request's: as unreachable.
+        if response.status().is_server_error() {
+            self.mark_down(upstream);
+        } else {
+            self.mark_up(upstream);
+        }
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
