@@ -1309,6 +1309,40 @@ fn pulled_through_images_stay_under_the_cache_size_and_imports_are_never_evicted
             "seed_registry_cache_requests_total{result=\"miss\"}"
         ) > 0
     );
+
+    // Churn: 60 pulls at once of both images, each over half the cache, so the cache evicts
+    // while they resolve and fetch: every pull completes. (This does not hit the narrow window
+    // a field report saw, a manifest evicted between being made current and being read; the
+    // handler's second try covers that, unproven here: this passes without it too.)
+    let pulls: Vec<_> = (0..60)
+        .map(|i| {
+            let image = if i % 2 == 0 { "osism/a:1" } else { "osism/b:1" };
+            let (source, out) = (
+                format!("docker://{seed_host}/up.example/{image}"),
+                work.join(format!("churn-{i}")),
+            );
+            std::thread::spawn(move || {
+                skopeo()
+                    .args(["copy", "--src-tls-verify=false"])
+                    .arg(source)
+                    .arg(format!("dir:{}", out.display()))
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let failed: Vec<String> = pulls
+        .into_iter()
+        .map(|p| p.join().unwrap())
+        .filter(|out| !out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stderr).into_owned())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 60 pulls failed during eviction: {:?}",
+        failed.len(),
+        failed.first()
+    );
     upstream.stop();
 }
 

@@ -127,7 +127,17 @@ async fn v2(
             {
                 return registry_error(&e);
             }
-            let response = manifest(&registry, &name, &reference, &method, &headers).await;
+            let mut response = manifest(&registry, &name, &reference, &method, &headers).await;
+            // The pull-through cache prunes on a thread of its own: a pulled manifest made
+            // current above can be evicted before it is read. Missing from the store now, it
+            // is made current once more, so a pull that resolved it never sees a 404.
+            if response.status() == StatusCode::NOT_FOUND
+                && let Some(proxy) = &app.registry_proxy
+                && registry.manifest(&name, &reference).is_err()
+                && proxy.manifest(&name, &reference).await.is_ok()
+            {
+                response = manifest(&registry, &name, &reference, &method, &headers).await;
+            }
             if response.status() == StatusCode::OK {
                 let bytes = match method {
                     Method::GET => body_length(response.headers()),
