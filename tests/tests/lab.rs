@@ -270,40 +270,13 @@ impl LabDir {
         let state = dir.path().join("state");
         std::fs::write(
             &config,
-            format!(
-                r#"seed:
-  interface: seedbr0
-  address: 10.10.10.1
-  ports: {{ http: 8080 }}
-  state_dir: {state}
-  lifecycle: {{ {lifecycle} }}
-{seed_extra}
-links:
-  - name: ens3
-zones:
-  - name: management
-    vlan: 10
-    subnet: 10.10.10.0/24
-    gateway: 10.10.10.254
-    dns: [10.10.10.254]
-    link: ens3
-    native: true
-    provisioning: true
-    roles: [compute]
-{zones_extra}roles:
-  - name: compute
-    links: [ens3]
-    disk: {{ path: /dev/vda }}
-{roles_extra}nodes:
-{nodes}
-install:
-  user:
-    name: dragon
-    ssh_authorized_keys:
-      - "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPwDi8WXTYb7l5d5XCX4g2I0N8m0HjR5cHgfJsbBJ1pz lab"
-  storage_layout: direct
-"#,
-                state = state.display()
+            common::lab_config(
+                &state,
+                seed_extra,
+                lifecycle,
+                nodes,
+                zones_extra,
+                roles_extra,
             ),
         )
         .expect("write config");

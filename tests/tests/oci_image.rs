@@ -12,25 +12,12 @@ use std::time::Duration;
 
 use common::{KillOnDrop, describe, free_port, need, repo_root, run, seed};
 
-/// podman with a store of the test's own. `runc` and explicit limits because of this machine
+/// podman (a store of the test's own) with `runc`, and [`LIMITS`], because of this machine
 /// kind, not the image: its root lacks CAP_SYS_RESOURCE (podman's default limits are above
 /// the hard ones: EPERM) and it mounts cgroups in hybrid mode, which crun refuses.
 fn podman(work: &Path) -> Command {
-    let mut cmd = Command::new(need("podman"));
-    cmd.arg("--root")
-        .arg(work.join("podman/storage"))
-        .arg("--runroot")
-        .arg(work.join("podman/run"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-            "--runtime",
-            "runc",
-        ]);
+    let mut cmd = common::podman(work);
+    cmd.args(["--runtime", "runc"]);
     cmd
 }
 

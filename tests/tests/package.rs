@@ -168,46 +168,18 @@ impl Lab {
     fn up() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let netns = format!("seedpkg{}", std::process::id());
+        let node = "  - name: node1\n    role: compute\n    firmware: bios\n    \
+                    bmc: { address: 10.10.0.31, driver: qemu }\n    \
+                    macs: [\"52:54:00:31:00:31\"]\n    console: ttyS0,115200n8\n";
         std::fs::write(
             dir.path().join("lab.yaml"),
-            format!(
-                r#"seed:
-  interface: seedbr0
-  address: 10.10.10.1
-  ports: {{ http: 8080 }}
-  state_dir: {state}
-  lifecycle: {{ progress_timeout: 300, phone_home_timeout: 0 }}
-links:
-  - name: ens3
-zones:
-  - name: management
-    vlan: 10
-    subnet: 10.10.10.0/24
-    gateway: 10.10.10.254
-    dns: [10.10.10.254]
-    link: ens3
-    native: true
-    provisioning: true
-    roles: [compute]
-roles:
-  - name: compute
-    links: [ens3]
-    disk: {{ path: /dev/vda }}
-nodes:
-  - name: node1
-    role: compute
-    firmware: bios
-    bmc: {{ address: 10.10.0.31, driver: qemu }}
-    macs: ["52:54:00:31:00:31"]
-    console: ttyS0,115200n8
-install:
-  user:
-    name: dragon
-    ssh_authorized_keys:
-      - "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPwDi8WXTYb7l5d5XCX4g2I0N8m0HjR5cHgfJsbBJ1pz lab"
-  storage_layout: direct
-"#,
-                state = dir.path().join("state").display()
+            common::lab_config(
+                &dir.path().join("state"),
+                "",
+                "progress_timeout: 300, phone_home_timeout: 0",
+                node,
+                "",
+                "",
             ),
         )
         .unwrap();

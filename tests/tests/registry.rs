@@ -628,23 +628,7 @@ fn an_osism_bundle_imports_and_skopeo_podman_and_ctr_pull_from_seed_what_distrib
 
     // podman pulls the multi-arch index (it picks the amd64 image) and the Docker schema 2
     // image, into a store of the test's own.
-    let podman = |args: &[&str]| {
-        let mut cmd = Command::new(need("podman"));
-        cmd.arg("--root")
-            .arg(work.join("podman/storage"))
-            .arg("--runroot")
-            .arg(work.join("podman/run"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "none",
-            ])
-            .args(args);
-        run(&mut cmd)
-    };
+    let podman = |args: &[&str]| run(common::podman(work).args(args));
     for image in [IMAGES[2], IMAGES[1]] {
         podman(&[
             "pull",

@@ -114,10 +114,19 @@ where
     let cli = Cli::parse_from(args);
     init_logging(cli.global.verbose, cli.global.color.enabled());
     let global = cli.global;
-    // The server runs as the state's owner already; the lab and the agent keep their own.
-    let hand_over = !matches!(
+    // Only commands that can create files in the state directory: an image, a registry blob,
+    // a new store, a restored one, a backup written there (the package's upgrade). The store's
+    // -wal and -shm need nothing: SQLite run as root gives them the database's owner. The
+    // server runs as the state's owner already; the lab and the agent keep their own.
+    let hand_over = matches!(
         cli.command,
-        Command::Serve(_) | Command::Lab(_) | Command::Agent(_)
+        Command::Images(_)
+            | Command::Registry(_)
+            | Command::Provision(_)
+            | Command::Inventory(_)
+            | Command::Adopt(_)
+            | Command::Backup(_)
+            | Command::Restore(_)
     );
     let result = dispatch(&global, cli.command);
     if hand_over {

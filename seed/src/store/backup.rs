@@ -37,38 +37,17 @@ impl Store {
     /// Writes a consistent copy of the open store to `dest` (safe while others write).
     pub fn backup(&self, dest: &Path) -> Result<Summary, StoreError> {
         let temp = temporary(dest);
-        let _ = std::fs::remove_file(&temp);
-        let result = (|| {
-            let mut copy = Connection::open(&temp).map_err(|source| StoreError::Open {
-                path: temp.clone(),
-                source,
-            })?;
-            {
-                let backup = rusqlite::backup::Backup::new(&self.conn, &mut copy)?;
-                // -1: every page in one step, i.e. inside one read transaction of the source.
-                backup.step(-1)?;
-            }
-            // A backup is one self-contained file, whatever the source's journal mode.
-            copy.pragma_update(None, "journal_mode", "DELETE")?;
-            let summary = check(&copy, dest)?;
-            drop(copy);
-            sync(&temp)?;
-            Ok(summary)
-        })();
-        match result {
-            Ok(summary) => {
-                std::fs::rename(&temp, dest).map_err(|source| StoreError::Io {
-                    path: dest.to_path_buf(),
-                    source,
-                })?;
-                sync_dir(dest)?;
-                Ok(summary)
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                Err(e)
-            }
+        let summary = copy(&self.conn, &temp, dest)?;
+        let renamed = std::fs::rename(&temp, dest).map_err(|source| StoreError::Io {
+            path: dest.to_path_buf(),
+            source,
+        });
+        if let Err(e) = renamed {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
         }
+        sync_dir(dest)?;
+        Ok(summary)
     }
 }
 
@@ -77,38 +56,18 @@ pub fn restore(state_dir: &Path, from: &Path) -> Result<Summary, StoreError> {
     let _lock = ServeLock::acquire(state_dir)?;
     let db = state_dir.join(DB_FILE);
     let temp = temporary(&db);
-    let _ = std::fs::remove_file(&temp);
-    let result = (|| {
-        // Read the backup without changing it, then copy it page by page (not the file: a
-        // backup that is itself in WAL mode has its last commits in its -wal).
-        let source = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
-            |source| StoreError::Open {
+    // Read the backup without changing it, then copy it page by page (not the file: a backup
+    // that is itself in WAL mode has its last commits in its -wal).
+    let source =
+        Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
+            StoreError::Open {
                 path: from.to_path_buf(),
                 source,
-            },
-        )?;
-        check(&source, from)?;
-        let mut copy = Connection::open(&temp).map_err(|source| StoreError::Open {
-            path: temp.clone(),
-            source,
+            }
         })?;
-        {
-            let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
-            backup.step(-1)?;
-        }
-        copy.pragma_update(None, "journal_mode", "DELETE")?;
-        let summary = check(&copy, &db)?;
-        drop(copy);
-        sync(&temp)?;
-        Ok(summary)
-    })();
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e);
-        }
-    };
+    check(&source, from)?;
+    let summary = copy(&source, &temp, &db)?;
+    drop(source);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| StoreError::Io { path, source }
@@ -130,6 +89,31 @@ pub fn restore(state_dir: &Path, from: &Path) -> Result<Summary, StoreError> {
     // Opening it once brings an older backup's schema up to date now, not at the next start.
     Store::open_file(&db)?;
     Ok(summary)
+}
+
+/// Copies `source` page by page into a new file `temp` (SQLite's online backup, every page in
+/// one step: one read transaction of the source, so one consistent moment of it), makes it one
+/// self-contained file, checks it and flushes it; the summary names it `named`. A failure
+/// leaves no `temp`.
+fn copy(source: &Connection, temp: &Path, named: &Path) -> Result<Summary, StoreError> {
+    let _ = std::fs::remove_file(temp);
+    let result = (|| {
+        let mut copy = Connection::open(temp).map_err(|source| StoreError::Open {
+            path: temp.to_path_buf(),
+            source,
+        })?;
+        rusqlite::backup::Backup::new(source, &mut copy)?.step(-1)?;
+        // Whatever the source's journal mode: one file, no -wal beside it.
+        copy.pragma_update(None, "journal_mode", "DELETE")?;
+        let summary = check(&copy, named)?;
+        drop(copy);
+        sync(temp)?;
+        Ok(summary)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(temp);
+    }
+    result
 }
 
 /// A temporary name beside `path`, in the same directory (so the rename is atomic).

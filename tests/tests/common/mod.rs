@@ -238,3 +238,71 @@ pub fn free_port() -> u16 {
         .expect("its address")
         .port()
 }
+
+/// podman with a store of the test's own under `work` (vfs: no overlay mounts to leave behind;
+/// cgroupfs and no events: no systemd or journal needed), never the machine's.
+pub fn podman(work: &std::path::Path) -> Command {
+    let mut cmd = Command::new(need("podman"));
+    cmd.arg("--root")
+        .arg(work.join("podman/storage"))
+        .arg("--runroot")
+        .arg(work.join("podman/run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ]);
+    cmd
+}
+
+/// A lab config (`seed lab up`): seed on the lab bridge `seedbr0` at 10.10.10.1, HTTP on 8080,
+/// state in `state`; one provisioning zone `management` on link `ens3`, role `compute`; then
+/// what the test adds (YAML lines in place: `seed_extra` under `seed:`, `lifecycle` inside
+/// its braces, `nodes` under `nodes:`, more zones and roles after the lab's own).
+pub fn lab_config(
+    state: &std::path::Path,
+    seed_extra: &str,
+    lifecycle: &str,
+    nodes: &str,
+    zones_extra: &str,
+    roles_extra: &str,
+) -> String {
+    format!(
+        r#"seed:
+  interface: seedbr0
+  address: 10.10.10.1
+  ports: {{ http: 8080 }}
+  state_dir: {state}
+  lifecycle: {{ {lifecycle} }}
+{seed_extra}
+links:
+  - name: ens3
+zones:
+  - name: management
+    vlan: 10
+    subnet: 10.10.10.0/24
+    gateway: 10.10.10.254
+    dns: [10.10.10.254]
+    link: ens3
+    native: true
+    provisioning: true
+    roles: [compute]
+{zones_extra}roles:
+  - name: compute
+    links: [ens3]
+    disk: {{ path: /dev/vda }}
+{roles_extra}nodes:
+{nodes}
+install:
+  user:
+    name: dragon
+    ssh_authorized_keys:
+      - "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPwDi8WXTYb7l5d5XCX4g2I0N8m0HjR5cHgfJsbBJ1pz lab"
+  storage_layout: direct
+"#,
+        state = state.display()
+    )
+}
